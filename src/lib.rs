@@ -1,0 +1,10 @@
+//! ggufkit: a pure-Rust GGUF toolkit.
+//!
+//! The library does all the work; the `ggufkit` binary is a thin command-line
+//! layer over it. See `README.md` for the commands and `formats/` for the
+//! format notes and the data tables that drive conversion and templates.
+pub mod error;
+pub mod fileio;
+pub mod gguf;
+
+pub use error::{Error, Result};
