@@ -65,10 +65,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 pub fn check_not_input(output: &Path, inputs: &[&Path]) -> Result<()> {
     for input in inputs {
         if same_file(output, input) {
-            return Err(Error::usage(format!(
-                "refusing to write the output onto the input file {}",
-                input.display()
-            )));
+            return Err(Error::usage(format!("refusing to write the output onto the input file {}", input.display())));
         }
     }
     Ok(())

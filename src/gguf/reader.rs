@@ -208,22 +208,29 @@ pub fn parse(buf: &[u8]) -> Result<Gguf, ParseError> {
         let dims_at = c.pos as u64;
         let n_dims = c.u32(&|| field("n_dims"))?;
         if n_dims as usize > MAX_DIMS {
-            return Err(ParseError::new(field("n_dims"), dims_at, format!("{n_dims} dimensions; at most {MAX_DIMS} allowed")));
+            return Err(ParseError::new(
+                field("n_dims"),
+                dims_at,
+                format!("{n_dims} dimensions; at most {MAX_DIMS} allowed"),
+            ));
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for d in 0..n_dims {
             let at = c.pos as u64;
             let v = c.u64(&|| field(&format!("dims[{d}]")))?;
             if v > i64::MAX as u64 {
-                return Err(ParseError::new(field(&format!("dims[{d}]")), at, format!("dimension {v} is out of range")));
+                return Err(ParseError::new(
+                    field(&format!("dims[{d}]")),
+                    at,
+                    format!("dimension {v} is out of range"),
+                ));
             }
             dims.push(v);
         }
-        let n_elements = dims
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n <= i64::MAX as u64)
-            .ok_or_else(|| ParseError::new(field("dims"), dims_at, format!("element count of {dims:?} overflows")))?;
+        let n_elements =
+            dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= i64::MAX as u64).ok_or_else(
+                || ParseError::new(field("dims"), dims_at, format!("element count of {dims:?} overflows")),
+            )?;
         let type_at = c.pos as u64;
         let type_id = c.u32(&|| field("type"))?;
         let ty = GgmlType::from_id(type_id)

@@ -159,10 +159,7 @@ impl Value {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Value::Array(Array {
-            elem_type: ValueType::String,
-            values: items.into_iter().map(Value::string).collect(),
-        })
+        Value::Array(Array { elem_type: ValueType::String, values: items.into_iter().map(Value::string).collect() })
     }
 
     /// An array of values of one type.

@@ -275,10 +275,8 @@ mod tests {
         let mut md = Metadata::new();
         md.push("general.architecture", Value::string("llama"));
         md.push("general.alignment", Value::U32(64));
-        let tensors = vec![
-            TensorSpec::new("t0", vec![3], GgmlType::F32),
-            TensorSpec::new("t1", vec![32, 2], GgmlType::Q4_0),
-        ];
+        let tensors =
+            vec![TensorSpec::new("t0", vec![3], GgmlType::F32), TensorSpec::new("t1", vec![32, 2], GgmlType::Q4_0)];
         let mut w = GgufWriter::new(Vec::new(), "mem", &md, tensors).unwrap();
         w.write_data(&[1u8; 5]).unwrap();
         w.write_data(&[2u8; 7]).unwrap();
