@@ -6,5 +6,6 @@
 pub mod error;
 pub mod fileio;
 pub mod gguf;
+pub mod progress;
 
 pub use error::{Error, Result};
