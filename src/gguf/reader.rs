@@ -314,7 +314,7 @@ mod tests {
             TensorSpec { name: "a".into(), dims: vec![4, 2], ty: GgmlType::F32 },
             TensorSpec { name: "b".into(), dims: vec![32], ty: GgmlType::Q8_0 },
         ];
-        let layout = crate::gguf::Layout::new(3, &md, &tensors).unwrap();
+        let layout = crate::gguf::Layout::new(Default::default(), &md, &tensors).unwrap();
         let mut out = encode_header(&layout, &md, &tensors);
         out.resize(layout.total_size as usize, 0);
         out
