@@ -8,8 +8,10 @@ pub mod edit;
 pub mod error;
 pub mod fileio;
 pub mod gguf;
+pub mod imatrix;
 pub mod inspect;
 pub mod parity;
+pub mod policy;
 pub mod progress;
 
 pub use error::{Error, Result};
