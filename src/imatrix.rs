@@ -145,7 +145,7 @@ pub fn parse_legacy(buf: &[u8]) -> Result<ImatrixFile, ParseError> {
         if nval < 1 {
             return Err(perr(field("value count"), at + 4, format!("{nval} is less than 1")));
         }
-        let nbytes = (nval as usize).checked_mul(4).unwrap_or(usize::MAX);
+        let nbytes = (nval as usize).saturating_mul(4);
         let at = r.pos;
         let data = r.take(nbytes).ok_or_else(|| {
             perr(field("values"), at, format!("{nval} values need {nbytes} bytes but only {} remain", buf.len() - at))

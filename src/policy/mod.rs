@@ -146,6 +146,8 @@ pub struct TensorPlan {
     /// Index in the input's tensor list.
     pub index: usize,
     pub name: String,
+    /// Dimensions as llama-quantize writes them: up to the last one larger
+    /// than 1 (`ggml_n_dims`), so an input `[256, 1]` is written as `[256]`.
     pub dims: Vec<u64>,
     pub input_type: GgmlType,
     pub output_type: GgmlType,
@@ -345,9 +347,69 @@ fn guessed_file_type(header: &Gguf, order: &[usize]) -> u32 {
     ft.id() | FTYPE_GUESSED
 }
 
+/// `ggml_n_dims`: the dimensions up to the last one larger than 1 (at least one).
+pub fn written_dims(dims: &[u64]) -> Vec<u64> {
+    let n = dims.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1);
+    let mut v: Vec<u64> = dims.iter().copied().take(n).collect();
+    if v.is_empty() {
+        v.push(1);
+    }
+    v
+}
+
 /// The input type can be turned into f32 rows by llama-quantize.
 fn can_dequantize(ty: GgmlType) -> bool {
     ty.is_quantized() || matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+/// The type llama-quantize gives one tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeDecision {
+    /// Index in the input's tensor list.
+    pub index: usize,
+    pub ty: GgmlType,
+    pub reason: String,
+    /// `tensor_allows_quantization`: the rules were asked (otherwise the type is the input's).
+    pub allows_quantization: bool,
+    /// `tensor_requires_imatrix` for the chosen type.
+    pub requires_imatrix: bool,
+}
+
+/// The per-tensor types of one quantization, in output order.
+#[derive(Debug, Clone)]
+pub struct TypeDecisions {
+    pub tensors: Vec<TypeDecision>,
+    pub model: ModelParams,
+    pub n_fallback: usize,
+}
+
+/// The type of every tensor, in output order, as llama-quantize's
+/// preliminary pass chooses it (`llama_tensor_get_type`), without the checks
+/// that follow (see [`plan`]). `has_imatrix` changes a few mix rules.
+pub fn decide_types(header: &Gguf, opts: &Options, has_imatrix: bool) -> Result<TypeDecisions> {
+    let ftype = opts.ftype;
+    let default_type = ftype
+        .default_type()
+        .ok_or_else(|| Error::usage(format!("invalid output file type {} ({ftype})", ftype.id())))?;
+    let model = model_params(&header.metadata, &opts.kv_overrides)?;
+    let order = output_order(&header.tensors);
+    let names = order.iter().map(|&i| header.tensors[i].name.as_str());
+    let mut st = MixState::new(names, model.n_layer, has_imatrix);
+    let mut tensors = Vec::with_capacity(order.len());
+    for &i in &order {
+        let t = &header.tensors[i];
+        let view = TensorView::new(t);
+        let (ty, reason, allows) = match rules::allows_quantization(opts, &model.arch, &view) {
+            Ok(()) => {
+                let c = rules::choose_type(&mut st, &model, opts, ftype, default_type, &view)?;
+                (c.ty, c.reason, true)
+            }
+            Err(why) => (t.ty, format!("kept: {why}"), false),
+        };
+        let requires_imatrix = rules::requires_imatrix(&t.name, ty, ftype);
+        tensors.push(TypeDecision { index: i, ty, reason, allows_quantization: allows, requires_imatrix });
+    }
+    Ok(TypeDecisions { tensors, model, n_fallback: st.n_fallback })
 }
 
 /// Decides everything llama-quantize decides before writing: each tensor's
@@ -358,79 +420,62 @@ fn can_dequantize(ty: GgmlType) -> bool {
 /// with no entries, quantizes without one and adds no `quantize.imatrix.*`
 /// keys, as llama-quantize does).
 pub fn plan(header: &Gguf, opts: &Options, imatrix: Option<&Imatrix>) -> Result<Plan> {
-    let ftype = opts.ftype;
-    let default_type = ftype
-        .default_type()
-        .ok_or_else(|| Error::usage(format!("invalid output file type {} ({ftype})", ftype.id())))?;
     let imatrix = imatrix.filter(|m| !m.is_empty());
-    let model = model_params(&header.metadata, &opts.kv_overrides)?;
-    let mut warnings = Vec::new();
-
     if let Some(m) = imatrix {
         if let Some((name, v)) = m.first_non_finite() {
             return Err(Error::input(&m.file, format!("imatrix entry '{name}' contains a non-finite value ({v})")));
         }
     }
+    let decisions = decide_types(header, opts, imatrix.is_some())?;
+    let mut warnings = Vec::new();
 
-    let order = output_order(&header.tensors);
     let file_type = if opts.only_copy {
         let h = Hparams { md: &header.metadata, overrides: &opts.kv_overrides };
+        let order: Vec<usize> = decisions.tensors.iter().map(|d| d.index).collect();
         h.u32(KEY_FILE_TYPE)?.unwrap_or_else(|| guessed_file_type(header, &order))
     } else {
-        ftype.id()
+        opts.ftype.id()
     };
-
     let mut overrides = opts.kv_overrides.clone();
     if let Some(m) = imatrix {
         overrides.extend(m.kv_overrides());
     }
     let metadata = output_metadata(&header.metadata, file_type, &overrides)?;
 
-    let names = order.iter().map(|&i| header.tensors[i].name.as_str());
-    let mut st = MixState::new(names, model.n_layer, imatrix.is_some());
-
-    // the preliminary pass: types, and the imatrix requirement
-    let mut tensors = Vec::with_capacity(order.len());
+    // the preliminary pass's imatrix requirement
     let mut will_require_imatrix = false;
-    for &i in &order {
-        let t = &header.tensors[i];
-        let view = TensorView::new(t);
-        let (output_type, reason, allows) = match rules::allows_quantization(opts, &model.arch, &view) {
-            Ok(()) => {
-                let c = rules::choose_type(&mut st, &model, opts, ftype, default_type, &view)?;
-                (c.ty, c.reason, true)
-            }
-            Err(why) => (t.ty, format!("kept: {why}"), false),
-        };
-        let requires_imatrix = rules::requires_imatrix(&t.name, output_type, ftype);
-        if imatrix.is_none() && allows && requires_imatrix {
+    let mut tensors = Vec::with_capacity(decisions.tensors.len());
+    for d in &decisions.tensors {
+        let t = &header.tensors[d.index];
+        if imatrix.is_none() && d.allows_quantization && d.requires_imatrix {
             if opts.dry_run {
                 will_require_imatrix = true;
             } else {
                 return Err(Error::Unsupported(format!(
-                    "this quantization requires an importance matrix (--imatrix): tensor '{}' gets type {output_type}",
-                    t.name
+                    "this quantization requires an importance matrix (--imatrix): tensor '{}' gets type {}",
+                    t.name, d.ty
                 )));
             }
         }
-        let output_size = output_type.tensor_size(&t.dims).ok_or_else(|| {
+        let output_size = d.ty.tensor_size(&t.dims).ok_or_else(|| {
             Error::Unsupported(format!(
-                "tensor '{}': row length {} is not a multiple of the {output_type} block size {}",
+                "tensor '{}': row length {} is not a multiple of the {} block size {}",
                 t.name,
                 t.row_len(),
-                output_type.block_size()
+                d.ty,
+                d.ty.block_size()
             ))
         })?;
         tensors.push(TensorPlan {
-            index: i,
+            index: d.index,
             name: t.name.clone(),
-            dims: t.dims.clone(),
+            dims: written_dims(&t.dims),
             input_type: t.ty,
-            output_type,
+            output_type: d.ty,
             output_size,
-            reason,
+            reason: d.reason.clone(),
             use_imatrix: false,
-            requires_imatrix,
+            requires_imatrix: d.requires_imatrix,
         });
     }
 
@@ -467,17 +512,14 @@ pub fn plan(header: &Gguf, opts: &Options, imatrix: Option<&Imatrix>) -> Result<
         }
     }
 
-    if st.n_fallback > 0 {
-        warnings.push(format!(
-            "{} of {} tensor(s) required fallback quantization",
-            st.n_fallback,
-            header.tensors.len()
-        ));
+    let n_fallback = decisions.n_fallback;
+    if n_fallback > 0 {
+        warnings.push(format!("{n_fallback} of {} tensor(s) required fallback quantization", header.tensors.len()));
     }
     if will_require_imatrix {
         warnings.push("dry run: actually completing this quantization will require an importance matrix".into());
     }
-    Ok(Plan { file_type, tensors, metadata, model, n_fallback: st.n_fallback, warnings })
+    Ok(Plan { file_type, tensors, metadata, model: decisions.model, n_fallback, warnings })
 }
 
 /// The category name of a tensor in llama-quantize's rules (for reports).

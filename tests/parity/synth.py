@@ -7,6 +7,7 @@ Run with the reference venv's python (scripts/ref-env.sh). Subcommands:
   quantize JOBS.json OUT.json   run llama.cpp's llama_model_quantize (ctypes) for each job
   sweep CONFIGS.json OUT.json   run llama.cpp's llama_quant_compute_types (ctypes) for each config
   imatrix MODEL OUT ...         write an importance matrix for MODEL in llama-imatrix's GGUF or .dat layout
+  ftypes SRC OUT.json           llama.cpp's file-type table (quantize.cpp's QUANT_OPTIONS, llama_ftype_name, default types)
   build-tool SRC                build the real llama-quantize (tools/quantize/quantize.cpp + common/) from the
                                 llama.cpp tree SRC against the venv's libllama; print the binary's path
 
@@ -26,6 +27,8 @@ import gguf
 from gguf import GGMLQuantizationType as QT
 
 HERE = Path(__file__).resolve().parent
+# llama.cpp's abort handler would otherwise run gdb for a backtrace on every refused case
+os.environ.setdefault("GGML_NO_BACKTRACE", "1")
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,26 +66,26 @@ def _store(w, name, arr, dtype):
 
 
 MODELS = [
-    # name, arch, n_layer, n_embd, n_head, n_head_kv, n_ff, vocab, tied, dtype, extras
-    dict(name="llama8", arch="llama", n_layer=8, n_embd=256, n_head=8, n_head_kv=2, n_ff=512, vocab=512,
+    # small enough to quantize in well under a second each, with enough layers for the layer rules
+    dict(name="llama8", arch="llama", n_layer=8, n_embd=256, n_head=8, n_head_kv=2, n_ff=256, vocab=256,
          tied=False, dtype="F32"),
-    dict(name="llama12_tied", arch="llama", n_layer=12, n_embd=256, n_head=4, n_head_kv=4, n_ff=768, vocab=320,
+    dict(name="llama12_tied", arch="llama", n_layer=12, n_embd=256, n_head=4, n_head_kv=4, n_ff=96, vocab=256,
          tied=True, dtype="F16", odd_keys=True),
-    dict(name="llama6_896", arch="llama", n_layer=6, n_embd=896, n_head=14, n_head_kv=2, n_ff=160, vocab=256,
+    dict(name="llama3_896", arch="llama", n_layer=3, n_embd=896, n_head=14, n_head_kv=2, n_ff=40, vocab=128,
          tied=False, dtype="BF16"),
-    dict(name="llama9_extras", arch="llama", n_layer=9, n_embd=512, n_head=8, n_head_kv=1, n_ff=288, vocab=300,
+    dict(name="llama9_extras", arch="llama", n_layer=9, n_embd=256, n_head=8, n_head_kv=1, n_ff=288, vocab=256,
          tied=False, dtype="F16", extras=True),
-    dict(name="qwen2_10", arch="qwen2", n_layer=10, n_embd=384, n_head=6, n_head_kv=2, n_ff=1024, vocab=300,
+    dict(name="qwen2_10", arch="qwen2", n_layer=10, n_embd=384, n_head=6, n_head_kv=2, n_ff=128, vocab=256,
          tied=True, dtype="F16"),
-    dict(name="qwen2_5_untied", arch="qwen2", n_layer=5, n_embd=256, n_head=4, n_head_kv=1, n_ff=512, vocab=256,
+    dict(name="qwen2_5_untied", arch="qwen2", n_layer=5, n_embd=256, n_head=4, n_head_kv=1, n_ff=256, vocab=256,
          tied=False, dtype="F32"),
     dict(name="moe8", arch="llama", n_layer=4, n_embd=256, n_head=4, n_head_kv=2, n_ff=256, vocab=256,
          tied=False, dtype="F16", n_expert=8),
-    dict(name="moe4", arch="llama", n_layer=3, n_embd=256, n_head=4, n_head_kv=4, n_ff=256, vocab=256,
+    dict(name="moe4", arch="llama", n_layer=3, n_embd=256, n_head=4, n_head_kv=4, n_ff=128, vocab=256,
          tied=True, dtype="F16", n_expert=4),
-    dict(name="llama8_q8", arch="llama", n_layer=8, n_embd=256, n_head=8, n_head_kv=2, n_ff=512, vocab=512,
+    dict(name="llama8_q8", arch="llama", n_layer=8, n_embd=256, n_head=8, n_head_kv=2, n_ff=256, vocab=256,
          tied=False, dtype="Q8_0"),
-    dict(name="llama80", arch="llama", n_layer=80, n_embd=256, n_head=4, n_head_kv=1, n_ff=256, vocab=256,
+    dict(name="llama80", arch="llama", n_layer=80, n_embd=256, n_head=4, n_head_kv=1, n_ff=32, vocab=64,
          tied=False, dtype="F16"),
 ]
 
@@ -375,7 +378,7 @@ def cmd_sweep(configs_path, out_path):
     base.ggml_free.argtypes = [ctypes.c_void_p]
     base.ggml_tensor_overhead.restype = ctypes.c_size_t
 
-    def one(cfg, out_fd):
+    def one(cfg):
         keep = []
         desc = ModelDesc(cfg["arch"].encode(), cfg["n_embd"], cfg["n_ff"], cfg["n_layer"], cfg["n_head"],
                          cfg["n_head_kv"], cfg["n_expert"], cfg["n_embd"] // max(cfg["n_head"], 1),
@@ -393,37 +396,38 @@ def cmd_sweep(configs_path, out_path):
             ptrs[i] = t
         result = (ctypes.c_int * len(tensors))()
         compute(qs, cfg["ftype"], ptrs, result, len(tensors))
-        os.write(out_fd, json.dumps(list(result)).encode())
         qfree(qs)
         base.ggml_free(ctx)
         llama.llama_model_free(model)
-        return 0
+        return list(result)
 
+    saved_stderr = os.dup(2)  # llama.cpp logs every fallback: keep the sweep quiet
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
     results = []
+    scratch = Path(out_path).with_suffix(".child.json")
     for cfg in configs:
-        # a child per config: a llama.cpp exception (no fallback type, bad layer) aborts the process
-        r, wfd = os.pipe()
+        if not cfg.get("isolate"):
+            results.append({"id": cfg["id"], "rc": 0, "types": one(cfg)})
+            continue
 
+        # a child for a config llama.cpp may refuse: its exceptions cannot cross the C API and abort
         def run():
-            os.close(r)
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 2)
-            return one(cfg, wfd)
+            scratch.write_text(json.dumps(one(cfg)))
+            return 0
 
         rc = _in_child(run)
-        os.close(wfd)
-        data = b""
-        while chunk := os.read(r, 1 << 16):
-            data += chunk
-        os.close(r)
-        results.append({"id": cfg["id"], "rc": rc, "types": json.loads(data) if rc == 0 and data else None})
+        results.append({"id": cfg["id"], "rc": rc, "types": json.loads(scratch.read_text()) if rc == 0 else None})
+    os.dup2(saved_stderr, 2)
     Path(out_path).write_text(json.dumps(results))
 
 
 # --------------------------------------------------------------------------------------------
 # importance matrices in llama-imatrix's layouts (tools/imatrix/imatrix.cpp)
 
-def _imatrix_stats(model_path, skip, zero_expert, seed):
+def _imatrix_stats(model_path, skip, zero_expert, seed, bad_embd=False):
     """Per weight: (sums of squared activations [n_mat * n_per_row], token counts [n_mat])."""
     r = gguf.GGUFReader(model_path)
     rng = np.random.default_rng(seed)
@@ -433,8 +437,10 @@ def _imatrix_stats(model_path, skip, zero_expert, seed):
         ne = [int(x) for x in t.shape]
         if len(ne) < 2 or not name.endswith(".weight") or "norm" in name or name in skip:
             continue
+        if name == "token_embd.weight" and not bad_embd:
+            continue  # llama-imatrix only sees matrix multiplications (tied models: as the output)
         if name == "token_embd.weight":
-            continue  # llama-imatrix only sees matrix multiplications
+            ne = [ne[0] + 32] + ne[1:]  # a size that does not fit, which llama-quantize tolerates here only
         n_mat = ne[2] if len(ne) > 2 else 1
         counts = rng.integers(1, 4, size=n_mat) * 512
         if n_mat > 1 and zero_expert:
@@ -458,8 +464,12 @@ def cmd_imatrix(args):
     ap.add_argument("--zero-expert", action="store_true")
     ap.add_argument("--no-metadata", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--bad-embd", action="store_true", help="add a token_embd.weight entry of the wrong size")
+    ap.add_argument("--drop-counts", action="store_true", help="GGUF: leave out the first entry's counts tensor")
+    ap.add_argument("--f16-counts", action="store_true", help="GGUF: store the first entry's counts as F16")
+    ap.add_argument("--chunk-count-i32", action="store_true", help="GGUF: imatrix.chunk_count as INT32")
     a = ap.parse_args(args)
-    stats = _imatrix_stats(a.model, set(a.skip), a.zero_expert, a.seed)
+    stats = _imatrix_stats(a.model, set(a.skip), a.zero_expert, a.seed, a.bad_embd)
     names = sorted(stats)
     if a.format == "gguf":
         w = gguf.GGUFWriter(a.out, arch="")
@@ -467,13 +477,19 @@ def cmd_imatrix(args):
         if not a.no_metadata:
             w.add_string("general.type", "imatrix")
             w.add_array("imatrix.datasets", [a.dataset])
-            w.add_uint32("imatrix.chunk_count", a.chunks)
+            if a.chunk_count_i32:
+                w.add_int32("imatrix.chunk_count", a.chunks)
+            else:
+                w.add_uint32("imatrix.chunk_count", a.chunks)
             w.add_uint32("imatrix.chunk_size", a.chunk_size)
-        for n in names:
+        for i, n in enumerate(names):
             sums, counts = stats[n]
             n_mat = len(counts)
             w.add_tensor(n + ".in_sum2", sums.reshape(n_mat, -1))
-            w.add_tensor(n + ".counts", counts.astype(np.float32).reshape(n_mat, 1))
+            if i == 0 and a.drop_counts:
+                continue
+            dt = np.float16 if i == 0 and a.f16_counts else np.float32
+            w.add_tensor(n + ".counts", counts.astype(dt).reshape(n_mat, 1))
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
@@ -541,6 +557,35 @@ def cmd_build_tool(src):
     print(exe)
 
 
+def cmd_ftypes(src, out_path):
+    """llama.cpp's file-type facts: QUANT_OPTIONS (parsed from quantize.cpp), llama_ftype_name and
+    llama_ftype_get_default_type (called in libllama) for every llama_ftype id."""
+    import re
+    src = Path(src)
+    enum = dict((m.group(1), int(m.group(2))) for m in
+                re.finditer(r"^\s*LLAMA_FTYPE_(\w+)\s*=\s*(\d+)", (src / "include/llama.h").read_text(), re.M))
+    qsrc = (src / "tools/quantize/quantize.cpp").read_text()
+    block = qsrc[qsrc.index("QUANT_OPTIONS"):]
+    block = block[:block.index("};")]
+    options = [dict(name=m.group(1), id=enum[m.group(2)], desc=m.group(3)) for m in
+               re.finditer(r'\{\s*"(\w+)",\s*LLAMA_FTYPE_(\w+),\s*"([^"]*)"', block)]
+    count = int(re.search(r"GGML_TYPE_COUNT\s*=\s*(\d+)", (src / "ggml/include/ggml.h").read_text()).group(1))
+    _, llama = libs()
+    llama.llama_ftype_name.restype = ctypes.c_char_p
+    llama.llama_ftype_name.argtypes = [ctypes.c_int]
+    dflt = llama._Z28llama_ftype_get_default_type11llama_ftype
+    dflt.restype = ctypes.c_int
+    dflt.argtypes = [ctypes.c_int]
+    ftypes = []
+    for name, i in sorted(enum.items(), key=lambda kv: kv[1]):
+        if name == "GUESSED":
+            continue
+        d = dflt(i)
+        ftypes.append(dict(enum=name, id=i, label=llama.llama_ftype_name(i).decode(),
+                           default_type=None if d == count else d))
+    Path(out_path).write_text(json.dumps(dict(options=options, ftypes=ftypes), indent=1))
+
+
 def main():
     if len(sys.argv) < 2:
         print(__doc__)
@@ -554,6 +599,8 @@ def main():
         cmd_sweep(*args)
     elif cmd == "imatrix":
         cmd_imatrix(args)
+    elif cmd == "ftypes":
+        cmd_ftypes(*args)
     elif cmd == "build-tool":
         cmd_build_tool(*args)
     else:
