@@ -190,6 +190,8 @@ fn show(v: &Value) -> String {
 struct Table {
     rows: BTreeMap<String, BTreeMap<String, (usize, usize)>>,
     failures: Vec<String>,
+    /// Refusal reasons both sides agreed on.
+    refusals: BTreeMap<String, usize>,
 }
 
 impl Table {
@@ -211,6 +213,9 @@ impl Table {
                 .map(|(c, (ok, n))| if ok == n { format!("{c} {ok}/{n}") } else { format!("{c} {ok}/{n} DIFF") })
                 .collect();
             eprintln!("{row:<28} {}", cells.join("  "));
+        }
+        if !self.refusals.is_empty() {
+            eprintln!("refusals by reason: {:?}", self.refusals);
         }
         let total: usize = self.rows.values().flat_map(|c| c.values()).map(|v| v.1).sum();
         eprintln!("{} cases, {} differ", total, self.failures.len());
@@ -476,6 +481,12 @@ fn quantize_matrix_matches_llama_cpp() {
         let log = || std::fs::read_to_string(out_path.with_extension("gguf.log")).unwrap_or_default();
         let last_line = |s: String| s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
         let row = format!("{} {}", c.opts.label, c.model);
+        if c.model == "llama8" && c.opts.label == "default" {
+            // the table's requires_imatrix flag: refused without an imatrix on a llama-style model
+            table.add("requires_imatrix flag llama8", c.ftype.name(), (rc != 0) == c.ftype.requires_imatrix(), || {
+                format!("{}: llama.cpp rc {rc}, requires_imatrix {}", c.id, c.ftype.requires_imatrix())
+            });
+        }
         match (rc, ours) {
             (0, Ok(_)) if c.opts.dry_run => {
                 table.add(&row, c.ftype.name(), !out_path.exists(), || format!("{}: dry run wrote a file?", c.id))
@@ -495,6 +506,7 @@ fn quantize_matrix_matches_llama_cpp() {
             }),
             (_, Err(err)) => {
                 let (theirs, ours) = (refusal(&log()), refusal(&err.to_string()));
+                *table.refusals.entry(theirs.0.to_string()).or_default() += 1;
                 table.add(&format!("{row} (refused)"), c.ftype.name(), theirs == ours, || {
                     format!("{}: both refuse, llama.cpp: {theirs:?}, ours: {ours:?} ({err})", c.id)
                 })
@@ -623,7 +635,7 @@ fn type_sweep_matches_llama_cpp() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let mut configs = Vec::new();
     let mut cases = Vec::new();
-    for i in 0..1500 {
+    for i in 0..2500 {
         let arch = rng.pick(&["llama", "llama", "qwen2", "falcon", "deepseek2", "gemma2"]);
         let n_expert = if matches!(arch, "llama" | "qwen2") { rng.pick(&[0, 0, 0, 4, 8]) } else { 0 };
         let mut n_layer = rng.pick(&[1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24, 28, 31, 32, 33, 40, 48, 60, 80]);
@@ -977,6 +989,7 @@ fn llama_quantize_cli_matches() {
             (false, Err(err)) => {
                 let text = String::from_utf8_lossy(&run.stderr).into_owned() + &String::from_utf8_lossy(&run.stdout);
                 let (theirs, ours) = (refusal(&text), refusal(&err.to_string()));
+                *table.refusals.entry(theirs.0.to_string()).or_default() += 1;
                 table.add(&format!("{row} (refused)"), c.target, theirs == ours, || {
                     format!("{id}: both refuse, llama-quantize: {theirs:?}, ours: {ours:?} ({err})")
                 })

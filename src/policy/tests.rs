@@ -130,3 +130,19 @@ fn copy_keeps_types_and_file_type() {
     let p = plan(&h2, &Options::for_target(Target::Copy), None).unwrap();
     assert_eq!(p.file_type, 1 | FTYPE_GUESSED);
 }
+
+#[test]
+fn tensor_type_specs() {
+    let rules = parse_tensor_type_file("ATTN_V=q8_0\n  blk\\.1\\D=F16\tffn=iq4_nl ").unwrap();
+    assert_eq!(rules.len(), 3);
+    assert_eq!(rules[0].pattern, "attn_v");
+    assert_eq!(rules[0].ty, GgmlType::Q8_0);
+    // lower-casing turns \D into \d, as in llama-quantize
+    assert!(rules[1].is_match("blk.12.attn_q.weight"));
+    assert!(!rules[1].is_match("blk.1.attn_q.weight"));
+    assert!(TensorTypeRule::parse("=q8_0").is_err());
+    assert!(TensorTypeRule::parse("x=").is_err());
+    assert!(TensorTypeRule::parse("x").is_err());
+    assert!(TensorTypeRule::parse("x=q9_9").is_err());
+    assert!(TensorTypeRule::parse("(?=x)=q8_0").is_err());
+}
