@@ -7,5 +7,6 @@ pub mod error;
 pub mod fileio;
 pub mod gguf;
 pub mod progress;
+pub mod quant;
 
 pub use error::{Error, Result};
