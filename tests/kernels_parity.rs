@@ -208,12 +208,14 @@ fn row_sets(ty: GgmlType, r: &mut Rng) -> Vec<(String, usize, Vec<f32>)> {
     let (lengths, target): (&[usize], usize) = match bs {
         1 => (&[1, 7, 32, 1000], 65536),
         32 => (&[32, 96, 160, 416, 896, 2048], 262144),
+        64 => (&[64, 192, 896, 2048], 131072),
+        128 => (&[128, 384, 896, 2048], 131072),
         _ => (&[256, 512, 1536, 4864], 524288),
     };
     let mut sets = Vec::new();
     // rows of a single pattern, every pattern, at the two shortest lengths
     for &len in &lengths[..2] {
-        let len = len.max(32);
+        let len = len.max(32).max(bs);
         for p in PATTERNS.iter().chain(["nonfinite"].iter()) {
             let nrows = 3;
             let mut v = vec![0f32; len * nrows];
@@ -276,6 +278,11 @@ const QUANT_TYPES: &[GgmlType] = &[
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,
     GgmlType::MXFP4,
+    GgmlType::NVFP4,
+    GgmlType::Q1_0,
+    GgmlType::Q2_0,
+    GgmlType::TQ1_0,
+    GgmlType::TQ2_0,
 ];
 
 const DEQUANT_ONLY: &[GgmlType] = &[GgmlType::Q8_1, GgmlType::Q8_K];
