@@ -12,7 +12,7 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ggufkit::gguf::GgmlType;
@@ -154,44 +154,39 @@ fn fill(pattern: &str, r: &mut Rng, out: &mut [f32]) {
     }
 }
 
-/// One set of rows of one type, quantized by both implementations.
+/// One set of rows of one type, quantized by both implementations (and the
+/// result dequantized by both).
 struct QuantJob {
     ty: GgmlType,
     label: String,
     n_per_row: usize,
-    src: Vec<f32>,
+    /// Index into the shared source row sets (the imatrix variants of a set share it).
+    src: usize,
     imatrix: Option<Vec<f32>>,
-    dir: PathBuf,
     id: usize,
 }
 
 impl QuantJob {
-    fn src_path(&self) -> PathBuf {
-        self.dir.join(format!("q{}.f32", self.id))
+    fn im_path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("q{}.imatrix", self.id))
     }
-    fn im_path(&self) -> PathBuf {
-        self.dir.join(format!("q{}.imatrix", self.id))
+    fn dst_path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("q{}.ref", self.id))
     }
-    fn dst_path(&self) -> PathBuf {
-        self.dir.join(format!("q{}.ref", self.id))
+    fn deq_path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("q{}.deq", self.id))
     }
 }
 
+fn src_path(dir: &Path, src: usize) -> PathBuf {
+    dir.join(format!("src{src}.f32"))
+}
+
+/// Raw blocks dequantized by both implementations.
 struct DequantJob {
     ty: GgmlType,
     label: String,
     bytes: Vec<u8>,
-    dir: PathBuf,
-    id: usize,
-}
-
-impl DequantJob {
-    fn src_path(&self) -> PathBuf {
-        self.dir.join(format!("d{}.bin", self.id))
-    }
-    fn dst_path(&self) -> PathBuf {
-        self.dir.join(format!("d{}.ref", self.id))
-    }
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -202,8 +197,16 @@ fn bytes_f32(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
-/// Row sets for one type and imatrix variant.
-fn row_sets(ty: GgmlType, r: &mut Rng) -> Vec<(String, usize, Vec<f32>)> {
+/// Rows of one length, each labelled with its pattern.
+struct RowSet {
+    label: String,
+    n_per_row: usize,
+    data: Vec<f32>,
+    row_labels: Vec<&'static str>,
+}
+
+/// Row sets for one type.
+fn row_sets(ty: GgmlType, r: &mut Rng) -> Vec<RowSet> {
     let bs = ty.block_size() as usize;
     let (lengths, target): (&[usize], usize) = match bs {
         1 => (&[1, 7, 32, 1000], 65536),
@@ -213,40 +216,42 @@ fn row_sets(ty: GgmlType, r: &mut Rng) -> Vec<(String, usize, Vec<f32>)> {
         _ => (&[256, 512, 1536, 4864], 524288),
     };
     let mut sets = Vec::new();
-    // rows of a single pattern, every pattern, at the two shortest lengths
+    // rows of a single pattern, 3 of every pattern, at the two shortest lengths
     for &len in &lengths[..2] {
         let len = len.max(32).max(bs);
+        let mut set = RowSet { label: format!("uniform:{len}"), n_per_row: len, data: vec![], row_labels: vec![] };
         for p in PATTERNS.iter().chain(["nonfinite"].iter()) {
-            let nrows = 3;
-            let mut v = vec![0f32; len * nrows];
-            for row in v.chunks_exact_mut(len) {
-                fill(p, r, row);
+            for _ in 0..3 {
+                let mut row = vec![0f32; len];
+                fill(p, r, &mut row);
+                set.data.extend_from_slice(&row);
+                set.row_labels.push(p);
             }
-            sets.push((format!("uniform:{p}"), len, v));
         }
+        sets.push(set);
     }
     // rows mixing patterns per segment (segments of 16..256 values)
     for &len in lengths {
         let nrows = (target / lengths.len() / len).max(2);
-        let mut v = vec![0f32; len * nrows];
-        for row in v.chunks_exact_mut(len) {
+        let mut data = vec![0f32; len * nrows];
+        for row in data.chunks_exact_mut(len) {
             let seg = [16usize, 32, 64, 256][r.below(4) as usize].min(len);
             for s in row.chunks_mut(seg) {
                 let p = PATTERNS[r.below(PATTERNS.len() as u64) as usize];
                 fill(p, r, s);
             }
         }
-        sets.push((format!("mixed:{len}"), len, v));
+        sets.push(RowSet { label: format!("mixed:{len}"), n_per_row: len, data, row_labels: vec!["mixed"; nrows] });
     }
     if bs == 1 {
         // every kind of f32 bit pattern: NaN payloads, infinities, subnormals, ties
-        let mut v: Vec<f32> = (0..65536).map(|_| f32::from_bits(r.next_u64() as u32)).collect();
-        for (i, x) in v.iter_mut().enumerate().take(4096) {
+        let mut data: Vec<f32> = (0..65536).map(|_| f32::from_bits(r.next_u64() as u32)).collect();
+        for (i, x) in data.iter_mut().enumerate().take(4096) {
             // values exactly halfway between two fp16 / bf16 numbers
             let base = (r.next_u64() as u32) & 0xFFFF_E000;
             *x = f32::from_bits(if i % 2 == 0 { base | 0x1000 } else { (base & 0xFFFF_0000) | 0x8000 });
         }
-        sets.push(("random_bits".into(), 1024, v));
+        sets.push(RowSet { label: "random_bits".into(), n_per_row: 1024, data, row_labels: vec!["random_bits"; 64] });
     }
     sets
 }
@@ -302,16 +307,18 @@ struct Tally {
 fn kernels_match_ggml() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
+    let dir = tmp.path();
     let mut r = Rng(0x6767_7566_6B69_7401);
+    let mut sources: Vec<RowSet> = Vec::new();
     let mut qjobs: Vec<QuantJob> = Vec::new();
     let mut djobs: Vec<DequantJob> = Vec::new();
 
     for &ty in QUANT_TYPES {
-        for (label, n_per_row, src) in row_sets(ty, &mut r) {
+        for set in row_sets(ty, &mut r) {
+            let (label, n_per_row) = (set.label.clone(), set.n_per_row);
             let mut variants: Vec<(String, Option<Vec<f32>>)> = vec![(label.clone(), None)];
-            // an imatrix changes nothing for the float types, Q8_0 and MXFP4, but ggml
-            // still accepts one: check that too, on the mixed rows
+            // an imatrix changes nothing for the float types and the `_ref`-only types,
+            // but ggml accepts one: check that too, on the mixed rows
             if !ty.is_float() || label.starts_with("mixed") {
                 for (name, im) in imatrix_variants(n_per_row, &mut r) {
                     variants.push((format!("{label} {name}"), Some(im)));
@@ -319,73 +326,66 @@ fn kernels_match_ggml() {
             }
             for (label, imatrix) in variants {
                 let id = qjobs.len();
-                qjobs.push(QuantJob { ty, label, n_per_row, src: src.clone(), imatrix, dir: dir.clone(), id });
+                qjobs.push(QuantJob { ty, label, n_per_row, src: sources.len(), imatrix, id });
             }
+            sources.push(set);
         }
     }
 
-    // dequantization: every fp16/bf16 value, random bytes for every block type
+    // dequantization of raw bytes: every fp16/bf16 value, random bytes for every block type
     let all16: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
     for ty in [GgmlType::F16, GgmlType::BF16] {
-        djobs.push(DequantJob { ty, label: "all 65536 values".into(), bytes: all16.clone(), dir: dir.clone(), id: 0 });
+        djobs.push(DequantJob { ty, label: "all 65536 values".into(), bytes: all16.clone() });
     }
     for &ty in QUANT_TYPES.iter().chain(DEQUANT_ONLY) {
         let ts = ty.type_size() as usize;
         let nblocks = if ty.is_float() { 4096 } else { 2048 * 32 / ty.block_size() as usize };
         let bytes: Vec<u8> = (0..nblocks * ts).map(|_| r.next_u64() as u8).collect();
-        djobs.push(DequantJob { ty, label: "random bytes".into(), bytes, dir: dir.clone(), id: 0 });
+        djobs.push(DequantJob { ty, label: "random bytes".into(), bytes });
     }
 
-    // our quantization (its bytes are also dequantized by both sides below)
+    // ours
     let mut ours: Vec<Vec<u8>> = Vec::with_capacity(qjobs.len());
     for job in &qjobs {
-        let size = job.ty.row_size(job.n_per_row as u64).unwrap() as usize * (job.src.len() / job.n_per_row);
+        let src = &sources[job.src].data;
+        let size = job.ty.row_size(job.n_per_row as u64).unwrap() as usize * (src.len() / job.n_per_row);
         let mut out = vec![0u8; size];
-        let n = quant::quantize_rows(job.ty, &job.src, job.n_per_row, job.imatrix.as_deref(), &mut out)
+        let n = quant::quantize_rows(job.ty, src, job.n_per_row, job.imatrix.as_deref(), &mut out)
             .unwrap_or_else(|e| panic!("{} {}: {e}", job.ty, job.label));
         assert_eq!(n, size);
         ours.push(out);
     }
     let t_ours = t0.elapsed();
-    for (job, out) in qjobs.iter().zip(&ours) {
-        djobs.push(DequantJob {
-            ty: job.ty,
-            label: format!("quantized {}", job.label),
-            bytes: out.clone(),
-            dir: dir.clone(),
-            id: 0,
-        });
-    }
-    for (i, d) in djobs.iter_mut().enumerate() {
-        d.id = i;
-    }
 
     // the oracle, one process for all jobs
     let mut manifest = String::new();
+    for (i, set) in sources.iter().enumerate() {
+        std::fs::write(src_path(dir, i), f32_bytes(&set.data)).unwrap();
+    }
     for job in &qjobs {
-        std::fs::write(job.src_path(), f32_bytes(&job.src)).unwrap();
         let im = match &job.imatrix {
             Some(im) => {
-                std::fs::write(job.im_path(), f32_bytes(im)).unwrap();
-                job.im_path().display().to_string()
+                std::fs::write(job.im_path(dir), f32_bytes(im)).unwrap();
+                job.im_path(dir).display().to_string()
             }
             None => "-".into(),
         };
         writeln!(
             manifest,
-            "quantize {} {} {} {} {}",
+            "quantize {} {} {} {} {} {}",
             job.ty.id(),
             job.n_per_row,
-            job.src_path().display(),
+            src_path(dir, job.src).display(),
             im,
-            job.dst_path().display()
+            job.dst_path(dir).display(),
+            job.deq_path(dir).display(),
         )
         .unwrap();
     }
-    for job in &djobs {
-        std::fs::write(job.src_path(), &job.bytes).unwrap();
-        writeln!(manifest, "dequantize {} {} {}", job.ty.id(), job.src_path().display(), job.dst_path().display())
-            .unwrap();
+    for (i, job) in djobs.iter().enumerate() {
+        let (src, dst) = (dir.join(format!("d{i}.bin")), dir.join(format!("d{i}.ref")));
+        std::fs::write(&src, &job.bytes).unwrap();
+        writeln!(manifest, "dequantize {} {} {}", job.ty.id(), src.display(), dst.display()).unwrap();
     }
     let manifest_path = dir.join("manifest.txt");
     std::fs::write(&manifest_path, manifest).unwrap();
@@ -399,28 +399,32 @@ fn kernels_match_ggml() {
     let mut failures = String::new();
     let mut nfail = 0usize;
     for (job, out) in qjobs.iter().zip(&ours) {
-        let theirs = std::fs::read(job.dst_path()).unwrap();
+        let set = &sources[job.src];
+        let src = &set.data;
+        let theirs = std::fs::read(job.dst_path(dir)).unwrap();
         let t = tallies.entry(job.ty.name().to_string()).or_default();
         let v = job.imatrix.is_some() as usize;
-        let nrows = job.src.len() / job.n_per_row;
-        t.rows[v] += nrows;
+        t.rows[v] += src.len() / job.n_per_row;
         t.bytes[v] += out.len();
         let ts = job.ty.type_size() as usize;
         let bs = job.ty.block_size() as usize;
+        assert_eq!(out.len(), theirs.len(), "{} {}", job.ty, job.label);
         // compare per block (per value for the float types)
         for (b, (o, e)) in out.chunks(ts).zip(theirs.chunks(ts)).enumerate() {
             t.blocks[v] += 1;
-            if o != e || out.len() != theirs.len() {
+            if o != e {
                 t.bad_blocks[v] += 1;
                 nfail += 1;
                 if nfail <= 12 {
-                    let x = &job.src[b * bs..(b + 1) * bs];
+                    let x = &src[b * bs..(b + 1) * bs];
+                    let row = b * bs / job.n_per_row;
                     let _ = writeln!(
                         failures,
-                        "{} [{}] row {} block {}:\n  ours   {:02x?}\n  ggml   {:02x?}\n  input  {:?}{}",
+                        "{} [{}] row {} ({}) block {}:\n  ours   {:02x?}\n  ggml   {:02x?}\n  input  {:?}{}",
                         job.ty,
                         job.label,
-                        b * bs / job.n_per_row,
+                        row,
+                        set.row_labels[row],
                         (b * bs % job.n_per_row) / bs,
                         o,
                         e,
@@ -430,34 +434,14 @@ fn kernels_match_ggml() {
                 }
             }
         }
+        // ggml's bytes, dequantized by both
+        let deq = bytes_f32(&std::fs::read(job.deq_path(dir)).unwrap());
+        compare_dequant(job.ty, &format!("quantized {}", job.label), &theirs, &deq, t, &mut nfail, &mut failures);
     }
-    for job in &djobs {
-        let theirs = bytes_f32(&std::fs::read(job.dst_path()).unwrap());
-        let mut mine = vec![0f32; job.bytes.len() / job.ty.type_size() as usize * job.ty.block_size() as usize];
-        quant::dequantize_rows(job.ty, &job.bytes, &mut mine).unwrap();
+    for (i, job) in djobs.iter().enumerate() {
+        let theirs = bytes_f32(&std::fs::read(dir.join(format!("d{i}.ref"))).unwrap());
         let t = tallies.entry(job.ty.name().to_string()).or_default();
-        t.deq_values += mine.len();
-        assert_eq!(mine.len(), theirs.len(), "{} {}", job.ty, job.label);
-        let bs = job.ty.block_size() as usize;
-        let ts = job.ty.type_size() as usize;
-        for (i, (a, b)) in mine.iter().zip(&theirs).enumerate() {
-            if a.to_bits() != b.to_bits() {
-                t.deq_bad += 1;
-                nfail += 1;
-                if nfail <= 24 {
-                    let blk = i / bs;
-                    let _ = writeln!(
-                        failures,
-                        "{} dequantize [{}] value {i}: ours {a:e} ({:08x}), ggml {b:e} ({:08x}); block {:02x?}",
-                        job.ty,
-                        job.label,
-                        a.to_bits(),
-                        b.to_bits(),
-                        &job.bytes[blk * ts..(blk + 1) * ts]
-                    );
-                }
-            }
-        }
+        compare_dequant(job.ty, &job.label, &job.bytes, &theirs, t, &mut nfail, &mut failures);
     }
 
     let mut report = String::from(
@@ -488,4 +472,37 @@ fn kernels_match_ggml() {
     );
     println!("{report}");
     assert!(nfail == 0, "{nfail} differences from ggml:\n{failures}\n{report}");
+}
+
+/// Dequantizes `bytes` with ours and compares bit for bit with ggml's `theirs`.
+fn compare_dequant(
+    ty: GgmlType,
+    label: &str,
+    bytes: &[u8],
+    theirs: &[f32],
+    t: &mut Tally,
+    nfail: &mut usize,
+    failures: &mut String,
+) {
+    let (bs, ts) = (ty.block_size() as usize, ty.type_size() as usize);
+    let mut mine = vec![0f32; bytes.len() / ts * bs];
+    quant::dequantize_rows(ty, bytes, &mut mine).unwrap();
+    assert_eq!(mine.len(), theirs.len(), "{ty} {label}");
+    t.deq_values += mine.len();
+    for (i, (a, b)) in mine.iter().zip(theirs).enumerate() {
+        if a.to_bits() != b.to_bits() {
+            t.deq_bad += 1;
+            *nfail += 1;
+            if *nfail <= 24 {
+                let blk = i / bs;
+                let _ = writeln!(
+                    failures,
+                    "{ty} dequantize [{label}] value {i}: ours {a:e} ({:08x}), ggml {b:e} ({:08x}); block {:02x?}",
+                    a.to_bits(),
+                    b.to_bits(),
+                    &bytes[blk * ts..(blk + 1) * ts]
+                );
+            }
+        }
+    }
 }

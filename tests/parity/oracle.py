@@ -11,8 +11,10 @@ Usage: python oracle.py MANIFEST
 
 Each line of MANIFEST is one job on raw little-endian files:
 
-    quantize   TYPE_ID N_PER_ROW SRC.f32 IMATRIX.f32|- DST.bin
+    quantize   TYPE_ID N_PER_ROW SRC.f32 IMATRIX.f32|- DST.bin [DEQUANT.f32]
     dequantize TYPE_ID SRC.bin DST.f32
+
+A quantize job with a fifth path also dequantizes its own output into it.
 
 Q8_1 has no dequantizer in ggml (it only feeds dot products); its values are
 d * q exactly like Q8_0, so it is dequantized by converting each block to
@@ -153,8 +155,10 @@ def main():
             if not parts:
                 continue
             try:
-                if parts[0] == "quantize" and len(parts) == 6:
+                if parts[0] == "quantize" and len(parts) in (6, 7):
                     n = quantize(lib, int(parts[1]), int(parts[2]), parts[3], parts[4], parts[5])
+                    if len(parts) == 7:
+                        dequantize(lib, int(parts[1]), parts[5], parts[6])
                 elif parts[0] == "dequantize" and len(parts) == 4:
                     n = dequantize(lib, int(parts[1]), parts[2], parts[3])
                 else:
