@@ -12,7 +12,7 @@ use crate::gguf::GgmlType;
 /// ggml's `kvalues_mxfp4`: E2M1 values times two.
 pub const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
-/// `block_mxfp4`: x = kvalues[q] · 2^(e − 128).
+/// `block_mxfp4`: x = kvalues\[q\] · 2^(e − 128).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 #[repr(C)]
 pub struct BlockMXFP4 {
@@ -85,7 +85,7 @@ impl Quantize<32> for BlockMXFP4 {
 /// Values per NVFP4 scale group.
 const NVFP4_SUB: usize = 16;
 
-/// `block_nvfp4`: x = kvalues[q] · ue4m3(d[g]) / 2 for the group g of 16.
+/// `block_nvfp4`: x = kvalues\[q\] · ue4m3(d\[g\]) / 2 for the group g of 16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 #[repr(C)]
 pub struct BlockNVFP4 {

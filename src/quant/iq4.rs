@@ -105,7 +105,7 @@ fn unpack(qs: &[u8; 16], d: f32, y: &mut [f32; 32]) {
 
 // ---------------------------------------------------------------- IQ4_NL
 
-/// `block_iq4_nl`: x = d · kvalues[q].
+/// `block_iq4_nl`: x = d · kvalues\[q\].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 #[repr(C)]
 pub struct BlockIQ4NL {
@@ -146,7 +146,7 @@ impl Quantize<32> for BlockIQ4NL {
 
 // ---------------------------------------------------------------- IQ4_XS
 
-/// `block_iq4_xs`: x = d · (ls − 32) · kvalues[q] with a 6-bit `ls` per 32
+/// `block_iq4_xs`: x = d · (ls − 32) · kvalues\[q\] with a 6-bit `ls` per 32
 /// values (low nibbles in `scales_l`, high 2 bits in the u16 `scales_h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 #[repr(C)]
