@@ -10,6 +10,7 @@ pub mod fileio;
 pub mod gguf;
 pub mod inspect;
 pub mod parity;
+pub mod pipeline;
 pub mod progress;
 
 pub use error::{Error, Result};
