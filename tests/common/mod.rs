@@ -3,8 +3,9 @@
 //! `ref_python()` is the interpreter of the pinned Python venv (real
 //! llama.cpp via llama-cpp-python, gguf-py, …) and `ref_src()` the matching
 //! llama.cpp source tree. Both come from the repository's scripts, which build
-//! or fetch them on a fresh machine and cache them under `~/.cache/ggufkit`;
-//! the answer is computed once per test binary.
+//! or fetch them on a fresh machine and cache them under `~/.cache/ggufkit`
+//! (or from `GGUFKIT_REF_PYTHON` / `GGUFKIT_LLAMA_SRC`, which
+//! `scripts/test.sh` exports); the answer is computed once per test binary.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,18 @@ use std::sync::OnceLock;
 /// The repository root.
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The path in environment variable `var` if set, else the one `scripts/<name>` prints.
+fn env_or_script(var: &str, name: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(p) if !p.is_empty() => {
+            let path = PathBuf::from(p);
+            assert!(path.exists(), "{var}={} does not exist", path.display());
+            path
+        }
+        _ => script_path(name),
+    }
 }
 
 /// Runs `scripts/<name>` and returns the path it prints (its last stdout line).
@@ -35,16 +48,16 @@ fn script_path(name: &str) -> PathBuf {
     path
 }
 
-/// The reference venv's python (`scripts/ref-env.sh`).
+/// The reference venv's python (`$GGUFKIT_REF_PYTHON` or `scripts/ref-env.sh`).
 pub fn ref_python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| script_path("ref-env.sh"))
+    PY.get_or_init(|| env_or_script("GGUFKIT_REF_PYTHON", "ref-env.sh"))
 }
 
-/// The pinned llama.cpp source tree (`scripts/ref-src.sh`).
+/// The pinned llama.cpp source tree (`$GGUFKIT_LLAMA_SRC` or `scripts/ref-src.sh`).
 pub fn ref_src() -> &'static Path {
     static SRC: OnceLock<PathBuf> = OnceLock::new();
-    SRC.get_or_init(|| script_path("ref-src.sh"))
+    SRC.get_or_init(|| env_or_script("GGUFKIT_LLAMA_SRC", "ref-src.sh"))
 }
 
 /// Runs `python <script> <args>` with the reference interpreter; panics with
