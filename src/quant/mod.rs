@@ -33,6 +33,7 @@ pub mod kquants;
 pub mod legacy;
 pub mod lowbit;
 pub mod search;
+pub mod validate;
 
 #[cfg(test)]
 pub(crate) mod testutil;
