@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Template-equality test: every Ollama template family in formats/templates/ must render
+exactly what the model's own Jinja chat template renders.
+
+For each family (formats/templates/<name>.json + <name>.gotmpl) and each Jinja source it
+lists, every conversation in conversations.json that the family supports is rendered
+
+  * by the Jinja source with jinja2, in the environment Hugging Face transformers uses for
+    chat templates (trim_blocks, lstrip_blocks, loopcontrols, its tojson, raise_exception,
+    strftime_now), with add_generation_prompt=True and the same messages and tools;
+  * by the Go template with Go's text/template, through ollama_render.go, which reproduces
+    Ollama's data shape, helper functions and message preprocessing (Modelfile SYSTEM
+    injection, collate, the .Messages/legacy/suffix paths).
+
+The two strings must be equal byte for byte. The only normalization is the BOS token: Jinja
+templates write bos_token as text, while Ollama's runtime adds BOS itself when it tokenizes
+(the GGUF says add_bos_token), so a family that declares "bos" must render exactly
+bos + <Go output>. Dates are fixed: strftime_now and Ollama's currentDate both return
+FIXED_DATE.
+
+A Jinja source that rejects a conversation (raise_exception, e.g. Gemma 2 and system
+messages) is reported as "jinja-rejects" and not compared; every family must still compare
+every conversation it supports against at least one source. Differences that cannot be
+avoided are listed in KNOWN_DIFFERENCES with the reason; a listed difference that no longer
+differs fails the run, so the list stays honest.
+
+Usage: driver.py [--ref-src DIR] [--json REPORT] [-v]
+  DIR is the llama.cpp source tree printed by scripts/ref-src.sh (its models/templates/
+  holds the Jinja sources named "ref:<file>" in the family JSON files).
+Go is taken from PATH; if missing it is installed with apt-get (non-interactive), since
+no Go module proxy is reachable and the renderer needs only the standard library.
+"""
+
+import argparse
+import datetime
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+FAMILIES_DIR = ROOT / "formats" / "templates"
+
+# A date that is neither Llama 3.1's hard-coded "26 Jul 2024" nor today, so a template that
+# ignored the date source would be caught.
+FIXED_DATE = datetime.date(2024, 9, 3)
+
+# (family, jinja source, conversation) -> reason. Each entry must really differ.
+KNOWN_DIFFERENCES = {}
+
+# Limits that no conversation in conversations.json exercises, because Ollama's data
+# model cannot express them (documented in formats/modelfile.md):
+#   * Tool schemas and tool-call arguments reach the template as Go maps/structs: keys come
+#     out sorted (arguments, properties) or in Ollama's struct order (type, description,
+#     enum), nested values come out as compact JSON, and json() escapes <, > and & as
+#     \u003c, \u003e, \u0026 where Python's json.dumps does not.
+#   * Go templates cannot trim strings; Llama 3 and Gemma trim message content in Jinja.
+#   * Ollama merges consecutive messages of the same role (except tool) with "\n\n".
+
+
+def ensure_go():
+    go = shutil.which("go")
+    if go:
+        return go
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    print("driver: go not found; installing golang-go with apt-get", file=sys.stderr)
+    cmd = ["apt-get", "install", "-y", "-q", "golang-go"]
+    if os.geteuid() != 0 and shutil.which("sudo"):
+        cmd = ["sudo", "-n"] + cmd
+    if subprocess.run(cmd, env=env, stdout=sys.stderr).returncode != 0:
+        update = (["sudo", "-n"] if cmd[0] == "sudo" else []) + ["apt-get", "update", "-q"]
+        subprocess.run(update, env=env, stdout=sys.stderr, check=True)
+        subprocess.run(cmd, env=env, stdout=sys.stderr, check=True)
+    go = shutil.which("go") or "/usr/lib/go/bin/go"
+    if not Path(go).exists():
+        sys.exit("driver: golang-go installed but no go binary found")
+    return go
+
+
+class GoRenderer:
+    """Builds ollama_render.go once and keeps it running (one JSON request per line)."""
+
+    def __init__(self, workdir):
+        go = ensure_go()
+        exe = Path(workdir) / "ollama_render"
+        env = dict(os.environ, GO111MODULE="off", GOFLAGS="", GOPROXY="off", CGO_ENABLED="0")
+        env.setdefault("GOCACHE", str(Path(workdir) / "gocache"))
+        subprocess.run([go, "build", "-o", str(exe), str(HERE / "ollama_render.go")], env=env, check=True)
+        self.proc = subprocess.Popen(
+            [str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8"
+        )
+
+    def render(self, **request):
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("ollama_render exited")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError("Go template error: " + answer["error"])
+        return answer["output"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def jinja_environment():
+    """The environment transformers' apply_chat_template compiles chat templates in."""
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def strftime_now(fmt):
+        return datetime.datetime.combine(FIXED_DATE, datetime.time(12, 0)).strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env
+
+
+def jinja_messages(messages):
+    """Messages as transformers receives them: no tool_calls key unless there are calls."""
+    out = []
+    for m in messages:
+        m = dict(m)
+        if not m.get("tool_calls"):
+            m.pop("tool_calls", None)
+        out.append(m)
+    return out
+
+
+def load_source(spec, ref_src):
+    if spec.startswith("ref:"):
+        path = Path(ref_src) / "models" / "templates" / spec[4:]
+    else:
+        path = FAMILIES_DIR / spec
+    return path.read_text(encoding="utf-8")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ref-src", help="llama.cpp source tree (scripts/ref-src.sh)")
+    ap.add_argument("--json", help="write a JSON report here")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    ref_src = args.ref_src or subprocess.run(
+        [str(ROOT / "scripts" / "ref-src.sh")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+    conv_file = json.loads((HERE / "conversations.json").read_text(encoding="utf-8"))
+    tools = conv_file["tools"]
+    conversations = conv_file["conversations"]
+    env = jinja_environment()
+
+    failures = []
+    report = []
+    used_known = set()
+    with tempfile.TemporaryDirectory() as tmp:
+        go = GoRenderer(tmp)
+        try:
+            for fam_path in sorted(FAMILIES_DIR.glob("*.json")):
+                fam = json.loads(fam_path.read_text(encoding="utf-8"))
+                name = fam["name"]
+                gotmpl = (FAMILIES_DIR / fam["template"]).read_text(encoding="utf-8")
+                # The file's final newline ends the file, not the template (formats/modelfile.md).
+                if gotmpl.endswith("\n"):
+                    gotmpl = gotmpl[:-1]
+                caps = set(fam.get("capabilities", []))
+                compared = {}
+                for src in fam["jinja"]:
+                    text = load_source(src["source"], ref_src)
+                    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+                    if src.get("sha256") and src["sha256"] != digest:
+                        failures.append(f"{name}: {src['source']} sha256 {digest} != {src['sha256']} in {fam_path.name}")
+                        continue
+                    tmpl = env.from_string(text)
+                    for conv in conversations:
+                        cname = conv["name"]
+                        missing = [n for n in conv.get("needs", []) if n not in caps]
+                        row = {"family": name, "source": src["source"], "conversation": cname}
+                        if missing:
+                            row["status"] = "unsupported:" + ",".join(missing)
+                            report.append(row)
+                            continue
+                        conv_tools = tools if conv.get("tools") else None
+                        try:
+                            want = tmpl.render(
+                                messages=jinja_messages(conv["messages"]),
+                                tools=conv_tools,
+                                add_generation_prompt=True,
+                                bos_token=fam.get("bos_token", ""),
+                                eos_token=fam.get("eos_token", ""),
+                            )
+                        except jinja2.exceptions.TemplateError as e:
+                            row["status"] = "jinja-rejects"
+                            row["detail"] = str(e)
+                            report.append(row)
+                            continue
+                        got = go.render(
+                            template=gotmpl,
+                            system=fam.get("system") or "",
+                            messages=conv["messages"],
+                            tools=conv_tools,
+                            date=FIXED_DATE.isoformat(),
+                        )
+                        bos = fam.get("bos") or ""
+                        got_full = bos + got
+                        key = (name, src["source"], cname)
+                        if got_full == want:
+                            if key in KNOWN_DIFFERENCES:
+                                failures.append(f"{key}: listed as a known difference but renders equal")
+                            row["status"] = "equal"
+                            row["bytes"] = len(want.encode("utf-8"))
+                            compared.setdefault(cname, 0)
+                            compared[cname] += 1
+                        elif key in KNOWN_DIFFERENCES:
+                            used_known.add(key)
+                            row["status"] = "known-difference"
+                            row["detail"] = KNOWN_DIFFERENCES[key]
+                            compared.setdefault(cname, 0)
+                        else:
+                            row["status"] = "DIFFERENT"
+                            diff = "".join(
+                                difflib.unified_diff(
+                                    want.splitlines(True), got_full.splitlines(True), "jinja", "ollama-go"
+                                )
+                            )
+                            failures.append(f"{name} / {src['source']} / {cname}:\n{diff}")
+                        report.append(row)
+                # Every supported conversation must be compared against at least one source.
+                for conv in conversations:
+                    if all(n in caps for n in conv.get("needs", [])) and conv["name"] not in compared:
+                        failures.append(f"{name}: conversation {conv['name']} compared against no Jinja source")
+                # Fill-in-the-middle: Ollama's generate request with a suffix.
+                for fim in fam.get("fim_checks", []):
+                    got = go.render(template=gotmpl, system=fam.get("system") or "", messages=[],
+                                    prompt=fim["prompt"], suffix=fim["suffix"], date=FIXED_DATE.isoformat())
+                    row = {"family": name, "source": "fim-format", "conversation": "fim:" + fim["prompt"][:20]}
+                    if got == fim["expected"]:
+                        row["status"] = "equal"
+                        row["bytes"] = len(got.encode("utf-8"))
+                    else:
+                        row["status"] = "DIFFERENT"
+                        failures.append(f"{name} FIM: got {got!r}, want {fim['expected']!r}")
+                    report.append(row)
+        finally:
+            go.close()
+
+    for key in KNOWN_DIFFERENCES:
+        if key not in used_known and not any(f.startswith(str(key)) for f in failures):
+            failures.append(f"{key}: known difference not exercised")
+
+    # Summary: one line per family and source.
+    summary = {}
+    for row in report:
+        k = (row["family"], row["source"])
+        s = summary.setdefault(k, {})
+        st = row["status"].split(":")[0]
+        s[st] = s.get(st, 0) + 1
+    for (fam, src), counts in sorted(summary.items()):
+        print(f"{fam:16} {src:52} " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    if args.verbose:
+        for row in report:
+            print(json.dumps(row, ensure_ascii=False))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    equal = sum(1 for r in report if r["status"] == "equal")
+    for f in failures:
+        print("FAIL: " + f, file=sys.stderr)
+    print(f"{equal} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
