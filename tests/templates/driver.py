@@ -193,7 +193,7 @@ def main():
                     tmpl = env.from_string(text)
                     for conv in conversations:
                         cname = conv["name"]
-                        missing = [n for n in conv.get("needs", []) if n not in caps]
+                        missing = [n for n in conv.get("needs", []) if n not in caps or n in src.get("lacks", [])]
                         row = {"family": name, "source": src["source"], "conversation": cname}
                         if missing:
                             row["status"] = "unsupported:" + ",".join(missing)
