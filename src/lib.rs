@@ -6,6 +6,7 @@
 pub mod error;
 pub mod fileio;
 pub mod gguf;
+pub mod modelfile;
 pub mod progress;
 
 pub use error::{Error, Result};

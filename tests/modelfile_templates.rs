@@ -1,0 +1,58 @@
+//! Template equality: every template family's Go template, rendered as Ollama renders it
+//! (Go's text/template, Ollama's data shape and message preprocessing), must give exactly
+//! what the model's Jinja chat template gives (jinja2, add_generation_prompt=True).
+//!
+//! The work is done by tests/templates/driver.py in the reference Python environment
+//! (scripts/ref-env.sh), which builds and drives tests/templates/ollama_render.go (Go
+//! standard library only; the driver installs golang-go with apt-get when Go is missing)
+//! and reads the Jinja sources from the llama.cpp tree printed by scripts/ref-src.sh.
+
+use std::path::Path;
+use std::process::Command;
+
+fn script_output(root: &Path, script: &str) -> String {
+    let out = Command::new("bash").arg(root.join("scripts").join(script)).output().expect("run script");
+    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+}
+
+#[test]
+fn go_templates_render_exactly_like_the_jinja_templates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = script_output(root, "ref-env.sh");
+    let ref_src = script_output(root, "ref-src.sh");
+    let report = std::env::temp_dir().join(format!("ggufkit-template-report-{}.json", std::process::id()));
+    let out = Command::new(&python)
+        .arg(root.join("tests/templates/driver.py"))
+        .arg("--ref-src")
+        .arg(&ref_src)
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .expect("run driver.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "template equality failed:\n{stdout}\n{stderr}");
+
+    // The report must show real comparisons for every family.
+    let rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&report);
+    let rows = rows.as_array().unwrap();
+    for fam in ggufkit::modelfile::families::families() {
+        let equal = rows.iter().filter(|r| r["family"] == fam.name.as_str() && r["status"] == "equal").count();
+        assert!(equal >= 5, "family {} compared equal only {equal} times", fam.name);
+        if fam.has("tools") {
+            let tools = rows
+                .iter()
+                .filter(|r| {
+                    r["family"] == fam.name.as_str()
+                        && r["status"] == "equal"
+                        && r["conversation"].as_str().unwrap_or("").starts_with("tools-")
+                })
+                .count();
+            assert!(tools >= 3, "family {} compared only {tools} tool conversations", fam.name);
+        }
+    }
+    assert!(rows.iter().all(|r| r["status"] != "DIFFERENT"));
+}
