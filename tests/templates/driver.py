@@ -37,6 +37,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -168,11 +169,28 @@ def jinja_messages(messages):
 
 
 def load_source(spec, ref_src):
+    """The Jinja text: "ref:<file>" is llama.cpp's models/templates/<file>; "gguf:<file>" is
+    the tokenizer.chat_template of llama.cpp's models/<file> (a real GGUF written by
+    llama.cpp's tools); anything else is a file in formats/templates."""
     if spec.startswith("ref:"):
-        path = Path(ref_src) / "models" / "templates" / spec[4:]
-    else:
-        path = FAMILIES_DIR / spec
-    return path.read_text(encoding="utf-8")
+        return (Path(ref_src) / "models" / "templates" / spec[4:]).read_text(encoding="utf-8")
+    if spec.startswith("gguf:"):
+        import gguf
+
+        reader = gguf.GGUFReader(str(Path(ref_src) / "models" / spec[5:]))
+        field = reader.fields["tokenizer.chat_template"]
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    return (FAMILIES_DIR / spec).read_text(encoding="utf-8")
+
+
+def default_system(fam, text):
+    """The SYSTEM ggufkit writes for this Jinja text (as src/modelfile/families.rs does)."""
+    if fam.get("system_regex"):
+        m = re.search(fam["system_regex"], text)
+        if m:
+            return m.group("system").replace("\\n", "\n")
+    sys_default = fam.get("system")
+    return sys_default if sys_default and sys_default in text else ""
 
 
 def main():
@@ -211,6 +229,8 @@ def main():
                         failures.append(f"{name}: {src['source']} sha256 {digest} != {src['sha256']} in {fam_path.name}")
                         continue
                     tmpl = env.from_string(text)
+                    system = default_system(fam, text)
+                    bos = src.get("bos", fam.get("bos")) or ""
                     for conv in conversations:
                         cname = conv["name"]
                         missing = [n for n in conv.get("needs", []) if n not in caps or n in src.get("lacks", [])]
@@ -225,7 +245,7 @@ def main():
                                 messages=jinja_messages(conv["messages"]),
                                 tools=conv_tools,
                                 add_generation_prompt=True,
-                                bos_token=fam.get("bos_token", ""),
+                                bos_token=src.get("bos_token", fam.get("bos_token", "")),
                                 eos_token=fam.get("eos_token", ""),
                             )
                         except jinja2.exceptions.TemplateError as e:
@@ -235,12 +255,11 @@ def main():
                             continue
                         got = go.render(
                             template=gotmpl,
-                            system=fam.get("system") or "",
+                            system=system,
                             messages=conv["messages"],
                             tools=conv_tools,
                             date=FIXED_DATE.isoformat(),
                         )
-                        bos = fam.get("bos") or ""
                         got_full = bos + got
                         key = (name, src["source"], cname)
                         reason = known_difference(*key)
