@@ -131,8 +131,13 @@ pub fn parse_go_float32(s: &str) -> Option<f32> {
     if s.eq_ignore_ascii_case("nan") {
         return Some(f32::NAN);
     }
-    let v: f64 = if lower.starts_with("0x") {
-        parse_hex_float(&lower[2..])?
+    let v: f64 = if let Some(hex) = lower.strip_prefix("0x") {
+        let v = parse_hex_float(hex)?;
+        if s.starts_with('-') {
+            -v
+        } else {
+            v
+        }
     } else {
         // Decimal: digits with optional '.', optional exponent; underscores only with a
         // base prefix, so none here.
