@@ -332,6 +332,17 @@ def main():
                 for conv in conversations:
                     if not conv.get("limit") and all(n in caps for n in conv.get("needs", [])) and conv["name"] not in compared:
                         failures.append(f"{name}: conversation {conv['name']} compared against no Jinja source")
+                # The tag Ollama's tool-call parser derives from the template must be what the
+                # model writes before a call (family JSON "tool_call_tag").
+                if "tools" in caps:
+                    tag = go.render(template=gotmpl, mode="tooltag")
+                    row = {"family": name, "source": "ollama-tool-tag", "conversation": "tool-call-tag"}
+                    if tag == fam.get("tool_call_tag"):
+                        row["status"] = "equal"
+                    else:
+                        row["status"] = "DIFFERENT"
+                        failures.append(f"{name}: Ollama would look for tool calls after {tag!r}, want {fam.get('tool_call_tag')!r}")
+                    report.append(row)
                 # Fill-in-the-middle: Ollama's generate request with a suffix.
                 for fim in fam.get("fim_checks", []):
                     got = go.render(template=gotmpl, system=fam.get("system") or "", messages=[],

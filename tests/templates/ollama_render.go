@@ -235,6 +235,104 @@ type request struct {
 	Prompt   string      `json:"prompt"`
 	Suffix   string      `json:"suffix"`
 	Date     string      `json:"date"`
+	// Mode "tooltag": answer with the tool-call tag Ollama derives from the template.
+	Mode string `json:"mode"`
+}
+
+// toolTag mirrors Ollama's tools/template.go parseTag: the first text in the first
+// {{ if ... .ToolCalls ... }} block, trimmed and cut at the first "{". Ollama's output-side
+// tool-call parser looks for this tag in the model's output ("{" when there is none).
+func toolTag(tmpl *template.Template) string {
+	tc := findToolCallNode(tmpl.Tree.Root.Nodes)
+	if tc == nil {
+		return "{"
+	}
+	tn := findTextNode(tc.List.Nodes)
+	if tn == nil {
+		return "{"
+	}
+	tag := strings.TrimSpace(string(tn.Text))
+	tag = strings.ReplaceAll(tag, "\r\n", "\n")
+	tag = strings.Split(tag, "{")[0]
+	if tag == "" {
+		return "{"
+	}
+	return tag
+}
+
+func findToolCallNode(nodes []parse.Node) *parse.IfNode {
+	isToolCalls := func(n *parse.IfNode) bool {
+		for _, cmd := range n.Pipe.Cmds {
+			for _, arg := range cmd.Args {
+				if field, ok := arg.(*parse.FieldNode); ok {
+					for _, id := range field.Ident {
+						if id == "ToolCalls" {
+							return true
+						}
+					}
+				}
+			}
+		}
+		return false
+	}
+	for _, node := range nodes {
+		var lists []*parse.ListNode
+		switch n := node.(type) {
+		case *parse.IfNode:
+			if isToolCalls(n) {
+				return n
+			}
+			lists = []*parse.ListNode{n.List, n.ElseList}
+		case *parse.ListNode:
+			lists = []*parse.ListNode{n}
+		case *parse.RangeNode:
+			lists = []*parse.ListNode{n.List, n.ElseList}
+		case *parse.WithNode:
+			lists = []*parse.ListNode{n.List, n.ElseList}
+		}
+		for _, l := range lists {
+			if l != nil {
+				if r := findToolCallNode(l.Nodes); r != nil {
+					return r
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func findTextNode(nodes []parse.Node) *parse.TextNode {
+	for _, node := range nodes {
+		var lists []*parse.ListNode
+		stop := true
+		switch n := node.(type) {
+		case *parse.TextNode:
+			return n
+		case *parse.ListNode:
+			lists, stop = []*parse.ListNode{n}, false
+		case *parse.IfNode:
+			lists = []*parse.ListNode{n.List, n.ElseList}
+		case *parse.RangeNode:
+			lists = []*parse.ListNode{n.List, n.ElseList}
+		case *parse.WithNode:
+			lists = []*parse.ListNode{n.List, n.ElseList}
+		case *parse.ActionNode:
+			return nil
+		default:
+			stop = false
+		}
+		for _, l := range lists {
+			if l != nil {
+				if t := findTextNode(l.Nodes); t != nil {
+					return t
+				}
+			}
+		}
+		if stop {
+			return nil
+		}
+	}
+	return nil
 }
 
 func funcs(today time.Time) template.FuncMap {
@@ -469,6 +567,9 @@ func render(req request) (string, error) {
 	tmpl, err := template.New("").Option("missingkey=zero").Funcs(fm).Parse(req.Template)
 	if err != nil {
 		return "", err
+	}
+	if req.Mode == "tooltag" {
+		return toolTag(tmpl), nil
 	}
 	vs := vars(tmpl)
 	if !vs["messages"] && !vs["response"] {
