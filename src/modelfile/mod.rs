@@ -10,6 +10,30 @@
 //! - [`check`] parses and validates a Modelfile as `ollama create` would, reporting every
 //!   problem with its line and Ollama's wording ([`parse`] stops at the first syntax error).
 //!
+//! ```no_run
+//! use ggufkit::gguf::GgufFile;
+//! use ggufkit::modelfile::{self, FromGgufOptions};
+//! # fn main() -> ggufkit::Result<()> {
+//! // Writing: FROM relative to the directory the Modelfile goes to.
+//! let gguf = GgufFile::open("out/model-q4_k_m.gguf")?;
+//! let opts = FromGgufOptions {
+//!     from: modelfile::relative_from("out/model-q4_k_m.gguf".as_ref(), "out".as_ref())?,
+//!     parameters: vec![modelfile::parse_parameter_arg("temperature=0.2")?],
+//!     ..Default::default()
+//! };
+//! let (spec, warnings) = modelfile::from_gguf(&gguf.header.metadata, &opts)?;
+//! let text = modelfile::render(&spec)?; // already checked: reads back to the same commands
+//!
+//! // Checking (`--check FILE`): every problem, with its line; exit code 1 when any.
+//! let bytes = std::fs::read("Modelfile").map_err(|e| ggufkit::Error::io("Modelfile", "read", e))?;
+//! match modelfile::check(&modelfile::decode(&bytes)) {
+//!     Ok(mf) => mf.warnings.iter().for_each(|w| eprintln!("Modelfile: {w}")),
+//!     Err(diags) => diags.iter().for_each(|d| eprintln!("Modelfile: {d}")),
+//! }
+//! # let _ = (warnings, text);
+//! # Ok(()) }
+//! ```
+//!
 //! The families are data: `formats/templates/<name>.gotmpl` (the Go template) and
 //! `<name>.json` (stops, default system prompt, detection markers, the Jinja sources it is
 //! tested against). `formats/modelfile.md` describes the grammar, the quoting rules and the
