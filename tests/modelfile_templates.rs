@@ -29,14 +29,39 @@ fn go_templates_render_exactly_like_the_jinja_templates() {
     let python = script_output(root, "ref-env.sh");
     let ref_src = script_output(root, "ref-src.sh");
     let report = std::env::temp_dir().join(format!("ggufkit-template-report-{}.json", std::process::id()));
+
+    // The fallback templates for unknown chat formats have no Jinja reference; they must at
+    // least execute in Ollama's data shape and show the conversation.
+    let token_sets: [&[&str]; 6] = [
+        &["<|im_start|>", "<|im_end|>"],
+        &["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        &["<start_of_turn>", "<end_of_turn>"],
+        &["[INST]", "[/INST]"],
+        &["<|user|>", "<|assistant|>", "<|end|>"],
+        &[],
+    ];
+    let smoke: Vec<serde_json::Value> = token_sets
+        .iter()
+        .map(|set| {
+            let has = |t: &str| set.contains(&t);
+            let (template, _, desc) = ggufkit::modelfile::families::fallback(&has);
+            serde_json::json!({"name": desc, "template": template})
+        })
+        .collect();
+    let smoke_file = std::env::temp_dir().join(format!("ggufkit-fallback-templates-{}.json", std::process::id()));
+    std::fs::write(&smoke_file, serde_json::to_string(&smoke).unwrap()).unwrap();
+
     let out = Command::new(&python)
         .arg(root.join("tests/templates/driver.py"))
         .arg("--ref-src")
         .arg(&ref_src)
         .arg("--json")
         .arg(&report)
+        .arg("--smoke-templates")
+        .arg(&smoke_file)
         .output()
         .expect("run driver.py");
+    let _ = std::fs::remove_file(&smoke_file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
@@ -62,4 +87,6 @@ fn go_templates_render_exactly_like_the_jinja_templates() {
         }
     }
     assert!(rows.iter().all(|r| r["status"] != "DIFFERENT"));
+    let smoked = rows.iter().filter(|r| r["family"].as_str().unwrap_or("").starts_with("smoke:")).count();
+    assert!(smoked >= 6 * 5, "fallback templates executed only {smoked} times");
 }

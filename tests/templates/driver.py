@@ -227,6 +227,11 @@ def main():
     ap.add_argument("--ref-src", help="llama.cpp source tree (scripts/ref-src.sh)")
     ap.add_argument("--json", help="write a JSON report here")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument(
+        "--smoke-templates",
+        help="JSON list of {name, template}: Go templates without a Jinja reference (ggufkit's fallbacks); "
+        "each must execute without error, as Ollama would run it, on every non-tool conversation",
+    )
     args = ap.parse_args()
     ref_src = args.ref_src or subprocess.run(
         [str(ROOT / "scripts" / "ref-src.sh")], check=True, capture_output=True, text=True
@@ -355,6 +360,23 @@ def main():
                         row["status"] = "DIFFERENT"
                         failures.append(f"{name} FIM: got {got!r}, want {fim['expected']!r}")
                     report.append(row)
+            if args.smoke_templates:
+                for t in json.loads(Path(args.smoke_templates).read_text(encoding="utf-8")):
+                    for conv in conversations:
+                        if "tools" in conv.get("needs", []):
+                            continue
+                        row = {"family": "smoke:" + t["name"], "source": "go-executes", "conversation": conv["name"]}
+                        try:
+                            out = go.render(template=t["template"], system="", messages=conv["messages"],
+                                            date=FIXED_DATE.isoformat())
+                            ok = conv["messages"][-1]["content"].strip() in out
+                            row["status"] = "equal" if ok else "DIFFERENT"
+                            if not ok:
+                                failures.append(f"smoke {t['name']} / {conv['name']}: last message missing from {out!r}")
+                        except RuntimeError as e:
+                            row["status"] = "DIFFERENT"
+                            failures.append(f"smoke {t['name']} / {conv['name']}: {e}")
+                        report.append(row)
         finally:
             go.close()
 
