@@ -9,6 +9,7 @@ pub mod error;
 pub mod fileio;
 pub mod gguf;
 pub mod inspect;
+pub mod modelfile;
 pub mod parity;
 pub mod pipeline;
 pub mod progress;
