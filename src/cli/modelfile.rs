@@ -126,7 +126,7 @@ fn check(path: &Path, json_out: bool) -> Result<ExitCode> {
         print_json(&json!({ "file": path.display().to_string(), "valid": ok, "diagnostics": diags }));
     } else {
         for d in &diags {
-            eprintln!("{}:{d}", path.display());
+            eprintln!("{}: {d}", path.display());
         }
         if ok {
             println!("{}: valid Modelfile", path.display());
