@@ -10,8 +10,11 @@ pub mod fileio;
 pub mod gguf;
 pub mod imatrix;
 pub mod inspect;
+pub mod modelfile;
 pub mod parity;
+pub mod pipeline;
 pub mod policy;
 pub mod progress;
+pub mod quant;
 
 pub use error::{Error, Result};

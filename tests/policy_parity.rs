@@ -68,8 +68,13 @@ fn synth(env: &Env, args: &[&str]) -> String {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let python = script_output("scripts/ref-env.sh");
-        let src = script_output("scripts/ref-src.sh");
+        // scripts/test.sh exports both; otherwise ask the scripts (which build/fetch once)
+        let from_env = |var: &str, script: &str| match std::env::var_os(var) {
+            Some(v) if !v.is_empty() => PathBuf::from(v),
+            _ => script_output(script),
+        };
+        let python = from_env("GGUFKIT_REF_PYTHON", "scripts/ref-env.sh");
+        let src = from_env("GGUFKIT_LLAMA_SRC", "scripts/ref-src.sh");
         // the models depend only on synth.py: key the directory by its hash
         let script = std::fs::read(repo().join("tests/parity/synth.py")).unwrap();
         let key = hex(&Sha256::digest(&script)[..8]);

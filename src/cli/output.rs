@@ -10,9 +10,10 @@ use ggufkit::progress::Progress;
 
 /// Prints a JSON value on stdout, pretty and newline-terminated.
 pub fn print_json(v: &serde_json::Value) {
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let _ = serde_json::to_writer_pretty(&mut out, v);
     let _ = writeln!(out);
+    let _ = out.flush();
 }
 
 /// Progress bars on stderr for a person at a terminal; warnings always go to stderr.

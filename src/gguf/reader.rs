@@ -73,7 +73,7 @@ fn check_count(c: &Cursor, count: u64, min_item: u64, field: &dyn Fn() -> String
         return Err(c.err(
             field,
             format!(
-                "count {count} cannot fit in the {} remaining bytes (at least {min_item} bytes each)",
+                "count {count} cannot fit in the {} remaining bytes (at least {min_item} bytes each; file truncated or corrupt?)",
                 c.remaining()
             ),
         ));
