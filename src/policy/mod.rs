@@ -276,7 +276,7 @@ pub fn model_params(md: &Metadata, overrides: &[KvOverride]) -> Result<ModelPara
     }
     let n_nextn = h.u32(&key("nextn_predict_layers"))?.unwrap_or(0);
     let mut n_expert = h.u32(&key("expert_count"))?.unwrap_or(0);
-    if matches!(arch.as_str(), "hunyuan-vl" | "hunyuan-dense") && n_expert <= 1 {
+    if matches!(arch.as_str(), "hunyuan_vl" | "hunyuan-dense") && n_expert <= 1 {
         n_expert = 0;
     }
     let n_head = h.u32_layer0(&key("attention.head_count"))?.unwrap_or(0);
