@@ -16,5 +16,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod progress;
 pub mod quant;
+pub mod quantize;
 
 pub use error::{Error, Result};

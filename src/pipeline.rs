@@ -380,18 +380,35 @@ fn check_encoded(t: &SourceTensor, ty: GgmlType, first_row: u64, data: &[u8]) ->
 }
 
 fn encode(t: &SourceTensor, p: &Planned, first_row: u64, row_len: usize, f: &[f32], out: &mut [u8]) -> Result<()> {
-    let imatrix = p.imatrix.as_deref().map(|im| {
-        // One slice of row_len weights per expert (the last dimension of a 3-D tensor).
-        let experts = im.len() / row_len;
-        let rows_per_expert = (t.n_rows() / experts.max(1) as u64).max(1);
-        let e = ((first_row / rows_per_expert) as usize).min(experts.saturating_sub(1));
-        &im[e * row_len..(e + 1) * row_len]
-    });
-    codec::encode_rows(p.ty, f, row_len, imatrix, out).map_err(|e| match e {
-        Error::Other(m) => Error::Other(format!("tensor '{}' rows from {first_row}: {m}", t.name)),
-        e => e,
-    })?;
-    check_encoded(t, p.ty, first_row, out)
+    let out_row = p.ty.row_size(row_len as u64).unwrap_or(0) as usize;
+    let n_rows = f.len() / row_len.max(1);
+    // With an importance matrix there is one slice of row_len weights per
+    // expert (the last dimension of a 3-D tensor): encode expert by expert.
+    let (experts, rows_per_expert) = match &p.imatrix {
+        Some(im) => {
+            let experts = (im.len() / row_len.max(1)).max(1);
+            (experts, (t.n_rows() / experts as u64).max(1))
+        }
+        None => (1, u64::MAX),
+    };
+    let mut r = 0usize;
+    while r < n_rows {
+        let row = first_row + r as u64;
+        let expert = (row / rows_per_expert) as usize;
+        let run = (((expert as u64 + 1).saturating_mul(rows_per_expert) - row) as usize).min(n_rows - r);
+        let imatrix = p.imatrix.as_deref().map(|im| {
+            let e = expert.min(experts - 1);
+            &im[e * row_len..(e + 1) * row_len]
+        });
+        let (fs, os) = (&f[r * row_len..(r + run) * row_len], &mut out[r * out_row..(r + run) * out_row]);
+        codec::encode_rows(p.ty, fs, row_len, imatrix, os).map_err(|e| match e {
+            Error::Other(m) => Error::Other(format!("tensor '{}' rows from {row}: {m}", t.name)),
+            e => e,
+        })?;
+        check_encoded(t, p.ty, row, os)?;
+        r += run;
+    }
+    Ok(())
 }
 
 /// A GGUF file as a tensor source.
@@ -409,6 +426,16 @@ impl<'a> GgufSource<'a> {
             .map(|t| SourceTensor { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty })
             .collect();
         GgufSource { file, tensors }
+    }
+
+    /// Presents tensor `index` with other dimensions of the same element count
+    /// (e.g. trailing 1s dropped, as llama-quantize writes them).
+    pub fn set_dims(&mut self, index: usize, dims: Vec<u64>) {
+        if let Some(t) = self.tensors.get_mut(index) {
+            if dims.iter().product::<u64>() == t.n_elements() && dims.first() == t.dims.first() {
+                t.dims = dims;
+            }
+        }
     }
 }
 

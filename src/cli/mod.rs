@@ -13,6 +13,7 @@ mod edit;
 mod inspect;
 mod modelfile;
 pub mod output;
+mod quantize;
 
 /// ggufkit: convert, merge, quantize and package GGUF models, bit-identical to llama.cpp.
 #[derive(Parser)]
@@ -32,6 +33,8 @@ enum Command {
     Edit(edit::Args),
     /// Write an Ollama Modelfile for a GGUF (template, stops, parameters), or check one.
     Modelfile(modelfile::Args),
+    /// Quantize a GGUF (Q4_K_M, Q8_0, ...) bit-identically to llama.cpp's llama-quantize.
+    Quantize(quantize::Args),
 }
 
 /// Parses the command line, runs the command, prints errors, returns the exit code.
@@ -40,7 +43,8 @@ pub fn main() -> ExitCode {
     // Die quietly on a closed stdout pipe (`ggufkit inspect x | head`), like other Unix tools.
     // SAFETY: restoring the default disposition of SIGPIPE.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = match Cli::try_parse() {
+    let args = quantize::expand_type_flags(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -52,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Diff(a) => diff::run(a),
         Command::Edit(a) => edit::run(a),
         Command::Modelfile(a) => modelfile::run(a),
+        Command::Quantize(a) => quantize::run(a),
     };
     match result {
         Ok(code) => code,
