@@ -3,9 +3,11 @@
 //! The library does all the work; the `ggufkit` binary is a thin command-line
 //! layer over it. See `README.md` for the commands and `formats/` for the
 //! format notes and the data tables that drive conversion and templates.
+pub mod convert;
 pub mod error;
 pub mod fileio;
 pub mod gguf;
+pub mod hf;
 pub mod progress;
 
 pub use error::{Error, Result};
