@@ -7,6 +7,9 @@ fn main() {
     let w = ggufkit::progress::CollectWarnings::default();
     match ggufkit::convert::convert_dir(&args[1], &args[2], &opts, &w) {
         Ok(s) => println!("{}", serde_json::to_string_pretty(&s).unwrap()),
-        Err(e) => { eprintln!("error: {e}"); std::process::exit(2) }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2)
+        }
     }
 }
