@@ -3,11 +3,16 @@
 //! The library does all the work; the `ggufkit` binary is a thin command-line
 //! layer over it. See `README.md` for the commands and `formats/` for the
 //! format notes and the data tables that drive conversion and templates.
+pub mod codec;
 pub mod convert;
+pub mod edit;
 pub mod error;
 pub mod fileio;
 pub mod gguf;
 pub mod hf;
+pub mod inspect;
+pub mod parity;
+pub mod pipeline;
 pub mod progress;
 
 pub use error::{Error, Result};

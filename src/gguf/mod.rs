@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub use reader::parse;
 pub use types::GgmlType;
 pub use value::{Array, Value, ValueType};
-pub use writer::{GgufWriter, Layout, TensorSpec};
+pub use writer::{GgufWriter, Layout, TensorSpec, WriterOptions};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -147,6 +147,10 @@ impl Gguf {
     /// Total bytes of tensor data (without padding).
     pub fn tensor_bytes(&self) -> u64 {
         self.tensors.iter().map(|t| t.size).sum()
+    }
+    /// The writer options that reproduce this file's container layout.
+    pub fn writer_options(&self, file_len: u64) -> WriterOptions {
+        WriterOptions { version: self.version, pad_empty: !self.tensors.is_empty() || file_len >= self.data_offset }
     }
 }
 

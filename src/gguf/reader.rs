@@ -73,7 +73,7 @@ fn check_count(c: &Cursor, count: u64, min_item: u64, field: &dyn Fn() -> String
         return Err(c.err(
             field,
             format!(
-                "count {count} cannot fit in the {} remaining bytes (at least {min_item} bytes each)",
+                "count {count} cannot fit in the {} remaining bytes (at least {min_item} bytes each; file truncated or corrupt?)",
                 c.remaining()
             ),
         ));
@@ -314,7 +314,7 @@ mod tests {
             TensorSpec { name: "a".into(), dims: vec![4, 2], ty: GgmlType::F32 },
             TensorSpec { name: "b".into(), dims: vec![32], ty: GgmlType::Q8_0 },
         ];
-        let layout = crate::gguf::Layout::new(3, &md, &tensors).unwrap();
+        let layout = crate::gguf::Layout::new(Default::default(), &md, &tensors).unwrap();
         let mut out = encode_header(&layout, &md, &tensors);
         out.resize(layout.total_size as usize, 0);
         out

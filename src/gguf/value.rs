@@ -304,3 +304,40 @@ mod tests {
         assert_eq!(v.summary(3), "[0, 1, 2, ...] (100 x UINT32)");
     }
 }
+
+/// JSON rendering of metadata values, used by `inspect --json` and `diff --json`
+/// (documented in `formats/inspect-json.md`).
+pub mod json {
+    use super::Value;
+    use serde_json::{json, Value as J};
+
+    /// A float as a JSON number, or the strings "NaN", "inf", "-inf".
+    pub fn float(v: f64) -> J {
+        if v.is_nan() {
+            J::from("NaN")
+        } else if v.is_infinite() {
+            J::from(if v > 0.0 { "inf" } else { "-inf" })
+        } else {
+            json!(v)
+        }
+    }
+
+    /// The value alone: numbers, booleans, strings (lossy UTF-8) and arrays of them.
+    pub fn value(v: &Value) -> J {
+        match v {
+            Value::U8(x) => json!(x),
+            Value::I8(x) => json!(x),
+            Value::U16(x) => json!(x),
+            Value::I16(x) => json!(x),
+            Value::U32(x) => json!(x),
+            Value::I32(x) => json!(x),
+            Value::U64(x) => json!(x),
+            Value::I64(x) => json!(x),
+            Value::F32(x) => float(*x as f64),
+            Value::F64(x) => float(*x),
+            Value::Bool(b) => json!(b),
+            Value::String(s) => J::from(String::from_utf8_lossy(s).into_owned()),
+            Value::Array(a) => J::Array(a.values.iter().map(value).collect()),
+        }
+    }
+}

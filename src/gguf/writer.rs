@@ -38,6 +38,22 @@ impl TensorSpec {
     }
 }
 
+/// How the container itself is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// GGUF version written in the header (2 or 3; the layout is the same).
+    pub version: u32,
+    /// Pad the header to the alignment even when there are no tensors. llama.cpp
+    /// always does; gguf-py's vocab-only files end right after the metadata.
+    pub pad_empty: bool,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions { version: GGUF_VERSION, pad_empty: true }
+    }
+}
+
 /// Where everything goes in the output file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layout {
@@ -59,7 +75,8 @@ fn pad(n: u64, align: u64) -> u64 {
 impl Layout {
     /// Validates the tensors and computes offsets. The alignment is taken from
     /// `general.alignment` when the metadata has it.
-    pub fn new(version: u32, metadata: &Metadata, tensors: &[TensorSpec]) -> Result<Layout> {
+    pub fn new(opts: WriterOptions, metadata: &Metadata, tensors: &[TensorSpec]) -> Result<Layout> {
+        let version = opts.version;
         let alignment = match metadata.get(KEY_ALIGNMENT) {
             None => DEFAULT_ALIGNMENT,
             Some(Value::U32(a)) if *a != 0 && a.is_power_of_two() => *a as u64,
@@ -82,7 +99,7 @@ impl Layout {
             }
             header += 8 + t.name.len() as u64 + 4 + 8 * t.dims.len() as u64 + 4 + 8;
         }
-        let data_offset = pad(header, alignment);
+        let data_offset = if tensors.is_empty() && !opts.pad_empty { header } else { pad(header, alignment) };
         let mut offsets = Vec::with_capacity(tensors.len());
         let mut sizes = Vec::with_capacity(tensors.len());
         let mut pos = 0u64;
@@ -176,9 +193,20 @@ const ZEROS: [u8; 256] = [0; 256];
 
 impl<W: Write> GgufWriter<W> {
     /// Computes the layout and writes the header. `path` names the output in errors.
-    pub fn new(mut out: W, path: impl Into<PathBuf>, metadata: &Metadata, tensors: Vec<TensorSpec>) -> Result<Self> {
+    pub fn new(out: W, path: impl Into<PathBuf>, metadata: &Metadata, tensors: Vec<TensorSpec>) -> Result<Self> {
+        Self::with_options(out, path, metadata, tensors, WriterOptions::default())
+    }
+
+    /// Like [`GgufWriter::new`], with explicit container options.
+    pub fn with_options(
+        mut out: W,
+        path: impl Into<PathBuf>,
+        metadata: &Metadata,
+        tensors: Vec<TensorSpec>,
+        opts: WriterOptions,
+    ) -> Result<Self> {
         let path = path.into();
-        let layout = Layout::new(GGUF_VERSION, metadata, &tensors)?;
+        let layout = Layout::new(opts, metadata, &tensors)?;
         let header = encode_header(&layout, metadata, &tensors);
         out.write_all(&header).map_err(|e| Error::io(&path, "write", e))?;
         let mut w = GgufWriter { out, path, layout, tensors, current: 0, written_in_current: 0 };
@@ -303,7 +331,8 @@ mod tests {
     #[test]
     fn rejects_bad_shapes() {
         let md = Metadata::new();
-        assert!(Layout::new(3, &md, &[TensorSpec::new("t", vec![33], GgmlType::Q4_0)]).is_err());
-        assert!(Layout::new(3, &md, &[TensorSpec::new("x".repeat(64), vec![1], GgmlType::F32)]).is_err());
+        assert!(Layout::new(WriterOptions::default(), &md, &[TensorSpec::new("t", vec![33], GgmlType::Q4_0)]).is_err());
+        assert!(Layout::new(WriterOptions::default(), &md, &[TensorSpec::new("x".repeat(64), vec![1], GgmlType::F32)])
+            .is_err());
     }
 }

@@ -1,0 +1,73 @@
+//! Command-line parsing and dispatch. Each subcommand lives in its own file
+//! with an `Args` struct (clap derive) and a `run` function; the library does
+//! the work.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use ggufkit::Error;
+
+mod diff;
+mod edit;
+mod inspect;
+pub mod output;
+
+/// ggufkit: convert, merge, quantize and package GGUF models, bit-identical to llama.cpp.
+#[derive(Parser)]
+#[command(name = "ggufkit", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a GGUF file's metadata and tensors.
+    Inspect(inspect::Args),
+    /// Compare two GGUF files: metadata and tensors (exit 0 identical, 1 different, 2 error).
+    Diff(diff::Args),
+    /// Rewrite a GGUF file with metadata keys set or removed (tensors copied unchanged).
+    Edit(edit::Args),
+}
+
+/// Parses the command line, runs the command, prints errors, returns the exit code.
+pub fn main() -> ExitCode {
+    ggufkit::fileio::install_signal_handlers();
+    // Die quietly on a closed stdout pipe (`ggufkit inspect x | head`), like other Unix tools.
+    // SAFETY: restoring the default disposition of SIGPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Diff(a) => diff::run(a),
+        Command::Edit(a) => edit::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            print_error(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Prints an error with its chain of causes.
+pub fn print_error(e: &Error) {
+    let mut msg = format!("ggufkit: error: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(&format!("\n  caused by: {text}"));
+        }
+        source = s.source();
+    }
+    eprintln!("{msg}");
+}
