@@ -328,3 +328,34 @@ fn refuses_output_onto_input_and_non_directory() {
     let e = convert(&st, &t.path().join("x.gguf"), &ConvertOptions::default()).unwrap_err();
     assert!(e.contains("not a directory"), "{e}");
 }
+
+#[test]
+fn cli_exit_codes_and_json() {
+    let t = tempfile::tempdir().unwrap();
+    let d = model(t.path());
+    let out = t.path().join("cli.gguf");
+    let bin = env!("CARGO_BIN_EXE_ggufkit");
+    let r = std::process::Command::new(bin)
+        .args(["convert", d.to_str().unwrap(), out.to_str().unwrap(), "--outtype", "bf16", "--threads", "2", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["outtype"], "BF16");
+    assert_eq!(v["file_type"], 32);
+    assert!(out.exists());
+    let mut c = config();
+    c["architectures"] = serde_json::json!(["BertModel"]);
+    fs::write(d.join("config.json"), c.to_string()).unwrap();
+    let bad = t.path().join("bad.gguf");
+    let r =
+        std::process::Command::new(bin).args(["convert", d.to_str().unwrap(), bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("BertModel"));
+    assert!(!bad.exists());
+    let r = std::process::Command::new(bin)
+        .args(["convert", d.to_str().unwrap(), bad.to_str().unwrap(), "--outtype", "q4_k"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+}

@@ -8,9 +8,12 @@
 //!   and a row reader producing f32 rows after renaming and the Q/K
 //!   permutation. Everything is validated when it is built, before any
 //!   output exists.
-//! * [`write_gguf`] streams a source into a GGUF file of F32/F16/BF16/Q8_0
-//!   tensors, a chunk of rows at a time, through a temporary file that only
-//!   replaces the destination when complete.
+//!   It implements [`crate::pipeline::TensorSource`], and [`HfToGguf::plan`]
+//!   is the plan convert_hf_to_gguf.py's type choice makes, so the shared
+//!   planner/writer (`crate::pipeline::write_gguf`) streams it to disk — or a
+//!   quantization policy can plan other types for the same source.
+//! * Q8_0 (`--outtype q8_0`) goes through a small local writer
+//!   ([`write_gguf_local`]) until the shared codec can encode Q8_0.
 
 pub mod arch;
 pub mod naming;
@@ -28,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::fileio::AtomicFile;
 use crate::gguf::{GgmlType, GgufWriter, Metadata, TensorSpec, Value as GValue};
 use crate::hf::HfModelDir;
+use crate::pipeline::{Planned, SourceTensor, TensorSource, WriteOptions};
 use crate::progress::Progress;
 
 /// `general.quantization_version` written by gguf-py.
@@ -132,6 +136,8 @@ pub struct HfToGguf {
     pub hparams: Hparams,
     pub metadata: Metadata,
     pub tensors: Vec<OutTensor>,
+    /// The same tensors as the pipeline sees them (stored type of the source data).
+    source_tensors: Vec<SourceTensor>,
     pub vocab: Vocab,
     /// `general.file_type`.
     pub file_type: u32,
@@ -332,6 +338,10 @@ impl HfToGguf {
         for w in &warnings {
             progress.warn(w);
         }
+        let source_tensors = tensors
+            .iter()
+            .map(|t| SourceTensor { name: t.name.clone(), dims: t.dims.clone(), ty: stored_type(&model, t) })
+            .collect();
         Ok(HfToGguf {
             model,
             spec,
@@ -340,6 +350,7 @@ impl HfToGguf {
             hparams,
             metadata: md,
             tensors,
+            source_tensors,
             vocab,
             file_type,
             outtype,
@@ -354,7 +365,7 @@ impl HfToGguf {
 
     /// Reads rows `first_row..first_row + out.len() / row_len` of an output
     /// tensor as f32, after permutation.
-    pub fn read_rows(&self, t: &OutTensor, first_row: u64, out: &mut [f32]) -> Result<()> {
+    pub fn read_tensor_rows(&self, t: &OutTensor, first_row: u64, out: &mut [f32]) -> Result<()> {
         let row = t.row_len() as usize;
         if row == 0 || out.len() % row != 0 {
             return Err(Error::Other(format!("tensor '{}': buffer is not a whole number of rows", t.name)));
@@ -405,6 +416,64 @@ impl HfToGguf {
     }
 }
 
+/// The stored type of an output tensor's source data.
+fn stored_type(model: &HfModelDir, t: &OutTensor) -> GgmlType {
+    match &t.origin {
+        Origin::Generated(_) => GgmlType::F32,
+        Origin::Hf { name, .. } => match model.weights.tensor(name).map(|e| e.dtype) {
+            Some(crate::hf::DType::F16) => GgmlType::F16,
+            Some(crate::hf::DType::BF16) => GgmlType::BF16,
+            _ => GgmlType::F32,
+        },
+    }
+}
+
+impl HfToGguf {
+    /// The plan convert_hf_to_gguf.py's type choice gives: every tensor, in
+    /// order, as [`OutTensor::ty`].
+    pub fn plan(&self) -> Vec<Planned> {
+        self.tensors.iter().enumerate().map(|(i, t)| Planned::new(i, t.ty)).collect()
+    }
+
+    /// The files conversion reads (the output may not be one of them).
+    pub fn inputs(&self) -> Vec<&Path> {
+        let mut inputs: Vec<&Path> = self.model.weights.files();
+        if let Some(ix) = self.model.weights.index_path() {
+            inputs.push(ix);
+        }
+        inputs
+    }
+}
+
+impl TensorSource for HfToGguf {
+    fn describe(&self) -> String {
+        self.model.path().display().to_string()
+    }
+    fn tensors(&self) -> &[SourceTensor] {
+        &self.source_tensors
+    }
+    fn read_rows(&self, index: usize, row0: u64, out: &mut [f32]) -> Result<()> {
+        let t = self.tensors.get(index).ok_or_else(|| Error::Other(format!("no tensor {index}")))?;
+        self.read_tensor_rows(t, row0, out)
+    }
+    /// Unpermuted checkpoint tensors are stored exactly as GGUF wants them
+    /// (row-major, little-endian), so they can be copied when the type stays.
+    fn raw(&self, index: usize) -> Option<&[u8]> {
+        match &self.tensors.get(index)?.origin {
+            Origin::Hf { name, permute: None } => {
+                let e = self.model.weights.tensor(name)?;
+                Some(self.model.weights.raw(e))
+            }
+            _ => None,
+        }
+    }
+    fn done(&self, index: usize) {
+        if let Some(t) = self.tensors.get(index) {
+            self.release(t);
+        }
+    }
+}
+
 /// llama.cpp's Q/K permutation: output row `r` of a `rows`-row weight with
 /// `heads` heads comes from this input row. It is
 /// `w.reshape(heads, 2, rows/heads/2, ...).swapaxes(1, 2)` of convert_hf_to_gguf.py:
@@ -437,7 +506,7 @@ fn tensor_type(name: &str, n_dims: usize, row_len: u64, outtype: OutType, warnin
     }
 }
 
-type Planned = (String, Vec<u64>, usize, Origin);
+type PlannedHf = (String, Vec<u64>, usize, Origin);
 
 /// Maps, checks and orders the tensors.
 fn plan_tensors(
@@ -447,8 +516,8 @@ fn plan_tensors(
     config: &Map<String, Value>,
     config_path: &Path,
     warnings: &mut Vec<String>,
-) -> Result<Vec<Planned>> {
-    let mut out: Vec<Planned> = Vec::new();
+) -> Result<Vec<PlannedHf>> {
+    let mut out: Vec<PlannedHf> = Vec::new();
     if spec.llama3_rope_freqs {
         if let Some(freqs) = llama3_rope_freqs(config, hp) {
             out.push(("rope_freqs.weight".into(), vec![freqs.len() as u64], 1, Origin::Generated(freqs)));
@@ -785,31 +854,59 @@ pub fn convert_dir(
 ) -> Result<ConvertSummary> {
     let src = HfToGguf::open(dir, opts, progress)?;
     let out: &Path = out.as_ref();
-    let run = || write_gguf(&src, out, progress);
-    match opts.threads {
-        Some(n) if n > 0 => rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .map_err(|e| Error::Other(format!("cannot start {n} threads: {e}")))?
-            .install(run),
-        _ => run(),
+    let plan = src.plan();
+    let output_bytes = if plan.iter().all(|p| crate::codec::can_encode(p.ty)) {
+        let wopts = WriteOptions { threads: opts.threads.unwrap_or(0), ..Default::default() };
+        let inputs = src.inputs();
+        crate::pipeline::write_gguf(&src, &plan, &src.metadata, out, &inputs, &wopts, progress)?.file_size
+    } else {
+        let run = || write_gguf_local(&src, out, progress);
+        match opts.threads {
+            Some(n) if n > 0 => rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| Error::Other(format!("cannot start {n} threads: {e}")))?
+                .install(run)?,
+            _ => run()?,
+        }
+    };
+    Ok(src.summary(out, output_bytes))
+}
+
+impl HfToGguf {
+    /// The summary of a finished conversion.
+    pub fn summary(&self, out: &Path, output_bytes: u64) -> ConvertSummary {
+        ConvertSummary {
+            output: out.to_path_buf(),
+            hf_architecture: self.hf_architecture.clone(),
+            gguf_architecture: self.spec.gguf_arch.clone(),
+            outtype: outtype_name(self.outtype).into(),
+            file_type: self.file_type,
+            n_tensors: self.tensors.len(),
+            n_params: self.tensors.iter().map(OutTensor::n_elements).sum(),
+            output_bytes,
+            tokenizer_model: self.vocab.model.clone(),
+            tokenizer_pre: self.vocab.pre.clone(),
+            pretokenizer_hash: self.vocab.pre_hash.clone(),
+            n_vocab: self.vocab.tokens.len(),
+            warnings: self.warnings.clone(),
+        }
     }
 }
 
 /// Elements converted per chunk (16 MiB of f32).
 const CHUNK_ELEMS: usize = 4 << 20;
 
-/// Streams a planned conversion into `out` (temporary file, renamed on success).
-pub fn write_gguf(src: &HfToGguf, out: &Path, progress: &dyn Progress) -> Result<ConvertSummary> {
-    let mut inputs: Vec<&Path> = src.model.weights.files();
-    if let Some(ix) = src.model.weights.index_path() {
-        inputs.push(ix);
-    }
+/// Streams a planned conversion into `out` with convert's own encoders
+/// (F32/F16/BF16/Q8_0), for types the shared codec cannot encode yet.
+/// Returns the file size.
+pub fn write_gguf_local(src: &HfToGguf, out: &Path, progress: &dyn Progress) -> Result<u64> {
+    let inputs = src.inputs();
     let mut file = AtomicFile::create(out, &inputs)?;
     let specs = src.specs();
     let mut w = GgufWriter::new(&mut file, out, &src.metadata, specs)?;
     let total: u64 = w.layout().sizes.iter().sum();
-    progress.begin("convert", total);
+    progress.begin("writing", total);
     let mut buf: Vec<f32> = Vec::new();
     let mut bytes: Vec<u8> = Vec::new();
     for t in &src.tensors {
@@ -821,7 +918,15 @@ pub fn write_gguf(src: &HfToGguf, out: &Path, progress: &dyn Progress) -> Result
         while r < rows {
             let n = rows_per_chunk.min(rows - r);
             buf.resize(n * row, 0.0);
-            src.read_rows(t, r as u64, &mut buf)?;
+            src.read_tensor_rows(t, r as u64, &mut buf)?;
+            if let Some(pos) = buf.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    source_name: src.describe(),
+                    tensor: t.name.clone(),
+                    row: (r + pos / row.max(1)) as u64,
+                    value: buf[pos],
+                });
+            }
             encode_rows(&buf, row, t.ty, &mut bytes)?;
             w.write_data(&bytes)?;
             progress.advance(bytes.len() as u64);
@@ -833,21 +938,7 @@ pub fn write_gguf(src: &HfToGguf, out: &Path, progress: &dyn Progress) -> Result
     let output_bytes = file.written();
     file.commit()?;
     progress.finish();
-    Ok(ConvertSummary {
-        output: out.to_path_buf(),
-        hf_architecture: src.hf_architecture.clone(),
-        gguf_architecture: src.spec.gguf_arch.clone(),
-        outtype: outtype_name(src.outtype).into(),
-        file_type: src.file_type,
-        n_tensors: src.tensors.len(),
-        n_params: src.tensors.iter().map(OutTensor::n_elements).sum(),
-        output_bytes,
-        tokenizer_model: src.vocab.model.clone(),
-        tokenizer_pre: src.vocab.pre.clone(),
-        pretokenizer_hash: src.vocab.pre_hash.clone(),
-        n_vocab: src.vocab.tokens.len(),
-        warnings: src.warnings.clone(),
-    })
+    Ok(output_bytes)
 }
 
 /// Encodes f32 rows as `ty` (F32, F16, BF16 or Q8_0) into `out`.
