@@ -287,6 +287,14 @@ FIXTURES = {
                             sliding_window=4096),
 }
 
+# Built only when named: a few hundred MB of bf16 in 4 shards, for measuring
+# conversion memory (Qwen2.5-0.5B-like widths, tied embeddings).
+LARGE_FIXTURES = {
+    "qwen2-large-bf16-sharded": dict(arch="Qwen2ForCausalLM", model_type="qwen2", vocab="qwen2", dtype="bfloat16",
+                                     tied=True, shards=4, seed=8, vocab_size=151936, hidden=1024, layers=8, heads=16,
+                                     kv_heads=4, ff=4096, rope_theta=1000000.0, eps=1e-6, ctx=32768, bias=True),
+}
+
 
 def to_dtype(a: np.ndarray, dtype: str):
     """Returns (array for safetensors, the float32 values it holds)."""
@@ -309,7 +317,7 @@ def make_weights(p: dict) -> dict[str, np.ndarray]:
     w = {}
 
     def mat(rows, cols, scale):
-        return (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
+        return rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(scale)
 
     def vec(n, center, scale):
         return (center + rng.standard_normal(n) * scale).astype(np.float32)
@@ -416,8 +424,62 @@ def write_config(d: Path, name: str, p: dict):
     (d / "generation_config.json").write_text(json.dumps(g, indent=2), encoding="utf-8")
 
 
+# Model cards (README.md front matter) as fine-tunes ship them; gguf-py reads
+# license, base models, datasets, tags and languages from them.
+MODEL_CARDS = {
+    "qwen2.5-coder-bf16-sharded": """---
+license: apache-2.0
+license_link: https://huggingface.co/Qwen/Qwen2.5-Coder-7B-Instruct/blob/main/LICENSE
+language:
+- en
+base_model:
+- Qwen/Qwen2.5-Coder-7B-Instruct
+pipeline_tag: text-generation
+library_name: transformers
+tags:
+- code
+- codeqwen
+- chat
+- qwen
+- qwen-coder
+- unsloth
+- trl
+- sft
+datasets:
+- bigcode/the-stack-v2
+- https://huggingface.co/datasets/acme/secret-sauce
+model-index:
+- name: acme-coder
+  results:
+  - task:
+      type: text-generation
+    metrics:
+    - type: pass@1
+      value: 61.6
+---
+
+# Acme coder
+
+A fine-tune of Qwen2.5-Coder-7B-Instruct.
+""",
+    "llama3-bf16-sharded": """---
+language: [en, de, fr]
+license: llama3.1
+base_model: meta-llama/Llama-3.1-8B-Instruct
+tags: ['facebook', "meta", pytorch, llama, llama-3]
+extra_gated_prompt: 'You agree to the "Llama 3.1" license, it''s binding'
+---
+Text.
+""",
+}
+
+CONFIG_EXTRA = {
+    "qwen2.5-coder-bf16-sharded": {"_name_or_path": "unsloth/qwen2.5-coder-7b-instruct-bnb-4bit"},
+}
+
+
 def build(name: str, out: Path, src: Path, chktxt: str):
-    p = FIXTURES[name]
+    p = FIXTURES.get(name) or LARGE_FIXTURES[name]
     d = out / name
     if (d / ".complete").is_file():
         return
@@ -425,6 +487,12 @@ def build(name: str, out: Path, src: Path, chktxt: str):
         shutil.rmtree(d)
     d.mkdir(parents=True)
     write_config(d, name, p)
+    if name in CONFIG_EXTRA:
+        c = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        c = {**CONFIG_EXTRA[name], **c}
+        (d / "config.json").write_text(json.dumps(c, indent=2), encoding="utf-8")
+    if name in MODEL_CARDS:
+        (d / "README.md").write_text(MODEL_CARDS[name], encoding="utf-8")
     templates = src / "models" / "templates"
     if p["vocab"] == "qwen2":
         write_qwen2_tokenizer(d, src, (templates / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text(encoding="utf-8"))
@@ -443,13 +511,14 @@ def main():
     ap.add_argument("--llama-src", required=True, type=Path, help="llama.cpp source tree (scripts/ref-src.sh)")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--chktxt-from", type=Path, help="formats/pretokenizers.json (default: beside this script)")
-    ap.add_argument("names", nargs="*", help=f"fixtures to build (default: all): {', '.join(FIXTURES)}")
+    ap.add_argument("names", nargs="*", help=f"fixtures to build (default: all of {', '.join(FIXTURES)}; "
+                                             f"also {', '.join(LARGE_FIXTURES)})")
     a = ap.parse_args()
     pt = a.chktxt_from or Path(__file__).resolve().parent.parent / "formats" / "pretokenizers.json"
     chktxt = json.loads(pt.read_text(encoding="utf-8"))["chktxt"]
     a.out.mkdir(parents=True, exist_ok=True)
     for n in a.names or list(FIXTURES):
-        if n not in FIXTURES:
+        if n not in FIXTURES and n not in LARGE_FIXTURES:
             sys.exit(f"unknown fixture {n}")
         build(n, a.out, a.llama_src, chktxt)
         print(a.out / n)

@@ -16,6 +16,7 @@
 //!   ([`write_gguf_local`]) until the shared codec can encode Q8_0.
 
 pub mod arch;
+pub mod modelcard;
 pub mod naming;
 pub mod spm;
 pub mod vocab;
@@ -324,8 +325,26 @@ impl HfToGguf {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_default();
+        // gguf-py ignores a generation_config.json it cannot read.
         let gen_config = model.read_json("generation_config.json").ok().flatten();
-        let info = naming::GeneralInfo::derive(&dir_name, &model.config, gen_config.as_ref(), total_params as i64);
+        let card = match model.read_text("README.md") {
+            Ok(Some(text)) => match modelcard::parse_model_card(&text) {
+                Ok(card) => card,
+                Err(e) => {
+                    warnings.push(format!("README.md: cannot read the model card front matter ({e}); ignored"));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let info = naming::GeneralInfo::derive(
+            &dir_name,
+            &model.config,
+            gen_config.as_ref(),
+            card.as_ref(),
+            total_params as i64,
+        );
+        warnings.extend(info.warnings.iter().cloned());
         let file_type = file_type_of(outtype);
         let mut md = Metadata::new();
         md.set("general.architecture", GValue::string(spec.gguf_arch.clone()));

@@ -28,12 +28,33 @@ pub struct GeneralInfo {
     pub sampling_mirostat_tau: Option<f32>,
     pub sampling_mirostat_eta: Option<f32>,
     pub name: Option<String>,
-    pub organization: Option<String>,
+    pub author: Option<String>,
     pub version: Option<String>,
+    pub organization: Option<String>,
     pub finetune: Option<String>,
     pub basename: Option<String>,
+    pub description: Option<String>,
     pub size_label: Option<String>,
+    pub license: Option<String>,
+    pub license_name: Option<String>,
+    pub license_link: Option<String>,
+    pub source_url: Option<String>,
+    pub source_doi: Option<String>,
+    pub source_uuid: Option<String>,
+    pub source_repo_url: Option<String>,
+    /// `general.base_model.N.*`: (field, value) pairs per base model.
+    pub base_models: Option<Vec<Vec<(String, String)>>>,
+    /// `general.dataset.N.*`.
+    pub datasets: Option<Vec<Vec<(String, String)>>>,
+    pub tags: Option<Vec<String>>,
+    pub languages: Option<Vec<String>>,
+    /// Card values that could not be represented (gguf-py would fail on them).
+    pub warnings: Vec<String>,
 }
+
+/// Fields of a base model / dataset entry, in the order gguf-py writes them.
+const ENTRY_FIELDS: [&str; 9] =
+    ["name", "author", "version", "organization", "description", "url", "doi", "uuid", "repo_url"];
 
 /// Parts of a model id: (full name, organization, basename, finetune, version, size label).
 pub type IdComponents =
@@ -266,9 +287,13 @@ impl GeneralInfo {
         dir_name: &str,
         config: &serde_json::Map<String, Value>,
         gen_config: Option<&Value>,
+        model_card: Option<&serde_json::Map<String, Value>>,
         total_params: i64,
     ) -> Self {
         let mut m = GeneralInfo::default();
+        if let Some(card) = model_card {
+            m.apply_model_card(card, total_params);
+        }
         let apply = |m: &mut GeneralInfo, id: &str| {
             let (full, org, basename, finetune, version, size) = model_id_components(Some(id), total_params);
             if m.name.is_none() {
@@ -316,6 +341,143 @@ impl GeneralInfo {
         m
     }
 
+    /// The model-card part of gguf-py's `apply_metadata_heuristic`.
+    fn apply_model_card(&mut self, card: &serde_json::Map<String, Value>, total_params: i64) {
+        let mut warnings = Vec::new();
+        let mut take = |slot: &mut Option<String>, key: &str| {
+            if slot.is_some() {
+                return;
+            }
+            match card.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(v)) => *slot = Some(v.clone()),
+                Some(v) => warnings.push(format!("model card: {key} = {v} is not a string; ignored")),
+            }
+        };
+        for (prefix, author_key) in [("", "author"), ("model_", "model_author")] {
+            take(&mut self.name, &format!("{prefix}name"));
+            take(&mut self.author, author_key);
+            take(&mut self.version, &format!("{prefix}version"));
+            take(&mut self.organization, &format!("{prefix}organization"));
+            take(&mut self.description, &format!("{prefix}description"));
+            take(&mut self.finetune, &format!("{prefix}finetune"));
+            take(&mut self.basename, &format!("{prefix}basename"));
+            take(&mut self.size_label, &format!("{prefix}size_label"));
+            take(&mut self.source_url, &format!("{prefix}url"));
+            take(&mut self.source_doi, &format!("{prefix}doi"));
+            take(&mut self.source_uuid, &format!("{prefix}uuid"));
+            take(&mut self.source_repo_url, &format!("{prefix}repo_url"));
+        }
+        take(&mut self.name, "model_name");
+        take(&mut self.author, "model_creator");
+        take(&mut self.basename, "model_type");
+
+        let entries = |v: Option<&Value>, total: i64| -> Option<Vec<Vec<(String, String)>>> {
+            let v = v?;
+            let ids: Vec<&Value> = match v {
+                Value::Array(a) => a.iter().collect(),
+                Value::Null => Vec::new(),
+                other => vec![other],
+            };
+            let mut out = Vec::new();
+            for id in ids {
+                let mut e: Vec<(String, String)> = Vec::new();
+                match id {
+                    Value::String(id) => {
+                        let set_from = |e: &mut Vec<(String, String)>, comp: &str, with_repo: bool| {
+                            let (full, org, _, _, version, _) = model_id_components(Some(comp), total);
+                            if let Some(f) = &full {
+                                e.push(("name".into(), id_to_title(f)));
+                            }
+                            if let Some(o) = &org {
+                                e.push(("organization".into(), id_to_title(o)));
+                            }
+                            if let Some(v) = version {
+                                e.push(("version".into(), v));
+                            }
+                            if with_repo {
+                                if let (Some(o), Some(f)) = (org, full) {
+                                    e.push(("repo_url".into(), format!("https://huggingface.co/{o}/{f}")));
+                                }
+                            }
+                        };
+                        if id.starts_with("http://") || id.starts_with("https://") || id.starts_with("ssh://") {
+                            e.push(("repo_url".into(), id.clone()));
+                            if id.contains("huggingface.co") {
+                                let rest = id
+                                    .strip_prefix("https://huggingface.co/")
+                                    .or_else(|| id.strip_prefix("http://huggingface.co/"));
+                                if let Some(rest) = rest
+                                    .filter(|r| r.matches('/').count() == 1 && !r.ends_with('/') && !r.starts_with('/'))
+                                {
+                                    set_from(&mut e, rest, false);
+                                }
+                            }
+                        } else {
+                            set_from(&mut e, id, true);
+                        }
+                    }
+                    Value::Object(o) => {
+                        for f in ENTRY_FIELDS {
+                            if let Some(Value::String(v)) = o.get(f) {
+                                e.push((f.to_string(), v.clone()));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                e.sort_by_key(|(k, _)| ENTRY_FIELDS.iter().position(|f| f == k));
+                out.push(e);
+            }
+            Some(out)
+        };
+        let base =
+            card.get("base_model").or_else(|| card.get("base_models")).or_else(|| card.get("base_model_sources"));
+        if card.contains_key("base_model")
+            || card.contains_key("base_models")
+            || card.contains_key("base_model_sources")
+        {
+            self.base_models = Some(entries(base, total_params).unwrap_or_default());
+        }
+        let ds = card.get("datasets").or_else(|| card.get("dataset")).or_else(|| card.get("dataset_sources"));
+        if card.contains_key("datasets") || card.contains_key("dataset") || card.contains_key("dataset_sources") {
+            self.datasets = Some(entries(ds, total_params).unwrap_or_default());
+        }
+        match card.get("license") {
+            Some(Value::String(l)) => self.license = Some(l.clone()),
+            Some(Value::Array(a)) => {
+                self.license = Some(
+                    a.iter()
+                        .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+            }
+            _ => {}
+        }
+        take(&mut self.license_name, "license_name");
+        take(&mut self.license_link, "license_link");
+        let mut list = |slot: &mut Option<Vec<String>>, key: &str| match card.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => slot.get_or_insert_with(Vec::new).push(s.clone()),
+            Some(Value::Array(a)) => {
+                let v = slot.get_or_insert_with(Vec::new);
+                for x in a {
+                    match x {
+                        Value::String(s) => v.push(s.clone()),
+                        other => warnings.push(format!("model card: {key} entry {other} is not a string; ignored")),
+                    }
+                }
+            }
+            Some(_) => {}
+        };
+        list(&mut self.tags, "tags");
+        list(&mut self.tags, "pipeline_tag");
+        list(&mut self.languages, "languages");
+        list(&mut self.languages, "language");
+        self.warnings.extend(warnings);
+    }
+
     /// Appends the keys in `Metadata.set_gguf_meta_model` order.
     pub fn write_metadata(&self, md: &mut Metadata) {
         let s = |md: &mut Metadata, k: &str, v: &Option<String>| {
@@ -346,11 +508,35 @@ impl GeneralInfo {
         f(md, "general.sampling.mirostat_tau", self.sampling_mirostat_tau);
         f(md, "general.sampling.mirostat_eta", self.sampling_mirostat_eta);
         md.set("general.name", GValue::string(self.name.clone().unwrap_or_default()));
+        s(md, "general.author", &self.author);
         s(md, "general.version", &self.version);
         s(md, "general.organization", &self.organization);
         s(md, "general.finetune", &self.finetune);
         s(md, "general.basename", &self.basename);
+        s(md, "general.description", &self.description);
         s(md, "general.size_label", &self.size_label);
+        s(md, "general.license", &self.license);
+        s(md, "general.license.name", &self.license_name);
+        s(md, "general.license.link", &self.license_link);
+        s(md, "general.source.url", &self.source_url);
+        s(md, "general.source.doi", &self.source_doi);
+        s(md, "general.source.uuid", &self.source_uuid);
+        s(md, "general.source.repo_url", &self.source_repo_url);
+        for (kind, list) in [("base_model", &self.base_models), ("dataset", &self.datasets)] {
+            if let Some(list) = list {
+                md.set(format!("general.{kind}.count"), GValue::U32(list.len() as u32));
+                for (i, e) in list.iter().enumerate() {
+                    for (k, v) in e {
+                        md.set(format!("general.{kind}.{i}.{k}"), GValue::string(v.clone()));
+                    }
+                }
+            }
+        }
+        for (key, list) in [("general.tags", &self.tags), ("general.languages", &self.languages)] {
+            if let Some(list) = list.as_ref().filter(|l| !l.is_empty()) {
+                md.set(key, GValue::string_array(list.iter().cloned()));
+            }
+        }
     }
 }
 

@@ -463,7 +463,7 @@ fn open_shard(path: &Path, file_idx: usize) -> Result<(Shard, Vec<TensorEntry>)>
         let (Some(start), Some(len)) = (start, len) else {
             return Err(Error::parse(path, "safetensors", ParseError::new(field(), 8, "bad data_offsets")));
         };
-        if start.checked_add(len).is_none_or(|end| end > map.len()) {
+        if start.checked_add(len).map_or(true, |end| end > map.len()) {
             return Err(Error::parse(
                 path,
                 "safetensors",
