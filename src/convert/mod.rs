@@ -401,8 +401,13 @@ impl HfToGguf {
             Origin::Hf { name, permute } => {
                 let e =
                     self.model.weights.tensor(name).ok_or_else(|| Error::Other(format!("tensor '{name}' vanished")))?;
+                let w = &self.model.weights;
                 match permute {
-                    None => self.model.weights.read_rows_f32(e, first_row, out),
+                    None => {
+                        w.read_rows_f32(e, first_row, out)?;
+                        w.release_elements(e, first_row * row as u64, out.len() as u64);
+                        Ok(())
+                    }
                     Some(heads) if e.shape.len() == 1 => {
                         // A permuted bias: one row, elements reordered.
                         let mut src = vec![0f32; out.len()];
@@ -416,7 +421,7 @@ impl HfToGguf {
                         let rows = e.shape[0];
                         for (k, chunk) in out.chunks_mut(row).enumerate() {
                             let src_row = permuted_source_row(first_row + k as u64, rows, *heads);
-                            self.model.weights.read_rows_f32(e, src_row, chunk)?;
+                            w.read_rows_f32(e, src_row, chunk)?;
                         }
                         Ok(())
                     }
@@ -475,17 +480,10 @@ impl TensorSource for HfToGguf {
         let t = self.tensors.get(index).ok_or_else(|| Error::Other(format!("no tensor {index}")))?;
         self.read_tensor_rows(t, row0, out)
     }
-    /// Unpermuted checkpoint tensors are stored exactly as GGUF wants them
-    /// (row-major, little-endian), so they can be copied when the type stays.
-    fn raw(&self, index: usize) -> Option<&[u8]> {
-        match &self.tensors.get(index)?.origin {
-            Origin::Hf { name, permute: None } => {
-                let e = self.model.weights.tensor(name)?;
-                Some(self.model.weights.raw(e))
-            }
-            _ => None,
-        }
-    }
+    // No `raw()`: the stored bytes of unpermuted tensors are what GGUF wants,
+    // but the pipeline's copy path keeps a whole tensor's mapped pages
+    // resident until the tensor is done (311 MB for a 152k x 1024 bf16
+    // embedding), while `read_rows` hands pages back chunk by chunk.
     fn done(&self, index: usize) {
         if let Some(t) = self.tensors.get(index) {
             self.release(t);

@@ -395,6 +395,19 @@ impl SafetensorsModel {
         self.read_f32(t, first, out)
     }
 
+    /// Tells the kernel that elements `first..first + n` of a tensor will not
+    /// be read again soon (whole pages inside that range only), so a tensor
+    /// read front to back in chunks never has more than a chunk resident.
+    pub fn release_elements(&self, t: &TensorEntry, first: u64, n: u64) {
+        let Some(size) = t.dtype.float_size() else { return };
+        let (Some(start), Some(len)) = ((first as usize).checked_mul(size), (n as usize).checked_mul(size)) else {
+            return;
+        };
+        if start.checked_add(len).is_some_and(|end| end <= t.len) {
+            crate::fileio::release_pages(&self.shards[t.file].map, t.start + start, len);
+        }
+    }
+
     /// Tells the kernel the tensor's pages will not be needed again soon.
     pub fn release(&self, t: &TensorEntry) {
         crate::fileio::release_pages(&self.shards[t.file].map, t.start, t.len);
