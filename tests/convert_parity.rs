@@ -225,3 +225,14 @@ fn outtype_parsing() {
     assert_eq!("BF16".parse::<OutType>().unwrap(), OutType::BF16);
     assert!("q4_k".parse::<OutType>().is_err());
 }
+
+/// formats/pretokenizers.json is llama.cpp's table (conversion/base.py) as pinned.
+#[test]
+fn pretokenizer_table_in_sync_with_llama_cpp() {
+    let e = env();
+    let table = repo().join("formats/pretokenizers.json");
+    let r = check(&["pretok", e.src.to_str().unwrap(), table.to_str().unwrap()]);
+    assert_eq!(r["chktxt_equal"], true, "{r}");
+    assert_eq!(r["table_equal"], true, "{r}");
+    assert_eq!(r["n_reference"], r["n_if"], "every `if chkhsh` entry extracted: {r}");
+}

@@ -270,6 +270,24 @@ def cmd_dump(gguf_path: str):
     print(json.dumps({"kv": kv, "tensors": tensors}, ensure_ascii=False))
 
 
+# ---------------------------------------------------------------- pre-tokenizer table
+
+
+def cmd_pretok(src: str, table_json: str):
+    """Re-extracts chktxt and the hash table from conversion/base.py and compares with ours."""
+    import ast
+    import re
+    text = (Path(src) / "conversion" / "base.py").read_text(encoding="utf-8")
+    body = text[text.index("# Marker: Start get_vocab_base_pre"):text.index("# Marker: End get_vocab_base_pre")]
+    chktxt = ast.literal_eval(re.search(r"chktxt = ('.*?')\n", body).group(1))
+    table = [{"hash": h, "name": n} for h, n in
+             re.findall(r'if chkhsh == "([0-9a-f]{64})":\n(?:\s+#[^\n]*\n)*\s+res = "([^"]+)"', body)]
+    ours = json.loads(Path(table_json).read_text(encoding="utf-8"))
+    mine = [{"hash": e["hash"], "name": e["name"]} for e in ours["table"]]
+    print(json.dumps({"chktxt_equal": chktxt == ours["chktxt"], "table_equal": table == mine,
+                      "n_reference": len(table), "n_ours": len(mine), "n_if": body.count("if chkhsh ==")}))
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"logits": cmd_logits, "tokenize": cmd_tokenize, "dump": cmd_dump}[cmd](*args)
+    {"logits": cmd_logits, "tokenize": cmd_tokenize, "dump": cmd_dump, "pretok": cmd_pretok}[cmd](*args)
