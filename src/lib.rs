@@ -11,8 +11,10 @@ pub mod fileio;
 pub mod gguf;
 pub mod hf;
 pub mod inspect;
+pub mod modelfile;
 pub mod parity;
 pub mod pipeline;
 pub mod progress;
+pub mod quant;
 
 pub use error::{Error, Result};

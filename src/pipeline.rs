@@ -178,7 +178,7 @@ pub fn check_plan(src: &dyn TensorSource, plan: &[Planned]) -> Result<()> {
             )));
         }
         let copy = p.ty == t.ty;
-        if !copy && !(codec::can_decode(t.ty) && codec::can_encode(p.ty)) {
+        if !copy && (!codec::can_decode(t.ty) || !codec::can_encode(p.ty)) {
             return Err(Error::Unsupported(format!("tensor '{}': cannot convert {} to {}", t.name, t.ty, p.ty)));
         }
         if let Some(im) = &p.imatrix {
@@ -260,7 +260,7 @@ pub fn write_gguf(
                 let copied = p.ty == t.ty && p.imatrix.is_none() && src.raw(p.source).is_some();
                 if copied {
                     let raw = src.raw(p.source).unwrap_or_default();
-                    check_stored(t, raw)?;
+                    check_stored(src, t, raw)?;
                     for piece in raw.chunks(opts.chunk_bytes.max(1)) {
                         let mut b = take_buffer(piece.len());
                         b.copy_from_slice(piece);
@@ -340,30 +340,42 @@ fn check_finite(src: &dyn TensorSource, t: &SourceTensor, first_row: u64, row_le
     Ok(())
 }
 
-/// Float data copied as stored is checked for NaN/Inf like converted data.
-fn check_stored(t: &SourceTensor, raw: &[u8]) -> Result<()> {
-    let row_bytes = t.ty.row_size(t.row_len()).unwrap_or(1).max(1) as usize;
-    let bad = match t.ty {
-        GgmlType::F32 => raw
-            .chunks_exact(4)
-            .position(|b| (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) >> 23) & 0xff == 0xff)
-            .map(|i| i * 4),
-        GgmlType::F16 => {
-            raw.chunks_exact(2).position(|b| (u16::from_le_bytes([b[0], b[1]]) >> 10) & 0x1f == 0x1f).map(|i| i * 2)
+/// Stored data copied as it is gets the same validation llama-quantize applies
+/// to copied tensors (no NaN/Inf values, no non-finite block scales).
+fn check_stored(src: &dyn TensorSource, t: &SourceTensor, raw: &[u8]) -> Result<()> {
+    match check_encoded(t, t.ty, 0, raw) {
+        Err(_) if t.ty.is_float() => {
+            // Report a non-finite input value like converted inputs do.
+            let row_bytes = t.ty.row_size(t.row_len()).unwrap_or(1).max(1) as usize;
+            let bad = crate::quant::validate::validate_rows(t.ty, raw).map_or(0, |b| b.block);
+            let elem = t.ty.type_size() as usize;
+            let mut v = [0f32];
+            let at = bad * elem;
+            let _ = codec::decode_rows(t.ty, &raw[at..at + elem], &mut v);
+            Err(Error::NonFinite {
+                source_name: src.describe(),
+                tensor: t.name.clone(),
+                row: (at / row_bytes) as u64,
+                value: v[0],
+            })
         }
-        GgmlType::BF16 => {
-            raw.chunks_exact(2).position(|b| (u16::from_le_bytes([b[0], b[1]]) >> 7) & 0xff == 0xff).map(|i| i * 2)
-        }
-        _ => None,
-    };
-    match bad {
-        Some(off) => Err(Error::NonFinite {
-            source_name: String::new(),
-            tensor: t.name.clone(),
-            row: (off / row_bytes) as u64,
-            value: f32::NAN,
-        }),
+        r => r,
+    }
+}
+
+/// Validates encoded rows (ggml's `ggml_validate_row_data` rules).
+fn check_encoded(t: &SourceTensor, ty: GgmlType, first_row: u64, data: &[u8]) -> Result<()> {
+    match crate::quant::validate::validate_rows(ty, data) {
         None => Ok(()),
+        Some(bad) => {
+            let per_row = (t.row_len() / ty.block_size()).max(1) as usize;
+            Err(Error::Other(format!(
+                "tensor '{}' row {}: {} in the {ty} data (llama.cpp refuses such data too)",
+                t.name,
+                first_row + (bad.block / per_row) as u64,
+                bad.what
+            )))
+        }
     }
 }
 
@@ -379,7 +391,7 @@ fn encode(t: &SourceTensor, p: &Planned, first_row: u64, row_len: usize, f: &[f3
         Error::Other(m) => Error::Other(format!("tensor '{}' rows from {first_row}: {m}", t.name)),
         e => e,
     })?;
-    Ok(())
+    check_encoded(t, p.ty, first_row, out)
 }
 
 /// A GGUF file as a tensor source.

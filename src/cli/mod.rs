@@ -12,6 +12,7 @@ mod convert;
 mod diff;
 mod edit;
 mod inspect;
+mod modelfile;
 pub mod output;
 
 /// ggufkit: convert, merge, quantize and package GGUF models, bit-identical to llama.cpp.
@@ -32,6 +33,8 @@ enum Command {
     Diff(diff::Args),
     /// Rewrite a GGUF file with metadata keys set or removed (tensors copied unchanged).
     Edit(edit::Args),
+    /// Write an Ollama Modelfile for a GGUF (template, stops, parameters), or check one.
+    Modelfile(modelfile::Args),
 }
 
 /// Parses the command line, runs the command, prints errors, returns the exit code.
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Edit(a) => edit::run(a),
+        Command::Modelfile(a) => modelfile::run(a),
     };
     match result {
         Ok(code) => code,

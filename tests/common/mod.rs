@@ -1,0 +1,80 @@
+//! Helpers shared by the integration tests: the reference environment.
+//!
+//! `ref_python()` is the interpreter of the pinned Python venv (real
+//! llama.cpp via llama-cpp-python, gguf-py, …) and `ref_src()` the matching
+//! llama.cpp source tree. Both come from the repository's scripts, which build
+//! or fetch them on a fresh machine and cache them under `~/.cache/ggufkit`
+//! (or from `GGUFKIT_REF_PYTHON` / `GGUFKIT_LLAMA_SRC`, which
+//! `scripts/test.sh` exports); the answer is computed once per test binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The path in environment variable `var` if set, else the one `scripts/<name>` prints.
+fn env_or_script(var: &str, name: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(p) if !p.is_empty() => {
+            let path = PathBuf::from(p);
+            assert!(path.exists(), "{var}={} does not exist", path.display());
+            path
+        }
+        _ => script_path(name),
+    }
+}
+
+/// Runs `scripts/<name>` and returns the path it prints (its last stdout line).
+fn script_path(name: &str) -> PathBuf {
+    let script = repo_root().join("scripts").join(name);
+    let out =
+        Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim();
+    let path = PathBuf::from(line);
+    assert!(path.exists(), "{} printed '{line}', which does not exist", script.display());
+    path
+}
+
+/// The reference venv's python (`$GGUFKIT_REF_PYTHON` or `scripts/ref-env.sh`).
+pub fn ref_python() -> &'static Path {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| env_or_script("GGUFKIT_REF_PYTHON", "ref-env.sh"))
+}
+
+/// The pinned llama.cpp source tree (`$GGUFKIT_LLAMA_SRC` or `scripts/ref-src.sh`).
+pub fn ref_src() -> &'static Path {
+    static SRC: OnceLock<PathBuf> = OnceLock::new();
+    SRC.get_or_init(|| env_or_script("GGUFKIT_LLAMA_SRC", "ref-src.sh"))
+}
+
+/// Runs `python <script> <args>` with the reference interpreter; panics with
+/// its stderr when it fails. Returns stdout.
+pub fn run_ref_python(script: &Path, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(ref_python())
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", ref_python().display()));
+    assert!(
+        out.status.success(),
+        "{} {} failed ({}):\n{}",
+        ref_python().display(),
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
