@@ -35,6 +35,11 @@ fn repo() -> PathBuf {
 }
 
 fn script(name: &str) -> PathBuf {
+    // scripts/test.sh exports the paths it already resolved.
+    let var = if name == "ref-env.sh" { "GGUFKIT_REF_PYTHON" } else { "GGUFKIT_LLAMA_SRC" };
+    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
     let out = Command::new("bash").arg(repo().join("scripts").join(name)).output().expect("run bash");
     assert!(out.status.success(), "{name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())

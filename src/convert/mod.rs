@@ -11,9 +11,9 @@
 //!   It implements [`crate::pipeline::TensorSource`], and [`HfToGguf::plan`]
 //!   is the plan convert_hf_to_gguf.py's type choice makes, so the shared
 //!   planner/writer (`crate::pipeline::write_gguf`) streams it to disk — or a
-//!   quantization policy can plan other types for the same source.
-//! * Q8_0 (`--outtype q8_0`) goes through a small local writer
-//!   ([`write_gguf_local`]) until the shared codec can encode Q8_0.
+//!   quantization policy can plan other types for the same source. Q8_0
+//!   comes from the shared quantization kernels (`crate::quant`, ggml's
+//!   `quantize_row_q8_0_ref`, which gguf-py's numpy Q8_0 also reproduces).
 
 pub mod arch;
 pub mod modelcard;
@@ -23,14 +23,12 @@ pub mod vocab;
 
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use self::arch::{ArchSpec, Hparams, Transform, VocabKind};
 use self::vocab::Vocab;
 use crate::error::{Error, Result};
-use crate::fileio::AtomicFile;
-use crate::gguf::{GgmlType, GgufWriter, Metadata, TensorSpec, Value as GValue};
+use crate::gguf::{GgmlType, Metadata, TensorSpec, Value as GValue};
 use crate::hf::HfModelDir;
 use crate::pipeline::{Planned, SourceTensor, TensorSource, WriteOptions};
 use crate::progress::Progress;
@@ -872,21 +870,10 @@ pub fn convert_dir(
     let src = HfToGguf::open(dir, opts, progress)?;
     let out: &Path = out.as_ref();
     let plan = src.plan();
-    let output_bytes = if plan.iter().all(|p| crate::codec::can_encode(p.ty)) {
-        let wopts = WriteOptions { threads: opts.threads.unwrap_or(0), ..Default::default() };
-        let inputs = src.inputs();
-        crate::pipeline::write_gguf(&src, &plan, &src.metadata, out, &inputs, &wopts, progress)?.file_size
-    } else {
-        let run = || write_gguf_local(&src, out, progress);
-        match opts.threads {
-            Some(n) if n > 0 => rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .map_err(|e| Error::Other(format!("cannot start {n} threads: {e}")))?
-                .install(run)?,
-            _ => run()?,
-        }
-    };
+    let wopts = WriteOptions { threads: opts.threads.unwrap_or(0), ..Default::default() };
+    let inputs = src.inputs();
+    let output_bytes =
+        crate::pipeline::write_gguf(&src, &plan, &src.metadata, out, &inputs, &wopts, progress)?.file_size;
     Ok(src.summary(out, output_bytes))
 }
 
@@ -911,127 +898,6 @@ impl HfToGguf {
     }
 }
 
-/// Elements converted per chunk (16 MiB of f32).
-const CHUNK_ELEMS: usize = 4 << 20;
-
-/// Streams a planned conversion into `out` with convert's own encoders
-/// (F32/F16/BF16/Q8_0), for types the shared codec cannot encode yet.
-/// Returns the file size.
-pub fn write_gguf_local(src: &HfToGguf, out: &Path, progress: &dyn Progress) -> Result<u64> {
-    let inputs = src.inputs();
-    let mut file = AtomicFile::create(out, &inputs)?;
-    let specs = src.specs();
-    let mut w = GgufWriter::new(&mut file, out, &src.metadata, specs)?;
-    let total: u64 = w.layout().sizes.iter().sum();
-    progress.begin("writing", total);
-    let mut buf: Vec<f32> = Vec::new();
-    let mut bytes: Vec<u8> = Vec::new();
-    for t in &src.tensors {
-        progress.item(&t.name);
-        let row = t.row_len() as usize;
-        let rows = t.n_rows() as usize;
-        let rows_per_chunk = (CHUNK_ELEMS / row.max(1)).max(1);
-        let mut r = 0usize;
-        while r < rows {
-            let n = rows_per_chunk.min(rows - r);
-            buf.resize(n * row, 0.0);
-            src.read_tensor_rows(t, r as u64, &mut buf)?;
-            if let Some(pos) = buf.iter().position(|v| !v.is_finite()) {
-                return Err(Error::NonFinite {
-                    source_name: src.describe(),
-                    tensor: t.name.clone(),
-                    row: (r + pos / row.max(1)) as u64,
-                    value: buf[pos],
-                });
-            }
-            encode_rows(&buf, row, t.ty, &mut bytes)?;
-            w.write_data(&bytes)?;
-            progress.advance(bytes.len() as u64);
-            r += n;
-        }
-        src.release(t);
-    }
-    w.finish()?;
-    let output_bytes = file.written();
-    file.commit()?;
-    progress.finish();
-    Ok(output_bytes)
-}
-
-/// Encodes f32 rows as `ty` (F32, F16, BF16 or Q8_0) into `out`.
-pub fn encode_rows(src: &[f32], row_len: usize, ty: GgmlType, out: &mut Vec<u8>) -> Result<()> {
-    const PAR: usize = 1 << 16;
-    match ty {
-        GgmlType::F32 => {
-            out.resize(src.len() * 4, 0);
-            out.par_chunks_mut(PAR * 4).zip(src.par_chunks(PAR)).for_each(|(o, s)| {
-                for (o, x) in o.chunks_exact_mut(4).zip(s) {
-                    o.copy_from_slice(&x.to_le_bytes());
-                }
-            });
-        }
-        GgmlType::F16 => {
-            out.resize(src.len() * 2, 0);
-            out.par_chunks_mut(PAR * 2).zip(src.par_chunks(PAR)).for_each(|(o, s)| {
-                for (o, x) in o.chunks_exact_mut(2).zip(s) {
-                    o.copy_from_slice(&f32_to_f16(*x).to_le_bytes());
-                }
-            });
-        }
-        GgmlType::BF16 => {
-            out.resize(src.len() * 2, 0);
-            out.par_chunks_mut(PAR * 2).zip(src.par_chunks(PAR)).for_each(|(o, s)| {
-                for (o, x) in o.chunks_exact_mut(2).zip(s) {
-                    o.copy_from_slice(&f32_to_bf16(*x).to_le_bytes());
-                }
-            });
-        }
-        GgmlType::Q8_0 => {
-            if row_len % 32 != 0 {
-                return Err(Error::Other(format!("Q8_0 needs rows that are a multiple of 32, not {row_len}")));
-            }
-            let n_blocks = src.len() / 32;
-            out.resize(n_blocks * 34, 0);
-            out.par_chunks_mut(34 * 1024).zip(src.par_chunks(32 * 1024)).for_each(|(o, s)| {
-                for (o, b) in o.chunks_exact_mut(34).zip(s.chunks_exact(32)) {
-                    quantize_block_q8_0(b, o);
-                }
-            });
-        }
-        t => return Err(Error::Unsupported(format!("convert cannot write {t} tensors"))),
-    }
-    Ok(())
-}
-
-/// f32 → IEEE half, round to nearest even; NaN becomes a quiet NaN with the sign kept.
-pub fn f32_to_f16(x: f32) -> u16 {
-    if x.is_nan() {
-        return ((x.to_bits() >> 16) as u16 & 0x8000) | 0x7e00;
-    }
-    half::f16::from_f32(x).to_bits()
-}
-
-/// f32 → bfloat16 as ggml/gguf-py round it (nearest even; NaN forced quiet).
-pub fn f32_to_bf16(x: f32) -> u16 {
-    let u = x.to_bits();
-    if u & 0x7fff_ffff > 0x7f80_0000 {
-        return ((u >> 16) | 64) as u16;
-    }
-    ((u as u64 + (0x7fff + ((u >> 16) & 1) as u64)) >> 16) as u16
-}
-
-/// One Q8_0 block (as ggml's `quantize_row_q8_0_ref` and gguf-py): d = amax/127,
-/// q = round-half-away(x / d) computed as x * (1/d), d stored as f16.
-fn quantize_block_q8_0(x: &[f32], out: &mut [u8]) {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    out[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
-    for (o, v) in out[2..34].iter_mut().zip(x) {
-        *o = ((v * id).round() as i8) as u8;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1052,21 +918,6 @@ mod tests {
         let got: Vec<u64> = (0..rows).map(|r| permuted_source_row(r, rows, heads)).collect();
         assert_eq!(got, expect);
         assert_eq!(&got[..8], &[0, 4, 1, 5, 2, 6, 3, 7]);
-    }
-
-    #[test]
-    fn float_encodings() {
-        assert_eq!(f32_to_bf16(1.0), 0x3f80);
-        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80); // tie to even
-        assert_eq!(f32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
-        assert_eq!(f32_to_bf16(f32::from_bits(0x7f80_0001)), 0x7fc0);
-        assert_eq!(f32_to_f16(65520.0), 0x7c00);
-        assert_eq!(f32_to_f16(-f32::NAN) & 0x8000, 0x8000);
-        let mut out = Vec::new();
-        let x: Vec<f32> = (0..32).map(|i| i as f32 - 16.0).collect();
-        encode_rows(&x, 32, GgmlType::Q8_0, &mut out).unwrap();
-        assert_eq!(out.len(), 34);
-        assert_eq!(out[2] as i8, -127);
     }
 
     #[test]
