@@ -208,6 +208,9 @@ def write_spm_tokenizer(d: Path, src: Path, with_tokenizer_json: bool):
                          "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token }}"
                          "{% endif %}{% endfor %}",
     }
+    if not with_tokenizer_json:
+        # Newer transformers save the template beside the config instead.
+        (d / "chat_template.jinja").write_text(tc.pop("chat_template"), encoding="utf-8")
     (d / "tokenizer_config.json").write_text(json.dumps(tc, ensure_ascii=False, indent=2), encoding="utf-8")
     if with_tokenizer_json:
         # The Llama-2 style tokenizer.json (BPE with byte fallback), merges

@@ -223,6 +223,13 @@ fn identical_to_convert_hf_to_gguf() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // The fixtures exercise the side files: chat_template.jinja (mistral),
+    // model cards (qwen2.5-coder, llama3).
+    let g = ggufkit::gguf::GgufFile::open(ours("mistral-spm-f16", "auto")).unwrap();
+    assert!(g.header.metadata.get_str("tokenizer.chat_template").is_some_and(|t| t.contains("[INST]")));
+    let g = ggufkit::gguf::GgufFile::open(ours("qwen2.5-coder-bf16-sharded", "auto")).unwrap();
+    assert_eq!(g.header.metadata.get_str("general.license"), Some("apache-2.0"));
+    assert_eq!(g.header.metadata.get_str("general.base_model.0.organization"), Some("Qwen"));
 }
 
 #[test]
