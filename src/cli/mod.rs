@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use ggufkit::Error;
 
+mod convert;
 mod diff;
 mod edit;
 mod inspect;
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert a Hugging Face model directory (safetensors) to GGUF, as llama.cpp's convert_hf_to_gguf.py does.
+    Convert(convert::Args),
     /// Show a GGUF file's metadata and tensors.
     Inspect(inspect::Args),
     /// Compare two GGUF files: metadata and tensors (exit 0 identical, 1 different, 2 error).
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Edit(a) => edit::run(a),
