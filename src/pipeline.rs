@@ -72,11 +72,14 @@ pub struct Planned {
     pub ty: GgmlType,
     /// Importance weights for the quantizer (row length × number of experts), if any.
     pub imatrix: Option<Vec<f32>>,
+    /// Dimensions to write instead of the source's (same row length and
+    /// element count; e.g. trailing 1s dropped, as llama-quantize writes them).
+    pub dims: Option<Vec<u64>>,
 }
 
 impl Planned {
     pub fn new(source: usize, ty: GgmlType) -> Self {
-        Planned { source, ty, imatrix: None }
+        Planned { source, ty, imatrix: None, dims: None }
     }
 }
 
@@ -154,7 +157,12 @@ impl WriteSummary {
 /// The output tensor specs of a plan.
 pub fn specs(src: &dyn TensorSource, plan: &[Planned]) -> Vec<TensorSpec> {
     let tensors = src.tensors();
-    plan.iter().map(|p| TensorSpec::new(tensors[p.source].name.clone(), tensors[p.source].dims.clone(), p.ty)).collect()
+    plan.iter()
+        .map(|p| {
+            let t = &tensors[p.source];
+            TensorSpec::new(t.name.clone(), p.dims.clone().unwrap_or_else(|| t.dims.clone()), p.ty)
+        })
+        .collect()
 }
 
 /// Checks a plan against its source: indices in range, each source tensor used
@@ -167,6 +175,11 @@ pub fn check_plan(src: &dyn TensorSource, plan: &[Planned]) -> Result<()> {
         let t = tensors.get(p.source).ok_or_else(|| Error::Other(format!("plan names source tensor {}", p.source)))?;
         if std::mem::replace(&mut used[p.source], true) {
             return Err(Error::Other(format!("tensor '{}' planned twice", t.name)));
+        }
+        if let Some(d) = &p.dims {
+            if d.first() != t.dims.first() || d.iter().product::<u64>() != t.n_elements() {
+                return Err(Error::Other(format!("tensor '{}': dimensions {d:?} do not fit {:?}", t.name, t.dims)));
+            }
         }
         if t.row_len() % p.ty.block_size() != 0 {
             return Err(Error::Other(format!(
@@ -299,7 +312,7 @@ pub fn write_gguf(
                 src.done(p.source);
                 reports.push(TensorReport {
                     name: t.name.clone(),
-                    dims: t.dims.clone(),
+                    dims: p.dims.clone().unwrap_or_else(|| t.dims.clone()),
                     source_type: t.ty,
                     ty: p.ty,
                     source_bytes: t.ty.tensor_size(&t.dims).unwrap_or(0),
@@ -426,16 +439,6 @@ impl<'a> GgufSource<'a> {
             .map(|t| SourceTensor { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty })
             .collect();
         GgufSource { file, tensors }
-    }
-
-    /// Presents tensor `index` with other dimensions of the same element count
-    /// (e.g. trailing 1s dropped, as llama-quantize writes them).
-    pub fn set_dims(&mut self, index: usize, dims: Vec<u64>) {
-        if let Some(t) = self.tensors.get_mut(index) {
-            if dims.iter().product::<u64>() == t.n_elements() && dims.first() == t.dims.first() {
-                t.dims = dims;
-            }
-        }
     }
 }
 

@@ -160,7 +160,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             progress.warn(w);
         }
         if args.json {
-            print_json(&quantize::plan_json(&input, &plan));
+            print_json(&quantize::plan_json(&input.header, &plan));
         } else {
             for t in &plan.tensors {
                 let size_in = input.header.tensors[t.index].size;

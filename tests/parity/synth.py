@@ -4,6 +4,7 @@
 Run with the reference venv's python (scripts/ref-env.sh). Subcommands:
 
   models OUTDIR                 write the synthetic GGUF models + OUTDIR/manifest.json
+  data-models OUTDIR            write the models of the whole-file quantize parity tests (adversarial rows)
   quantize JOBS.json OUT.json   run llama.cpp's llama_model_quantize (ctypes) for each job
   sweep CONFIGS.json OUT.json   run llama.cpp's llama_quant_compute_types (ctypes) for each config
   imatrix MODEL OUT ...         write an importance matrix for MODEL in llama-imatrix's GGUF or .dat layout
@@ -90,6 +91,75 @@ MODELS = [
 ]
 
 
+# Models for the byte-for-byte quantize parity tests: every storage type, row
+# lengths that are and are not multiples of 256, tied and untied output, a MoE
+# model (per-expert importance weights), and adversarial rows in every matrix.
+DATA_MODELS = [
+    dict(name="data_f32_512", arch="llama", n_layer=2, n_embd=512, n_head=8, n_head_kv=2, n_ff=512, vocab=160,
+         tied=False, dtype="F32", patterns=True),
+    dict(name="data_f16_384_tied", arch="llama", n_layer=2, n_embd=384, n_head=6, n_head_kv=2, n_ff=256, vocab=160,
+         tied=True, dtype="F16", patterns=True),
+    dict(name="data_bf16_896", arch="qwen2", n_layer=2, n_embd=896, n_head=14, n_head_kv=2, n_ff=256, vocab=96,
+         tied=False, dtype="BF16", patterns=True),
+    dict(name="data_moe_f16", arch="llama", n_layer=2, n_embd=256, n_head=4, n_head_kv=2, n_ff=256, vocab=96,
+         tied=False, dtype="F16", n_expert=4, patterns=True),
+]
+
+N_PATTERNS = 12
+
+
+def _pattern_row(rng, k, n):
+    """Row pattern k of length n: values that stress the quantizers' corner cases."""
+    if k == 0:
+        return np.zeros(n, np.float32)                                    # all zero
+    if k == 1:
+        return np.full(n, 0.37, np.float32)                               # constant
+    if k == 2:
+        return (rng.standard_normal(n) * 1e-7).astype(np.float32)         # tiny
+    if k == 3:
+        return (rng.standard_normal(n) * 1e3).astype(np.float32)          # huge
+    if k == 4:
+        return (np.abs(rng.standard_normal(n)) * 0.05).astype(np.float32)  # one-signed, positive
+    if k == 5:
+        return (-np.abs(rng.standard_normal(n)) * 0.05).astype(np.float32)  # one-signed, negative
+    if k == 6:
+        return np.clip(rng.standard_cauchy(n) * 0.01, -1e4, 1e4).astype(np.float32)  # heavy-tailed
+    if k == 7:
+        return (rng.integers(-8, 9, n) * 0.5).astype(np.float32)           # exact ties at rounding points
+    if k == 8:
+        r = np.zeros(n, np.float32)
+        r[rng.integers(0, n)] = 100.0                                      # a single spike
+        return r
+    if k == 9:
+        return (rng.standard_normal(n) * 1e-38).astype(np.float32)        # subnormal-scale (f32)
+    if k == 10:
+        return np.where(np.arange(n) % 2 == 0, 1.0, -1.0).astype(np.float32)  # alternating
+    return np.linspace(-1.0, 1.0, n, dtype=np.float32)                    # ramp
+
+
+def _patterned(rng, shape):
+    """Random normal weights whose first rows (of every matrix) are the adversarial patterns."""
+    x = _rand(rng, shape)
+    rows = x.reshape(-1, shape[-1])
+    for k in range(min(N_PATTERNS, rows.shape[0])):
+        rows[k] = _pattern_row(rng, k, shape[-1])
+    return rows.reshape(shape)
+
+
+def cmd_data_models(outdir):
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = []
+    for spec in DATA_MODELS:
+        path = out / f"{spec['name']}.gguf"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            write_model(spec, tmp)
+            tmp.rename(path)
+        manifest.append(dict(spec, path=str(path)))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
 def write_model(spec, path):
     rng = np.random.default_rng(int(hashlib.sha256(spec["name"].encode()).hexdigest()[:8], 16))
     arch = spec["arch"]
@@ -134,7 +204,8 @@ def write_model(spec, path):
         w.add_int32("split.tensors.count", 0)
     _tokenizer_keys(w, V)
 
-    t = lambda name, shape: _store(w, name, _rand(rng, shape), dtype)  # noqa: E731 (numpy shape order)
+    make = _patterned if spec.get("patterns") else _rand
+    t = lambda name, shape: _store(w, name, make(rng, shape), dtype)  # noqa: E731 (numpy shape order)
     t("token_embd.weight", (V, E))
     for i in range(L):
         p = f"blk.{i}."
@@ -593,6 +664,8 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "models":
         cmd_models(*args)
+    elif cmd == "data-models":
+        cmd_data_models(*args)
     elif cmd == "quantize":
         cmd_quantize(*args)
     elif cmd == "sweep":
