@@ -13,6 +13,7 @@ pub mod hf;
 pub mod imatrix;
 pub mod inspect;
 pub mod modelfile;
+pub mod pack;
 pub mod parity;
 pub mod pipeline;
 pub mod policy;

@@ -424,6 +424,292 @@ fn encode(t: &SourceTensor, p: &Planned, first_row: u64, row_len: usize, f: &[f3
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// One source, several outputs.
+
+/// One output of [`write_gguf_multi`]: a plan over the shared source, the
+/// metadata to write and the destination file.
+#[derive(Debug, Clone, Copy)]
+pub struct MultiOutput<'a> {
+    pub plan: &'a [Planned],
+    pub metadata: &'a Metadata,
+    pub dest: &'a Path,
+}
+
+/// How far written values are from the source's f32 rows: squared-error and
+/// squared-value sums (f64) and the largest absolute error. Sums are taken row
+/// by row and added in row order, so the figures depend neither on the thread
+/// count nor on the chunk size.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ErrorStats {
+    /// Values compared.
+    pub n: u64,
+    pub sum_sq_err: f64,
+    pub sum_sq_ref: f64,
+    pub max_abs_err: f64,
+}
+
+impl ErrorStats {
+    /// Adds another set of values.
+    pub fn add(&mut self, o: &ErrorStats) {
+        self.n += o.n;
+        self.sum_sq_err += o.sum_sq_err;
+        self.sum_sq_ref += o.sum_sq_ref;
+        self.max_abs_err = self.max_abs_err.max(o.max_abs_err);
+    }
+    /// Root-mean-square error.
+    pub fn rms(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            (self.sum_sq_err / self.n as f64).sqrt()
+        }
+    }
+    /// RMS error relative to the RMS of the reference values (0 when those are all zero).
+    pub fn relative_rms(&self) -> f64 {
+        if self.sum_sq_ref > 0.0 {
+            (self.sum_sq_err / self.sum_sq_ref).sqrt()
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What [`write_gguf_multi`] wrote for one output.
+#[derive(Debug, Clone)]
+pub struct MultiSummary {
+    pub summary: WriteSummary,
+    /// Per tensor in output order, the error against the source's f32 rows
+    /// (empty unless measured).
+    pub errors: Vec<ErrorStats>,
+}
+
+/// An output file being filled out of order.
+struct MultiFile {
+    file: AtomicFile,
+    layout: Layout,
+}
+
+/// Writes several GGUF files from one source in one pass over its tensors:
+/// each tensor's rows are read (decoded to f32) once, in source order, and
+/// encoded for every output that contains it. Outputs may order their
+/// tensors differently (a conversion keeps the source order, a quantization
+/// has llama-quantize's order): the layouts are known up front, so each chunk
+/// goes straight to its place in its file. Every file is byte-identical to
+/// what [`write_gguf`] writes for the same plan and metadata, and memory
+/// stays bounded by a few chunks per output.
+///
+/// All files are written atomically and committed one after the other once
+/// every one is complete; an error while writing leaves none of them. With `measure_error`, the encoded rows are
+/// decoded again and compared with the source rows ([`ErrorStats`] per tensor).
+pub fn write_gguf_multi(
+    src: &dyn TensorSource,
+    outputs: &[MultiOutput<'_>],
+    inputs: &[&Path],
+    opts: &WriteOptions,
+    measure_error: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<MultiSummary>> {
+    let start = Instant::now();
+    let tensors = src.tensors();
+    for (i, o) in outputs.iter().enumerate() {
+        check_plan(src, o.plan)?;
+        if outputs[..i].iter().any(|p| p.dest == o.dest) {
+            return Err(Error::usage(format!("output {} is named twice", o.dest.display())));
+        }
+    }
+    // Which outputs use each source tensor, at which position of their plan.
+    let mut users: Vec<Vec<(usize, usize)>> = vec![Vec::new(); tensors.len()];
+    for (u, o) in outputs.iter().enumerate() {
+        for (k, p) in o.plan.iter().enumerate() {
+            users[p.source].push((u, k));
+        }
+    }
+    let mut files = Vec::with_capacity(outputs.len());
+    for o in outputs {
+        let specs = specs(src, o.plan);
+        let layout = Layout::new(opts.container, o.metadata, &specs)?;
+        let header = crate::gguf::writer::encode_header(&layout, o.metadata, &specs);
+        let mut file = AtomicFile::create(o.dest, inputs)?;
+        file.write_all_at(&header, 0)?;
+        files.push(MultiFile { file, layout });
+    }
+    let layouts: Vec<Layout> = files.iter().map(|f| f.layout.clone()).collect();
+    let pool = thread_pool(opts.threads)?;
+    let total: u64 =
+        tensors.iter().zip(&users).filter(|(_, u)| !u.is_empty()).map(|(t, _)| t.n_elements().saturating_mul(4)).sum();
+    progress.begin("writing", total);
+
+    let mut reports: Vec<Vec<Option<TensorReport>>> = outputs.iter().map(|o| vec![None; o.plan.len()]).collect();
+    let mut errors: Vec<Vec<ErrorStats>> = outputs
+        .iter()
+        .map(|o| if measure_error { vec![ErrorStats::default(); o.plan.len()] } else { vec![] })
+        .collect();
+
+    // The writer thread puts each filled buffer at its offset and hands it back for reuse.
+    let (full_tx, full_rx) = sync_channel::<(usize, u64, Vec<u8>)>(outputs.len().max(1));
+    let (empty_tx, empty_rx) = channel::<Vec<u8>>();
+    let (produced, written) = std::thread::scope(|scope| {
+        let handle = scope.spawn(move || -> Result<Vec<MultiFile>> {
+            let mut files = files;
+            for (u, offset, buf) in full_rx {
+                files[u].file.write_all_at(&buf, offset)?;
+                let _ = empty_tx.send(buf);
+            }
+            Ok(files)
+        });
+        let take_buffer = |len: usize| -> Vec<u8> {
+            let mut b = empty_rx.try_recv().unwrap_or_default();
+            b.clear();
+            b.resize(len, 0);
+            b
+        };
+        let mut scratch: Vec<f32> = Vec::new();
+        let mut row_errs: Vec<ErrorStats> = Vec::new();
+        let produced = (|| -> Result<()> {
+            for (si, t) in tensors.iter().enumerate() {
+                let used = &users[si];
+                if used.is_empty() {
+                    continue;
+                }
+                progress.item(&t.name);
+                let row_len = t.row_len() as usize;
+                let rows = t.n_rows() as usize;
+                let raw = src.raw(si);
+                let copies: Vec<bool> = used
+                    .iter()
+                    .map(|&(u, k)| {
+                        let p = &outputs[u].plan[k];
+                        p.ty == t.ty && p.imatrix.is_none() && raw.is_some()
+                    })
+                    .collect();
+                if let Some(raw) = raw.filter(|_| copies.iter().any(|&c| c)) {
+                    check_stored(src, t, raw)?;
+                }
+                let need_rows = measure_error || copies.iter().any(|&c| !c);
+                let rows_per_chunk = (opts.chunk_bytes / (row_len * 4).max(1)).clamp(1, rows.max(1));
+                let rows_per_task = (rows_per_chunk / (pool.current_num_threads() * 4)).max(1);
+                let mut r0 = 0;
+                while r0 < rows {
+                    let n = rows_per_chunk.min(rows - r0);
+                    let last = r0 + n == rows;
+                    if need_rows {
+                        scratch.resize(n * row_len, 0.0);
+                        pool.install(|| {
+                            scratch.par_chunks_mut(rows_per_task * row_len).enumerate().try_for_each(|(i, f)| {
+                                let first = (r0 + i * rows_per_task) as u64;
+                                src.read_rows(si, first, f)?;
+                                check_finite(src, t, first, row_len, f)
+                            })
+                        })?;
+                    }
+                    for (&(u, k), &copied) in used.iter().zip(&copies) {
+                        let p = &outputs[u].plan[k];
+                        let out_row = p.ty.row_size(t.row_len()).unwrap_or(0) as usize;
+                        let layout = &layouts[u];
+                        let size = layout.sizes[k];
+                        let padding =
+                            if last { (size.div_ceil(layout.alignment) * layout.alignment - size) as usize } else { 0 };
+                        let mut b = take_buffer(n * out_row + padding);
+                        let data = &mut b[..n * out_row];
+                        if copied {
+                            let raw = raw.unwrap_or_default();
+                            data.copy_from_slice(&raw[r0 * out_row..(r0 + n) * out_row]);
+                        } else {
+                            let scratch = &scratch;
+                            pool.install(|| {
+                                scratch
+                                    .par_chunks(rows_per_task * row_len)
+                                    .zip(data.par_chunks_mut(rows_per_task * out_row))
+                                    .enumerate()
+                                    .try_for_each(|(i, (f, o))| {
+                                        encode(t, p, (r0 + i * rows_per_task) as u64, row_len, f, o)
+                                    })
+                            })?;
+                        }
+                        if measure_error {
+                            row_errs.clear();
+                            row_errs.resize(n, ErrorStats::default());
+                            let data = &b[..n * out_row];
+                            pool.install(|| {
+                                scratch
+                                    .par_chunks(rows_per_task * row_len)
+                                    .zip(data.par_chunks(rows_per_task * out_row))
+                                    .zip(row_errs.par_chunks_mut(rows_per_task))
+                                    .try_for_each(|((f, o), e)| row_errors(p.ty, row_len, f, o, e))
+                            })?;
+                            let acc = &mut errors[u][k];
+                            for e in &row_errs {
+                                acc.add(e);
+                            }
+                        }
+                        let offset = layout.data_offset + layout.offsets[k] + (r0 * out_row) as u64;
+                        if full_tx.send((u, offset, b)).is_err() {
+                            return Ok(()); // the writer failed; its error is reported below
+                        }
+                    }
+                    progress.advance((n * row_len * 4) as u64);
+                    r0 += n;
+                }
+                src.done(si);
+                for (&(u, k), &copied) in used.iter().zip(&copies) {
+                    let p = &outputs[u].plan[k];
+                    reports[u][k] = Some(TensorReport {
+                        name: t.name.clone(),
+                        dims: p.dims.clone().unwrap_or_else(|| t.dims.clone()),
+                        source_type: t.ty,
+                        ty: p.ty,
+                        source_bytes: t.ty.tensor_size(&t.dims).unwrap_or(0),
+                        bytes: p.ty.tensor_size(&t.dims).unwrap_or(0),
+                        copied,
+                    });
+                }
+            }
+            Ok(())
+        })();
+        drop(full_tx);
+        let written = handle.join().unwrap_or_else(|_| Err(Error::Other("writer thread panicked".into())));
+        (produced, written)
+    });
+    progress.finish();
+    produced?;
+    let files = written?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut out = Vec::with_capacity(files.len());
+    for (((f, o), reports), errors) in files.into_iter().zip(outputs).zip(reports).zip(errors) {
+        f.file.commit()?;
+        let tensors = reports
+            .into_iter()
+            .map(|r| r.ok_or_else(|| Error::Other("tensor not written".into())))
+            .collect::<Result<Vec<_>>>()?;
+        out.push(MultiSummary {
+            summary: WriteSummary { path: o.dest.to_path_buf(), file_size: f.layout.total_size, tensors, seconds },
+            errors,
+        });
+    }
+    Ok(out)
+}
+
+/// Per row: the error of encoded rows against their f32 source.
+fn row_errors(ty: GgmlType, row_len: usize, reference: &[f32], encoded: &[u8], out: &mut [ErrorStats]) -> Result<()> {
+    let out_row = ty.row_size(row_len as u64).unwrap_or(0) as usize;
+    let mut back = vec![0f32; row_len];
+    for (r, e) in out.iter_mut().enumerate() {
+        let x = reference.get(r * row_len..(r + 1) * row_len).unwrap_or_default();
+        let enc = encoded.get(r * out_row..(r + 1) * out_row).unwrap_or_default();
+        codec::decode_rows(ty, enc, &mut back)?;
+        let mut s = ErrorStats { n: row_len as u64, ..Default::default() };
+        for (&a, &b) in x.iter().zip(&back) {
+            let d = (a as f64) - (b as f64);
+            s.sum_sq_err += d * d;
+            s.sum_sq_ref += (a as f64) * (a as f64);
+            s.max_abs_err = s.max_abs_err.max(d.abs());
+        }
+        *e = s;
+    }
+    Ok(())
+}
+
 /// A GGUF file as a tensor source.
 pub struct GgufSource<'a> {
     file: &'a GgufFile,
@@ -473,6 +759,7 @@ mod tests {
     use super::*;
     use crate::gguf::Value;
     use crate::progress::NoProgress;
+    use std::path::PathBuf;
 
     /// F32 tensors held in memory.
     struct MemSource {
@@ -572,6 +859,93 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, Error::NonFinite { row: 2, .. }), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn multi_writer_equals_single_writes() {
+        let a: Vec<f32> = (0..256 * 6).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let b: Vec<f32> = (0..64).map(|i| i as f32 * 0.5).collect();
+        let c: Vec<f32> = (0..32 * 9).map(|i| (i as f32 * 1.7).cos()).collect();
+        let src =
+            MemSource::new(vec![("a", vec![256, 6], a.clone()), ("b", vec![64], b), ("c", vec![32, 9], c.clone())]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut md2 = metadata();
+        md2.push("general.alignment", Value::U32(64));
+        // Different orders, types, copies, a tensor left out, another alignment.
+        let plans = [
+            vec![Planned::new(0, GgmlType::F32), Planned::new(1, GgmlType::F32), Planned::new(2, GgmlType::F16)],
+            vec![Planned::new(2, GgmlType::Q8_0), Planned::new(0, GgmlType::Q4_K), Planned::new(1, GgmlType::F32)],
+            vec![Planned::new(1, GgmlType::F16), Planned::new(0, GgmlType::Q6_K)],
+        ];
+        let mds = [metadata(), metadata(), md2];
+        let dests: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("multi{i}.gguf"))).collect();
+        let outputs: Vec<MultiOutput> = plans
+            .iter()
+            .zip(&mds)
+            .zip(&dests)
+            .map(|((plan, metadata), dest)| MultiOutput { plan, metadata, dest })
+            .collect();
+        // Small chunks: many chunks per tensor.
+        let opts = WriteOptions { threads: 3, chunk_bytes: 256 * 4 * 2, ..Default::default() };
+        let multi = write_gguf_multi(&src, &outputs, &[], &opts, true, &NoProgress).unwrap();
+        for (i, o) in outputs.iter().enumerate() {
+            let single = dir.path().join(format!("single{i}.gguf"));
+            let s = write_gguf(&src, o.plan, o.metadata, &single, &[], &Default::default(), &NoProgress).unwrap();
+            assert_eq!(std::fs::read(&single).unwrap(), std::fs::read(o.dest).unwrap(), "output {i}");
+            assert_eq!(multi[i].summary.tensors, s.tensors);
+            assert_eq!(multi[i].summary.file_size, s.file_size);
+        }
+        // Errors: zero for F32 copies; for the others, what decoding the written file gives.
+        assert!(multi[0].errors[0].sum_sq_err == 0.0 && multi[0].errors[0].n == 256 * 6);
+        let f = GgufFile::open(&dests[1]).unwrap();
+        let mut got = vec![0f32; a.len()];
+        codec::decode_rows(GgmlType::Q4_K, f.data(&f.header.tensors[1]), &mut got).unwrap();
+        let (mut se, mut sr, mut mx) = (0f64, 0f64, 0f64);
+        for (x, y) in a.iter().zip(&got) {
+            let d = *x as f64 - *y as f64;
+            se += d * d;
+            sr += (*x as f64) * (*x as f64);
+            mx = mx.max(d.abs());
+        }
+        let e = multi[1].errors[1];
+        assert!(e.sum_sq_err > 0.0);
+        assert!((e.sum_sq_err - se).abs() <= 1e-9 * se, "{} vs {se}", e.sum_sq_err);
+        assert!((e.sum_sq_ref - sr).abs() <= 1e-9 * sr);
+        assert_eq!(e.max_abs_err, mx);
+        // The figures do not depend on threads or chunking.
+        let d2 = tempfile::tempdir().unwrap();
+        let dests2: Vec<PathBuf> = (0..3).map(|i| d2.path().join(format!("m{i}.gguf"))).collect();
+        let outputs2: Vec<MultiOutput> =
+            outputs.iter().zip(&dests2).map(|(o, dest)| MultiOutput { dest, ..*o }).collect();
+        let opts2 = WriteOptions { threads: 1, chunk_bytes: 1 << 20, ..Default::default() };
+        let again = write_gguf_multi(&src, &outputs2, &[], &opts2, true, &NoProgress).unwrap();
+        for (x, y) in multi.iter().zip(&again) {
+            assert_eq!(x.errors, y.errors);
+        }
+    }
+
+    #[test]
+    fn multi_writer_failure_leaves_nothing() {
+        let mut a = vec![1.0f32; 32 * 8];
+        a[32 * 7 + 3] = f32::INFINITY;
+        let src = MemSource::new(vec![("ok", vec![32, 4], vec![0.5; 128]), ("bad", vec![32, 8], a)]);
+        let dir = tempfile::tempdir().unwrap();
+        let md = metadata();
+        let plans = [
+            vec![Planned::new(0, GgmlType::F16), Planned::new(1, GgmlType::Q8_0)],
+            vec![Planned::new(1, GgmlType::F32), Planned::new(0, GgmlType::F32)],
+        ];
+        let dests: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("o{i}.gguf"))).collect();
+        let outputs: Vec<MultiOutput> =
+            plans.iter().zip(&dests).map(|(plan, dest)| MultiOutput { plan, metadata: &md, dest }).collect();
+        let opts = WriteOptions { chunk_bytes: 32 * 4, ..Default::default() };
+        let e = write_gguf_multi(&src, &outputs, &[], &opts, false, &NoProgress).unwrap_err();
+        assert!(matches!(e, Error::NonFinite { row: 7, .. }), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // The same destination twice is refused before anything is written.
+        let twice = [outputs[0], MultiOutput { plan: &plans[1], ..outputs[0] }];
+        assert!(write_gguf_multi(&src, &twice, &[], &opts, false, &NoProgress).is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

@@ -14,6 +14,7 @@ mod edit;
 mod inspect;
 mod modelfile;
 pub mod output;
+mod pack;
 mod quantize;
 
 /// ggufkit: convert, merge, quantize and package GGUF models, bit-identical to llama.cpp.
@@ -38,6 +39,8 @@ enum Command {
     Modelfile(modelfile::Args),
     /// Quantize a GGUF (Q4_K_M, Q8_0, ...) bit-identically to llama.cpp's llama-quantize.
     Quantize(quantize::Args),
+    /// Build a release: GGUFs for several types from one read of the model, Modelfiles, manifest, SHA256SUMS.
+    Pack(pack::Args),
 }
 
 /// Parses the command line, runs the command, prints errors, returns the exit code.
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Edit(a) => edit::run(a),
         Command::Modelfile(a) => modelfile::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Pack(a) => pack::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,118 @@
+//! The records of a release directory: file hashes, `SHA256SUMS` and the
+//! small helpers that keep `manifest.json` deterministic.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{IoContext, Result};
+use crate::progress::Progress;
+
+/// The name of the checksum file (`sha256sum -c SHA256SUMS` verifies a release).
+pub const SHA256SUMS: &str = "SHA256SUMS";
+/// The name of the manifest.
+pub const MANIFEST: &str = "manifest.json";
+
+/// A file with its size and SHA-256, named by a relative path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// Relative to the directory it belongs to, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+}
+
+impl FileRecord {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "path": self.path, "size": self.size, "sha256": self.sha256 })
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Size and SHA-256 of a file, read front to back; `progress` gets the bytes.
+pub fn hash_file(path: &Path, progress: Option<&dyn Progress>) -> Result<(u64, String)> {
+    let mut f = File::open(path).at(path, "open")?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).at(path, "read")?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+        if let Some(p) = progress {
+            p.advance(n as u64);
+        }
+    }
+    Ok((size, hex(&h.finalize())))
+}
+
+/// SHA-256 of bytes in memory.
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The text of a `SHA256SUMS` file in `sha256sum`'s format (`<hex>  <name>`,
+/// one line each), sorted by file name byte by byte.
+pub fn sha256sums(files: &[FileRecord]) -> String {
+    let mut sorted: Vec<&FileRecord> = files.iter().collect();
+    sorted.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    sorted.iter().map(|f| format!("{}  {}\n", f.sha256, f.path)).collect()
+}
+
+/// `x` rounded to 6 significant digits (so the manifest shows figures, not
+/// float noise; the rounding itself is deterministic).
+pub fn sig6(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    format!("{x:.5e}").parse().unwrap_or(x)
+}
+
+/// A name usable in file names: ASCII letters, digits, `.`, `_` and `-`;
+/// every other run of characters becomes one `-`; no leading or trailing
+/// `-`/`.`. Empty when nothing usable is left.
+pub fn slugify(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches(|c| c == '-' || c == '.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_format_and_order() {
+        let f = |p: &str, h: &str| FileRecord { path: p.into(), size: 0, sha256: h.into() };
+        let text = sha256sums(&[f("b.gguf", "22"), f("Modelfile.Q8_0", "11"), f("a.gguf", "33")]);
+        assert_eq!(text, "11  Modelfile.Q8_0\n33  a.gguf\n22  b.gguf\n");
+        assert_eq!(hash_bytes(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn names_and_numbers() {
+        assert_eq!(slugify("Qwen2.5 Coder 7B Instruct"), "Qwen2.5-Coder-7B-Instruct");
+        assert_eq!(slugify("  a/b:c  "), "a-b-c");
+        assert_eq!(slugify("..//"), "");
+        assert_eq!(slugify("tiny-mistral-2.1M"), "tiny-mistral-2.1M");
+        assert_eq!(sig6(0.0123456789), 0.0123457);
+        assert_eq!(sig6(0.0), 0.0);
+        assert_eq!(sig6(123456789.0), 123457000.0);
+    }
+}

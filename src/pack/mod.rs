@@ -1,0 +1,684 @@
+//! `pack`: a fine-tuned Hugging Face model (plus LoRA adapters) to a release
+//! directory customers load with `ollama create`:
+//!
+//! ```text
+//! RELEASE/
+//!   NAME-Q4_K_M.gguf   Modelfile.Q4_K_M     one GGUF and one Modelfile per type
+//!   NAME-Q8_0.gguf     Modelfile.Q8_0
+//!   manifest.json      tool, sources and adapters with hashes, per output: type, size,
+//!                      hash, tensor types, error against the F32 weights, Modelfile family
+//!   SHA256SUMS         `sha256sum -c SHA256SUMS` verifies every other file
+//! ```
+//!
+//! * Each GGUF is byte-identical to what `convert --outtype TYPE` writes (for a
+//!   quantized type: `convert --outtype f32` then `quantize TYPE`); see
+//!   [`types`] for how a type name is read.
+//! * The source is read once for all types: [`pipeline::write_gguf_multi`]
+//!   decodes each tensor's rows once and encodes them for every output, each
+//!   in its own tensor order, with memory bounded by a few row chunks. The
+//!   same pass measures every output's error against the F32 rows.
+//! * Deterministic: the same inputs give byte-identical release directories
+//!   (no timestamps or absolute paths; outputs sorted by file name; figures
+//!   summed in a fixed order whatever the thread count).
+//! * Atomic: the release is built in a temporary directory beside the
+//!   destination ([`AtomicDir`]) and renamed into place at the end; an error
+//!   leaves nothing, and an existing non-empty destination is replaced only
+//!   with `force`.
+//! * LoRA adapters enter through one call, [`with_adapters`], which turns
+//!   the base model's tensor source into the merged one; everything after it
+//!   sees one [`TensorSource`] with the base model's tensor list.
+
+pub mod manifest;
+pub mod types;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde_json::{json, Value as Json};
+
+use crate::convert::{ConvertOptions, HfToGguf, OutType};
+use crate::error::{Error, Result};
+use crate::fileio::AtomicDir;
+use crate::gguf::{GgmlType, GgufFile, Metadata};
+use crate::modelfile::{self, FromGgufOptions, ModelfileSpec};
+use crate::pipeline::{self, ErrorStats, MultiOutput, MultiSummary, Planned, TensorSource, WriteOptions};
+use crate::policy;
+use crate::progress::{CollectWarnings, Progress};
+
+pub use manifest::{FileRecord, MANIFEST, SHA256SUMS};
+pub use types::{parse_types, OutputType, Recipe};
+
+/// Version of the manifest's layout.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Side files of a Hugging Face directory that conversion reads (when present).
+const SOURCE_SIDE_FILES: &[&str] = &[
+    "config.json",
+    "generation_config.json",
+    "README.md",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// Files of a PEFT adapter directory (when present).
+const ADAPTER_FILES: &[&str] = &["adapter_config.json", "adapter_model.safetensors"];
+
+/// A LoRA adapter to merge before packing: a PEFT adapter directory and the
+/// weight its update is applied with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterArg {
+    pub dir: PathBuf,
+    pub weight: f32,
+}
+
+impl AdapterArg {
+    /// Parses `DIR` or `DIR=WEIGHT` (`--lora`). An existing path is taken
+    /// whole, so a directory whose name contains `=` still works.
+    pub fn parse(s: &str) -> Result<AdapterArg> {
+        if !Path::new(s).exists() {
+            if let Some((dir, w)) = s.rsplit_once('=') {
+                let weight: f32 = w
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|x: &f32| x.is_finite())
+                    .ok_or_else(|| Error::usage(format!("--lora {s}: weight '{w}' is not a finite number")))?;
+                return Ok(AdapterArg { dir: dir.into(), weight });
+            }
+        }
+        Ok(AdapterArg { dir: s.into(), weight: 1.0 })
+    }
+}
+
+/// Options of [`pack`].
+#[derive(Debug, Clone, Default)]
+pub struct PackOptions {
+    /// The `--types` items (each may be a comma-separated list); see [`types`].
+    pub types: Vec<String>,
+    /// LoRA adapters merged into the model first, in order.
+    pub adapters: Vec<AdapterArg>,
+    /// Stem of the GGUF file names (default: from the model's metadata, see [`default_name`]).
+    pub name: Option<String>,
+    /// Replace an existing non-empty release directory.
+    pub force: bool,
+    /// Worker threads (0: all cores). The release does not depend on it.
+    pub threads: usize,
+    /// SYSTEM prompt of the Modelfiles (replaces the chat template's default one).
+    pub system: Option<String>,
+    /// Extra PARAMETER lines of the Modelfiles (`stop` adds, others replace).
+    pub parameters: Vec<(String, String)>,
+}
+
+/// What [`pack`] made.
+#[derive(Debug, Clone)]
+pub struct PackSummary {
+    pub release_dir: PathBuf,
+    pub name: String,
+    /// `manifest.json` as written.
+    pub manifest: Json,
+    /// Every file of the release, `SHA256SUMS` included, sorted by name.
+    pub files: Vec<FileRecord>,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+impl PackSummary {
+    /// The `--json` summary.
+    pub fn to_json(&self) -> Json {
+        json!({
+            "release_dir": self.release_dir.display().to_string(),
+            "name": self.name,
+            "files": self.files.iter().map(FileRecord::to_json).collect::<Vec<_>>(),
+            "warnings": self.warnings,
+            "seconds": (self.seconds * 1000.0).round() / 1000.0,
+            "manifest": self.manifest,
+        })
+    }
+}
+
+/// The tensors a release is made of: the base model's, or the merged model's
+/// when adapters are given.
+pub struct PackSource<'a> {
+    base: &'a HfToGguf,
+    merged: Option<Box<dyn TensorSource + 'a>>,
+}
+
+impl PackSource<'_> {
+    pub fn get(&self) -> &dyn TensorSource {
+        match &self.merged {
+            Some(m) => m.as_ref(),
+            None => self.base,
+        }
+    }
+}
+
+/// The one place LoRA adapters enter `pack`: the base model's source (an F32
+/// conversion of the Hugging Face directory) in, the source to pack out. The
+/// result must list the same tensors (names, shapes) as the base, in the same
+/// order, and yield the merged rows as f32; plans, the single pass, the error
+/// figures, the Modelfiles and the manifest need nothing else.
+pub fn with_adapters<'a>(base: &'a HfToGguf, adapters: &[AdapterArg]) -> Result<PackSource<'a>> {
+    if adapters.is_empty() {
+        return Ok(PackSource { base, merged: None });
+    }
+    Err(Error::Unsupported(
+        "--lora: merging LoRA adapters is not available in this build yet (it arrives with `ggufkit merge`)".into(),
+    ))
+}
+
+/// Records warnings (once each) while passing every report on.
+struct Recorder<'a> {
+    inner: &'a dyn Progress,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Recorder<'_> {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Progress for Recorder<'_> {
+    fn begin(&self, phase: &str, total: u64) {
+        self.inner.begin(phase, total)
+    }
+    fn item(&self, name: &str) {
+        self.inner.item(name)
+    }
+    fn advance(&self, bytes: u64) {
+        self.inner.advance(bytes)
+    }
+    fn finish(&self) {
+        self.inner.finish()
+    }
+    fn warn(&self, msg: &str) {
+        let mut w = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.iter().any(|x| x == msg) {
+            w.push(msg.to_string());
+            drop(w);
+            self.inner.warn(msg);
+        }
+    }
+}
+
+/// One planned output.
+struct Output {
+    label: String,
+    recipe: Recipe,
+    file: String,
+    modelfile: String,
+    plan: Vec<Planned>,
+    metadata: Metadata,
+    file_type: u32,
+}
+
+/// The default file-name stem: GGUF's naming convention (as gguf-py names
+/// converted files) from the metadata, `general.basename` (else
+/// `general.name`) followed by the size label, fine-tune and version, made
+/// file-name safe; else the directory's name.
+pub fn default_name(md: &Metadata, dir: &Path) -> String {
+    if let Some(base) = md.get_str("general.basename").or_else(|| md.get_str("general.name")) {
+        let mut s = base.trim().to_string();
+        for key in ["general.size_label", "general.finetune", "general.version"] {
+            if let Some(v) = md.get_str(key).filter(|v| !v.trim().is_empty()) {
+                s.push('-');
+                s.push_str(v.trim());
+            }
+        }
+        let slug = manifest::slugify(&s);
+        if !slug.is_empty() {
+            return slug;
+        }
+    }
+    let dir_name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let slug = manifest::slugify(&dir_name);
+    if slug.is_empty() {
+        "model".into()
+    } else {
+        slug
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "--name '{name}': use ASCII letters, digits, '.', '_' and '-' (not first), at most 200 characters"
+        )))
+    }
+}
+
+/// An absolute, normalized form of a path that may not exist yet.
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if let Ok(c) = p.canonicalize() {
+        return Ok(c);
+    }
+    let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base =
+        parent.canonicalize().or_else(|_| std::path::absolute(parent)).map_err(|e| Error::io(parent, "resolve", e))?;
+    Ok(match p.file_name() {
+        Some(n) => base.join(n),
+        None => base,
+    })
+}
+
+/// Refuses a release directory that is, or contains, one of the input
+/// directories (`--force` would delete it).
+fn check_destination(dest: &Path, inputs: &[&Path]) -> Result<()> {
+    let d = absolute(dest)?;
+    for input in inputs {
+        let i = absolute(input)?;
+        if i.starts_with(&d) {
+            return Err(Error::usage(format!(
+                "refusing to write the release to {}: the input {} is inside it",
+                dest.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The files of a directory that a release records, as relative paths.
+fn record_list(dir: &Path, names: &[&str], extra: &[&Path]) -> Vec<(String, PathBuf)> {
+    let mut out: Vec<(String, PathBuf)> =
+        names.iter().map(|n| (n.to_string(), dir.join(n))).filter(|(_, p)| p.is_file()).collect();
+    for p in extra {
+        let rel = p.strip_prefix(dir).unwrap_or(p);
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        if !out.iter().any(|(r, _)| *r == rel) {
+            out.push((rel, p.to_path_buf()));
+        }
+    }
+    out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out
+}
+
+fn hash_records(list: &[(String, PathBuf)]) -> Result<Vec<FileRecord>> {
+    list.iter()
+        .map(|(rel, path)| {
+            let (size, sha256) = manifest::hash_file(path, None)?;
+            Ok(FileRecord { path: rel.clone(), size, sha256 })
+        })
+        .collect()
+}
+
+fn dir_name(p: &Path) -> String {
+    p.canonicalize()
+        .ok()
+        .as_deref()
+        .unwrap_or(p)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn outtype_label(t: OutType) -> &'static str {
+    match t {
+        OutType::F32 => "F32",
+        OutType::F16 | OutType::Auto => "F16",
+        OutType::BF16 => "BF16",
+        OutType::Q8_0 => "Q8_0",
+    }
+}
+
+/// Builds the release directory `release_dir` from the Hugging Face model
+/// directory `hf_dir`. Everything that can be checked before reading the
+/// weights is (types, names, Modelfile parameters, plans, the destination):
+/// such errors leave no trace.
+pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dyn Progress) -> Result<PackSummary> {
+    let start = Instant::now();
+    let requested = parse_types(&opts.types)?;
+    if let Some(n) = &opts.name {
+        check_name(n)?;
+    }
+    for a in &opts.adapters {
+        if !a.dir.is_dir() {
+            return Err(Error::input(&a.dir, "not a directory (expected a PEFT LoRA adapter directory)"));
+        }
+    }
+    let mut input_dirs: Vec<&Path> = vec![hf_dir];
+    input_dirs.extend(opts.adapters.iter().map(|a| a.dir.as_path()));
+    check_destination(release_dir, &input_dirs)?;
+
+    let rec = Recorder { inner: progress, warnings: Mutex::new(Vec::new()) };
+    let f32_opts = ConvertOptions { outtype: OutType::F32, threads: None, vocab_pre: None };
+    let base = HfToGguf::open(hf_dir, &f32_opts, &rec)?;
+    let packed = with_adapters(&base, &opts.adapters)?;
+    let src = packed.get();
+    let same_list = src.tensors().len() == base.tensors.len()
+        && src.tensors().iter().zip(&base.tensors).all(|(a, b)| a.name == b.name && a.dims == b.dims);
+    if !same_list {
+        return Err(Error::Other("the merged model does not have the base model's tensors".into()));
+    }
+    let name = match &opts.name {
+        Some(n) => n.clone(),
+        None => default_name(&base.metadata, hf_dir),
+    };
+
+    // Plans, before anything is written.
+    let mut outputs: Vec<Output> = Vec::with_capacity(requested.len());
+    for req in &requested {
+        let (label, plan, metadata, file_type) = match req.recipe {
+            Recipe::Convert(OutType::F32) => ("F32".to_string(), base.plan(), base.metadata.clone(), base.file_type),
+            Recipe::Convert(outtype) => {
+                // The same directory opened for this output type: its plan
+                // and metadata, over the rows of the F32 source.
+                let quiet = CollectWarnings::default();
+                let conv = HfToGguf::open(hf_dir, &ConvertOptions { outtype, ..f32_opts.clone() }, &quiet)?;
+                let same = conv.tensors.len() == base.tensors.len()
+                    && conv.tensors.iter().zip(&base.tensors).all(|(a, b)| a.name == b.name && a.dims == b.dims);
+                if !same {
+                    return Err(Error::Other(format!("{}: tensor list changed while reading", hf_dir.display())));
+                }
+                let label = outtype_label(conv.outtype).to_string();
+                for w in quiet.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    if !base.warnings.contains(w) {
+                        rec.warn(&format!("{label}: {w}"));
+                    }
+                }
+                (label, conv.plan(), conv.metadata.clone(), conv.file_type)
+            }
+            Recipe::Quantize(ftype) => {
+                let header = crate::quantize::virtual_header(&base.metadata, src, GgmlType::F32)?;
+                let plan = policy::plan(&header, &policy::Options::new(ftype), None)?;
+                let planned = crate::quantize::planned(&header, &plan, None)?;
+                let label = ftype.name().to_string();
+                for w in &plan.warnings {
+                    rec.warn(&format!("{label}: {w}"));
+                }
+                (label, planned, plan.metadata, plan.file_type)
+            }
+        };
+        if let Some(prev) = outputs.iter().find(|o| o.label == label) {
+            return Err(Error::usage(format!(
+                "--types: '{}' and '{}' both give the {label} file",
+                prev.recipe.describe(&prev.label),
+                req.requested
+            )));
+        }
+        outputs.push(Output {
+            file: format!("{name}-{label}.gguf"),
+            modelfile: format!("Modelfile.{label}"),
+            label,
+            recipe: req.recipe,
+            plan,
+            metadata,
+            file_type,
+        });
+    }
+    outputs.sort_by(|a, b| a.file.as_bytes().cmp(b.file.as_bytes()));
+    for o in &outputs {
+        pipeline::check_plan(src, &o.plan)?;
+    }
+    // The Modelfile options, checked on the source's metadata.
+    modelfile::from_gguf(&base.metadata, &modelfile_options(opts, "./check.gguf"))?;
+
+    // What the release records about its inputs.
+    let weight_files = base.inputs();
+    let source_list = record_list(hf_dir, SOURCE_SIDE_FILES, &weight_files);
+    let adapter_lists: Vec<Vec<(String, PathBuf)>> =
+        opts.adapters.iter().map(|a| record_list(&a.dir, ADAPTER_FILES, &[])).collect();
+
+    let dir = AtomicDir::create(release_dir, opts.force)?;
+    let tmp = dir.path().to_path_buf();
+    let wopts = WriteOptions { threads: opts.threads, chunk_bytes: 16 << 20, ..Default::default() };
+    let dests: Vec<PathBuf> = outputs.iter().map(|o| tmp.join(&o.file)).collect();
+    let multi: Vec<MultiOutput> = outputs
+        .iter()
+        .zip(&dests)
+        .map(|(o, dest)| MultiOutput { plan: &o.plan, metadata: &o.metadata, dest })
+        .collect();
+
+    // The single pass, with the inputs hashed beside it.
+    let (written, hashed) = std::thread::scope(|s| {
+        let hashing = s.spawn(|| -> Result<(Vec<FileRecord>, Vec<Vec<FileRecord>>)> {
+            let sources = hash_records(&source_list)?;
+            let adapters = adapter_lists.iter().map(|l| hash_records(l)).collect::<Result<Vec<_>>>()?;
+            Ok((sources, adapters))
+        });
+        let written = pipeline::write_gguf_multi(src, &multi, &weight_files, &wopts, true, &rec);
+        let hashed = hashing.join().unwrap_or_else(|_| Err(Error::Other("hashing thread panicked".into())));
+        (written, hashed)
+    });
+    let written = written?;
+    let (source_records, adapter_records) = hashed?;
+
+    // Hashes of the written files.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
+    rec.begin("hashing", written.iter().map(|w| w.summary.file_size).sum());
+    let gguf_hashes: Vec<(u64, String)> =
+        pool.install(|| dests.par_iter().map(|d| manifest::hash_file(d, Some(&rec))).collect::<Result<Vec<_>>>())?;
+    rec.finish();
+
+    // Modelfiles, from the metadata as written.
+    let mut files: Vec<FileRecord> = Vec::new();
+    let mut output_json = Vec::with_capacity(outputs.len());
+    for (((o, w), dest), (size, sha)) in outputs.iter().zip(&written).zip(&dests).zip(gguf_hashes) {
+        let gguf = GgufFile::open(dest)?;
+        let (spec, mwarn) =
+            modelfile::from_gguf(&gguf.header.metadata, &modelfile_options(opts, &format!("./{}", o.file)))?;
+        for m in &mwarn {
+            rec.warn(&format!("Modelfile: {m}"));
+        }
+        let text = modelfile::render(&spec)?;
+        let mpath = tmp.join(&o.modelfile);
+        std::fs::write(&mpath, text.as_bytes()).map_err(|e| Error::io(&mpath, "write", e))?;
+        let msha = manifest::hash_bytes(text.as_bytes());
+        files.push(FileRecord { path: o.file.clone(), size, sha256: sha.clone() });
+        files.push(FileRecord { path: o.modelfile.clone(), size: text.len() as u64, sha256: msha.clone() });
+        output_json.push(output_record(o, w, size, &sha, &spec, &msha));
+    }
+
+    let manifest = json!({
+        "manifest_version": MANIFEST_VERSION,
+        "tool": {"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")},
+        "name": name,
+        "source": {
+            "dir": dir_name(hf_dir),
+            "architecture": base.hf_architecture,
+            "gguf_architecture": base.spec.gguf_arch,
+            "parameters": base.tensors.iter().map(|t| t.n_elements()).sum::<u64>(),
+            "files": source_records.iter().map(FileRecord::to_json).collect::<Vec<_>>(),
+        },
+        "adapters": opts.adapters.iter().zip(&adapter_records).map(|(a, recs)| json!({
+            "dir": dir_name(&a.dir),
+            "weight": a.weight,
+            "files": recs.iter().map(FileRecord::to_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "outputs": output_json,
+    });
+    let mut text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Other(format!("manifest: {e}")))?;
+    text.push('\n');
+    let mpath = tmp.join(MANIFEST);
+    std::fs::write(&mpath, text.as_bytes()).map_err(|e| Error::io(&mpath, "write", e))?;
+    files.push(FileRecord {
+        path: MANIFEST.into(),
+        size: text.len() as u64,
+        sha256: manifest::hash_bytes(text.as_bytes()),
+    });
+
+    let sums = manifest::sha256sums(&files);
+    let spath = tmp.join(SHA256SUMS);
+    std::fs::write(&spath, sums.as_bytes()).map_err(|e| Error::io(&spath, "write", e))?;
+    files.push(FileRecord {
+        path: SHA256SUMS.into(),
+        size: sums.len() as u64,
+        sha256: manifest::hash_bytes(sums.as_bytes()),
+    });
+    files.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+
+    dir.commit()?;
+    Ok(PackSummary {
+        release_dir: release_dir.to_path_buf(),
+        name,
+        manifest,
+        files,
+        warnings: rec.take(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn modelfile_options(opts: &PackOptions, from: &str) -> FromGgufOptions {
+    FromGgufOptions {
+        from: from.to_string(),
+        system: opts.system.clone(),
+        parameters: opts.parameters.clone(),
+        ..Default::default()
+    }
+}
+
+/// The chat-template family a Modelfile got (by its TEMPLATE), `None` for the fallback.
+fn family_of(spec: &ModelfileSpec) -> Option<&'static str> {
+    let t = spec.template.as_deref()?;
+    modelfile::families::families().iter().find(|f| f.template == t).map(|f| f.name.as_str())
+}
+
+fn quality_json(w: &MultiSummary) -> Json {
+    let tensors = &w.summary.tensors;
+    let mut total = ErrorStats::default();
+    let mut by_type: Vec<(GgmlType, usize, ErrorStats)> = Vec::new();
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (t, e)) in tensors.iter().zip(&w.errors).enumerate() {
+        total.add(e);
+        match by_type.iter_mut().find(|b| b.0 == t.ty) {
+            Some(b) => {
+                b.1 += 1;
+                b.2.add(e);
+            }
+            None => by_type.push((t.ty, 1, *e)),
+        }
+        let r = e.relative_rms();
+        if r > 0.0 && worst.map_or(true, |(_, w)| r > w) {
+            worst = Some((i, r));
+        }
+    }
+    by_type.sort_by_key(|b| b.0.id());
+    json!({
+        "reference": "the F32 source weights (what convert --outtype f32 writes)",
+        "rms_error": manifest::sig6(total.rms()),
+        "relative_rms_error": manifest::sig6(total.relative_rms()),
+        "max_abs_error": manifest::sig6(total.max_abs_err),
+        "by_type": by_type.iter().map(|(ty, n, e)| json!({
+            "type": ty.name(),
+            "tensors": n,
+            "parameters": e.n,
+            "relative_rms_error": manifest::sig6(e.relative_rms()),
+            "max_abs_error": manifest::sig6(e.max_abs_err),
+        })).collect::<Vec<_>>(),
+        "worst_tensor": worst.map(|(i, r)| json!({
+            "name": tensors[i].name,
+            "type": tensors[i].ty.name(),
+            "relative_rms_error": manifest::sig6(r),
+        })),
+    })
+}
+
+fn output_record(o: &Output, w: &MultiSummary, size: u64, sha: &str, spec: &ModelfileSpec, msha: &str) -> Json {
+    let tensors = &w.summary.tensors;
+    let params: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
+    let bytes: u64 = tensors.iter().map(|t| t.bytes).sum();
+    let mut counts: Vec<(GgmlType, usize)> = Vec::new();
+    for t in tensors {
+        match counts.iter_mut().find(|c| c.0 == t.ty) {
+            Some(c) => c.1 += 1,
+            None => counts.push((t.ty, 1)),
+        }
+    }
+    counts.sort_by_key(|c| c.0.id());
+    let type_counts: serde_json::Map<String, Json> =
+        counts.iter().map(|(t, n)| (t.name().to_string(), json!(n))).collect();
+    json!({
+        "type": o.label,
+        "made_as": o.recipe.describe(&o.label),
+        "file": o.file,
+        "size": size,
+        "sha256": sha,
+        "file_type": o.file_type,
+        "tensor_count": tensors.len(),
+        "parameters": params,
+        "bits_per_weight": manifest::sig6(if params > 0 { bytes as f64 * 8.0 / params as f64 } else { 0.0 }),
+        "tensor_types": type_counts,
+        "quality": quality_json(w),
+        "modelfile": {
+            "file": o.modelfile,
+            "sha256": msha,
+            "family": family_of(spec),
+            "stop": spec.parameter("stop"),
+            "num_ctx": spec.parameter("num_ctx").first(),
+            "system": spec.system.is_some(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::Value;
+
+    #[test]
+    fn adapter_args() {
+        assert_eq!(AdapterArg::parse("/no/such/dir").unwrap(), AdapterArg { dir: "/no/such/dir".into(), weight: 1.0 });
+        assert_eq!(
+            AdapterArg::parse("/no/such/dir=0.5").unwrap(),
+            AdapterArg { dir: "/no/such/dir".into(), weight: 0.5 }
+        );
+        assert!(AdapterArg::parse("/no/such/dir=x").is_err());
+        assert!(AdapterArg::parse("/no/such/dir=inf").is_err());
+        let d = tempfile::tempdir().unwrap();
+        let odd = d.path().join("a=b");
+        std::fs::create_dir(&odd).unwrap();
+        assert_eq!(AdapterArg::parse(odd.to_str().unwrap()).unwrap().dir, odd);
+    }
+
+    #[test]
+    fn names() {
+        let mut md = Metadata::new();
+        md.push("general.name", Value::string("Acme Coder"));
+        assert_eq!(default_name(&md, Path::new(".")), "Acme-Coder");
+        md.push("general.basename", Value::string("Qwen2.5-Coder"));
+        md.push("general.size_label", Value::string("7B"));
+        md.push("general.finetune", Value::string("Instruct"));
+        assert_eq!(default_name(&md, Path::new(".")), "Qwen2.5-Coder-7B-Instruct");
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("my model");
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(default_name(&Metadata::new(), &dir), "my-model");
+        assert!(check_name("tiny-mistral_v2.1").is_ok());
+        for bad in ["", ".hidden", "-x", "a/b", "a b", "ü"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn destination_may_not_hold_an_input() {
+        let d = tempfile::tempdir().unwrap();
+        let model = d.path().join("model");
+        std::fs::create_dir(&model).unwrap();
+        assert!(check_destination(&model, &[&model]).is_err());
+        assert!(check_destination(d.path(), &[&model]).is_err());
+        assert!(check_destination(&d.path().join("release"), &[&model]).is_ok());
+        assert!(check_destination(&model.join("release"), &[&model]).is_ok());
+    }
+}
