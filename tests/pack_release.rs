@@ -536,3 +536,104 @@ fn example_is_what_the_generator_writes() {
         .sum();
     assert!(total <= 5_000_000, "the bundled example is {total} bytes");
 }
+
+/// A fixture of scripts/gen_fixtures.py (cached per generator version).
+fn fixture(name: &str) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let script = common::repo_root().join("scripts/gen_fixtures.py");
+    let key: String =
+        Sha256::digest(std::fs::read(&script).unwrap()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let dir = common::cache_dir(&format!("pack-fixtures-{key}"));
+    common::run_ref_python(
+        &script,
+        &["--llama-src".as_ref(), common::ref_src().as_os_str(), "--out".as_ref(), dir.as_os_str(), name.as_ref()],
+    );
+    dir.join(name)
+}
+
+/// A sharded bf16 Qwen2.5-Coder-like model with a BPE tokenizer.json: the
+/// release's GGUFs equal the library's separate conversions; the manifest
+/// lists the shards and the index; the Modelfiles get the Qwen template.
+#[test]
+fn sharded_qwen_model() {
+    use ggufkit::convert::{convert_dir, convert_dir_quantized, ConvertOptions, OutType};
+    use ggufkit::policy::{FileType, Options};
+    use ggufkit::progress::NoProgress;
+    let model = fixture("qwen2.5-coder-bf16-sharded");
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("rel");
+    let o = pack(&model, &dest, &["--types", "Q4_K_M,auto,Q5_0", "--name", "acme-coder", "--json"]);
+    ok(&o, "pack qwen");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(dest.join("manifest.json")).unwrap()).unwrap();
+    let files: Vec<&str> =
+        manifest["source"]["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    for f in [
+        "model-00001-of-00003.safetensors",
+        "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "config.json",
+    ] {
+        assert!(files.contains(&f), "{f} not in {files:?}");
+    }
+    let sep = tmp.path().join("separate");
+    std::fs::create_dir(&sep).unwrap();
+    let auto = sep.join("auto.gguf");
+    convert_dir(&model, &auto, &ConvertOptions { outtype: OutType::Auto, ..Default::default() }, &NoProgress).unwrap();
+    assert_eq!(std::fs::read(dest.join("acme-coder-BF16.gguf")).unwrap(), std::fs::read(&auto).unwrap());
+    for (ty, ft) in [("Q4_K_M", FileType::Q4_K_M), ("Q5_0", FileType::Q5_0)] {
+        let path = sep.join(format!("{ty}.gguf"));
+        convert_dir_quantized(&model, &path, &ConvertOptions::default(), &Options::new(ft), None, &NoProgress).unwrap();
+        assert_eq!(
+            std::fs::read(dest.join(format!("acme-coder-{ty}.gguf"))).unwrap(),
+            std::fs::read(&path).unwrap(),
+            "{ty}"
+        );
+    }
+    for o in manifest["outputs"].as_array().unwrap() {
+        assert_eq!(o["modelfile"]["family"], "qwen2.5-coder", "{}", o["type"]);
+        assert!(o["modelfile"]["stop"].as_array().unwrap().contains(&serde_json::json!("<|im_end|>")));
+    }
+}
+
+/// SIGTERM half-way through the pass: exit code 130, no release, no
+/// temporary directory or file.
+#[test]
+fn interrupted_pack_leaves_nothing() {
+    let model = fixture("qwen2.5-coder-bf16-sharded");
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("rel");
+    let mut child = bin()
+        .args(["pack", "--threads", "1", "-q", "--types", "Q4_K_M,Q5_K_M,Q6_K,IQ4_XS,Q3_K_L,f32,f16", "-o"])
+        .arg(&dest)
+        .arg(&model)
+        .spawn()
+        .unwrap();
+    // Wait until the temporary release directory holds a GGUF being written.
+    let start = std::time::Instant::now();
+    'wait: loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("pack finished ({status}) before it could be interrupted");
+        }
+        for e in std::fs::read_dir(tmp.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() && p.file_name().unwrap().to_string_lossy().ends_with(".tmpdir") {
+                for f in std::fs::read_dir(&p).into_iter().flatten() {
+                    if f.map(|f| f.metadata().map(|m| m.len() > 1 << 20).unwrap_or(false)).unwrap_or(false) {
+                        break 'wait;
+                    }
+                }
+            }
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(120), "no temporary release appeared");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(leftovers(tmp.path()).is_empty(), "left {:?}", leftovers(tmp.path()));
+}

@@ -76,8 +76,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             summary.release_dir.display(),
             summary.seconds
         );
+        let width = summary.files.iter().map(|f| f.path.len()).max().unwrap_or(0);
         for f in &summary.files {
-            eprintln!("  {:<40} {:>10}  sha256 {}…", f.path, human_bytes(f.size), &f.sha256[..16]);
+            eprintln!("  {:<width$}  {:>10}  sha256 {}…", f.path, human_bytes(f.size), &f.sha256[..16]);
         }
         if let Some(outputs) = summary.manifest["outputs"].as_array() {
             for o in outputs {
