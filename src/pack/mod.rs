@@ -24,9 +24,10 @@
 //!   destination ([`AtomicDir`]) and renamed into place at the end; an error
 //!   leaves nothing, and an existing non-empty destination is replaced only
 //!   with `force`.
-//! * LoRA adapters enter through one call, [`with_adapters`], which turns
-//!   the base model's tensor source into the merged one; everything after it
-//!   sees one [`TensorSource`] with the base model's tensor list.
+//! * LoRA adapters enter through one call, [`open_model`]: the model to pack,
+//!   opened as a conversion source ([`PackModel`]) for one output type.
+//!   Everything after it (plans, the single pass, error figures, Modelfiles,
+//!   manifest) is the same with or without adapters.
 
 pub mod manifest;
 pub mod types;
@@ -145,34 +146,79 @@ impl PackSummary {
     }
 }
 
-/// The tensors a release is made of: the base model's, or the merged model's
-/// when adapters are given.
-pub struct PackSource<'a> {
-    base: &'a HfToGguf,
-    merged: Option<Box<dyn TensorSource + 'a>>,
+/// What `pack` needs of a model being converted: [`HfToGguf`], whatever its
+/// weights are read through (the safetensors files, or a LoRA merge over them).
+pub trait PackModel {
+    /// The tensors and their rows as f32.
+    fn source(&self) -> &dyn TensorSource;
+    /// GGUF metadata of the conversion.
+    fn metadata(&self) -> &Metadata;
+    /// The conversion's plan (convert_hf_to_gguf.py's type choice).
+    fn plan(&self) -> Vec<Planned>;
+    /// The output type, `auto` resolved.
+    fn outtype(&self) -> OutType;
+    /// `general.file_type`.
+    fn file_type(&self) -> u32;
+    /// The files read.
+    fn inputs(&self) -> Vec<&Path>;
+    /// Warnings found when opening.
+    fn warnings(&self) -> &[String];
 }
 
-impl PackSource<'_> {
-    pub fn get(&self) -> &dyn TensorSource {
-        match &self.merged {
-            Some(m) => m.as_ref(),
-            None => self.base,
-        }
+impl PackModel for HfToGguf {
+    fn source(&self) -> &dyn TensorSource {
+        self
+    }
+    fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+    fn plan(&self) -> Vec<Planned> {
+        HfToGguf::plan(self)
+    }
+    fn outtype(&self) -> OutType {
+        self.outtype
+    }
+    fn file_type(&self) -> u32 {
+        self.file_type
+    }
+    fn inputs(&self) -> Vec<&Path> {
+        HfToGguf::inputs(self)
+    }
+    fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 }
 
-/// The one place LoRA adapters enter `pack`: the base model's source (an F32
-/// conversion of the Hugging Face directory) in, the source to pack out. The
-/// result must list the same tensors (names, shapes) as the base, in the same
-/// order, and yield the merged rows as f32; plans, the single pass, the error
-/// figures, the Modelfiles and the manifest need nothing else.
-pub fn with_adapters<'a>(base: &'a HfToGguf, adapters: &[AdapterArg]) -> Result<PackSource<'a>> {
+/// The one place LoRA adapters enter `pack`: the model to pack, opened as a
+/// conversion source for `outtype` (F32 for the quantized types, which
+/// quantize the F32 conversion). Without adapters this is the directory as
+/// `convert` opens it. With adapters it is the base with the adapters merged
+/// in, opened as `merge -o STEM.gguf` opens it (`stem`, the output file's
+/// name without `.gguf`, is where a merged GGUF's naming metadata comes from).
+///
+/// Every model opened for one release must list the same tensors, in the
+/// same order, with the same rows: the pass reads the rows from one of them
+/// and takes only plans and metadata from the others.
+pub fn open_model(
+    hf_dir: &Path,
+    adapters: &[AdapterArg],
+    outtype: OutType,
+    stem: &str,
+    progress: &dyn Progress,
+) -> Result<Box<dyn PackModel>> {
+    let opts = ConvertOptions { outtype, threads: None, vocab_pre: None };
     if adapters.is_empty() {
-        return Ok(PackSource { base, merged: None });
+        return Ok(Box::new(HfToGguf::open(hf_dir, &opts, progress)?));
     }
+    let _ = stem;
     Err(Error::Unsupported(
         "--lora: merging LoRA adapters is not available in this build yet (it arrives with `ggufkit merge`)".into(),
     ))
+}
+
+fn same_tensors(a: &dyn TensorSource, b: &dyn TensorSource) -> bool {
+    a.tensors().len() == b.tensors().len()
+        && a.tensors().iter().zip(b.tensors()).all(|(x, y)| x.name == y.name && x.dims == y.dims)
 }
 
 /// Records warnings (once each) while passing every report on.
@@ -302,8 +348,11 @@ fn record_list(dir: &Path, names: &[&str], extra: &[&Path]) -> Vec<(String, Path
     let mut out: Vec<(String, PathBuf)> =
         names.iter().map(|n| (n.to_string(), dir.join(n))).filter(|(_, p)| p.is_file()).collect();
     for p in extra {
-        let rel = p.strip_prefix(dir).unwrap_or(p);
-        let rel = rel.to_string_lossy().replace('\\', "/");
+        // Relative to the directory (weights live in it); never an absolute path.
+        let rel = match p.strip_prefix(dir) {
+            Ok(r) => r.to_string_lossy().into_owned(),
+            Err(_) => p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
         if !out.iter().any(|(r, _)| *r == rel) {
             out.push((rel, p.to_path_buf()));
         }
@@ -360,53 +409,44 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
     check_destination(release_dir, &input_dirs)?;
 
     let rec = Recorder { inner: progress, warnings: Mutex::new(Vec::new()) };
+    // The base model as `convert --outtype f32` opens it: checks, the default
+    // name, the recorded source files; without adapters also the rows.
     let f32_opts = ConvertOptions { outtype: OutType::F32, threads: None, vocab_pre: None };
     let base = HfToGguf::open(hf_dir, &f32_opts, &rec)?;
-    let packed = with_adapters(&base, &opts.adapters)?;
-    let src = packed.get();
-    let same_list = src.tensors().len() == base.tensors.len()
-        && src.tensors().iter().zip(&base.tensors).all(|(a, b)| a.name == b.name && a.dims == b.dims);
-    if !same_list {
-        return Err(Error::Other("the merged model does not have the base model's tensors".into()));
-    }
     let name = match &opts.name {
         Some(n) => n.clone(),
         None => default_name(&base.metadata, hf_dir),
     };
+    let merged: Option<Box<dyn PackModel>> = if opts.adapters.is_empty() {
+        None
+    } else {
+        Some(open_model(hf_dir, &opts.adapters, OutType::F32, &format!("{name}-F32"), &rec)?)
+    };
+    let reader: &dyn PackModel = merged.as_deref().unwrap_or(&base);
+    let src = reader.source();
 
     // Plans, before anything is written.
     let mut outputs: Vec<Output> = Vec::with_capacity(requested.len());
+    let mut auto: Option<OutType> = None;
     for req in &requested {
-        let (label, plan, metadata, file_type) = match req.recipe {
-            Recipe::Convert(OutType::F32) => ("F32".to_string(), base.plan(), base.metadata.clone(), base.file_type),
-            Recipe::Convert(outtype) => {
-                // The same directory opened for this output type: its plan
-                // and metadata, over the rows of the F32 source.
-                let quiet = CollectWarnings::default();
-                let conv = HfToGguf::open(hf_dir, &ConvertOptions { outtype, ..f32_opts.clone() }, &quiet)?;
-                let same = conv.tensors.len() == base.tensors.len()
-                    && conv.tensors.iter().zip(&base.tensors).all(|(a, b)| a.name == b.name && a.dims == b.dims);
-                if !same {
-                    return Err(Error::Other(format!("{}: tensor list changed while reading", hf_dir.display())));
+        let outtype = match req.recipe {
+            // `auto` is the type convert_hf_to_gguf.py picks from the base's weights.
+            Recipe::Convert(OutType::Auto) => match auto {
+                Some(t) => t,
+                None => {
+                    let quiet = CollectWarnings::default();
+                    let t =
+                        HfToGguf::open(hf_dir, &ConvertOptions { outtype: OutType::Auto, ..f32_opts.clone() }, &quiet)?
+                            .outtype;
+                    *auto.insert(t)
                 }
-                let label = outtype_label(conv.outtype).to_string();
-                for w in quiet.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                    if !base.warnings.contains(w) {
-                        rec.warn(&format!("{label}: {w}"));
-                    }
-                }
-                (label, conv.plan(), conv.metadata.clone(), conv.file_type)
-            }
-            Recipe::Quantize(ftype) => {
-                let header = crate::quantize::virtual_header(&base.metadata, src, GgmlType::F32)?;
-                let plan = policy::plan(&header, &policy::Options::new(ftype), None)?;
-                let planned = crate::quantize::planned(&header, &plan, None)?;
-                let label = ftype.name().to_string();
-                for w in &plan.warnings {
-                    rec.warn(&format!("{label}: {w}"));
-                }
-                (label, planned, plan.metadata, plan.file_type)
-            }
+            },
+            Recipe::Convert(t) => t,
+            Recipe::Quantize(_) => OutType::F32,
+        };
+        let label = match req.recipe {
+            Recipe::Quantize(f) => f.name(),
+            Recipe::Convert(_) => outtype_label(outtype),
         };
         if let Some(prev) = outputs.iter().find(|o| o.label == label) {
             return Err(Error::usage(format!(
@@ -415,6 +455,49 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
                 req.requested
             )));
         }
+        // The model as this output's separate command would open it; the
+        // reader itself when that is the same conversion.
+        let opened: Option<Box<dyn PackModel>> = if outtype == OutType::F32 && opts.adapters.is_empty() {
+            None
+        } else {
+            let stem = format!("{name}-{label}");
+            let quiet = CollectWarnings::default();
+            let m = open_model(hf_dir, &opts.adapters, outtype, &stem, &quiet)?;
+            for w in m.warnings() {
+                if !reader.warnings().contains(w) {
+                    rec.warn(&format!("{}: {w}", req.requested));
+                }
+            }
+            Some(m)
+        };
+        let model: &dyn PackModel = opened.as_deref().unwrap_or(reader);
+        if !same_tensors(model.source(), src) {
+            return Err(Error::Other(format!(
+                "{}: the model opened for {} does not list the same tensors",
+                hf_dir.display(),
+                req.requested
+            )));
+        }
+        if model.outtype() != outtype {
+            return Err(Error::Other(format!(
+                "{}: opened as {:?}, not {outtype:?}",
+                hf_dir.display(),
+                model.outtype()
+            )));
+        }
+        let (plan, metadata, file_type) = match req.recipe {
+            Recipe::Convert(_) => (model.plan(), model.metadata().clone(), model.file_type()),
+            Recipe::Quantize(ftype) => {
+                let header = crate::quantize::virtual_header(model.metadata(), src, GgmlType::F32)?;
+                let plan = policy::plan(&header, &policy::Options::new(ftype), None)?;
+                let planned = crate::quantize::planned(&header, &plan, None)?;
+                for w in &plan.warnings {
+                    rec.warn(&format!("{label}: {w}"));
+                }
+                (planned, plan.metadata, plan.file_type)
+            }
+        };
+        let label = label.to_string();
         outputs.push(Output {
             file: format!("{name}-{label}.gguf"),
             modelfile: format!("Modelfile.{label}"),
@@ -433,8 +516,8 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
     modelfile::from_gguf(&base.metadata, &modelfile_options(opts, "./check.gguf"))?;
 
     // What the release records about its inputs.
-    let weight_files = base.inputs();
-    let source_list = record_list(hf_dir, SOURCE_SIDE_FILES, &weight_files);
+    let weight_files = reader.inputs();
+    let source_list = record_list(hf_dir, SOURCE_SIDE_FILES, &base.inputs());
     let adapter_lists: Vec<Vec<(String, PathBuf)>> =
         opts.adapters.iter().map(|a| record_list(&a.dir, ADAPTER_FILES, &[])).collect();
 
