@@ -12,6 +12,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::float::Half;
 use super::search::{make_qkx3_quants, make_qx_quants, trunc_i32, QkxSearch};
+use super::simd::Kernels;
 use super::{Block, Quantize};
 use crate::gguf::GgmlType;
 
@@ -106,6 +107,10 @@ impl Block<QK> for BlockQ4_0 {
 }
 
 impl Quantize<QK> for BlockQ4_0 {
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK]], y: &mut [Self], k: K) {
+        k.q4_0_blocks(x, y)
+    }
+
     /// `quantize_row_q4_0_ref`
     fn quantize(x: &[f32; QK]) -> Self {
         let mut amax = 0.0f32;
@@ -181,6 +186,10 @@ impl Block<QK> for BlockQ4_1 {
 }
 
 impl Quantize<QK> for BlockQ4_1 {
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK]], y: &mut [Self], k: K) {
+        k.q4_1_blocks(x, y)
+    }
+
     /// `quantize_row_q4_1_ref`
     fn quantize(x: &[f32; QK]) -> Self {
         let (min, max) = min_max(x);
@@ -232,6 +241,10 @@ impl Block<QK> for BlockQ5_0 {
 }
 
 impl Quantize<QK> for BlockQ5_0 {
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK]], y: &mut [Self], k: K) {
+        k.q5_0_blocks(x, y)
+    }
+
     /// `quantize_row_q5_0_ref`
     fn quantize(x: &[f32; QK]) -> Self {
         let mut amax = 0.0f32;
@@ -291,6 +304,10 @@ impl Block<QK> for BlockQ5_1 {
 }
 
 impl Quantize<QK> for BlockQ5_1 {
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK]], y: &mut [Self], k: K) {
+        k.q5_1_blocks(x, y)
+    }
+
     /// `quantize_row_q5_1_ref` (no clamp: `(uint8_t)(x + 0.5f)` keeps the low byte)
     fn quantize(x: &[f32; QK]) -> Self {
         let (min, max) = min_max(x);
@@ -339,6 +356,10 @@ impl Block<QK> for BlockQ8_0 {
 }
 
 impl Quantize<QK> for BlockQ8_0 {
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK]], y: &mut [Self], k: K) {
+        k.q8_0_blocks(x, y)
+    }
+
     /// `quantize_row_q8_0_ref` (the only path: ggml ignores an imatrix for Q8_0)
     fn quantize(x: &[f32; QK]) -> Self {
         let mut amax = 0.0f32;
