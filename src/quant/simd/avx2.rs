@@ -395,6 +395,98 @@ unsafe fn q3_8<const N: usize>(nmax: i32, x: &[__m256; N]) -> ([__m256i; N], __m
     (l, _mm256_blendv_ps(scale, zero, tiny))
 }
 
+// ------------------------------------------------------------------ IQ4
+
+/// `kvalues_iq4nl` as f32, in two halves for `permutevar8x32`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn iq4_tables() -> (__m256, __m256) {
+    let v = crate::quant::iq4::KVALUES_IQ4NL.map(|k| k as f32);
+    (_mm256_loadu_ps(v[..8].as_ptr()), _mm256_loadu_ps(v[8..].as_ptr()))
+}
+
+/// `best_index_int8(kvalues_iq4nl, y)` on 8 lanes, and the table value there.
+///
+/// The oracle's bisection ends on the first table value above `y`; that is
+/// the number of table values ≤ `y` (`y` strictly inside the table), then the
+/// nearer of the two neighbours with the same float comparison. `y ≤ v[0]`
+/// gives 0; `y ≥ v[15]` and NaN give 15, as the bisection does.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn iq4_nearest(y: __m256, tlo: __m256, thi: __m256) -> (__m256i, __m256) {
+    let kv = crate::quant::iq4::KVALUES_IQ4NL;
+    let mut mu = _mm256_set1_epi32(1);
+    for &k in &kv[1..15] {
+        let le = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(_mm256_set1_ps(k as f32), y));
+        mu = _mm256_sub_epi32(mu, le);
+    }
+    let gather = |i: __m256i| {
+        let hi_half = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i, _mm256_set1_epi32(7)));
+        _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, i), _mm256_permutevar8x32_ps(thi, i), hi_half)
+    };
+    let below = _mm256_sub_epi32(mu, _mm256_set1_epi32(1));
+    let (vlo, vhi) = (gather(below), gather(mu));
+    let take_lo = lt(_mm256_sub_ps(y, vlo), _mm256_sub_ps(vhi, y));
+    let mut idx = _mm256_blendv_epi8(mu, below, _mm256_castps_si256(take_lo));
+    let mut val = _mm256_blendv_ps(vhi, vlo, take_lo);
+    let (v0, v15) = (_mm256_set1_ps(kv[0] as f32), _mm256_set1_ps(kv[15] as f32));
+    let top = _mm256_or_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(y, v15), _mm256_cmp_ps::<_CMP_UNORD_Q>(y, y));
+    idx = _mm256_blendv_epi8(idx, _mm256_set1_epi32(15), _mm256_castps_si256(top));
+    val = _mm256_blendv_ps(val, v15, top);
+    let bottom = _mm256_cmp_ps::<_CMP_LE_OQ>(y, v0);
+    idx = _mm256_blendv_epi8(idx, _mm256_setzero_si256(), _mm256_castps_si256(bottom));
+    val = _mm256_blendv_ps(val, v0, bottom);
+    (idx, val)
+}
+
+/// IQ4's `fit`: Σ(w·q)·x and Σ(w·q)·q of the table values nearest to `id·x`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn iq4_fit(x: &[__m256; 32], w: &[__m256; 32], id: __m256, tlo: __m256, thi: __m256) -> (__m256, __m256) {
+    let mut sumqx = _mm256_setzero_ps();
+    let mut sumq2 = _mm256_setzero_ps();
+    for j in 0..32 {
+        let (_, q) = iq4_nearest(_mm256_mul_ps(id, x[j]), tlo, thi);
+        let wq = _mm256_mul_ps(w[j], q);
+        sumqx = _mm256_add_ps(sumqx, _mm256_mul_ps(wq, x[j]));
+        sumq2 = _mm256_add_ps(sumq2, _mm256_mul_ps(wq, q));
+    }
+    (sumqx, sumq2)
+}
+
+/// IQ4's `search_scale` on 8 groups of 32 in lanes.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn iq4_search8(x: &[__m256; 32], w: &[__m256; 32]) -> __m256 {
+    let zero = _mm256_setzero_ps();
+    let (tlo, thi) = iq4_tables();
+    let (amax, max) = first_abs_max(x);
+    let tiny = lt(amax, _mm256_set1_ps(GROUP_MAX_EPS));
+    let v0 = crate::quant::iq4::KVALUES_IQ4NL[0] as i32;
+    // d = -max / v0; first fit at 1/d
+    let d0 = _mm256_div_ps(_mm256_xor_ps(max, _mm256_set1_ps(-0.0)), _mm256_set1_ps(v0 as f32));
+    let (sumqx, sumq2) = iq4_fit(x, w, _mm256_div_ps(_mm256_set1_ps(1.0), d0), tlo, thi);
+    let mut d = _mm256_blendv_ps(zero, _mm256_div_ps(sumqx, sumq2), gt(sumq2, zero));
+    let mut best = _mm256_mul_ps(d, sumqx);
+    for itry in -7..=7 {
+        let id = _mm256_div_ps(_mm256_set1_ps((itry + v0) as f32), max);
+        let (sumqx, sumq2) = iq4_fit(x, w, id, tlo, thi);
+        let better = _mm256_and_ps(gt(sumq2, zero), gt(_mm256_mul_ps(sumqx, sumqx), _mm256_mul_ps(best, sumq2)));
+        let dn = _mm256_div_ps(sumqx, sumq2);
+        d = _mm256_blendv_ps(d, dn, better);
+        best = _mm256_blendv_ps(best, _mm256_mul_ps(dn, sumqx), better);
+    }
+    _mm256_blendv_ps(d, zero, tiny)
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn iq4_indices(x: &[f32; 32], id: f32, qs: &mut [u8; 16]) {
+    let (tlo, thi) = iq4_tables();
+    let idv = _mm256_set1_ps(id);
+    let v = load4(x);
+    let q = v.map(|vi| iq4_nearest(_mm256_mul_ps(idv, vi), tlo, thi).0);
+    *qs = pack_nibbles(q);
+}
+
 // ------------------------------------------------------------------ row kernels
 
 /// `roundf` (half away from zero) on 8 lanes: truncate, then step away from
@@ -759,6 +851,24 @@ impl Kernels for Avx2 {
         }
         // SAFETY: see the impl comment.
         unsafe { requantize(x, add, d, lo, hi, off, l) }
+    }
+
+    fn iq4_scales<const M: usize>(self, x: &[[f32; 32]; M], w: &[[f32; 32]; M], scales: &mut [f32; M]) {
+        if M % 8 != 0 {
+            return Scalar.iq4_scales(x, w, scales);
+        }
+        for g in (0..M).step_by(8) {
+            // SAFETY: see the impl comment.
+            unsafe {
+                let d = iq4_search8(&lanes(x, g), &lanes(w, g));
+                _mm256_storeu_ps(scales[g..g + 8].as_mut_ptr(), d);
+            }
+        }
+    }
+
+    fn iq4_indices(self, x: &[f32; 32], id: f32, qs: &mut [u8; 16]) {
+        // SAFETY: see the impl comment.
+        unsafe { iq4_indices(x, id, qs) }
     }
 
     fn f32_to_f16_row(self, src: &[f32], dst: &mut [u8]) {

@@ -32,6 +32,7 @@
 use std::sync::OnceLock;
 
 use super::float;
+use super::iq4;
 use super::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use super::search::{make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qx_quants, QkxSearch};
 use super::Quantize;
@@ -152,6 +153,18 @@ pub trait Kernels: Copy + Send + Sync {
         for i in 0..N {
             l[i] = (super::search::nearest_int((x[i] + add) / d).clamp(lo, hi) + off) as u8;
         }
+    }
+
+    /// IQ4's scale search (`quantize_row_iq4_nl_impl`'s loop over `ntry`) on each group of 32.
+    fn iq4_scales<const M: usize>(self, x: &[[f32; 32]; M], w: &[[f32; 32]; M], scales: &mut [f32; M]) {
+        for j in 0..M {
+            scales[j] = iq4::search_scale(&x[j], &w[j]);
+        }
+    }
+
+    /// IQ4's table indices of `id · x`, two per byte.
+    fn iq4_indices(self, x: &[f32; 32], id: f32, qs: &mut [u8; 16]) {
+        iq4::pack_indices(x, id, qs)
     }
 
     fn f32_to_f16_row(self, src: &[f32], dst: &mut [u8]) {

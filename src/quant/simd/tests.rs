@@ -303,3 +303,33 @@ fn scalar_backend_is_always_available() {
         assert_eq!(a, c, "{ty}");
     }
 }
+
+#[test]
+fn iq4_indices_match_scalar_at_every_midpoint() {
+    let Some(_) = simd_backend("iq4_indices_match_scalar_at_every_midpoint") else { return };
+    let Some(k) = Avx2::new() else { return };
+    let kv = crate::quant::iq4::KVALUES_IQ4NL.map(|v| v as f32);
+    // table values, exact midpoints and their float neighbours, out of range, non-finite
+    let mut ys = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -200.0, 200.0, 0.0, -0.0];
+    for i in 0..16 {
+        ys.push(kv[i]);
+        if i < 15 {
+            let m = (kv[i] + kv[i + 1]) * 0.5;
+            ys.extend([m, f32::from_bits(m.to_bits() + 1), f32::from_bits(m.to_bits() - 1)]);
+        }
+    }
+    let mut r = Rng::new(5);
+    ys.extend((0..4096).map(|_| (r.uniform() - 0.5) * 300.0));
+    while ys.len() % 32 != 0 {
+        ys.push(r.normal() * 50.0);
+    }
+    for chunk in ys.chunks_exact(32) {
+        let x: [f32; 32] = chunk.try_into().unwrap();
+        for id in [1.0f32, -1.0, 0.5, 3.0] {
+            let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+            Scalar.iq4_indices(&x, id, &mut a);
+            k.iq4_indices(&x, id, &mut b);
+            assert_eq!(a, b, "x = {x:?} id = {id}");
+        }
+    }
+}
