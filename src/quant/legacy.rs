@@ -46,6 +46,32 @@ fn imatrix_weights(x: &[f32; QK], qw: &[f32; QK], sigma2: f32) -> [f32; QK] {
     w
 }
 
+/// Runs `f` on the blocks of a row 8 at a time (a short last group is padded
+/// with zero blocks, whose results are dropped), with the imatrix weights of
+/// each block: `f(xs, ws, out)` fills `out` (one entry per real block).
+#[inline(always)]
+fn imatrix_groups<B>(
+    x: &[[f32; QK]],
+    imatrix: &[[f32; QK]],
+    y: &mut [B],
+    mut f: impl FnMut(&[[f32; QK]; 8], &[[f32; QK]; 8], &mut [B]),
+) {
+    let sigma2 = row_sigma2(x);
+    let n = x.len().min(imatrix.len()).min(y.len());
+    let mut i = 0;
+    while i < n {
+        let g = (n - i).min(8);
+        let mut xs = [[0f32; QK]; 8];
+        let mut ws = [[0f32; QK]; 8];
+        for j in 0..g {
+            xs[j] = x[i + j];
+            ws[j] = imatrix_weights(&x[i + j], &imatrix[i + j], sigma2);
+        }
+        f(&xs, &ws, &mut y[i..i + g]);
+        i += g;
+    }
+}
+
 /// Packs 32 five-bit values: low nibbles in `qs` (value j with j+16), fifth bits in `qh`.
 #[inline(always)]
 fn pack5(l: &[u8; QK]) -> ([u8; 16], [u8; 4]) {
@@ -142,6 +168,16 @@ impl Quantize<QK> for BlockQ4_0 {
             *yb = BlockQ4_0 { d: Half::from_f32(d), qs: pack4(&l) };
         }
     }
+
+    fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK]], imatrix: &[[f32; QK]], y: &mut [Self], k: K) {
+        imatrix_groups(x, imatrix, y, |xs, ws, out| {
+            let (mut l, mut d) = ([[0u8; QK]; 8], [0f32; 8]);
+            k.qx(8, xs, ws, &mut l, &mut d);
+            for (j, yb) in out.iter_mut().enumerate() {
+                *yb = BlockQ4_0 { d: Half::from_f32(d[j]), qs: pack4(&l[j]) };
+            }
+        });
+    }
 }
 
 // ---------------------------------------------------------------- Q4_1
@@ -215,6 +251,16 @@ impl Quantize<QK> for BlockQ4_1 {
             *yb = BlockQ4_1 { d: Half::from_f32(d), m: Half::from_f32(-the_min), qs: pack4(&l) };
         }
     }
+
+    fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK]], imatrix: &[[f32; QK]], y: &mut [Self], k: K) {
+        imatrix_groups(x, imatrix, y, |xs, ws, out| {
+            let (mut l, mut d, mut the_min) = ([[0u8; QK]; 8], [0f32; 8], [0f32; 8]);
+            k.qkx(&qkx3_search(15), true, xs, ws, &mut l, &mut d, &mut the_min);
+            for (j, yb) in out.iter_mut().enumerate() {
+                *yb = BlockQ4_1 { d: Half::from_f32(d[j]), m: Half::from_f32(-the_min[j]), qs: pack4(&l[j]) };
+            }
+        });
+    }
 }
 
 // ---------------------------------------------------------------- Q5_0
@@ -276,6 +322,17 @@ impl Quantize<QK> for BlockQ5_0 {
             *yb = BlockQ5_0 { d: Half::from_f32(d), qh, qs };
         }
     }
+
+    fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK]], imatrix: &[[f32; QK]], y: &mut [Self], k: K) {
+        imatrix_groups(x, imatrix, y, |xs, ws, out| {
+            let (mut l, mut d) = ([[0u8; QK]; 8], [0f32; 8]);
+            k.qx(16, xs, ws, &mut l, &mut d);
+            for (j, yb) in out.iter_mut().enumerate() {
+                let (qs, qh) = pack5(&l[j]);
+                *yb = BlockQ5_0 { d: Half::from_f32(d[j]), qh, qs };
+            }
+        });
+    }
 }
 
 // ---------------------------------------------------------------- Q5_1
@@ -332,6 +389,17 @@ impl Quantize<QK> for BlockQ5_1 {
             let (qs, qh) = pack5(&l);
             *yb = BlockQ5_1 { d: Half::from_f32(d), m: Half::from_f32(-the_min), qh, qs };
         }
+    }
+
+    fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK]], imatrix: &[[f32; QK]], y: &mut [Self], k: K) {
+        imatrix_groups(x, imatrix, y, |xs, ws, out| {
+            let (mut l, mut d, mut the_min) = ([[0u8; QK]; 8], [0f32; 8], [0f32; 8]);
+            k.qkx(&qkx3_search(31), true, xs, ws, &mut l, &mut d, &mut the_min);
+            for (j, yb) in out.iter_mut().enumerate() {
+                let (qs, qh) = pack5(&l[j]);
+                *yb = BlockQ5_1 { d: Half::from_f32(d[j]), m: Half::from_f32(-the_min[j]), qh, qs };
+            }
+        });
     }
 }
 
