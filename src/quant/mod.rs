@@ -231,6 +231,17 @@ fn quantize_validated<K: Kernels>(
     Ok(())
 }
 
+/// The index of the first NaN or infinity in `x` (vectorized where the CPU allows).
+pub fn first_non_finite(x: &[f32]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if simd::active() == Backend::Avx2 {
+        if let Some(k) = simd::Avx2::new() {
+            return k.first_non_finite(x);
+        }
+    }
+    Scalar.first_non_finite(x)
+}
+
 /// Dequantizes whole blocks of `ty` from `src` into `dst` (ggml's `to_float`).
 /// `dst.len()` must be exactly the number of values `src` holds.
 pub fn dequantize_rows(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {

@@ -770,6 +770,24 @@ unsafe fn bf16_to_f32_row(src: &[u8], dst: &mut [f32]) {
     Scalar.bf16_to_f32_row(&src[2 * body..2 * n], &mut dst[body..n]);
 }
 
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn first_non_finite(x: &[f32]) -> Option<usize> {
+    let exp = _mm256_set1_epi32(0x7F80_0000);
+    let body = x.len() - x.len() % 32;
+    for i in (0..body).step_by(32) {
+        let p = x[i..i + 32].as_ptr();
+        let mut any = _mm256_setzero_si256();
+        for k in 0..4 {
+            let v = _mm256_and_si256(_mm256_loadu_si256(p.add(8 * k) as *const __m256i), exp);
+            any = _mm256_or_si256(any, _mm256_cmpeq_epi32(v, exp));
+        }
+        if _mm256_testz_si256(any, any) == 0 {
+            return Scalar.first_non_finite(&x[i..i + 32]).map(|j| i + j);
+        }
+    }
+    Scalar.first_non_finite(&x[body..]).map(|j| body + j)
+}
+
 // ------------------------------------------------------------------ Kernels
 
 // SAFETY (every method): an `Avx2` value exists only when `Avx2::new` saw
@@ -886,6 +904,10 @@ impl Kernels for Avx2 {
     fn bf16_to_f32_row(self, src: &[u8], dst: &mut [f32]) {
         // SAFETY: see the impl comment.
         unsafe { bf16_to_f32_row(src, dst) }
+    }
+    fn first_non_finite(self, x: &[f32]) -> Option<usize> {
+        // SAFETY: see the impl comment.
+        unsafe { first_non_finite(x) }
     }
     fn q8_0_blocks(self, x: &[[f32; 32]], y: &mut [BlockQ8_0]) {
         // SAFETY: see the impl comment.

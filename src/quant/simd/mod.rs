@@ -180,6 +180,11 @@ pub trait Kernels: Copy + Send + Sync {
         float::bf16_row_to_f32(src, dst)
     }
 
+    /// The index of the first NaN or infinity in `x`.
+    fn first_non_finite(self, x: &[f32]) -> Option<usize> {
+        x.iter().position(|v| !v.is_finite())
+    }
+
     fn q8_0_blocks(self, x: &[[f32; 32]], y: &mut [BlockQ8_0]) {
         for (xb, yb) in x.iter().zip(y) {
             *yb = BlockQ8_0::quantize(xb);

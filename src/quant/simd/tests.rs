@@ -333,3 +333,26 @@ fn iq4_indices_match_scalar_at_every_midpoint() {
         }
     }
 }
+
+#[test]
+fn first_non_finite_matches_scalar() {
+    let Some(_) = simd_backend("first_non_finite_matches_scalar") else { return };
+    let Some(k) = Avx2::new() else { return };
+    let mut x: Vec<f32> = (0..1000).map(|i| i as f32 * 1e30).collect(); // overflows to inf from i = 341
+    assert_eq!(k.first_non_finite(&x), Scalar.first_non_finite(&x));
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::from_bits(0x7F80_0001)] {
+        for pos in [0usize, 5, 31, 32, 63, 64, 500, 998, 999] {
+            x = vec![f32::MAX; 1000];
+            x[pos] = bad;
+            x[999] = if pos == 999 { bad } else { -0.0 };
+            for len in [1000, 999, 33, 32, 7] {
+                assert_eq!(
+                    k.first_non_finite(&x[..len]),
+                    Scalar.first_non_finite(&x[..len]),
+                    "{bad} at {pos} len {len}"
+                );
+            }
+        }
+    }
+    assert_eq!(k.first_non_finite(&[]), None);
+}
