@@ -4,14 +4,20 @@
 //! layer over it. See `README.md` for the commands and `formats/` for the
 //! format notes and the data tables that drive conversion and templates.
 pub mod codec;
+pub mod convert;
 pub mod edit;
 pub mod error;
 pub mod fileio;
 pub mod gguf;
+pub mod hf;
+pub mod imatrix;
 pub mod inspect;
+pub mod modelfile;
 pub mod parity;
 pub mod pipeline;
+pub mod policy;
 pub mod progress;
 pub mod quant;
+pub mod quantize;
 
 pub use error::{Error, Result};

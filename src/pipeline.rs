@@ -72,11 +72,14 @@ pub struct Planned {
     pub ty: GgmlType,
     /// Importance weights for the quantizer (row length × number of experts), if any.
     pub imatrix: Option<Vec<f32>>,
+    /// Dimensions to write instead of the source's (same row length and
+    /// element count; e.g. trailing 1s dropped, as llama-quantize writes them).
+    pub dims: Option<Vec<u64>>,
 }
 
 impl Planned {
     pub fn new(source: usize, ty: GgmlType) -> Self {
-        Planned { source, ty, imatrix: None }
+        Planned { source, ty, imatrix: None, dims: None }
     }
 }
 
@@ -154,7 +157,12 @@ impl WriteSummary {
 /// The output tensor specs of a plan.
 pub fn specs(src: &dyn TensorSource, plan: &[Planned]) -> Vec<TensorSpec> {
     let tensors = src.tensors();
-    plan.iter().map(|p| TensorSpec::new(tensors[p.source].name.clone(), tensors[p.source].dims.clone(), p.ty)).collect()
+    plan.iter()
+        .map(|p| {
+            let t = &tensors[p.source];
+            TensorSpec::new(t.name.clone(), p.dims.clone().unwrap_or_else(|| t.dims.clone()), p.ty)
+        })
+        .collect()
 }
 
 /// Checks a plan against its source: indices in range, each source tensor used
@@ -167,6 +175,11 @@ pub fn check_plan(src: &dyn TensorSource, plan: &[Planned]) -> Result<()> {
         let t = tensors.get(p.source).ok_or_else(|| Error::Other(format!("plan names source tensor {}", p.source)))?;
         if std::mem::replace(&mut used[p.source], true) {
             return Err(Error::Other(format!("tensor '{}' planned twice", t.name)));
+        }
+        if let Some(d) = &p.dims {
+            if d.first() != t.dims.first() || d.iter().product::<u64>() != t.n_elements() {
+                return Err(Error::Other(format!("tensor '{}': dimensions {d:?} do not fit {:?}", t.name, t.dims)));
+            }
         }
         if t.row_len() % p.ty.block_size() != 0 {
             return Err(Error::Other(format!(
@@ -299,7 +312,7 @@ pub fn write_gguf(
                 src.done(p.source);
                 reports.push(TensorReport {
                     name: t.name.clone(),
-                    dims: t.dims.clone(),
+                    dims: p.dims.clone().unwrap_or_else(|| t.dims.clone()),
                     source_type: t.ty,
                     ty: p.ty,
                     source_bytes: t.ty.tensor_size(&t.dims).unwrap_or(0),
@@ -380,18 +393,35 @@ fn check_encoded(t: &SourceTensor, ty: GgmlType, first_row: u64, data: &[u8]) ->
 }
 
 fn encode(t: &SourceTensor, p: &Planned, first_row: u64, row_len: usize, f: &[f32], out: &mut [u8]) -> Result<()> {
-    let imatrix = p.imatrix.as_deref().map(|im| {
-        // One slice of row_len weights per expert (the last dimension of a 3-D tensor).
-        let experts = im.len() / row_len;
-        let rows_per_expert = (t.n_rows() / experts.max(1) as u64).max(1);
-        let e = ((first_row / rows_per_expert) as usize).min(experts.saturating_sub(1));
-        &im[e * row_len..(e + 1) * row_len]
-    });
-    codec::encode_rows(p.ty, f, row_len, imatrix, out).map_err(|e| match e {
-        Error::Other(m) => Error::Other(format!("tensor '{}' rows from {first_row}: {m}", t.name)),
-        e => e,
-    })?;
-    check_encoded(t, p.ty, first_row, out)
+    let out_row = p.ty.row_size(row_len as u64).unwrap_or(0) as usize;
+    let n_rows = f.len() / row_len.max(1);
+    // With an importance matrix there is one slice of row_len weights per
+    // expert (the last dimension of a 3-D tensor): encode expert by expert.
+    let (experts, rows_per_expert) = match &p.imatrix {
+        Some(im) => {
+            let experts = (im.len() / row_len.max(1)).max(1);
+            (experts, (t.n_rows() / experts as u64).max(1))
+        }
+        None => (1, u64::MAX),
+    };
+    let mut r = 0usize;
+    while r < n_rows {
+        let row = first_row + r as u64;
+        let expert = (row / rows_per_expert) as usize;
+        let run = (((expert as u64 + 1).saturating_mul(rows_per_expert) - row) as usize).min(n_rows - r);
+        let imatrix = p.imatrix.as_deref().map(|im| {
+            let e = expert.min(experts - 1);
+            &im[e * row_len..(e + 1) * row_len]
+        });
+        let (fs, os) = (&f[r * row_len..(r + run) * row_len], &mut out[r * out_row..(r + run) * out_row]);
+        codec::encode_rows(p.ty, fs, row_len, imatrix, os).map_err(|e| match e {
+            Error::Other(m) => Error::Other(format!("tensor '{}' rows from {row}: {m}", t.name)),
+            e => e,
+        })?;
+        check_encoded(t, p.ty, row, os)?;
+        r += run;
+    }
+    Ok(())
 }
 
 /// A GGUF file as a tensor source.

@@ -8,10 +8,13 @@ use clap::{Parser, Subcommand};
 
 use ggufkit::Error;
 
+mod convert;
 mod diff;
 mod edit;
 mod inspect;
+mod modelfile;
 pub mod output;
+mod quantize;
 
 /// ggufkit: convert, merge, quantize and package GGUF models, bit-identical to llama.cpp.
 #[derive(Parser)]
@@ -23,12 +26,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert a Hugging Face model directory (safetensors) to GGUF, as llama.cpp's convert_hf_to_gguf.py does.
+    Convert(convert::Args),
     /// Show a GGUF file's metadata and tensors.
     Inspect(inspect::Args),
     /// Compare two GGUF files: metadata and tensors (exit 0 identical, 1 different, 2 error).
     Diff(diff::Args),
     /// Rewrite a GGUF file with metadata keys set or removed (tensors copied unchanged).
     Edit(edit::Args),
+    /// Write an Ollama Modelfile for a GGUF (template, stops, parameters), or check one.
+    Modelfile(modelfile::Args),
+    /// Quantize a GGUF (Q4_K_M, Q8_0, ...) bit-identically to llama.cpp's llama-quantize.
+    Quantize(quantize::Args),
 }
 
 /// Parses the command line, runs the command, prints errors, returns the exit code.
@@ -37,7 +46,8 @@ pub fn main() -> ExitCode {
     // Die quietly on a closed stdout pipe (`ggufkit inspect x | head`), like other Unix tools.
     // SAFETY: restoring the default disposition of SIGPIPE.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = match Cli::try_parse() {
+    let args = quantize::expand_type_flags(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -45,9 +55,12 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Edit(a) => edit::run(a),
+        Command::Modelfile(a) => modelfile::run(a),
+        Command::Quantize(a) => quantize::run(a),
     };
     match result {
         Ok(code) => code,

@@ -78,3 +78,23 @@ pub fn run_ref_python(script: &Path, args: &[&std::ffi::OsStr]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A directory under cargo's per-target temporary dir for cached test artifacts.
+pub fn cache_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
+    d
+}
+
+/// The real `llama-quantize` command, compiled from the pinned llama.cpp source
+/// against the reference venv's libllama (`tests/parity/synth.py build-tool`, cached).
+pub fn llama_quantize_tool() -> &'static Path {
+    static TOOL: OnceLock<PathBuf> = OnceLock::new();
+    TOOL.get_or_init(|| {
+        let synth = repo_root().join("tests/parity/synth.py");
+        let out = run_ref_python(&synth, &["build-tool".as_ref(), ref_src().as_os_str()]);
+        let path = PathBuf::from(out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim());
+        assert!(path.exists(), "build-tool printed '{}'", path.display());
+        path
+    })
+}

@@ -1,0 +1,79 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ggufkit::convert::{convert_dir, convert_dir_quantized, ConvertOptions, OutType};
+use ggufkit::imatrix::Imatrix;
+use ggufkit::policy::{self, Target};
+use ggufkit::{Error, Result};
+
+use super::output::{print_json, TermProgress};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer files).
+    hf_dir: PathBuf,
+    /// Output GGUF file (written atomically).
+    output: PathBuf,
+    /// Output type: f32, f16, bf16, q8_0 or auto (bf16 for bf16 weights, else f16) as
+    /// convert_hf_to_gguf.py; or any llama-quantize file type (Q4_K_M, Q6_K, IQ4_XS, ...),
+    /// quantized in the same pass exactly as `quantize` would quantize the f32 conversion.
+    #[arg(long, default_value = "auto")]
+    outtype: String,
+    /// Importance matrix for a quantized --outtype.
+    #[arg(long, value_name = "FILE")]
+    imatrix: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// llama.cpp pre-tokenizer name to use when the tokenizer's hash is not in llama.cpp's table.
+    #[arg(long, value_name = "NAME")]
+    vocab_pre: Option<String>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar or warnings.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    if args.threads == Some(0) {
+        return Err(Error::usage("--threads must be at least 1"));
+    }
+    let progress = TermProgress::new(args.quiet, args.json);
+    let summary = match args.outtype.parse::<OutType>() {
+        Ok(outtype) => {
+            if args.imatrix.is_some() {
+                return Err(Error::usage("--imatrix applies to quantized output types (e.g. --outtype Q4_K_M)"));
+            }
+            let opts = ConvertOptions { outtype, threads: args.threads, vocab_pre: args.vocab_pre };
+            convert_dir(&args.hf_dir, &args.output, &opts, &progress)?
+        }
+        Err(e) => {
+            let target = policy::parse_target(&args.outtype).ok_or_else(|| Error::usage(e))?;
+            if matches!(target, Target::Copy) {
+                return Err(Error::usage("--outtype COPY is not a conversion type"));
+            }
+            let imatrix = args.imatrix.as_ref().map(Imatrix::load).transpose()?;
+            let opts = ConvertOptions { outtype: OutType::F32, threads: args.threads, vocab_pre: args.vocab_pre };
+            let qopts = policy::Options::for_target(target);
+            convert_dir_quantized(&args.hf_dir, &args.output, &opts, &qopts, imatrix.as_ref(), &progress)?.0
+        }
+    };
+    if args.json {
+        print_json(&serde_json::to_value(&summary).unwrap_or_default());
+    } else if !args.quiet {
+        eprintln!(
+            "ggufkit: wrote {} ({} {}, {} tensors, {} parameters, {} bytes; tokenizer {}/{})",
+            summary.output.display(),
+            summary.gguf_architecture,
+            summary.outtype,
+            summary.n_tensors,
+            summary.n_params,
+            summary.output_bytes,
+            summary.tokenizer_model,
+            summary.tokenizer_pre
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

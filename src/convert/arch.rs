@@ -1,0 +1,259 @@
+//! Architecture tables (`formats/arch/*.json`): which Hugging Face
+//! architectures map to which GGUF architecture, the tensor-name map with
+//! expected shapes and transforms, and the config defaults that
+//! `transformers.AutoConfig` would fill in.
+//!
+//! Adding an architecture whose conversion is a renaming (plus the existing
+//! transforms) is a new JSON file listed in [`ARCH_FILES`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// The architecture tables compiled into the binary.
+pub const ARCH_FILES: &[(&str, &str)] = &[
+    ("llama.json", include_str!("../../formats/arch/llama.json")),
+    ("qwen2.json", include_str!("../../formats/arch/qwen2.json")),
+    ("qwen3.json", include_str!("../../formats/arch/qwen3.json")),
+];
+
+/// How the vocabulary is read (the `set_vocab` of the Python model class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VocabKind {
+    /// LlamaModel: `tokenizer.model` (SentencePiece) if present, else
+    /// `tokenizer.json` (GPT-2 style BPE); `add_prefix_space` from
+    /// tokenizer_config.json becomes `tokenizer.ggml.add_space_prefix`.
+    Llama,
+    /// Qwen2Model: `tokenizer.model` if present, else `tokenizer.json`.
+    Qwen2,
+}
+
+/// A transform applied to a tensor's rows on the way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// llama.cpp's Q row permutation (heads = n_head).
+    PermuteQ,
+    /// The same for K (heads = n_head_kv).
+    PermuteK,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorRule {
+    /// Hugging Face name, with `{bid}` for the block number.
+    pub hf: String,
+    /// GGUF name, with `{bid}`.
+    pub gguf: String,
+    /// Expected shape in HF order (outer dimension first), as names of
+    /// hyperparameters (see [`Hparams::dim`]).
+    pub shape: Vec<String>,
+    #[serde(default)]
+    pub transform: Option<Transform>,
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HfArchEntry {
+    /// Config values `transformers` fills in when config.json omits them:
+    /// a number, or `"=name"` / `"=a/b"` referring to other config values.
+    #[serde(default)]
+    pub defaults: Map<String, Value>,
+}
+
+/// One `formats/arch/*.json` file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchSpec {
+    #[serde(rename = "_comment", default)]
+    pub comment: String,
+    pub gguf_arch: String,
+    pub hf_architectures: BTreeMap<String, HfArchEntry>,
+    pub vocab: VocabKind,
+    pub permute_qk: bool,
+    /// Llama 3 rope scaling (`rope_type: llama3`) becomes a `rope_freqs` tensor.
+    pub llama3_rope_freqs: bool,
+    /// Keys written after `general.file_type`: `vocab_size`, `rope_dimension_count`.
+    #[serde(default)]
+    pub extra_keys: Vec<String>,
+    /// Tensors ending with one of these are dropped.
+    #[serde(default)]
+    pub skip_suffixes: Vec<String>,
+    pub tensors: Vec<TensorRule>,
+}
+
+/// All architecture tables, parsed.
+pub fn all_specs() -> Result<Vec<ArchSpec>> {
+    ARCH_FILES
+        .iter()
+        .map(|(name, text)| {
+            serde_json::from_str::<ArchSpec>(text)
+                .map_err(|e| Error::Other(format!("formats/arch/{name}: invalid architecture table: {e}")))
+        })
+        .collect()
+}
+
+/// The Hugging Face architecture names ggufkit converts, sorted.
+pub fn supported_architectures() -> Vec<String> {
+    let mut v: Vec<String> =
+        all_specs().unwrap_or_default().into_iter().flat_map(|s| s.hf_architectures.into_keys()).collect();
+    v.sort();
+    v
+}
+
+/// The table for a Hugging Face architecture name (`config.json`'s `architectures[0]`).
+pub fn spec_for(hf_arch: &str) -> Result<Option<ArchSpec>> {
+    Ok(all_specs()?.into_iter().find(|s| s.hf_architectures.contains_key(hf_arch)))
+}
+
+/// A rule matched against a tensor name.
+#[derive(Debug, Clone)]
+pub struct Matched<'a> {
+    pub rule: &'a TensorRule,
+    pub bid: Option<u64>,
+}
+
+impl ArchSpec {
+    /// Finds the rule for a Hugging Face tensor name.
+    pub fn match_tensor(&self, name: &str) -> Option<Matched<'_>> {
+        for rule in &self.tensors {
+            match rule.hf.split_once("{bid}") {
+                None if rule.hf == name => return Some(Matched { rule, bid: None }),
+                None => {}
+                Some((pre, post)) => {
+                    if let Some(mid) = name.strip_prefix(pre).and_then(|r| r.strip_suffix(post)) {
+                        if !mid.is_empty() && mid.len() <= 9 && mid.bytes().all(|b| b.is_ascii_digit()) {
+                            if let Ok(bid) = mid.parse::<u64>() {
+                                return Some(Matched { rule, bid: Some(bid) });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// True when a tensor of this name is dropped.
+    pub fn skipped(&self, name: &str) -> bool {
+        self.skip_suffixes.iter().any(|s| name.ends_with(s.as_str()))
+    }
+}
+
+impl Matched<'_> {
+    /// The GGUF name.
+    pub fn gguf_name(&self) -> String {
+        match self.bid {
+            Some(b) => self.rule.gguf.replace("{bid}", &b.to_string()),
+            None => self.rule.gguf.clone(),
+        }
+    }
+}
+
+/// The hyperparameters conversion needs, read from the config with the
+/// architecture's defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hparams {
+    pub block_count: u64,
+    pub hidden_size: u64,
+    pub intermediate_size: u64,
+    pub vocab_size: u64,
+    pub n_head: u64,
+    pub n_head_kv: u64,
+    /// head_dim from the config (explicit or filled in as transformers does), if any.
+    pub head_dim_cfg: Option<u64>,
+    /// head_dim used for shapes: the explicit one, else hidden_size / n_head.
+    pub head_dim: u64,
+}
+
+impl Hparams {
+    /// The value of a shape dimension name.
+    pub fn dim(&self, name: &str) -> Option<u64> {
+        Some(match name {
+            "vocab_size" => self.vocab_size,
+            "hidden_size" => self.hidden_size,
+            "intermediate_size" => self.intermediate_size,
+            "head_dim" => self.head_dim,
+            "q_dim" => self.n_head.checked_mul(self.head_dim)?,
+            "kv_dim" => self.n_head_kv.checked_mul(self.head_dim)?,
+            _ => return None,
+        })
+    }
+}
+
+/// Applies the defaults of `transformers`' config class, in table order:
+/// a missing (or null) key gets the default; `"=a"` copies key `a`,
+/// `"=a/b"` is the integer quotient of keys `a` and `b`.
+pub fn apply_defaults(config: &mut Map<String, Value>, defaults: &Map<String, Value>) {
+    for (key, default) in defaults {
+        if config.get(key).is_some_and(|v| !v.is_null()) {
+            continue;
+        }
+        let value = match default {
+            Value::String(expr) if expr.starts_with('=') => {
+                let expr = &expr[1..];
+                match expr.split_once('/') {
+                    Some((a, b)) => {
+                        match (config.get(a).and_then(Value::as_u64), config.get(b).and_then(Value::as_u64)) {
+                            (Some(a), Some(b)) if b != 0 => Value::from(a / b),
+                            _ => continue,
+                        }
+                    }
+                    None => match config.get(expr) {
+                        Some(v) => v.clone(),
+                        None => continue,
+                    },
+                }
+            }
+            v => v.clone(),
+        };
+        config.insert(key.clone(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_parse_and_match() {
+        let specs = all_specs().unwrap();
+        assert_eq!(specs.len(), ARCH_FILES.len());
+        let llama = spec_for("MistralForCausalLM").unwrap().unwrap();
+        assert_eq!(llama.gguf_arch, "llama");
+        let m = llama.match_tensor("model.layers.12.self_attn.k_proj.weight").unwrap();
+        assert_eq!(m.gguf_name(), "blk.12.attn_k.weight");
+        assert_eq!(m.rule.transform, Some(Transform::PermuteK));
+        assert!(llama.match_tensor("model.layers.x.self_attn.k_proj.weight").is_none());
+        assert!(llama.match_tensor("model.layers..self_attn.k_proj.weight").is_none());
+        assert_eq!(llama.match_tensor("lm_head.weight").unwrap().gguf_name(), "output.weight");
+        assert!(llama.skipped("model.layers.0.self_attn.rotary_emb.inv_freq"));
+        assert!(spec_for("GPT2LMHeadModel").unwrap().is_none());
+        let names = supported_architectures();
+        assert!(names.contains(&"Qwen2ForCausalLM".to_string()) && names.contains(&"Qwen3ForCausalLM".to_string()));
+    }
+
+    #[test]
+    fn defaults() {
+        let mut c: Map<String, Value> =
+            serde_json::from_str(r#"{"hidden_size": 64, "num_attention_heads": 4, "rope_theta": null}"#).unwrap();
+        let d: Map<String, Value> = serde_json::from_str(
+            r#"{"rope_theta": 10000.0, "num_key_value_heads": "=num_attention_heads", "head_dim": "=hidden_size/num_attention_heads"}"#,
+        )
+        .unwrap();
+        apply_defaults(&mut c, &d);
+        assert_eq!(c["rope_theta"], 10000.0);
+        assert_eq!(c["num_key_value_heads"], 4);
+        assert_eq!(c["head_dim"], 16);
+    }
+}

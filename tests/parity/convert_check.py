@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Checks for `ggufkit convert` output, run by tests/convert_parity.rs with the
+reference venv's python. Each subcommand prints one JSON object on stdout.
+
+  logits   FIXTURE GGUF     llama.cpp (llama_cpp.Llama, logits_all) on the GGUF
+                            vs an independent float64 numpy forward pass written
+                            from the HF weights and config.json
+  tokenize FIXTURE GGUF SRC llama.cpp (vocab_only) vs the `tokenizers` package on
+                            tokenizer.json (and `sentencepiece` on tokenizer.model)
+  dump     GGUF             metadata (key, type, value) and tensor infos via gguf-py
+"""
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+
+# ---------------------------------------------------------------- HF weights + reference forward
+
+
+def load_safetensors(d: Path) -> dict[str, np.ndarray]:
+    files = sorted(d.glob("model*.safetensors"))
+    out = {}
+    for f in files:
+        raw = f.read_bytes()
+        n = struct.unpack("<Q", raw[:8])[0]
+        header = json.loads(raw[8:8 + n])
+        base = 8 + n
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            b, e = info["data_offsets"]
+            buf = raw[base + b:base + e]
+            dt = info["dtype"]
+            if dt == "F32":
+                a = np.frombuffer(buf, dtype="<f4")
+            elif dt == "F16":
+                a = np.frombuffer(buf, dtype="<f2").astype(np.float32)
+            elif dt == "BF16":
+                a = (np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+            else:
+                raise ValueError(f"{f}: {name}: dtype {dt}")
+            out[name] = a.reshape(info["shape"]).astype(np.float64)
+    return out
+
+
+def rms_norm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def rope_inv_freq(cfg, head_dim):
+    theta = cfg.get("rope_theta", 10000.0)
+    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    rs = cfg.get("rope_scaling") or {}
+    if rs.get("rope_type", rs.get("type")) == "llama3":
+        factor = rs["factor"]
+        low, high = rs["low_freq_factor"], rs["high_freq_factor"]
+        old = rs["original_max_position_embeddings"]
+        low_wl, high_wl = old / low, old / high
+        wl = 2 * np.pi / inv
+        scaled = np.where(wl > low_wl, inv / factor, inv)
+        smooth = (old / wl - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wl >= high_wl) & (wl <= low_wl)
+        inv = np.where(medium, smoothed, scaled)
+    return inv
+
+
+def apply_rope(x, pos, inv):
+    # x: (n_head, T, hd); HF rotate_half convention (first half / second half).
+    ang = pos[:, None] * inv[None, :]  # (T, hd/2)
+    cos = np.concatenate([np.cos(ang), np.cos(ang)], axis=-1)
+    sin = np.concatenate([np.sin(ang), np.sin(ang)], axis=-1)
+    half = x.shape[-1] // 2
+    rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rot * sin
+
+
+def reference_logits(d: Path, ids: list[int]) -> np.ndarray:
+    cfg = json.loads((d / "config.json").read_text())
+    W = load_safetensors(d)
+    h, nh = cfg["hidden_size"], cfg["num_attention_heads"]
+    nkv = cfg.get("num_key_value_heads") or nh
+    hd = cfg.get("head_dim") or h // nh
+    eps = cfg["rms_norm_eps"]
+    T = len(ids)
+    pos = np.arange(T, dtype=np.float64)
+    inv = rope_inv_freq(cfg, hd)
+    x = W["model.embed_tokens.weight"][ids]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        a = rms_norm(x, W[p + "input_layernorm.weight"], eps)
+
+        def proj(name):
+            y = a @ W[p + f"self_attn.{name}.weight"].T
+            if p + f"self_attn.{name}.bias" in W:
+                y = y + W[p + f"self_attn.{name}.bias"]
+            return y
+
+        q = proj("q_proj").reshape(T, nh, hd).transpose(1, 0, 2)
+        k = proj("k_proj").reshape(T, nkv, hd).transpose(1, 0, 2)
+        v = proj("v_proj").reshape(T, nkv, hd).transpose(1, 0, 2)
+        if p + "self_attn.q_norm.weight" in W:
+            q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps)
+            k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps)
+        q = apply_rope(q, pos, inv)
+        k = apply_rope(k, pos, inv)
+        rep = nh // nkv
+        k = np.repeat(k, rep, axis=0)
+        v = np.repeat(v, rep, axis=0)
+        s = q @ k.transpose(0, 2, 1) / np.sqrt(hd) + mask
+        s = np.exp(s - s.max(axis=-1, keepdims=True))
+        s = s / s.sum(axis=-1, keepdims=True)
+        o = (s @ v).transpose(1, 0, 2).reshape(T, nh * hd)
+        o = o @ W[p + "self_attn.o_proj.weight"].T
+        if p + "self_attn.o_proj.bias" in W:
+            o = o + W[p + "self_attn.o_proj.bias"]
+        x = x + o
+        m = rms_norm(x, W[p + "post_attention_layernorm.weight"], eps)
+        g = m @ W[p + "mlp.gate_proj.weight"].T
+        u = m @ W[p + "mlp.up_proj.weight"].T
+        x = x + ((g / (1 + np.exp(-g))) * u) @ W[p + "mlp.down_proj.weight"].T
+    x = rms_norm(x, W["model.norm.weight"], eps)
+    head = W.get("lm_head.weight", W["model.embed_tokens.weight"])
+    return x @ head.T
+
+
+def prompt_ids(d: Path) -> list[list[int]]:
+    texts = [
+        "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)\n",
+        "The quick brown fox jumps over the lazy dog. 12345",
+        "Привет, мир! 你好，世界 🦙",
+    ]
+    if (d / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        return [tok.encode(t, add_special_tokens=True).ids for t in texts]
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+    return [[1] + sp.encode(t) for t in texts]
+
+
+def cmd_logits(fixture: str, gguf_path: str):
+    import llama_cpp
+    d = Path(fixture)
+    llm = llama_cpp.Llama(model_path=gguf_path, n_ctx=128, n_batch=128, n_ubatch=128, logits_all=True,
+                          n_threads=2, verbose=False, seed=1, type_k=0, type_v=0, flash_attn=False)
+    results = []
+    for ids in prompt_ids(d):
+        ref = reference_logits(d, ids)
+        llm.reset()
+        llm.eval(ids)
+        got = np.array(llm.scores[:len(ids)], dtype=np.float64)
+        diff = np.abs(got - ref)
+        results.append({"n_tokens": len(ids), "max_abs_diff": float(diff.max()),
+                        "max_abs_logit": float(np.abs(ref).max()),
+                        "argmax_agree": float(np.mean(got.argmax(-1) == ref.argmax(-1)))})
+    print(json.dumps({"prompts": results, "max_abs_diff": max(r["max_abs_diff"] for r in results)}))
+
+
+# ---------------------------------------------------------------- tokenization
+
+CORPUS = [
+    "", " ", "  ", "\t", "\n", "\n\n\n", " \n \t\t\n  x",
+    "Hello world", " Hello world", "Hello  world", "hello\tworld\r\nnext",
+    "def add(a, b):\n    return a + b\n\n\nclass Foo:\n\tpass\n",
+    "fn main() {\n    let v: Vec<u32> = (0..10).map(|x| x * x).collect();\n    println!(\"{:?}\", v);\n}\n",
+    "for (int i = 0; i < n; ++i) { sum += a[i] * b[i]; }  // dot\n",
+    "{\"key\": [1, 2.5, -3e10, null], \"s\": \"a\\\"b\"}",
+    "    indented    with     runs of      spaces     ",
+    "3 33 333 3333 33333 333333 3.14159 1,000,000 0x1F 1e-9 2024-01-31",
+    "I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL",
+    "Привет, мир! Ünïcödé façade naïve Ελληνικά עברית العربية हिन्दी ไทย 한국어 日本語のテキスト 中文测试",
+    "កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на Български",
+    "🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 👨‍👩‍👧‍👦 🇫🇷 👍🏽",
+    "'''''```````\"\"\"\"......!!!!!!??????",
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWrite code<|im_end|>\n<|im_start|>assistant\n",
+    "<|fim_prefix|>def f(x):\n    <|fim_suffix|>\n    return y<|fim_middle|>",
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>",
+    "<s>[INST] hello [/INST] world</s>",
+    "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>",
+    "\u00a0non-breaking\u2009thin\u3000ideographic space\u200b",
+    "ＦＵＬＬＷＩＤＴＨ ｶﾀｶﾅ ﬁ ligature Å (A + ring) e\u0301",
+]
+
+
+def vocab_corpus(src: Path, gguf_name: str) -> list[str]:
+    p = src / "models" / f"ggml-vocab-{gguf_name}.gguf.inp"
+    if not p.is_file():
+        return []
+    return [t for t in p.read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n") if t]
+
+
+def cmd_tokenize(fixture: str, gguf_path: str, src: str, vocab_name: str):
+    import llama_cpp
+    d = Path(fixture)
+    llm = llama_cpp.Llama(model_path=gguf_path, vocab_only=True, verbose=False)
+    texts = CORPUS + vocab_corpus(Path(src), vocab_name)
+    mism = []
+    n = 0
+    refs = []
+    if (d / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        refs.append(("tokenizers", lambda t: tok.encode(t, add_special_tokens=True).ids, True))
+    if (d / "tokenizer.model").is_file():
+        import sentencepiece as spm
+        sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+        refs.append(("sentencepiece", lambda t: [sp.bos_id()] + sp.encode(t), False))
+    tj = json.loads((d / "tokenizer.json").read_text(encoding="utf-8")) if (d / "tokenizer.json").is_file() else {}
+    nfc = "NFC" in json.dumps(tj.get("normalizer"))
+    known = []
+    for ref_name, ref, special in refs:
+        for t in texts:
+            want = ref(t)
+            got = llm.tokenize(t.encode("utf-8"), add_bos=True, special=special)
+            n += 1
+            if list(got) != list(want):
+                case = {"ref": ref_name, "text": t[:80], "want": want[:40], "got": list(got)[:40]}
+                # Differences that are llama.cpp's, whatever converted the GGUF:
+                # it has no NFC normalizer, and it promotes a list of texts
+                # ("</s>", ...) to EOG control tokens (src/llama-vocab.cpp), which
+                # special=True then parses out of plain text.
+                if nfc and unicodedata.normalize("NFC", t) != t:
+                    case["why"] = "llama.cpp does not apply the NFC normalizer"
+                    known.append(case)
+                elif special and any(e in t for e in LLAMA_CPP_EOG_TEXTS if e in tj.get("model", {}).get("vocab", {})):
+                    case["why"] = "llama.cpp turns this normal token into an EOG control token"
+                    known.append(case)
+                else:
+                    mism.append(case)
+    print(json.dumps({"cases": n, "mismatches": mism, "known_llama_cpp_differences": known,
+                      "references": [r[0] for r in refs]}, ensure_ascii=False))
+
+
+# Token texts llama.cpp marks as end-of-generation (and so control) whatever
+# their GGUF token type says (src/llama-vocab.cpp, special_eog_ids).
+LLAMA_CPP_EOG_TEXTS = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>",
+                       "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>", "<eos>"]
+
+
+# ---------------------------------------------------------------- dump
+
+
+def cmd_dump(gguf_path: str):
+    import gguf
+    r = gguf.GGUFReader(gguf_path)
+    kv = []
+    for k, f in r.fields.items():
+        if k.startswith("GGUF."):
+            continue
+        t = f.types[0]
+        if t == gguf.GGUFValueType.ARRAY:
+            et = f.types[1]
+            if et == gguf.GGUFValueType.STRING:
+                vals = [bytes(f.parts[i]).decode("utf-8", "replace") for i in f.data]
+            else:
+                vals = [f.parts[i].tolist()[0] for i in f.data]
+            kv.append([k, f"ARRAY[{et.name}]", vals])
+        elif t == gguf.GGUFValueType.STRING:
+            kv.append([k, t.name, bytes(f.parts[-1]).decode("utf-8", "replace")])
+        else:
+            kv.append([k, t.name, f.parts[-1].tolist()[0]])
+    tensors = [[t.name, [int(x) for x in t.shape], t.tensor_type.name] for t in r.tensors]
+    print(json.dumps({"kv": kv, "tensors": tensors}, ensure_ascii=False))
+
+
+# ---------------------------------------------------------------- pre-tokenizer table
+
+
+def cmd_pretok(src: str, table_json: str):
+    """Re-extracts chktxt and the hash table from conversion/base.py and compares with ours."""
+    import ast
+    import re
+    text = (Path(src) / "conversion" / "base.py").read_text(encoding="utf-8")
+    body = text[text.index("# Marker: Start get_vocab_base_pre"):text.index("# Marker: End get_vocab_base_pre")]
+    chktxt = ast.literal_eval(re.search(r"chktxt = ('.*?')\n", body).group(1))
+    table = [{"hash": h, "name": n} for h, n in
+             re.findall(r'if chkhsh == "([0-9a-f]{64})":\n(?:\s+#[^\n]*\n)*\s+res = "([^"]+)"', body)]
+    ours = json.loads(Path(table_json).read_text(encoding="utf-8"))
+    mine = [{"hash": e["hash"], "name": e["name"]} for e in ours["table"]]
+    print(json.dumps({"chktxt_equal": chktxt == ours["chktxt"], "table_equal": table == mine,
+                      "n_reference": len(table), "n_ours": len(mine), "n_if": body.count("if chkhsh ==")}))
+
+
+if __name__ == "__main__":
+    cmd, *args = sys.argv[1:]
+    {"logits": cmd_logits, "tokenize": cmd_tokenize, "dump": cmd_dump, "pretok": cmd_pretok}[cmd](*args)
