@@ -250,7 +250,7 @@ def main() -> int:
     for ty in types:
         for nt in threads:
             out_ours, out_llama = work / f"ours-{ty}-{nt}.gguf", work / f"llama-{ty}-{nt}.gguf"
-            ours_cmd = [str(args.bin), "quantize", str(model), str(out_ours), ty, "--threads", str(nt)]
+            ours_cmd = [str(args.bin), "quantize", str(model), str(out_ours), ty, "--threads", str(nt), "-q"]
             if args.proxy is not None:
                 ours_cmd = [str(args.proxy), str(model), str(out_ours), ty, str(nt)]
             llama_cmd = [sys.executable, "-c", LLAMA_RUNNER, str(model), str(out_llama), str(FTYPES[ty]), str(nt)]
@@ -297,25 +297,35 @@ def main() -> int:
 
 
 def bench_convert(args, work: Path, model: Path) -> dict:
-    """`ggufkit convert` of a BF16 safetensors directory to F16, against `cp` of the same bytes."""
+    """`ggufkit convert --outtype f16` of a BF16 safetensors model (scripts/gen_fixtures.py
+    qwen2-large-bf16-sharded: 4 shards, ~554 MB, real Qwen2 tokenizer) against `cp` of its shards."""
     if not has_command(args.bin, "convert"):
         print("NOTE: no `convert` command: convert benchmark skipped", file=sys.stderr)
         return {"skipped": "no convert command"}
-    from safetensors.numpy import save_file
-    reader = gguf.GGUFReader(model)
-    hf = work / "hf"
-    hf.mkdir(exist_ok=True)
-    tensors = {}
-    for t in reader.tensors:
-        tensors[t.name] = np.asarray(t.data).copy()
-    save_file(tensors, hf / "model.safetensors")
-    cp_wall, cp_rss, _ = timed(["cp", str(hf / "model.safetensors"), str(work / "copy.bin")])
-    out = work / "converted-f16.gguf"
-    try:
-        wall, rss, _ = timed([str(args.bin), "convert", str(hf), str(out), "--outtype", "f16"])
-    except RuntimeError as e:
-        return {"skipped": str(e)[:500]}
-    return {"convert_s": wall, "convert_rss_kib": rss, "cp_s": cp_wall, "cp_rss_kib": cp_rss}
+    src = subprocess.run([str(REPO / "scripts/ref-src.sh")], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([sys.executable, str(REPO / "scripts/gen_fixtures.py"), "--llama-src", src, "--out", str(work),
+                    "qwen2-large-bf16-sharded"], check=True, capture_output=True)
+    hf = work / "qwen2-large-bf16-sharded"
+    shards = sorted(hf.glob("*.safetensors"))
+    size = sum(f.stat().st_size for f in shards)
+    for f in shards:  # warm the page cache
+        f.read_bytes()
+    rec = {"model": hf.name, "safetensors_bytes": size, "convert_s": [], "cp_s": [], "convert_rss_kib": [],
+           "load": []}
+    for rep in range(args.repeat):
+        rec["load"].append(load_avg())
+        copy_dir = work / "copy"
+        copy_dir.mkdir(exist_ok=True)
+        wall, _, _ = timed(["cp", *map(str, shards), str(copy_dir)])
+        rec["cp_s"].append(wall)
+        shutil.rmtree(copy_dir)
+        out = work / "converted-f16.gguf"
+        wall, rss, _ = timed([str(args.bin), "convert", str(hf), str(out), "--outtype", "f16", "-q"])
+        rec["convert_s"].append(wall)
+        rec["convert_rss_kib"].append(rss)
+        rec["output_bytes"] = out.stat().st_size
+        out.unlink()
+    return rec
 
 
 def med(v: list[float]) -> float | None:
@@ -340,8 +350,13 @@ def print_table(res: dict) -> None:
               "llama.cpp's, so outputs are not compared)")
     print(f"(llama.cpp's RSS includes its Python host: {res['python_import_llama_cpp_rss_kib'] / 1024:.0f} MiB "
           f"after `import llama_cpp`)")
-    if "convert" in res:
-        print(f"convert: {res['convert']}")
+    c = res.get("convert")
+    if c and "convert_s" in c:
+        print(f"\nconvert {c['model']} ({c['safetensors_bytes'] / 2**20:.0f} MiB bf16 safetensors) to F16: "
+              f"median {med(c['convert_s']):.2f}s (peak RSS {max(c['convert_rss_kib']) / 1024:.0f} MiB) vs cp of the "
+              f"shards {med(c['cp_s']):.2f}s; runs {c['convert_s']} / {c['cp_s']}; load {c['load']}")
+    elif c:
+        print(f"convert: {c}")
 
 
 if __name__ == "__main__":

@@ -280,11 +280,11 @@ impl BlockQ3K {
         }
         // high bit of value j goes to bit j/32 of hmask[j % 32]
         let mut hmask = [0u8; 32];
+        // (branch-free: the high bit is set in about half of the values)
         for j in 0..QK_K {
-            if l[j] > 3 {
-                hmask[j % 32] |= 1 << (j / 32);
-                l[j] -= 4;
-            }
+            let high = (l[j] > 3) as u8;
+            hmask[j % 32] |= high << (j / 32);
+            l[j] -= 4 * high;
         }
         BlockQ3K { hmask, qs: pack_2bit(l), scales, d }
     }
