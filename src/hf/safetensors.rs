@@ -222,27 +222,10 @@ impl SafetensorsModel {
     pub fn open_index(index_path: &Path) -> Result<SafetensorsModel> {
         let dir = index_path.parent().unwrap_or(Path::new("."));
         let index = super::read_json(index_path)?;
-        let weight_map = index
-            .get("weight_map")
-            .and_then(|w| w.as_object())
-            .ok_or_else(|| Error::input(index_path, "\"weight_map\" is missing or not an object"))?;
-        let mut wanted: BTreeMap<String, String> = BTreeMap::new();
-        for (tensor, file) in weight_map {
-            let file = file.as_str().ok_or_else(|| {
-                Error::input(index_path, format!("weight_map[\"{tensor}\"] is not a file name string"))
-            })?;
-            check_shard_name(index_path, tensor, file)?;
-            wanted.insert(tensor.clone(), file.to_string());
-        }
+        let wanted = parse_index_map(&index).map_err(|msg| Error::input(index_path, msg))?;
         let mut files: Vec<&String> = wanted.values().collect();
         files.sort();
         files.dedup();
-        if files.len() > MAX_SHARDS {
-            return Err(Error::input(
-                index_path,
-                format!("{} shard files is more than the limit of {MAX_SHARDS}", files.len()),
-            ));
-        }
         let missing: Vec<&str> = files.iter().filter(|f| !dir.join(f.as_str()).is_file()).map(|f| f.as_str()).collect();
         if !missing.is_empty() {
             let tensors: Vec<&str> =
@@ -414,6 +397,28 @@ impl SafetensorsModel {
     }
 }
 
+/// Validates a parsed `model.safetensors.index.json` (I/O-free): its
+/// `weight_map` must map tensor names to plain shard file names, with at most
+/// [`MAX_SHARDS`] distinct shards. Returns tensor name → shard file name.
+pub fn parse_index_map(index: &serde_json::Value) -> std::result::Result<BTreeMap<String, String>, String> {
+    let weight_map = index
+        .get("weight_map")
+        .and_then(|w| w.as_object())
+        .ok_or_else(|| "\"weight_map\" is missing or not an object".to_string())?;
+    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+    let mut shards: std::collections::BTreeSet<&str> = Default::default();
+    for (tensor, file) in weight_map {
+        let file = file.as_str().ok_or_else(|| format!("weight_map[\"{tensor}\"] is not a file name string"))?;
+        check_shard_name(tensor, file)?;
+        shards.insert(file);
+        if shards.len() > MAX_SHARDS {
+            return Err(format!("more than the limit of {MAX_SHARDS} shard files"));
+        }
+        wanted.insert(tensor.clone(), file.to_string());
+    }
+    Ok(wanted)
+}
+
 fn tensors_file(tensors: &[TensorEntry], i: usize) -> usize {
     tensors[i].file
 }
@@ -423,7 +428,7 @@ fn file_name(p: &Path) -> String {
 }
 
 /// Shard names must be plain file names inside the model directory.
-fn check_shard_name(index_path: &Path, tensor: &str, file: &str) -> Result<()> {
+fn check_shard_name(tensor: &str, file: &str) -> std::result::Result<(), String> {
     let bad = file.is_empty()
         || file.contains('/')
         || file.contains('\\')
@@ -431,69 +436,89 @@ fn check_shard_name(index_path: &Path, tensor: &str, file: &str) -> Result<()> {
         || file == ".."
         || file.contains('\0');
     if bad {
-        return Err(Error::input(
-            index_path,
-            format!("weight_map[\"{tensor}\"] = \"{file}\" is not a plain file name in the model directory"),
-        ));
+        return Err(format!("weight_map[\"{tensor}\"] = \"{file}\" is not a plain file name in the model directory"));
     }
     Ok(())
+}
+
+/// A safetensors file's header, parsed and validated against the whole file.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// Tensors in header order (name order, as the safetensors crate keeps them).
+    pub tensors: Vec<HeaderTensor>,
+    /// The `__metadata__` map.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One tensor of a [`Header`].
+#[derive(Debug, Clone)]
+pub struct HeaderTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    /// Byte range in the file (from the start of the file, not of the data).
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Parses a whole safetensors file's bytes (I/O-free): header length and
+/// JSON, dtypes, shapes against byte ranges, ranges covering the data section
+/// exactly, the tensor count and rank limits. Every range returned lies
+/// within `buf`.
+pub fn parse_header(buf: &[u8]) -> std::result::Result<Header, ParseError> {
+    let (header_len, meta) =
+        ::safetensors::SafeTensors::read_metadata(buf).map_err(|e| ParseError::new("header", 0, st_error(&e)))?;
+    let data_start = 8usize
+        .checked_add(header_len)
+        .ok_or_else(|| ParseError::new("header", 0, "header length overflows"))?;
+    let names = meta.offset_keys();
+    if names.len() > MAX_TENSORS_PER_FILE {
+        return Err(ParseError::new(
+            "header",
+            8,
+            format!("{} tensors is more than the limit of {MAX_TENSORS_PER_FILE}", names.len()),
+        ));
+    }
+    let mut tensors = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(info) = meta.info(&name) else { continue };
+        let field = || format!("header[\"{name}\"]");
+        let dtype = DType::from_st(info.dtype)
+            .ok_or_else(|| ParseError::new(field(), 8, format!("unknown dtype {:?}", info.dtype)))?;
+        if name.is_empty() {
+            return Err(ParseError::new(field(), 8, "empty tensor name"));
+        }
+        if info.shape.len() > MAX_DIMS {
+            return Err(ParseError::new(field(), 8, format!("{} dimensions (at most {MAX_DIMS})", info.shape.len())));
+        }
+        let (b, e) = info.data_offsets;
+        let start = data_start.checked_add(b).filter(|&s| s <= buf.len());
+        let len = e.checked_sub(b);
+        let (Some(start), Some(len)) = (start, len) else {
+            return Err(ParseError::new(field(), 8, "bad data_offsets"));
+        };
+        if start.checked_add(len).map_or(true, |end| end > buf.len()) {
+            return Err(ParseError::new(field(), 8, "data past the end of the file"));
+        }
+        let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();
+        // The safetensors crate has checked that the range matches dtype × shape.
+        tensors.push(HeaderTensor { name, dtype, shape, start, len });
+    }
+    let metadata = meta.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    Ok(Header { tensors, metadata: metadata.unwrap_or_default() })
 }
 
 /// Maps one file and validates its header.
 fn open_shard(path: &Path, file_idx: usize) -> Result<(Shard, Vec<TensorEntry>)> {
     let file = File::open(path).at(path, "open")?;
     let map = crate::fileio::map_file(&file, path)?;
-    let (header_len, meta) = ::safetensors::SafeTensors::read_metadata(&map)
-        .map_err(|e| Error::parse(path, "safetensors", ParseError::new("header", 0, st_error(&e))))?;
-    let data_start = 8 + header_len;
-    let names = meta.offset_keys();
-    if names.len() > MAX_TENSORS_PER_FILE {
-        return Err(Error::input(
-            path,
-            format!("{} tensors is more than the limit of {MAX_TENSORS_PER_FILE}", names.len()),
-        ));
-    }
-    let mut entries = Vec::with_capacity(names.len());
-    for name in names {
-        let Some(info) = meta.info(&name) else { continue };
-        let field = || format!("header[\"{name}\"]");
-        let dtype = DType::from_st(info.dtype).ok_or_else(|| {
-            Error::parse(path, "safetensors", ParseError::new(field(), 8, format!("unknown dtype {:?}", info.dtype)))
-        })?;
-        if name.is_empty() {
-            return Err(Error::parse(path, "safetensors", ParseError::new(field(), 8, "empty tensor name")));
-        }
-        if info.shape.len() > MAX_DIMS {
-            return Err(Error::parse(
-                path,
-                "safetensors",
-                ParseError::new(field(), 8, format!("{} dimensions (at most {MAX_DIMS})", info.shape.len())),
-            ));
-        }
-        let (b, e) = info.data_offsets;
-        let start = data_start.checked_add(b).filter(|&s| s <= map.len());
-        let len = e.checked_sub(b);
-        let (Some(start), Some(len)) = (start, len) else {
-            return Err(Error::parse(path, "safetensors", ParseError::new(field(), 8, "bad data_offsets")));
-        };
-        if start.checked_add(len).map_or(true, |end| end > map.len()) {
-            return Err(Error::parse(
-                path,
-                "safetensors",
-                ParseError::new(field(), 8, "data past the end of the file"),
-            ));
-        }
-        entries.push(TensorEntry {
-            name,
-            dtype,
-            shape: info.shape.iter().map(|&d| d as u64).collect(),
-            file: file_idx,
-            start,
-            len,
-        });
-    }
-    let metadata = meta.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-    Ok((Shard { path: path.to_path_buf(), map, metadata: metadata.unwrap_or_default() }, entries))
+    let header = parse_header(&map).map_err(|e| Error::parse(path, "safetensors", e))?;
+    let entries = header
+        .tensors
+        .into_iter()
+        .map(|t| TensorEntry { name: t.name, dtype: t.dtype, shape: t.shape, file: file_idx, start: t.start, len: t.len })
+        .collect();
+    Ok((Shard { path: path.to_path_buf(), map, metadata: header.metadata }, entries))
 }
 
 fn st_error(e: &::safetensors::SafeTensorError) -> String {
