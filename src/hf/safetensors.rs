@@ -13,6 +13,7 @@ use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use super::tensors::{HfTensor, HfTensors};
 use crate::error::{Error, IoContext, ParseError, Result};
 
 /// Most tensors accepted in one safetensors file.
@@ -108,6 +109,16 @@ impl DType {
         }
     }
 
+    /// The `torch_dtype` name transformers writes in config.json.
+    pub fn torch_name(self) -> Option<&'static str> {
+        match self {
+            DType::F32 => Some("float32"),
+            DType::F16 => Some("float16"),
+            DType::BF16 => Some("bfloat16"),
+            _ => None,
+        }
+    }
+
     /// True for the types [`SafetensorsModel::read_f32`] can read (F32, F16, BF16).
     pub fn is_readable_float(self) -> bool {
         self.float_size().is_some()
@@ -166,6 +177,8 @@ struct Shard {
 pub struct SafetensorsModel {
     shards: Vec<Shard>,
     tensors: Vec<TensorEntry>,
+    /// The same tensors as [`HfTensors`] lists them.
+    metas: Vec<HfTensor>,
     by_name: HashMap<String, usize>,
     index: Option<PathBuf>,
 }
@@ -310,7 +323,9 @@ impl SafetensorsModel {
             }
             shards.push(shard);
         }
-        Ok(SafetensorsModel { shards, tensors, by_name, index: None })
+        let metas =
+            tensors.iter().map(|t| HfTensor { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() }).collect();
+        Ok(SafetensorsModel { shards, tensors, metas, by_name, index: None })
     }
 
     /// All tensors, in the order convert_hf_to_gguf.py visits them: files
@@ -411,6 +426,48 @@ impl SafetensorsModel {
     /// Tells the kernel the tensor's pages will not be needed again soon.
     pub fn release(&self, t: &TensorEntry) {
         crate::fileio::release_pages(&self.shards[t.file].map, t.start, t.len);
+    }
+}
+
+impl HfTensors for SafetensorsModel {
+    fn tensors(&self) -> &[HfTensor] {
+        &self.metas
+    }
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+    fn read_rows_f32(&self, index: usize, first_row: u64, out: &mut [f32]) -> Result<()> {
+        let t = self.tensors.get(index).ok_or_else(|| Error::Other(format!("no tensor {index}")))?;
+        self.read_rows_f32(t, first_row, out)
+    }
+    fn raw(&self, index: usize) -> Option<&[u8]> {
+        self.tensors.get(index).map(|t| self.raw(t))
+    }
+    fn release_rows(&self, index: usize, first_row: u64, n_rows: u64) {
+        if let Some(t) = self.tensors.get(index) {
+            let row = t.row_len();
+            if let (Some(first), Some(n)) = (first_row.checked_mul(row), n_rows.checked_mul(row)) {
+                self.release_elements(t, first, n);
+            }
+        }
+    }
+    fn release(&self, index: usize) {
+        if let Some(t) = self.tensors.get(index) {
+            self.release(t);
+        }
+    }
+    fn file_of(&self, index: usize) -> &Path {
+        match self.tensors.get(index) {
+            Some(t) => self.file_path(t),
+            None => self.shards.first().map_or(Path::new(""), |s| s.path.as_path()),
+        }
+    }
+    fn inputs(&self) -> Vec<&Path> {
+        let mut v = self.files();
+        if let Some(ix) = self.index_path() {
+            v.push(ix);
+        }
+        v
     }
 }
 
