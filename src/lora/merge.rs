@@ -197,21 +197,6 @@ impl LoraMerged {
             let cfg = &a.config;
             let file = a.file();
             let cfg_file = a.path().join(super::adapter::CONFIG_FILE);
-            // target_modules must agree with the tensors present.
-            let lora_paths: std::collections::HashSet<&str> = a.modules.iter().map(|m| m.path.as_str()).collect();
-            for (path, is_linear, is_output) in &modules {
-                if cfg.targets(path, *is_linear, *is_output)? == Some(true) && !lora_paths.contains(path.as_str()) {
-                    return Err(Error::input(
-                        &file,
-                        format!(
-                            "missing LoRA tensors for module '{path}': target_modules in {} selects it but there is \
-                             no '{}{path}.lora_A.weight' (or lora_embedding_A)",
-                            cfg_file.display(),
-                            super::adapter::KEY_PREFIX
-                        ),
-                    ));
-                }
-            }
             if cfg.fan_in_fan_out && a.modules.iter().any(|m| m.kind == ModuleKind::Linear) {
                 report.warnings.push(format!(
                     "{}: fan_in_fan_out = true is ignored for nn.Linear layers, as PEFT does (\"Setting fan_in_fan_out to False\")",
@@ -323,6 +308,21 @@ impl LoraMerged {
                 check_same_shape(a, &f.key, &tensors[idx], &file)?;
                 report.adapters[ai].full_tensors += 1;
                 plans[idx].ops.push(Op::Replace { adapter: ai, key: f.key.clone(), weight: wa.weight as f32 });
+            }
+            // Every module target_modules selects must have tensors.
+            let lora_paths: std::collections::HashSet<&str> = a.modules.iter().map(|m| m.path.as_str()).collect();
+            for (path, is_linear, is_output) in &modules {
+                if cfg.targets(path, *is_linear, *is_output)? == Some(true) && !lora_paths.contains(path.as_str()) {
+                    return Err(Error::input(
+                        &file,
+                        format!(
+                            "missing LoRA tensors for module '{path}': target_modules in {} selects it but there is \
+                             no '{}{path}.lora_A.weight' (or lora_embedding_A)",
+                            cfg_file.display(),
+                            super::adapter::KEY_PREFIX
+                        ),
+                    ));
+                }
             }
         }
 

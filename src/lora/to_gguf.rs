@@ -185,7 +185,10 @@ pub fn convert_adapter(
     }
     for f in &adapter.full {
         let unchanged = match (&base_weights, f.base_layer) {
-            (Some(b), true) => match b.tensor(&f.target) {
+            (Some(b), true) => match b.tensor(&f.target).or_else(|| {
+                // The saved lm_head of a tied base is the embeddings.
+                (f.target == "lm_head.weight").then(|| b.tensor("model.embed_tokens.weight")).flatten()
+            }) {
                 Some(t) => {
                     let e = adapter.entry(&f.key)?;
                     e.dtype == t.dtype && e.shape == t.shape && adapter.weights.raw(e) == b.raw(t)
@@ -218,27 +221,6 @@ pub fn convert_adapter(
         Some(b) => b.tensor("lm_head.weight").is_none(),
         None => base_config.get("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(false),
     };
-
-    // target_modules must agree with the tensors (modules from the base weights when present).
-    if let Some(b) = &base_weights {
-        let lora_paths: std::collections::HashSet<&str> = adapter.modules.iter().map(|m| m.path.as_str()).collect();
-        for t in b.tensors() {
-            let Some(path) = t.name.strip_suffix(".weight") else { continue };
-            if t.shape.len() != 2 {
-                continue;
-            }
-            let is_linear = !path.ends_with("embed_tokens");
-            if cfg.targets(path, is_linear, path == "lm_head")? == Some(true) && !lora_paths.contains(path) {
-                return Err(Error::input(
-                    &file,
-                    format!(
-                        "missing LoRA tensors for module '{path}' (target_modules in {} selects it)",
-                        cfg_file.display()
-                    ),
-                ));
-            }
-        }
-    }
 
     let alpha = cfg.lora_alpha as f32;
     let mut tensors = Vec::new();
@@ -292,6 +274,27 @@ pub fn convert_adapter(
         let a_last = if embed { r } else { m.a_cols };
         total_params += (m.b_rows * a_last) as i64;
     }
+    // target_modules must agree with the tensors (modules from the base weights when present).
+    if let Some(b) = &base_weights {
+        let lora_paths: std::collections::HashSet<&str> = adapter.modules.iter().map(|m| m.path.as_str()).collect();
+        for t in b.tensors() {
+            let Some(path) = t.name.strip_suffix(".weight") else { continue };
+            if t.shape.len() != 2 {
+                continue;
+            }
+            let is_linear = !path.ends_with("embed_tokens");
+            if cfg.targets(path, is_linear, path == "lm_head")? == Some(true) && !lora_paths.contains(path) {
+                return Err(Error::input(
+                    &file,
+                    format!(
+                        "missing LoRA tensors for module '{path}' (target_modules in {} selects it)",
+                        cfg_file.display()
+                    ),
+                ));
+            }
+        }
+    }
+
     if !rescaled.is_empty() {
         warnings.push(format!(
             "{} module(s) use a scaling other than lora_alpha / r (rsLoRA or alpha/rank patterns); their lora_b \

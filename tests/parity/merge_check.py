@@ -81,6 +81,18 @@ def round_bf16(x: np.ndarray) -> np.ndarray:
     return np.where(take_hi, hi, lo).astype(np.uint32).__rshift__(16).astype(np.uint16)
 
 
+def stored(x: np.ndarray, dt: str) -> np.ndarray:
+    """float64 values correctly rounded to safetensors dtype `dt`, as stored (BF16 as uint16 bits)."""
+    if dt == "BF16":
+        return round_bf16(x)
+    return np.asarray(x, dtype=np.float64).astype({"F32": np.float32, "F16": np.float16}[dt])
+
+
+def bits_of(dt: str, a: np.ndarray) -> np.ndarray:
+    """The stored bits of an array of dtype `dt` (so -0.0 and NaN payloads count)."""
+    return a.view(np.uint32) if dt == "F32" else a.view(np.uint16)
+
+
 def bf16_value(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
 
@@ -214,13 +226,15 @@ def cmd_merged(base_dir: Path, out_dir: Path, specs: list[str]):
                                   f"only expected {sorted(set(W) - set(ours))}")
     n_exact = n_elems = n_tie = bytes_compared = 0
     worst = {"lora": 0.0, "dora": 0.0}
+    worst_abs = 0.0
     for name in sorted(set(ours) & set(W)):
         dt, a = ours[name]
         bytes_compared += a.nbytes
         if name not in changed:
             bdt, b = base.get(name, base.get("model.embed_tokens.weight"))
-            same = (bdt == dt and np.array_equal(a, b)) or (bdt != dt and np.array_equal(f64(ours[name]), f64((bdt, b))))
-            if not same:
+            # Byte-identical in the base's dtype, else the base value correctly rounded to ours.
+            want = b if bdt == dt else stored(f64((bdt, b)), dt)
+            if not np.array_equal(bits_of(dt, a), bits_of(dt, want)):
                 report["problems"].append(f"{name}: unchanged tensor differs from the base")
             continue
         ref, mag = W[name], M[name]
@@ -229,7 +243,9 @@ def cmd_merged(base_dir: Path, out_dir: Path, specs: list[str]):
         kind = "dora" if dora[name] else "lora"
         c = 8.0 if dora[name] else 4.0
         n_elems += ref.size
-        case = {"tensor": name, "elements": int(ref.size), "max_err_in_eps32_M": ratio}
+        abs_err = float(np.max(np.abs(got - ref)))
+        case = {"tensor": name, "elements": int(ref.size), "max_err_in_eps32_M": ratio, "max_abs_err": abs_err}
+        worst_abs = max(worst_abs, abs_err)
         if dt == "F32":
             worst[kind] = max(worst[kind], ratio)
             if ratio > c:
@@ -263,7 +279,8 @@ def cmd_merged(base_dir: Path, out_dir: Path, specs: list[str]):
             worst[kind] = max(worst[kind], ratio if dt == "F32" else 0.0)
         report["cases"].append(case)
     report.update({"changed_elements": n_elems, "exact": n_exact, "bound_explained": n_tie,
-                   "bytes_compared": bytes_compared, "worst_f32_lora": worst["lora"], "worst_f32_dora": worst["dora"]})
+                   "bytes_compared": bytes_compared, "worst_f32_lora": worst["lora"], "worst_f32_dora": worst["dora"],
+                   "max_abs_err": worst_abs})
     print(json.dumps(report))
 
 
