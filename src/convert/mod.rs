@@ -287,11 +287,15 @@ impl ArchInfo {
         ])?;
         let vocab_size = cfg.required(&["vocab_size"])?;
         let head_dim_cfg = cfg.uint(&["head_dim"])?;
-        if n_head == 0 || n_head_kv == 0 || block_count == 0 || hidden_size == 0 {
-            return Err(Error::input(
-                &config_path,
-                "num_hidden_layers, hidden_size and the head counts must be positive",
-            ));
+        for (key, v) in [
+            ("num_hidden_layers", block_count),
+            ("hidden_size", hidden_size),
+            ("num_attention_heads", n_head),
+            ("num_key_value_heads", n_head_kv),
+        ] {
+            if v == 0 {
+                return Err(Error::input(&config_path, format!("\"{key}\" must be positive, not 0")));
+            }
         }
         if n_head % n_head_kv != 0 {
             return Err(Error::input(
@@ -299,9 +303,26 @@ impl ArchInfo {
                 format!("num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}"),
             ));
         }
+        if head_dim_cfg.is_none() && hidden_size % n_head != 0 {
+            return Err(Error::input(
+                &config_path,
+                format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {n_head} (and no head_dim is given)"),
+            ));
+        }
         let head_dim = head_dim_cfg.unwrap_or(hidden_size / n_head);
-        if block_count > 100_000 || n_head > 1 << 20 || head_dim == 0 {
-            return Err(Error::input(&config_path, "implausible model dimensions"));
+        // Far above any real model, far below what could exhaust memory.
+        for (key, v, max) in [
+            ("num_hidden_layers", block_count, 100_000),
+            ("num_attention_heads", n_head, 1 << 20),
+            ("head_dim", head_dim, 1 << 20),
+            ("hidden_size", hidden_size, 1 << 24),
+        ] {
+            if v > max {
+                return Err(Error::input(&config_path, format!("implausible \"{key}\" {v} (the limit is {max})")));
+            }
+        }
+        if head_dim == 0 {
+            return Err(Error::input(&config_path, "\"head_dim\" must be positive, not 0"));
         }
         let hparams = Hparams {
             block_count,
@@ -599,7 +620,7 @@ fn plan_tensors<W: HfTensors>(
 ) -> Result<Vec<PlannedHf>> {
     let mut out: Vec<PlannedHf> = Vec::new();
     if spec.llama3_rope_freqs {
-        if let Some(freqs) = llama3_rope_freqs(config, hp) {
+        if let Some(freqs) = llama3_rope_freqs(config, hp, config_path)? {
             out.push(("rope_freqs.weight".into(), vec![freqs.len() as u64], 1, Origin::Generated(freqs)));
         }
     }
@@ -752,22 +773,30 @@ fn rope_parameters(config: &Map<String, Value>) -> Map<String, Value> {
 }
 
 /// Llama 3 rope scaling factors, computed in f32 like the PyTorch code of convert_hf_to_gguf.py.
-fn llama3_rope_freqs(config: &Map<String, Value>, hp: &Hparams) -> Option<Vec<f32>> {
+fn llama3_rope_freqs(config: &Map<String, Value>, hp: &Hparams, path: &Path) -> Result<Option<Vec<f32>>> {
     let rp = rope_parameters(config);
     let rp = match rp.get("full_attention") {
         Some(Value::Object(m)) => m.clone(),
         _ => rp,
     };
     if rp.is_empty() || !rp.get("rope_type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("llama3")) {
-        return None;
+        return Ok(None);
     }
-    let get = |k: &str, d: f64| rp.get(k).and_then(Value::as_f64).unwrap_or(d);
-    let base = get("rope_theta", 10000.0) as f32;
+    let get = |k: &str, d: f64| -> Result<f64> {
+        match rp.get(k) {
+            None | Some(Value::Null) => Ok(d),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| Error::input(path, format!("\"rope_scaling.{k}\" must be a finite number, not {v}"))),
+        }
+    };
+    let base = get("rope_theta", 10000.0)? as f32;
     let dim = hp.head_dim_cfg.unwrap_or(hp.hidden_size / hp.n_head);
-    let factor = get("factor", 8.0);
-    let low = get("low_freq_factor", 1.0);
-    let high = get("high_freq_factor", 4.0);
-    let old_ctx = get("original_max_position_embeddings", 8192.0);
+    let factor = get("factor", 8.0)?;
+    let low = get("low_freq_factor", 1.0)?;
+    let high = get("high_freq_factor", 4.0)?;
+    let old_ctx = get("original_max_position_embeddings", 8192.0)?;
     let low_wavelen = old_ctx / low;
     let high_wavelen = old_ctx / high;
     let mut out = Vec::new();
@@ -787,7 +816,7 @@ fn llama3_rope_freqs(config: &Map<String, Value>, hp: &Hparams) -> Option<Vec<f3
         out.push(v);
         i += 2;
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 /// The `<arch>.*` keys of TextModel.set_gguf_parameters (+ LlamaModel's extras).
