@@ -167,9 +167,35 @@ impl TensorEntry {
     }
 }
 
+/// The bytes of one file: a read-only map, or a buffer for in-memory input
+/// ([`SafetensorsModel::from_bytes`]).
+enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
+impl FileBytes {
+    /// Drops the resident pages of a byte range of a mapped file.
+    fn release(&self, start: usize, len: usize) {
+        if let FileBytes::Mapped(m) = self {
+            crate::fileio::release_pages(m, start, len);
+        }
+    }
+}
+
 struct Shard {
     path: PathBuf,
-    map: memmap2::Mmap,
+    map: FileBytes,
     metadata: BTreeMap<String, String>,
 }
 
@@ -307,11 +333,25 @@ impl SafetensorsModel {
     /// Opens a list of safetensors files as one model. Tensor names must be
     /// unique across the files.
     pub fn open_files(paths: &[PathBuf]) -> Result<SafetensorsModel> {
-        let mut shards = Vec::with_capacity(paths.len());
+        let mut parsed = Vec::with_capacity(paths.len());
+        for (file_idx, path) in paths.iter().enumerate() {
+            parsed.push(open_shard(path, file_idx)?);
+        }
+        Self::from_shards(parsed)
+    }
+
+    /// One safetensors file held in memory, validated as [`Self::open_files`]
+    /// validates a file; `path` only names it in messages.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<SafetensorsModel> {
+        Self::from_shards(vec![parse_shard(FileBytes::Owned(bytes), path, 0)?])
+    }
+
+    fn from_shards(parsed: Vec<(Shard, Vec<TensorEntry>)>) -> Result<SafetensorsModel> {
+        let mut shards: Vec<Shard> = Vec::with_capacity(parsed.len());
         let mut tensors = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
-        for (file_idx, path) in paths.iter().enumerate() {
-            let (shard, mut entries) = open_shard(path, file_idx)?;
+        for (shard, mut entries) in parsed {
+            let path = &shard.path;
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             for e in entries {
                 if let Some(&prev) = by_name.get(&e.name) {
@@ -419,13 +459,13 @@ impl SafetensorsModel {
             return;
         };
         if start.checked_add(len).is_some_and(|end| end <= t.len) {
-            crate::fileio::release_pages(&self.shards[t.file].map, t.start + start, len);
+            self.shards[t.file].map.release(t.start + start, len);
         }
     }
 
     /// Tells the kernel the tensor's pages will not be needed again soon.
     pub fn release(&self, t: &TensorEntry) {
-        crate::fileio::release_pages(&self.shards[t.file].map, t.start, t.len);
+        self.shards[t.file].map.release(t.start, t.len);
     }
 }
 
@@ -500,6 +540,11 @@ fn check_shard_name(index_path: &Path, tensor: &str, file: &str) -> Result<()> {
 fn open_shard(path: &Path, file_idx: usize) -> Result<(Shard, Vec<TensorEntry>)> {
     let file = File::open(path).at(path, "open")?;
     let map = crate::fileio::map_file(&file, path)?;
+    parse_shard(FileBytes::Mapped(map), path, file_idx)
+}
+
+/// Validates the header of one file's bytes (`path` names it in messages).
+fn parse_shard(map: FileBytes, path: &Path, file_idx: usize) -> Result<(Shard, Vec<TensorEntry>)> {
     let (header_len, meta) = ::safetensors::SafeTensors::read_metadata(&map)
         .map_err(|e| Error::parse(path, "safetensors", ParseError::new("header", 0, st_error(&e))))?;
     let data_start = 8 + header_len;

@@ -467,8 +467,25 @@ impl Adapter {
         if !cfg_path.is_file() {
             return Err(Error::input(&cfg_path, "missing adapter_config.json"));
         }
-        let config = LoraConfig::parse(&crate::hf::read_text(&cfg_path)?, &cfg_path)?;
+        let config_text = crate::hf::read_text(&cfg_path)?;
+        // The config first: a bad config is reported before the weights are opened.
+        LoraConfig::parse(&config_text, &cfg_path)?;
         let weights = SafetensorsModel::open_files(&[st_path.clone()])?;
+        Self::from_parts(dir, &config_text, weights, progress)
+    }
+
+    /// The validation of [`Adapter::open`] without file access: the text of
+    /// `adapter_config.json` and the opened weights (`dir` names the files in
+    /// messages). The fuzz target `adapter_config` runs this on arbitrary bytes.
+    pub fn from_parts(
+        dir: PathBuf,
+        config_text: &str,
+        weights: SafetensorsModel,
+        progress: &dyn Progress,
+    ) -> Result<Adapter> {
+        let cfg_path = dir.join(CONFIG_FILE);
+        let st_path = dir.join(WEIGHTS_FILE);
+        let config = LoraConfig::parse(config_text, &cfg_path)?;
 
         // Group the keys by module.
         let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
@@ -803,6 +820,53 @@ mod tests {
         assert!(classify("model.layers.0.self_attn.q_proj.lora_A.default.weight").is_none());
         assert!(classify("model.layers.0.self_attn.q_proj.lora_E").is_none());
         assert!(classify("model.layers.0.foo").is_none());
+    }
+
+    /// A safetensors file in memory from (name, shape, f32 values).
+    fn st_bytes(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+        use ::safetensors::tensor::TensorView;
+        let data: Vec<Vec<u8>> = tensors.iter().map(|t| t.2.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+        let views: Vec<(&str, TensorView)> = tensors
+            .iter()
+            .zip(&data)
+            .map(|(t, d)| (t.0, TensorView::new(::safetensors::Dtype::F32, t.1.clone(), d).unwrap()))
+            .collect();
+        ::safetensors::serialize(views, None).unwrap()
+    }
+
+    fn from_memory(config: &str, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Result<Adapter> {
+        let dir = PathBuf::from("mem");
+        let st = SafetensorsModel::from_bytes(&dir.join(WEIGHTS_FILE), st_bytes(tensors))?;
+        Adapter::from_parts(dir, config, st, &crate::progress::NoProgress)
+    }
+
+    #[test]
+    fn tensors_validated_in_memory() {
+        const CFG: &str = r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}"#;
+        let a = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
+        let b = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
+        let ok = from_memory(CFG, &[(a, vec![2, 3], vec![0.5; 6]), (b, vec![4, 2], vec![1.0; 8])]).unwrap();
+        assert_eq!(ok.modules.len(), 1);
+        let m = &ok.modules[0];
+        assert_eq!((m.kind, m.rank, m.a_cols, m.b_rows, m.scaling), (ModuleKind::Linear, 2, 3, 4, 2.0));
+        let err = |tensors: &[(&str, Vec<usize>, Vec<f32>)], needle: &str| {
+            let e = from_memory(CFG, tensors).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        };
+        err(&[(a, vec![2, 3], vec![0.5; 6])], "lora_B.weight is missing");
+        err(&[(a, vec![2, 3], vec![0.5; 6]), (b, vec![4, 1], vec![1.0; 4])], "rank mismatch");
+        err(&[(a, vec![3, 3], vec![0.5; 9]), (b, vec![4, 3], vec![1.0; 12])], "r = 2");
+        let mut nan = vec![0.5; 6];
+        nan[4] = f32::NAN;
+        err(&[(a, vec![2, 3], nan), (b, vec![4, 2], vec![1.0; 8])], "row 1 (element 1) holds NaN");
+        err(&[("model.layers.0.q_proj.lora_A.weight", vec![2, 3], vec![0.5; 6])], "does not start with");
+        let e = from_memory("{", &[(a, vec![2, 3], vec![0.5; 6])]).unwrap_err().to_string();
+        assert!(e.contains("adapter_config.json") && e.contains("invalid JSON"), "{e}");
+        // Truncated weights: the safetensors header check names the file.
+        let mut bytes = st_bytes(&[(a, vec![2, 3], vec![0.5; 6])]);
+        bytes.pop();
+        let e = SafetensorsModel::from_bytes(Path::new("mem/adapter_model.safetensors"), bytes).unwrap_err();
+        assert!(e.to_string().contains("adapter_model.safetensors"), "{e}");
     }
 
     #[test]
