@@ -470,7 +470,7 @@ impl Adapter {
         let config_text = crate::hf::read_text(&cfg_path)?;
         // The config first: a bad config is reported before the weights are opened.
         LoraConfig::parse(&config_text, &cfg_path)?;
-        let weights = SafetensorsModel::open_files(&[st_path.clone()])?;
+        let weights = SafetensorsModel::open_files(std::slice::from_ref(&st_path))?;
         Self::from_parts(dir, &config_text, weights, progress)
     }
 

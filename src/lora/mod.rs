@@ -12,7 +12,7 @@
 //! The merged view sits *under* the HF → GGUF conversion: `merge -o x.gguf`
 //! is [`crate::convert::HfToGguf`] reading through [`LoraMerged`], so naming,
 //! the Q/K permutation, metadata and the tokenizer come from the same code as
-//! `convert`. Format notes: `formats/peft-lora.md`.
+//! `convert`. Format notes: `formats/peft-adapter.md`.
 
 pub mod adapter;
 pub mod merge;

@@ -389,7 +389,7 @@ pub fn convert_adapter(
 }
 
 fn has_safetensors(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map_or(false, |rd| {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
         rd.flatten().any(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
             n.starts_with("model") && n.ends_with(".safetensors")
