@@ -12,6 +12,7 @@ mod convert;
 mod diff;
 mod edit;
 mod inspect;
+mod merge;
 mod modelfile;
 pub mod output;
 mod quantize;
@@ -38,6 +39,8 @@ enum Command {
     Modelfile(modelfile::Args),
     /// Quantize a GGUF (Q4_K_M, Q8_0, ...) bit-identically to llama.cpp's llama-quantize.
     Quantize(quantize::Args),
+    /// Merge PEFT LoRA adapters into their base model: a Hugging Face directory, or straight to GGUF.
+    Merge(merge::Args),
 }
 
 /// Parses the command line, runs the command, prints errors, returns the exit code.
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Edit(a) => edit::run(a),
         Command::Modelfile(a) => modelfile::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Merge(a) => merge::run(a),
     };
     match result {
         Ok(code) => code,

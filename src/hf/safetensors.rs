@@ -13,6 +13,7 @@ use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use super::tensors::{HfTensor, HfTensors};
 use crate::error::{Error, IoContext, ParseError, Result};
 
 /// Most tensors accepted in one safetensors file.
@@ -108,6 +109,16 @@ impl DType {
         }
     }
 
+    /// The `torch_dtype` name transformers writes in config.json.
+    pub fn torch_name(self) -> Option<&'static str> {
+        match self {
+            DType::F32 => Some("float32"),
+            DType::F16 => Some("float16"),
+            DType::BF16 => Some("bfloat16"),
+            _ => None,
+        }
+    }
+
     /// True for the types [`SafetensorsModel::read_f32`] can read (F32, F16, BF16).
     pub fn is_readable_float(self) -> bool {
         self.float_size().is_some()
@@ -156,9 +167,35 @@ impl TensorEntry {
     }
 }
 
+/// The bytes of one file: a read-only map, or a buffer for in-memory input
+/// ([`SafetensorsModel::from_bytes`]).
+enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
+impl FileBytes {
+    /// Drops the resident pages of a byte range of a mapped file.
+    fn release(&self, start: usize, len: usize) {
+        if let FileBytes::Mapped(m) = self {
+            crate::fileio::release_pages(m, start, len);
+        }
+    }
+}
+
 struct Shard {
     path: PathBuf,
-    map: memmap2::Mmap,
+    map: FileBytes,
     metadata: BTreeMap<String, String>,
 }
 
@@ -166,6 +203,8 @@ struct Shard {
 pub struct SafetensorsModel {
     shards: Vec<Shard>,
     tensors: Vec<TensorEntry>,
+    /// The same tensors as [`HfTensors`] lists them.
+    metas: Vec<HfTensor>,
     by_name: HashMap<String, usize>,
     index: Option<PathBuf>,
 }
@@ -277,11 +316,25 @@ impl SafetensorsModel {
     /// Opens a list of safetensors files as one model. Tensor names must be
     /// unique across the files.
     pub fn open_files(paths: &[PathBuf]) -> Result<SafetensorsModel> {
-        let mut shards = Vec::with_capacity(paths.len());
+        let mut parsed = Vec::with_capacity(paths.len());
+        for (file_idx, path) in paths.iter().enumerate() {
+            parsed.push(open_shard(path, file_idx)?);
+        }
+        Self::from_shards(parsed)
+    }
+
+    /// One safetensors file held in memory, validated as [`Self::open_files`]
+    /// validates a file; `path` only names it in messages.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<SafetensorsModel> {
+        Self::from_shards(vec![parse_shard(FileBytes::Owned(bytes), path, 0)?])
+    }
+
+    fn from_shards(parsed: Vec<(Shard, Vec<TensorEntry>)>) -> Result<SafetensorsModel> {
+        let mut shards: Vec<Shard> = Vec::with_capacity(parsed.len());
         let mut tensors = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
-        for (file_idx, path) in paths.iter().enumerate() {
-            let (shard, mut entries) = open_shard(path, file_idx)?;
+        for (shard, mut entries) in parsed {
+            let path = &shard.path;
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             for e in entries {
                 if let Some(&prev) = by_name.get(&e.name) {
@@ -293,7 +346,9 @@ impl SafetensorsModel {
             }
             shards.push(shard);
         }
-        Ok(SafetensorsModel { shards, tensors, by_name, index: None })
+        let metas =
+            tensors.iter().map(|t| HfTensor { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() }).collect();
+        Ok(SafetensorsModel { shards, tensors, metas, by_name, index: None })
     }
 
     /// All tensors, in the order convert_hf_to_gguf.py visits them: files
@@ -387,13 +442,55 @@ impl SafetensorsModel {
             return;
         };
         if start.checked_add(len).is_some_and(|end| end <= t.len) {
-            crate::fileio::release_pages(&self.shards[t.file].map, t.start + start, len);
+            self.shards[t.file].map.release(t.start + start, len);
         }
     }
 
     /// Tells the kernel the tensor's pages will not be needed again soon.
     pub fn release(&self, t: &TensorEntry) {
-        crate::fileio::release_pages(&self.shards[t.file].map, t.start, t.len);
+        self.shards[t.file].map.release(t.start, t.len);
+    }
+}
+
+impl HfTensors for SafetensorsModel {
+    fn tensors(&self) -> &[HfTensor] {
+        &self.metas
+    }
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+    fn read_rows_f32(&self, index: usize, first_row: u64, out: &mut [f32]) -> Result<()> {
+        let t = self.tensors.get(index).ok_or_else(|| Error::Other(format!("no tensor {index}")))?;
+        self.read_rows_f32(t, first_row, out)
+    }
+    fn raw(&self, index: usize) -> Option<&[u8]> {
+        self.tensors.get(index).map(|t| self.raw(t))
+    }
+    fn release_rows(&self, index: usize, first_row: u64, n_rows: u64) {
+        if let Some(t) = self.tensors.get(index) {
+            let row = t.row_len();
+            if let (Some(first), Some(n)) = (first_row.checked_mul(row), n_rows.checked_mul(row)) {
+                self.release_elements(t, first, n);
+            }
+        }
+    }
+    fn release(&self, index: usize) {
+        if let Some(t) = self.tensors.get(index) {
+            self.release(t);
+        }
+    }
+    fn file_of(&self, index: usize) -> &Path {
+        match self.tensors.get(index) {
+            Some(t) => self.file_path(t),
+            None => self.shards.first().map_or(Path::new(""), |s| s.path.as_path()),
+        }
+    }
+    fn inputs(&self) -> Vec<&Path> {
+        let mut v = self.files();
+        if let Some(ix) = self.index_path() {
+            v.push(ix);
+        }
+        v
     }
 }
 
@@ -512,6 +609,11 @@ pub fn parse_header(buf: &[u8]) -> std::result::Result<Header, ParseError> {
 fn open_shard(path: &Path, file_idx: usize) -> Result<(Shard, Vec<TensorEntry>)> {
     let file = File::open(path).at(path, "open")?;
     let map = crate::fileio::map_file(&file, path)?;
+    parse_shard(FileBytes::Mapped(map), path, file_idx)
+}
+
+/// Validates the header of one file's bytes (`path` names it in messages).
+fn parse_shard(map: FileBytes, path: &Path, file_idx: usize) -> Result<(Shard, Vec<TensorEntry>)> {
     let header = parse_header(&map).map_err(|e| Error::parse(path, "safetensors", e))?;
     let entries = header
         .tensors
