@@ -14,7 +14,7 @@ secs=${1:-120}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(gguf_parse safetensors_header safetensors_index convert_json imatrix_parse modelfile_check spm_pieces model_card)
+    targets=(gguf_parse safetensors_header safetensors_index convert_json adapter_config imatrix_parse modelfile_check spm_pieces model_card)
 fi
 export RUSTC_BOOTSTRAP=1
 seed() { # seed TARGET FILE...
@@ -34,6 +34,12 @@ for c in "$inputs"/*/config.json; do
     d=$(dirname "$c")
     { cat "$c"; printf '\377'; cat "$d/tokenizer.json" 2>/dev/null || true; printf '\377';
       cat "$d/tokenizer_config.json" 2>/dev/null || true; } > "fuzz/corpus/convert_json/$(basename "$d")"
+done
+mkdir -p fuzz/corpus/adapter_config
+for a in "$inputs"/*/adapter; do
+    [ -f "$a/adapter_config.json" ] && [ -f "$a/adapter_model.safetensors" ] || continue
+    { cat "$a/adapter_config.json"; printf '\0'; cat "$a/adapter_model.safetensors"; } \
+        > "fuzz/corpus/adapter_config/$(basename "$(dirname "$a")")"
 done
 (cd fuzz && cargo fuzz build -O)
 for t in "${targets[@]}"; do
