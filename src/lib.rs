@@ -12,6 +12,7 @@ pub mod gguf;
 pub mod hf;
 pub mod imatrix;
 pub mod inspect;
+pub mod lora;
 pub mod modelfile;
 pub mod pack;
 pub mod parity;

@@ -61,6 +61,9 @@ pub trait TensorSource: Sync {
     fn raw(&self, _index: usize) -> Option<&[u8]> {
         None
     }
+    /// The writer has copied `len` bytes of [`TensorSource::raw`] from `start`
+    /// (sources may release that memory).
+    fn raw_consumed(&self, _index: usize, _start: u64, _len: u64) {}
     /// The writer is done with tensor `index` (sources may release memory).
     fn done(&self, _index: usize) {}
 }
@@ -274,9 +277,10 @@ pub fn write_gguf(
                 if copied {
                     let raw = src.raw(p.source).unwrap_or_default();
                     check_stored(src, t, raw)?;
-                    for piece in raw.chunks(opts.chunk_bytes.max(1)) {
+                    for (k, piece) in raw.chunks(opts.chunk_bytes.max(1)).enumerate() {
                         let mut b = take_buffer(piece.len());
                         b.copy_from_slice(piece);
+                        src.raw_consumed(p.source, (k * opts.chunk_bytes.max(1)) as u64, piece.len() as u64);
                         if full_tx.send(b).is_err() {
                             return Ok(()); // the writer failed; its error is reported below
                         }
@@ -744,7 +748,13 @@ impl TensorSource for GgufSource<'_> {
         }
         let data = self.file.data(info);
         let bytes = &data[(row0 * row_bytes) as usize..((row0 + n) * row_bytes) as usize];
-        codec::decode_rows(info.ty, bytes, out)
+        codec::decode_rows(info.ty, bytes, out)?;
+        // Each row is read once: its pages can go (memory stays bounded by the chunk size).
+        self.file.release_range(info, row0 * row_bytes, n * row_bytes);
+        Ok(())
+    }
+    fn raw_consumed(&self, index: usize, start: u64, len: u64) {
+        self.file.release_range(&self.file.header.tensors[index], start, len);
     }
     fn raw(&self, index: usize) -> Option<&[u8]> {
         Some(self.file.data(&self.file.header.tensors[index]))

@@ -56,6 +56,95 @@ fn malformed_gguf_corpus() {
     }
 }
 
+/// Reads every file under `dir` (sorted), to check that inputs are never modified.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs the binary with a time limit; `None` when it had to be killed.
+fn run_limited(args: &[String], limit: std::time::Duration) -> Option<Output> {
+    use std::process::Stdio;
+    let mut child = bin().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run ggufkit");
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The malformed-input corpus of every other parser (scripts/gen_input_corpus.py):
+/// safetensors headers, shard indexes, config and tokenizer files, Modelfiles,
+/// importance matrices, PEFT adapters. Each case runs its command under a
+/// time limit: the exit code and message are as expected, nothing panics,
+/// the inputs are unchanged, and a failed command leaves no output behind.
+#[test]
+fn malformed_input_corpus() {
+    let dir = root().join("tests/corpus/inputs");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let cases = expected.as_object().unwrap();
+    assert!(cases.len() >= 100, "corpus has {} cases", cases.len());
+    let before = snapshot(&dir);
+    let mut failures = Vec::new();
+    for (name, want) in cases {
+        let out_dir = tempfile::tempdir().unwrap();
+        let args: Vec<String> = want["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .unwrap()
+                    .replace("{case}", dir.join(name).to_str().unwrap())
+                    .replace("{shared}", dir.join("_shared").to_str().unwrap())
+                    .replace("{out}", out_dir.path().to_str().unwrap())
+            })
+            .collect();
+        let code = want["exit"].as_i64().unwrap() as i32;
+        let msg = want["message"].as_str().unwrap();
+        let writes = want["args"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().contains("{out}"));
+        let Some(o) = run_limited(&args, std::time::Duration::from_secs(20)) else {
+            failures.push(format!("{name}: still running after 20 s"));
+            continue;
+        };
+        let err = stderr(&o);
+        let left = std::fs::read_dir(out_dir.path()).unwrap().count();
+        if o.status.code() != Some(code) {
+            failures.push(format!("{name}: exit {:?}, expected {code}: {err}", o.status.code()));
+        } else if !err.contains(msg) {
+            failures.push(format!("{name}: message {err:?} lacks {msg:?}"));
+        } else if err.contains("panicked") {
+            failures.push(format!("{name}: panicked: {err}"));
+        } else if code != 0 && left != 0 {
+            failures.push(format!("{name}: failed but left {left} file(s) in the output directory"));
+        } else if code == 0 && writes && left == 0 {
+            failures.push(format!("{name}: succeeded without writing its output"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(snapshot(&dir) == before, "a command modified its input files");
+}
+
 fn write_small_gguf(path: &Path, name: &str) {
     use ggufkit::gguf::{GgmlType, GgufWriter, Metadata, TensorSpec, Value};
     let mut md = Metadata::new();

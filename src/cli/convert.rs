@@ -10,15 +10,21 @@ use super::output::{print_json, TermProgress};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer files).
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer files); with --base, a PEFT
+    /// LoRA adapter directory.
     hf_dir: PathBuf,
     /// Output GGUF file (written atomically).
     output: PathBuf,
     /// Output type: f32, f16, bf16, q8_0 or auto (bf16 for bf16 weights, else f16) as
     /// convert_hf_to_gguf.py; or any llama-quantize file type (Q4_K_M, Q6_K, IQ4_XS, ...),
     /// quantized in the same pass exactly as `quantize` would quantize the f32 conversion.
-    #[arg(long, default_value = "auto")]
-    outtype: String,
+    /// With --base: f32 (default, as convert_lora_to_gguf.py), f16, bf16, q8_0 or auto.
+    #[arg(long)]
+    outtype: Option<String>,
+    /// Convert HF_DIR as a PEFT LoRA adapter of this base model directory into a GGUF LoRA adapter
+    /// (llama.cpp --lora, Ollama ADAPTER), as llama.cpp's convert_lora_to_gguf.py does.
+    #[arg(long, value_name = "BASE_DIR")]
+    base: Option<PathBuf>,
     /// Importance matrix for a quantized --outtype.
     #[arg(long, value_name = "FILE")]
     imatrix: Option<PathBuf>,
@@ -41,7 +47,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         return Err(Error::usage("--threads must be at least 1"));
     }
     let progress = TermProgress::new(args.quiet, args.json);
-    let summary = match args.outtype.parse::<OutType>() {
+    if let Some(base) = &args.base {
+        return run_adapter(&args, base, &progress);
+    }
+    let outtype_arg = args.outtype.clone().unwrap_or_else(|| "auto".into());
+    let summary = match outtype_arg.parse::<OutType>() {
         Ok(outtype) => {
             if args.imatrix.is_some() {
                 return Err(Error::usage("--imatrix applies to quantized output types (e.g. --outtype Q4_K_M)"));
@@ -50,7 +60,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             convert_dir(&args.hf_dir, &args.output, &opts, &progress)?
         }
         Err(e) => {
-            let target = policy::parse_target(&args.outtype).ok_or_else(|| Error::usage(e))?;
+            let target = policy::parse_target(&outtype_arg).ok_or_else(|| Error::usage(e))?;
             if matches!(target, Target::Copy) {
                 return Err(Error::usage("--outtype COPY is not a conversion type"));
             }
@@ -73,6 +83,35 @@ pub fn run(args: Args) -> Result<ExitCode> {
             summary.output_bytes,
             summary.tokenizer_model,
             summary.tokenizer_pre
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `convert ADAPTER_DIR OUT.gguf --base BASE_DIR`: a GGUF LoRA adapter.
+fn run_adapter(args: &Args, base: &std::path::Path, progress: &TermProgress) -> Result<ExitCode> {
+    if args.imatrix.is_some() || args.vocab_pre.is_some() {
+        return Err(Error::usage("--imatrix and --vocab-pre do not apply to LoRA adapters"));
+    }
+    let outtype = match &args.outtype {
+        None => OutType::F32,
+        Some(s) => s
+            .parse::<OutType>()
+            .map_err(|e| Error::usage(format!("{e} (LoRA adapters: f32, f16, bf16, q8_0, auto)")))?,
+    };
+    let opts = ggufkit::lora::to_gguf::AdapterGgufOptions { outtype, threads: args.threads };
+    let summary = ggufkit::lora::to_gguf::convert_adapter(&args.hf_dir, base, &args.output, &opts, progress)?;
+    if args.json {
+        print_json(&serde_json::to_value(&summary).unwrap_or_default());
+    } else if !args.quiet {
+        eprintln!(
+            "ggufkit: wrote LoRA adapter {} ({} {}, {} modules, alpha {}, {} bytes)",
+            summary.output.display(),
+            summary.gguf_architecture,
+            summary.outtype,
+            summary.n_modules,
+            summary.lora_alpha,
+            summary.output_bytes
         );
     }
     Ok(ExitCode::SUCCESS)

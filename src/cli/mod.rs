@@ -12,6 +12,7 @@ mod convert;
 mod diff;
 mod edit;
 mod inspect;
+mod merge;
 mod modelfile;
 pub mod output;
 mod pack;
@@ -41,6 +42,8 @@ enum Command {
     Quantize(quantize::Args),
     /// Build a release: GGUFs for several types from one read of the model, Modelfiles, manifest, SHA256SUMS.
     Pack(pack::Args),
+    /// Merge PEFT LoRA adapters into their base model: a Hugging Face directory, or straight to GGUF.
+    Merge(merge::Args),
 }
 
 /// Parses the command line, runs the command, prints errors, returns the exit code.
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Modelfile(a) => modelfile::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Pack(a) => pack::run(a),
+        Command::Merge(a) => merge::run(a),
     };
     match result {
         Ok(code) => code,

@@ -29,7 +29,7 @@ use self::arch::{ArchSpec, Hparams, Transform, VocabKind};
 use self::vocab::Vocab;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Metadata, TensorSpec, Value as GValue};
-use crate::hf::HfModelDir;
+use crate::hf::{HfModelDir, HfTensors, SafetensorsModel};
 use crate::pipeline::{Planned, SourceTensor, TensorSource, WriteOptions};
 use crate::progress::Progress;
 
@@ -125,9 +125,10 @@ impl OutTensor {
 }
 
 /// A Hugging Face directory viewed as a GGUF model: metadata, ordered tensors
-/// and their rows as f32.
-pub struct HfToGguf {
-    pub model: HfModelDir,
+/// and their rows as f32. The tensors are read through `W`: the directory's
+/// safetensors files, or a view over them (a LoRA merge).
+pub struct HfToGguf<W: HfTensors = SafetensorsModel> {
+    pub model: HfModelDir<W>,
     pub spec: ArchSpec,
     pub hf_architecture: String,
     /// config.json with the architecture's defaults filled in.
@@ -207,15 +208,49 @@ fn num_f32(path: &Path, key: &str, v: &Value) -> Result<f32> {
     v.as_f64().map(|x| x as f32).ok_or_else(|| Error::input(path, format!("\"{key}\" must be a number, not {v}")))
 }
 
-impl HfToGguf {
-    /// Opens and validates a model directory and plans the output: nothing is
-    /// written, every check that can fail on bad input happens here.
-    pub fn open(dir: impl AsRef<Path>, opts: &ConvertOptions, progress: &dyn Progress) -> Result<HfToGguf> {
-        let dir = dir.as_ref();
-        let model = HfModelDir::open(dir)?;
-        let config_path = model.file("config.json");
-        let hf_arch = model
-            .architecture()
+/// Where the `general.*` naming metadata comes from: gguf-py derives it from
+/// the model directory's name and its model card (README.md front matter).
+#[derive(Debug, Clone)]
+pub struct ModelIdentity {
+    /// The directory name the model id heuristics read.
+    pub dir_name: String,
+    /// Read README.md of the model directory as the model card.
+    pub model_card: bool,
+}
+
+impl ModelIdentity {
+    /// The identity of a model directory as convert_hf_to_gguf.py sees it.
+    pub fn of_dir(dir: &Path) -> ModelIdentity {
+        let dir_name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        ModelIdentity { dir_name, model_card: true }
+    }
+}
+
+/// The architecture of a model directory: the table, the config with the
+/// architecture's defaults filled in, and the hyperparameters.
+#[derive(Debug, Clone)]
+pub struct ArchInfo {
+    pub hf_architecture: String,
+    pub spec: ArchSpec,
+    pub config: Map<String, Value>,
+    pub config_path: PathBuf,
+    pub hparams: Hparams,
+}
+
+impl ArchInfo {
+    /// Reads the architecture and hyperparameters from `config` (the
+    /// `config.json` at `config_path`).
+    pub fn from_config(raw_config: &Map<String, Value>, config_path: &Path) -> Result<ArchInfo> {
+        let config_path = config_path.to_path_buf();
+        let hf_arch = raw_config
+            .get("architectures")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
             .ok_or_else(|| {
                 Error::input(&config_path, "no \"architectures\" entry: cannot tell the model architecture")
             })?
@@ -229,7 +264,7 @@ impl HfToGguf {
                 ),
             )
         })?;
-        let mut config = model.config.clone();
+        let mut config = raw_config.clone();
         if let Some(Value::Object(text)) = config.get("text_config").cloned() {
             for (k, v) in text {
                 config.insert(k, v);
@@ -252,11 +287,15 @@ impl HfToGguf {
         ])?;
         let vocab_size = cfg.required(&["vocab_size"])?;
         let head_dim_cfg = cfg.uint(&["head_dim"])?;
-        if n_head == 0 || n_head_kv == 0 || block_count == 0 || hidden_size == 0 {
-            return Err(Error::input(
-                &config_path,
-                "num_hidden_layers, hidden_size and the head counts must be positive",
-            ));
+        for (key, v) in [
+            ("num_hidden_layers", block_count),
+            ("hidden_size", hidden_size),
+            ("num_attention_heads", n_head),
+            ("num_key_value_heads", n_head_kv),
+        ] {
+            if v == 0 {
+                return Err(Error::input(&config_path, format!("\"{key}\" must be positive, not 0")));
+            }
         }
         if n_head % n_head_kv != 0 {
             return Err(Error::input(
@@ -264,9 +303,26 @@ impl HfToGguf {
                 format!("num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}"),
             ));
         }
+        if head_dim_cfg.is_none() && hidden_size % n_head != 0 {
+            return Err(Error::input(
+                &config_path,
+                format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {n_head} (and no head_dim is given)"),
+            ));
+        }
         let head_dim = head_dim_cfg.unwrap_or(hidden_size / n_head);
-        if block_count > 100_000 || n_head > 1 << 20 || head_dim == 0 {
-            return Err(Error::input(&config_path, "implausible model dimensions"));
+        // Far above any real model, far below what could exhaust memory.
+        for (key, v, max) in [
+            ("num_hidden_layers", block_count, 100_000),
+            ("num_attention_heads", n_head, 1 << 20),
+            ("head_dim", head_dim, 1 << 20),
+            ("hidden_size", hidden_size, 1 << 24),
+        ] {
+            if v > max {
+                return Err(Error::input(&config_path, format!("implausible \"{key}\" {v} (the limit is {max})")));
+            }
+        }
+        if head_dim == 0 {
+            return Err(Error::input(&config_path, "\"head_dim\" must be positive, not 0"));
         }
         let hparams = Hparams {
             block_count,
@@ -278,6 +334,44 @@ impl HfToGguf {
             head_dim_cfg,
             head_dim,
         };
+        Ok(ArchInfo { hf_architecture: hf_arch, spec, config, config_path, hparams })
+    }
+
+    /// The GGUF name of a checkpoint tensor and the number of heads of its
+    /// Q/K row permutation (llama only), or `None` when the architecture has
+    /// no rule for it.
+    pub fn gguf_name(&self, hf_name: &str) -> Option<(String, Option<u64>)> {
+        let m = self.spec.match_tensor(hf_name)?;
+        let permute = match m.rule.transform {
+            Some(Transform::PermuteQ) if self.spec.permute_qk => Some(self.hparams.n_head),
+            Some(Transform::PermuteK) if self.spec.permute_qk => Some(self.hparams.n_head_kv),
+            _ => None,
+        };
+        Some((m.gguf_name(), permute))
+    }
+}
+
+impl HfToGguf {
+    /// Opens and validates a model directory and plans the output: nothing is
+    /// written, every check that can fail on bad input happens here.
+    pub fn open(dir: impl AsRef<Path>, opts: &ConvertOptions, progress: &dyn Progress) -> Result<HfToGguf> {
+        let dir = dir.as_ref();
+        let model = HfModelDir::open(dir)?;
+        HfToGguf::from_model(model, &ModelIdentity::of_dir(dir), opts, progress)
+    }
+}
+
+impl<W: HfTensors> HfToGguf<W> {
+    /// Plans the output for an opened model directory whose tensors are read
+    /// through `W`, with the naming metadata taken from `identity`.
+    pub fn from_model(
+        model: HfModelDir<W>,
+        identity: &ModelIdentity,
+        opts: &ConvertOptions,
+        progress: &dyn Progress,
+    ) -> Result<HfToGguf<W>> {
+        let ArchInfo { hf_architecture: hf_arch, spec, config, config_path, hparams } =
+            ArchInfo::from_config(&model.config, &model.file("config.json"))?;
 
         let mut warnings = Vec::new();
         let tensors_plan = plan_tensors(&model, &spec, &hparams, &config, &config_path, &mut warnings)?;
@@ -318,14 +412,11 @@ impl HfToGguf {
 
         // Metadata.
         let total_params: u64 = tensors.iter().map(OutTensor::n_elements).sum();
-        let dir_name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_default();
+        let dir_name = identity.dir_name.clone();
         // gguf-py ignores a generation_config.json it cannot read.
         let gen_config = model.read_json("generation_config.json").ok().flatten();
-        let card = match model.read_text("README.md") {
+        let readme = if identity.model_card { model.read_text("README.md") } else { Ok(None) };
+        let card = match readme {
             Ok(Some(text)) => match modelcard::parse_model_card(&text) {
                 Ok(card) => card,
                 Err(e) => {
@@ -357,7 +448,7 @@ impl HfToGguf {
         }
         let source_tensors = tensors
             .iter()
-            .map(|t| SourceTensor { name: t.name.clone(), dims: t.dims.clone(), ty: stored_type(&model, t) })
+            .map(|t| SourceTensor { name: t.name.clone(), dims: t.dims.clone(), ty: stored_type(&model.weights, t) })
             .collect();
         Ok(HfToGguf {
             model,
@@ -397,19 +488,18 @@ impl HfToGguf {
                 Ok(())
             }
             Origin::Hf { name, permute } => {
-                let e =
-                    self.model.weights.tensor(name).ok_or_else(|| Error::Other(format!("tensor '{name}' vanished")))?;
                 let w = &self.model.weights;
+                let (index, e) = w.get(name).ok_or_else(|| Error::Other(format!("tensor '{name}' vanished")))?;
                 match permute {
                     None => {
-                        w.read_rows_f32(e, first_row, out)?;
-                        w.release_elements(e, first_row * row as u64, out.len() as u64);
+                        w.read_rows_f32(index, first_row, out)?;
+                        w.release_rows(index, first_row, (out.len() / row) as u64);
                         Ok(())
                     }
                     Some(heads) if e.shape.len() == 1 => {
                         // A permuted bias: one row, elements reordered.
                         let mut src = vec![0f32; out.len()];
-                        self.model.weights.read_f32(e, 0, &mut src)?;
+                        w.read_rows_f32(index, 0, &mut src)?;
                         for (i, o) in out.iter_mut().enumerate() {
                             *o = src[permuted_source_row(i as u64, e.shape[0], *heads) as usize];
                         }
@@ -419,7 +509,7 @@ impl HfToGguf {
                         let rows = e.shape[0];
                         for (k, chunk) in out.chunks_mut(row).enumerate() {
                             let src_row = permuted_source_row(first_row + k as u64, rows, *heads);
-                            w.read_rows_f32(e, src_row, chunk)?;
+                            w.read_rows_f32(index, src_row, chunk)?;
                         }
                         Ok(())
                     }
@@ -431,18 +521,18 @@ impl HfToGguf {
     /// Tells the kernel a tensor's input pages are no longer needed.
     pub fn release(&self, t: &OutTensor) {
         if let Origin::Hf { name, .. } = &t.origin {
-            if let Some(e) = self.model.weights.tensor(name) {
-                self.model.weights.release(e);
+            if let Some(i) = self.model.weights.index_of(name) {
+                self.model.weights.release(i);
             }
         }
     }
 }
 
 /// The stored type of an output tensor's source data.
-fn stored_type(model: &HfModelDir, t: &OutTensor) -> GgmlType {
+fn stored_type<W: HfTensors>(weights: &W, t: &OutTensor) -> GgmlType {
     match &t.origin {
         Origin::Generated(_) => GgmlType::F32,
-        Origin::Hf { name, .. } => match model.weights.tensor(name).map(|e| e.dtype) {
+        Origin::Hf { name, .. } => match weights.get(name).map(|(_, e)| e.dtype) {
             Some(crate::hf::DType::F16) => GgmlType::F16,
             Some(crate::hf::DType::BF16) => GgmlType::BF16,
             _ => GgmlType::F32,
@@ -450,7 +540,7 @@ fn stored_type(model: &HfModelDir, t: &OutTensor) -> GgmlType {
     }
 }
 
-impl HfToGguf {
+impl<W: HfTensors> HfToGguf<W> {
     /// The plan convert_hf_to_gguf.py's type choice gives: every tensor, in
     /// order, as [`OutTensor::ty`].
     pub fn plan(&self) -> Vec<Planned> {
@@ -459,15 +549,11 @@ impl HfToGguf {
 
     /// The files conversion reads (the output may not be one of them).
     pub fn inputs(&self) -> Vec<&Path> {
-        let mut inputs: Vec<&Path> = self.model.weights.files();
-        if let Some(ix) = self.model.weights.index_path() {
-            inputs.push(ix);
-        }
-        inputs
+        self.model.weights.inputs()
     }
 }
 
-impl TensorSource for HfToGguf {
+impl<W: HfTensors> TensorSource for HfToGguf<W> {
     fn describe(&self) -> String {
         self.model.path().display().to_string()
     }
@@ -524,8 +610,8 @@ fn tensor_type(name: &str, n_dims: usize, row_len: u64, outtype: OutType, warnin
 type PlannedHf = (String, Vec<u64>, usize, Origin);
 
 /// Maps, checks and orders the tensors.
-fn plan_tensors(
-    model: &HfModelDir,
+fn plan_tensors<W: HfTensors>(
+    model: &HfModelDir<W>,
     spec: &ArchSpec,
     hp: &Hparams,
     config: &Map<String, Value>,
@@ -534,17 +620,17 @@ fn plan_tensors(
 ) -> Result<Vec<PlannedHf>> {
     let mut out: Vec<PlannedHf> = Vec::new();
     if spec.llama3_rope_freqs {
-        if let Some(freqs) = llama3_rope_freqs(config, hp) {
+        if let Some(freqs) = llama3_rope_freqs(config, hp, config_path)? {
             out.push(("rope_freqs.weight".into(), vec![freqs.len() as u64], 1, Origin::Generated(freqs)));
         }
     }
     let weights = &model.weights;
     let mut seen = std::collections::HashSet::new();
-    for e in weights.tensors() {
+    for (index, e) in weights.tensors().iter().enumerate() {
         if spec.skipped(&e.name) {
             continue;
         }
-        let path = weights.file_path(e);
+        let path = weights.file_of(index);
         let m = spec.match_tensor(&e.name).ok_or_else(|| {
             Error::input(
                 path,
@@ -622,7 +708,10 @@ fn plan_tensors(
     if !missing.is_empty() {
         let n = missing.len();
         missing.truncate(8);
-        let files: Vec<String> = weights.files().iter().map(|p| p.display().to_string()).collect();
+        let mut files: Vec<String> =
+            (0..weights.tensors().len()).map(|i| weights.file_of(i).display().to_string()).collect();
+        files.sort();
+        files.dedup();
         return Err(Error::input(
             model.path(),
             format!(
@@ -684,22 +773,30 @@ fn rope_parameters(config: &Map<String, Value>) -> Map<String, Value> {
 }
 
 /// Llama 3 rope scaling factors, computed in f32 like the PyTorch code of convert_hf_to_gguf.py.
-fn llama3_rope_freqs(config: &Map<String, Value>, hp: &Hparams) -> Option<Vec<f32>> {
+fn llama3_rope_freqs(config: &Map<String, Value>, hp: &Hparams, path: &Path) -> Result<Option<Vec<f32>>> {
     let rp = rope_parameters(config);
     let rp = match rp.get("full_attention") {
         Some(Value::Object(m)) => m.clone(),
         _ => rp,
     };
     if rp.is_empty() || !rp.get("rope_type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("llama3")) {
-        return None;
+        return Ok(None);
     }
-    let get = |k: &str, d: f64| rp.get(k).and_then(Value::as_f64).unwrap_or(d);
-    let base = get("rope_theta", 10000.0) as f32;
+    let get = |k: &str, d: f64| -> Result<f64> {
+        match rp.get(k) {
+            None | Some(Value::Null) => Ok(d),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| Error::input(path, format!("\"rope_scaling.{k}\" must be a finite number, not {v}"))),
+        }
+    };
+    let base = get("rope_theta", 10000.0)? as f32;
     let dim = hp.head_dim_cfg.unwrap_or(hp.hidden_size / hp.n_head);
-    let factor = get("factor", 8.0);
-    let low = get("low_freq_factor", 1.0);
-    let high = get("high_freq_factor", 4.0);
-    let old_ctx = get("original_max_position_embeddings", 8192.0);
+    let factor = get("factor", 8.0)?;
+    let low = get("low_freq_factor", 1.0)?;
+    let high = get("high_freq_factor", 4.0)?;
+    let old_ctx = get("original_max_position_embeddings", 8192.0)?;
     let low_wavelen = old_ctx / low;
     let high_wavelen = old_ctx / high;
     let mut out = Vec::new();
@@ -719,7 +816,7 @@ fn llama3_rope_freqs(config: &Map<String, Value>, hp: &Hparams) -> Option<Vec<f3
         out.push(v);
         i += 2;
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 /// The `<arch>.*` keys of TextModel.set_gguf_parameters (+ LlamaModel's extras).
@@ -834,8 +931,8 @@ fn write_arch_params(
 }
 
 /// The vocabulary as the architecture's `set_vocab` reads it.
-fn load_vocab(
-    model: &HfModelDir,
+fn load_vocab<W>(
+    model: &HfModelDir<W>,
     spec: &ArchSpec,
     config: &Map<String, Value>,
     opts: &ConvertOptions,
@@ -877,7 +974,7 @@ pub fn convert_dir(
     Ok(src.summary(out, output_bytes))
 }
 
-impl HfToGguf {
+impl<W: HfTensors> HfToGguf<W> {
     /// The summary of a finished conversion.
     pub fn summary(&self, out: &Path, output_bytes: u64) -> ConvertSummary {
         ConvertSummary {

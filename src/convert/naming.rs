@@ -480,8 +480,9 @@ impl GeneralInfo {
 
     /// Appends the keys in `Metadata.set_gguf_meta_model` order.
     pub fn write_metadata(&self, md: &mut Metadata) {
+        // gguf-py's add_string skips empty strings.
         let s = |md: &mut Metadata, k: &str, v: &Option<String>| {
-            if let Some(v) = v {
+            if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
                 md.set(k, GValue::string(v.clone()));
             }
         };
@@ -526,7 +527,7 @@ impl GeneralInfo {
             if let Some(list) = list {
                 md.set(format!("general.{kind}.count"), GValue::U32(list.len() as u32));
                 for (i, e) in list.iter().enumerate() {
-                    for (k, v) in e {
+                    for (k, v) in e.iter().filter(|(_, v)| !v.is_empty()) {
                         md.set(format!("general.{kind}.{i}.{k}"), GValue::string(v.clone()));
                     }
                 }

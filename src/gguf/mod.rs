@@ -183,7 +183,11 @@ impl GgufFile {
     }
     /// Tells the kernel the tensor's pages will not be needed again soon.
     pub fn release(&self, t: &TensorInfo) {
-        let start = (self.header.data_offset + t.offset) as usize;
-        crate::fileio::release_pages(&self.map, start, t.size as usize);
+        self.release_range(t, 0, t.size);
+    }
+    /// Like [`GgufFile::release`] for `len` bytes of the tensor's data from `start`.
+    pub fn release_range(&self, t: &TensorInfo, start: u64, len: u64) {
+        let begin = (self.header.data_offset + t.offset + start.min(t.size)) as usize;
+        crate::fileio::release_pages(&self.map, begin, len.min(t.size - start.min(t.size)) as usize);
     }
 }

@@ -20,6 +20,8 @@
 //! Format notes as implemented: `formats/safetensors.md`.
 
 pub mod safetensors;
+pub mod tensors;
+pub mod writer;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,18 +31,21 @@ use serde_json::{Map, Value};
 use crate::error::{Error, IoContext, Result};
 
 pub use self::safetensors::{DType, SafetensorsModel, TensorEntry};
+pub use self::tensors::{HfTensor, HfTensors};
 
 /// Largest JSON side file read (config, tokenizer_config, index...). The
 /// biggest real ones are `tokenizer.json` files of ~30 MB.
 pub const MAX_JSON_BYTES: u64 = 512 << 20;
 
-/// An opened Hugging Face model directory.
-pub struct HfModelDir {
+/// An opened Hugging Face model directory. `W` is what its tensors are read
+/// through: the safetensors files themselves, or a view over them such as a
+/// LoRA merge (see [`HfModelDir::map_weights`]).
+pub struct HfModelDir<W = SafetensorsModel> {
     dir: PathBuf,
     /// `config.json`, as written (no defaults filled in).
     pub config: Map<String, Value>,
     /// The weights, all shards opened and validated.
-    pub weights: SafetensorsModel,
+    pub weights: W,
 }
 
 impl HfModelDir {
@@ -54,6 +59,14 @@ impl HfModelDir {
         let config = read_config(&dir)?;
         let weights = SafetensorsModel::open_dir(&dir)?;
         Ok(HfModelDir { dir, config, weights })
+    }
+}
+
+impl<W> HfModelDir<W> {
+    /// The same directory with its weights replaced by `f(weights)` (config
+    /// and side files are still read from the directory).
+    pub fn map_weights<V>(self, f: impl FnOnce(W) -> Result<V>) -> Result<HfModelDir<V>> {
+        Ok(HfModelDir { dir: self.dir, config: self.config, weights: f(self.weights)? })
     }
 
     /// The directory.

@@ -13,6 +13,7 @@ use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use super::tensors::{HfTensor, HfTensors};
 use crate::error::{Error, IoContext, ParseError, Result};
 
 /// Most tensors accepted in one safetensors file.
@@ -108,6 +109,16 @@ impl DType {
         }
     }
 
+    /// The `torch_dtype` name transformers writes in config.json.
+    pub fn torch_name(self) -> Option<&'static str> {
+        match self {
+            DType::F32 => Some("float32"),
+            DType::F16 => Some("float16"),
+            DType::BF16 => Some("bfloat16"),
+            _ => None,
+        }
+    }
+
     /// True for the types [`SafetensorsModel::read_f32`] can read (F32, F16, BF16).
     pub fn is_readable_float(self) -> bool {
         self.float_size().is_some()
@@ -156,9 +167,35 @@ impl TensorEntry {
     }
 }
 
+/// The bytes of one file: a read-only map, or a buffer for in-memory input
+/// ([`SafetensorsModel::from_bytes`]).
+enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
+impl FileBytes {
+    /// Drops the resident pages of a byte range of a mapped file.
+    fn release(&self, start: usize, len: usize) {
+        if let FileBytes::Mapped(m) = self {
+            crate::fileio::release_pages(m, start, len);
+        }
+    }
+}
+
 struct Shard {
     path: PathBuf,
-    map: memmap2::Mmap,
+    map: FileBytes,
     metadata: BTreeMap<String, String>,
 }
 
@@ -166,6 +203,8 @@ struct Shard {
 pub struct SafetensorsModel {
     shards: Vec<Shard>,
     tensors: Vec<TensorEntry>,
+    /// The same tensors as [`HfTensors`] lists them.
+    metas: Vec<HfTensor>,
     by_name: HashMap<String, usize>,
     index: Option<PathBuf>,
 }
@@ -222,27 +261,10 @@ impl SafetensorsModel {
     pub fn open_index(index_path: &Path) -> Result<SafetensorsModel> {
         let dir = index_path.parent().unwrap_or(Path::new("."));
         let index = super::read_json(index_path)?;
-        let weight_map = index
-            .get("weight_map")
-            .and_then(|w| w.as_object())
-            .ok_or_else(|| Error::input(index_path, "\"weight_map\" is missing or not an object"))?;
-        let mut wanted: BTreeMap<String, String> = BTreeMap::new();
-        for (tensor, file) in weight_map {
-            let file = file.as_str().ok_or_else(|| {
-                Error::input(index_path, format!("weight_map[\"{tensor}\"] is not a file name string"))
-            })?;
-            check_shard_name(index_path, tensor, file)?;
-            wanted.insert(tensor.clone(), file.to_string());
-        }
+        let wanted = parse_index_map(&index).map_err(|msg| Error::input(index_path, msg))?;
         let mut files: Vec<&String> = wanted.values().collect();
         files.sort();
         files.dedup();
-        if files.len() > MAX_SHARDS {
-            return Err(Error::input(
-                index_path,
-                format!("{} shard files is more than the limit of {MAX_SHARDS}", files.len()),
-            ));
-        }
         let missing: Vec<&str> = files.iter().filter(|f| !dir.join(f.as_str()).is_file()).map(|f| f.as_str()).collect();
         if !missing.is_empty() {
             let tensors: Vec<&str> =
@@ -294,11 +316,25 @@ impl SafetensorsModel {
     /// Opens a list of safetensors files as one model. Tensor names must be
     /// unique across the files.
     pub fn open_files(paths: &[PathBuf]) -> Result<SafetensorsModel> {
-        let mut shards = Vec::with_capacity(paths.len());
+        let mut parsed = Vec::with_capacity(paths.len());
+        for (file_idx, path) in paths.iter().enumerate() {
+            parsed.push(open_shard(path, file_idx)?);
+        }
+        Self::from_shards(parsed)
+    }
+
+    /// One safetensors file held in memory, validated as [`Self::open_files`]
+    /// validates a file; `path` only names it in messages.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<SafetensorsModel> {
+        Self::from_shards(vec![parse_shard(FileBytes::Owned(bytes), path, 0)?])
+    }
+
+    fn from_shards(parsed: Vec<(Shard, Vec<TensorEntry>)>) -> Result<SafetensorsModel> {
+        let mut shards: Vec<Shard> = Vec::with_capacity(parsed.len());
         let mut tensors = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
-        for (file_idx, path) in paths.iter().enumerate() {
-            let (shard, mut entries) = open_shard(path, file_idx)?;
+        for (shard, mut entries) in parsed {
+            let path = &shard.path;
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             for e in entries {
                 if let Some(&prev) = by_name.get(&e.name) {
@@ -310,7 +346,9 @@ impl SafetensorsModel {
             }
             shards.push(shard);
         }
-        Ok(SafetensorsModel { shards, tensors, by_name, index: None })
+        let metas =
+            tensors.iter().map(|t| HfTensor { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() }).collect();
+        Ok(SafetensorsModel { shards, tensors, metas, by_name, index: None })
     }
 
     /// All tensors, in the order convert_hf_to_gguf.py visits them: files
@@ -404,14 +442,78 @@ impl SafetensorsModel {
             return;
         };
         if start.checked_add(len).is_some_and(|end| end <= t.len) {
-            crate::fileio::release_pages(&self.shards[t.file].map, t.start + start, len);
+            self.shards[t.file].map.release(t.start + start, len);
         }
     }
 
     /// Tells the kernel the tensor's pages will not be needed again soon.
     pub fn release(&self, t: &TensorEntry) {
-        crate::fileio::release_pages(&self.shards[t.file].map, t.start, t.len);
+        self.shards[t.file].map.release(t.start, t.len);
     }
+}
+
+impl HfTensors for SafetensorsModel {
+    fn tensors(&self) -> &[HfTensor] {
+        &self.metas
+    }
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+    fn read_rows_f32(&self, index: usize, first_row: u64, out: &mut [f32]) -> Result<()> {
+        let t = self.tensors.get(index).ok_or_else(|| Error::Other(format!("no tensor {index}")))?;
+        self.read_rows_f32(t, first_row, out)
+    }
+    fn raw(&self, index: usize) -> Option<&[u8]> {
+        self.tensors.get(index).map(|t| self.raw(t))
+    }
+    fn release_rows(&self, index: usize, first_row: u64, n_rows: u64) {
+        if let Some(t) = self.tensors.get(index) {
+            let row = t.row_len();
+            if let (Some(first), Some(n)) = (first_row.checked_mul(row), n_rows.checked_mul(row)) {
+                self.release_elements(t, first, n);
+            }
+        }
+    }
+    fn release(&self, index: usize) {
+        if let Some(t) = self.tensors.get(index) {
+            self.release(t);
+        }
+    }
+    fn file_of(&self, index: usize) -> &Path {
+        match self.tensors.get(index) {
+            Some(t) => self.file_path(t),
+            None => self.shards.first().map_or(Path::new(""), |s| s.path.as_path()),
+        }
+    }
+    fn inputs(&self) -> Vec<&Path> {
+        let mut v = self.files();
+        if let Some(ix) = self.index_path() {
+            v.push(ix);
+        }
+        v
+    }
+}
+
+/// Validates a parsed `model.safetensors.index.json` (I/O-free): its
+/// `weight_map` must map tensor names to plain shard file names, with at most
+/// [`MAX_SHARDS`] distinct shards. Returns tensor name → shard file name.
+pub fn parse_index_map(index: &serde_json::Value) -> std::result::Result<BTreeMap<String, String>, String> {
+    let weight_map = index
+        .get("weight_map")
+        .and_then(|w| w.as_object())
+        .ok_or_else(|| "\"weight_map\" is missing or not an object".to_string())?;
+    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+    let mut shards: std::collections::BTreeSet<&str> = Default::default();
+    for (tensor, file) in weight_map {
+        let file = file.as_str().ok_or_else(|| format!("weight_map[\"{tensor}\"] is not a file name string"))?;
+        check_shard_name(tensor, file)?;
+        shards.insert(file);
+        if shards.len() > MAX_SHARDS {
+            return Err(format!("more than the limit of {MAX_SHARDS} shard files"));
+        }
+        wanted.insert(tensor.clone(), file.to_string());
+    }
+    Ok(wanted)
 }
 
 fn tensors_file(tensors: &[TensorEntry], i: usize) -> usize {
@@ -423,7 +525,7 @@ fn file_name(p: &Path) -> String {
 }
 
 /// Shard names must be plain file names inside the model directory.
-fn check_shard_name(index_path: &Path, tensor: &str, file: &str) -> Result<()> {
+fn check_shard_name(tensor: &str, file: &str) -> std::result::Result<(), String> {
     let bad = file.is_empty()
         || file.contains('/')
         || file.contains('\\')
@@ -431,69 +533,94 @@ fn check_shard_name(index_path: &Path, tensor: &str, file: &str) -> Result<()> {
         || file == ".."
         || file.contains('\0');
     if bad {
-        return Err(Error::input(
-            index_path,
-            format!("weight_map[\"{tensor}\"] = \"{file}\" is not a plain file name in the model directory"),
-        ));
+        return Err(format!("weight_map[\"{tensor}\"] = \"{file}\" is not a plain file name in the model directory"));
     }
     Ok(())
+}
+
+/// A safetensors file's header, parsed and validated against the whole file.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// Tensors in header order (name order, as the safetensors crate keeps them).
+    pub tensors: Vec<HeaderTensor>,
+    /// The `__metadata__` map.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One tensor of a [`Header`].
+#[derive(Debug, Clone)]
+pub struct HeaderTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    /// Byte range in the file (from the start of the file, not of the data).
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Parses a whole safetensors file's bytes (I/O-free): header length and
+/// JSON, dtypes, shapes against byte ranges, ranges covering the data section
+/// exactly, the tensor count and rank limits. Every range returned lies
+/// within `buf`.
+pub fn parse_header(buf: &[u8]) -> std::result::Result<Header, ParseError> {
+    let (header_len, meta) =
+        ::safetensors::SafeTensors::read_metadata(buf).map_err(|e| ParseError::new("header", 0, st_error(&e)))?;
+    let data_start = 8usize
+        .checked_add(header_len)
+        .ok_or_else(|| ParseError::new("header", 0, "header length overflows"))?;
+    let names = meta.offset_keys();
+    if names.len() > MAX_TENSORS_PER_FILE {
+        return Err(ParseError::new(
+            "header",
+            8,
+            format!("{} tensors is more than the limit of {MAX_TENSORS_PER_FILE}", names.len()),
+        ));
+    }
+    let mut tensors = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(info) = meta.info(&name) else { continue };
+        let field = || format!("header[\"{name}\"]");
+        let dtype = DType::from_st(info.dtype)
+            .ok_or_else(|| ParseError::new(field(), 8, format!("unknown dtype {:?}", info.dtype)))?;
+        if name.is_empty() {
+            return Err(ParseError::new(field(), 8, "empty tensor name"));
+        }
+        if info.shape.len() > MAX_DIMS {
+            return Err(ParseError::new(field(), 8, format!("{} dimensions (at most {MAX_DIMS})", info.shape.len())));
+        }
+        let (b, e) = info.data_offsets;
+        let start = data_start.checked_add(b).filter(|&s| s <= buf.len());
+        let len = e.checked_sub(b);
+        let (Some(start), Some(len)) = (start, len) else {
+            return Err(ParseError::new(field(), 8, "bad data_offsets"));
+        };
+        if start.checked_add(len).map_or(true, |end| end > buf.len()) {
+            return Err(ParseError::new(field(), 8, "data past the end of the file"));
+        }
+        let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();
+        // The safetensors crate has checked that the range matches dtype × shape.
+        tensors.push(HeaderTensor { name, dtype, shape, start, len });
+    }
+    let metadata = meta.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    Ok(Header { tensors, metadata: metadata.unwrap_or_default() })
 }
 
 /// Maps one file and validates its header.
 fn open_shard(path: &Path, file_idx: usize) -> Result<(Shard, Vec<TensorEntry>)> {
     let file = File::open(path).at(path, "open")?;
     let map = crate::fileio::map_file(&file, path)?;
-    let (header_len, meta) = ::safetensors::SafeTensors::read_metadata(&map)
-        .map_err(|e| Error::parse(path, "safetensors", ParseError::new("header", 0, st_error(&e))))?;
-    let data_start = 8 + header_len;
-    let names = meta.offset_keys();
-    if names.len() > MAX_TENSORS_PER_FILE {
-        return Err(Error::input(
-            path,
-            format!("{} tensors is more than the limit of {MAX_TENSORS_PER_FILE}", names.len()),
-        ));
-    }
-    let mut entries = Vec::with_capacity(names.len());
-    for name in names {
-        let Some(info) = meta.info(&name) else { continue };
-        let field = || format!("header[\"{name}\"]");
-        let dtype = DType::from_st(info.dtype).ok_or_else(|| {
-            Error::parse(path, "safetensors", ParseError::new(field(), 8, format!("unknown dtype {:?}", info.dtype)))
-        })?;
-        if name.is_empty() {
-            return Err(Error::parse(path, "safetensors", ParseError::new(field(), 8, "empty tensor name")));
-        }
-        if info.shape.len() > MAX_DIMS {
-            return Err(Error::parse(
-                path,
-                "safetensors",
-                ParseError::new(field(), 8, format!("{} dimensions (at most {MAX_DIMS})", info.shape.len())),
-            ));
-        }
-        let (b, e) = info.data_offsets;
-        let start = data_start.checked_add(b).filter(|&s| s <= map.len());
-        let len = e.checked_sub(b);
-        let (Some(start), Some(len)) = (start, len) else {
-            return Err(Error::parse(path, "safetensors", ParseError::new(field(), 8, "bad data_offsets")));
-        };
-        if start.checked_add(len).map_or(true, |end| end > map.len()) {
-            return Err(Error::parse(
-                path,
-                "safetensors",
-                ParseError::new(field(), 8, "data past the end of the file"),
-            ));
-        }
-        entries.push(TensorEntry {
-            name,
-            dtype,
-            shape: info.shape.iter().map(|&d| d as u64).collect(),
-            file: file_idx,
-            start,
-            len,
-        });
-    }
-    let metadata = meta.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-    Ok((Shard { path: path.to_path_buf(), map, metadata: metadata.unwrap_or_default() }, entries))
+    parse_shard(FileBytes::Mapped(map), path, file_idx)
+}
+
+/// Validates the header of one file's bytes (`path` names it in messages).
+fn parse_shard(map: FileBytes, path: &Path, file_idx: usize) -> Result<(Shard, Vec<TensorEntry>)> {
+    let header = parse_header(&map).map_err(|e| Error::parse(path, "safetensors", e))?;
+    let entries = header
+        .tensors
+        .into_iter()
+        .map(|t| TensorEntry { name: t.name, dtype: t.dtype, shape: t.shape, file: file_idx, start: t.start, len: t.len })
+        .collect();
+    Ok((Shard { path: path.to_path_buf(), map, metadata: header.metadata }, entries))
 }
 
 fn st_error(e: &::safetensors::SafeTensorError) -> String {

@@ -10,6 +10,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::float::Half;
 use super::search::{best_index_int8, first_abs_max, nearest_int, GROUP_MAX_EPS};
+use super::simd::{Kernels, Scalar};
 use super::{Block, Quantize, QK_K};
 use crate::gguf::GgmlType;
 
@@ -30,7 +31,7 @@ fn sigma2<const N: usize>(x: &[f32; N]) -> f32 {
 }
 
 #[inline(always)]
-fn weights32(x: &[f32; 32], qw: Option<&[f32; 32]>, sigma2: f32) -> [f32; 32] {
+pub(crate) fn weights32(x: &[f32; 32], qw: Option<&[f32; 32]>, sigma2: f32) -> [f32; 32] {
     let mut w = [0f32; 32];
     match qw {
         Some(qw) => {
@@ -63,7 +64,7 @@ fn fit(x: &[f32; 32], w: &[f32; 32], id: f32) -> (f32, f32) {
 /// The scale of one group of 32 (0 for an all-zero group): the least-squares
 /// scale for the initial guess `max / -127`, then for `2·NTRY + 1` more
 /// inverse scales, keeping the best.
-fn search_scale(x: &[f32; 32], w: &[f32; 32]) -> f32 {
+pub(crate) fn search_scale(x: &[f32; 32], w: &[f32; 32]) -> f32 {
     let (amax, max) = first_abs_max(x);
     if amax < GROUP_MAX_EPS {
         return 0.0;
@@ -87,7 +88,7 @@ fn search_scale(x: &[f32; 32], w: &[f32; 32]) -> f32 {
 /// Table indices of `x · id` for a group of 32, packed two per byte (value j
 /// with value j + 16).
 #[inline(always)]
-fn pack_indices(x: &[f32; 32], id: f32, qs: &mut [u8; 16]) {
+pub(crate) fn pack_indices(x: &[f32; 32], id: f32, qs: &mut [u8; 16]) {
     for j in 0..16 {
         let lo = best_index_int8(&KVALUES_IQ4NL, id * x[j]) as u8;
         let hi = best_index_int8(&KVALUES_IQ4NL, id * x[j + 16]) as u8;
@@ -119,10 +120,36 @@ impl BlockIQ4NL {
     fn quantize_with(x: &[f32; 32], qw: Option<&[f32; 32]>) -> Self {
         let w = weights32(x, qw, sigma2(x));
         let d = search_scale(x, &w);
+        Self::from_scale(x, d, Scalar)
+    }
+
+    fn from_scale<K: Kernels>(x: &[f32; 32], d: f32, k: K) -> Self {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0u8; 16];
-        pack_indices(x, id, &mut qs);
+        k.iq4_indices(x, id, &mut qs);
         BlockIQ4NL { d: Half::from_f32(d), qs }
+    }
+
+    /// Blocks 8 at a time, the 8 scale searches by `k` (the blocks are
+    /// independent); a shorter tail block by block.
+    fn quantize_blocks_imatrix<K: Kernels>(x: &[[f32; 32]], qw: Option<&[[f32; 32]]>, y: &mut [Self], k: K) {
+        let mut i = 0;
+        while i + 8 <= x.len().min(y.len()) {
+            let xs: &[[f32; 32]; 8] = x[i..i + 8].try_into().expect("8 blocks");
+            let mut w = [[0f32; 32]; 8];
+            for j in 0..8 {
+                w[j] = weights32(&xs[j], qw.map(|q| &q[i + j]), sigma2(&xs[j]));
+            }
+            let mut d = [0f32; 8];
+            k.iq4_scales(xs, &w, &mut d);
+            for j in 0..8 {
+                y[i + j] = Self::from_scale(&xs[j], d[j], k);
+            }
+            i += 8;
+        }
+        for j in i..x.len().min(y.len()) {
+            y[j] = Self::quantize_with(&x[j], qw.map(|q| &q[j]));
+        }
     }
 }
 
@@ -142,6 +169,12 @@ impl Quantize<32> for BlockIQ4NL {
             *yb = Self::quantize_with(xb, Some(qw));
         }
     }
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; 32]], y: &mut [Self], k: K) {
+        Self::quantize_blocks_imatrix(x, None, y, k)
+    }
+    fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; 32]], imatrix: &[[f32; 32]], y: &mut [Self], k: K) {
+        Self::quantize_blocks_imatrix(x, Some(imatrix), y, k)
+    }
 }
 
 // ---------------------------------------------------------------- IQ4_XS
@@ -160,16 +193,20 @@ pub struct BlockIQ4XS {
 impl BlockIQ4XS {
     /// `quantize_row_iq4_nl_impl(256, 32, ..., ntry = 7)`: the sub-block
     /// scales are quantized against the unrounded super-block scale.
-    fn quantize_with(x: &[f32; QK_K], qw: Option<&[f32; QK_K]>) -> Self {
+    fn quantize_with<K: Kernels>(x: &[f32; QK_K], qw: Option<&[f32; QK_K]>, k: K) -> Self {
         let s2 = sigma2(x);
         let xs: &[[f32; 32]; 8] = bytemuck::cast_ref(x);
         let qws: Option<&[[f32; 32]; 8]> = qw.map(bytemuck::cast_ref);
         let mut scales = [0f32; 8];
         let mut max_scale = 0.0f32;
         let mut amax_scale = 0.0f32;
+        let mut w = [[0f32; 32]; 8];
         for ib in 0..8 {
-            let w = weights32(&xs[ib], qws.map(|q| &q[ib]), s2);
-            scales[ib] = search_scale(&xs[ib], &w);
+            w[ib] = weights32(&xs[ib], qws.map(|q| &q[ib]), s2);
+        }
+        // search_scale per group of 32
+        k.iq4_scales(xs, &w, &mut scales);
+        for ib in 0..8 {
             if scales[ib].abs() > amax_scale {
                 amax_scale = scales[ib].abs();
                 max_scale = scales[ib];
@@ -184,7 +221,7 @@ impl BlockIQ4XS {
             let l = nearest_int(id * scales[ib]).clamp(-32, 31);
             let dl = d * l as f32;
             let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
-            pack_indices(&xs[ib], idl, &mut qs[ib]);
+            k.iq4_indices(&xs[ib], idl, &mut qs[ib]);
             let l = (l + 32) as u8;
             if ib % 2 == 0 {
                 out.scales_l[ib / 2] = l & 0xF;
@@ -215,11 +252,19 @@ impl Block<QK_K> for BlockIQ4XS {
 
 impl Quantize<QK_K> for BlockIQ4XS {
     fn quantize(x: &[f32; QK_K]) -> Self {
-        Self::quantize_with(x, None)
+        Self::quantize_with(x, None, Scalar)
     }
     fn quantize_row_imatrix(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self]) {
+        Self::quantize_row_imatrix_with(x, imatrix, y, Scalar)
+    }
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK_K]], y: &mut [Self], k: K) {
+        for (xb, yb) in x.iter().zip(y) {
+            *yb = Self::quantize_with(xb, None, k);
+        }
+    }
+    fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self], k: K) {
         for ((xb, qw), yb) in x.iter().zip(imatrix).zip(y) {
-            *yb = Self::quantize_with(xb, Some(qw));
+            *yb = Self::quantize_with(xb, Some(qw), k);
         }
     }
 }

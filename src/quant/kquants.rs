@@ -12,10 +12,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::float::Half;
-use super::search::{
-    make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qp_quants, make_qx_quants, nearest_int, QkxSearch,
-    GROUP_MAX_EPS,
-};
+use super::search::{make_qp_quants, make_qx_quants, nearest_int, QkxSearch, GROUP_MAX_EPS};
+use super::simd::{Kernels, Scalar};
 use super::{Block, Quantize, QK_K};
 use crate::gguf::GgmlType;
 
@@ -67,6 +65,28 @@ fn per_block_imatrix<B>(
     }
 }
 
+/// The `Quantize` methods of a k-quant, each forwarding to the type's
+/// kernel-generic functions (`quantize_ref`, `quantize_imatrix`) with the
+/// scalar kernels or with the kernels given.
+macro_rules! kquant_entry_points {
+    () => {
+        fn quantize(x: &[f32; QK_K]) -> Self {
+            Self::quantize_ref(x, Scalar)
+        }
+        fn quantize_row_imatrix(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self]) {
+            Self::quantize_imatrix(x, imatrix, y, Scalar)
+        }
+        fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK_K]], y: &mut [Self], k: K) {
+            for (xb, yb) in x.iter().zip(y.iter_mut()) {
+                *yb = Self::quantize_ref(xb, k);
+            }
+        }
+        fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self], k: K) {
+            Self::quantize_imatrix(x, imatrix, y, k)
+        }
+    };
+}
+
 /// Packs 2-bit values: byte `32·c + l` holds values `128·c + l + 32·k` at bits `2k`.
 #[inline(always)]
 fn pack_2bit(l: &[u8; QK_K]) -> [u8; 64] {
@@ -95,7 +115,7 @@ pub struct BlockQ2K {
 impl BlockQ2K {
     /// Requantizes with the stored (fp16) scales and packs. Sub-blocks whose
     /// scale is 0 keep the levels of the search.
-    fn finish(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: [u8; 16], d: Half, dmin: Half) -> Self {
+    fn finish<K: Kernels>(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: [u8; 16], d: Half, dmin: Half, k: K) -> Self {
         let (dm, mm) = (d.to_f32(), dmin.to_f32());
         let xs = sub_blocks::<f32, 16, 16>(x);
         let ls = sub_blocks_mut::<u8, 16, 16>(l);
@@ -105,9 +125,8 @@ impl BlockQ2K {
                 continue;
             }
             let m = mm * (scales[j] >> 4) as f32;
-            for ii in 0..16 {
-                ls[j][ii] = nearest_int((xs[j][ii] + m) / d).clamp(0, 3) as u8;
-            }
+            // nearest_int((x + m) / d) clamped to 0..=3
+            k.requantize(&xs[j], m, d, 0, 3, 0, &mut ls[j]);
         }
         BlockQ2K { scales, qs: pack_2bit(l), d, dmin }
     }
@@ -134,27 +153,28 @@ impl Block<QK_K> for BlockQ2K {
 }
 
 impl Quantize<QK_K> for BlockQ2K {
+    kquant_entry_points!();
+}
+
+impl BlockQ2K {
     /// `quantize_row_q2_K_ref`
-    fn quantize(x: &[f32; QK_K]) -> Self {
+    fn quantize_ref<K: Kernels>(x: &[f32; QK_K], k: K) -> Self {
         const SEARCH: QkxSearch = QkxSearch { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: true };
         let xs = sub_blocks::<f32, 16, 16>(x);
         let mut l = [0u8; QK_K];
-        let mut laux = [0u8; 16];
         let mut scales = [0f32; 16];
         let mut mins = [0f32; 16];
         let mut max_scale = 0.0f32;
         let mut max_min = 0.0f32;
-        {
-            let ls = sub_blocks_mut::<u8, 16, 16>(&mut l);
-            for j in 0..16 {
-                let w = xs[j].map(f32::abs);
-                (scales[j], mins[j]) = make_qkx2_quants(&SEARCH, &xs[j], &w, &mut ls[j], &mut laux);
-                if scales[j] > max_scale {
-                    max_scale = scales[j];
-                }
-                if mins[j] > max_min {
-                    max_min = mins[j];
-                }
+        // make_qkx2_quants(16, 3, x, w = |x|, -0.5, 0.1, 15, use_mad) per sub-block
+        let w = xs.map(|s| s.map(f32::abs));
+        k.qkx(&SEARCH, false, xs, &w, sub_blocks_mut::<u8, 16, 16>(&mut l), &mut scales, &mut mins);
+        for j in 0..16 {
+            if scales[j] > max_scale {
+                max_scale = scales[j];
+            }
+            if mins[j] > max_min {
+                max_min = mins[j];
             }
         }
         let mut sc = [0u8; 16];
@@ -176,29 +196,26 @@ impl Quantize<QK_K> for BlockQ2K {
         } else {
             Half::from_f32(0.0)
         };
-        Self::finish(x, &mut l, sc, d, dmin)
+        Self::finish(x, &mut l, sc, d, dmin, k)
     }
 
     /// `quantize_row_q2_K_impl`
-    fn quantize_row_imatrix(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self]) {
+    fn quantize_imatrix<K: Kernels>(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self], k: K) {
         const SEARCH: QkxSearch = QkxSearch { nmax: 3, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
         per_block_imatrix(x, imatrix, y, |x, qw| {
             let sigma2 = sum_squares(x) / QK_K as f32;
             let xs = sub_blocks::<f32, 16, 16>(x);
             let qws = sub_blocks::<f32, 16, 16>(qw);
             let mut l = [0u8; QK_K];
-            let mut laux = [0u8; 16];
             let mut scales = [0f32; 16];
             let mut mins = [0f32; 16];
             let mut sw = [0f32; 16];
-            {
-                let ls = sub_blocks_mut::<u8, 16, 16>(&mut l);
-                for j in 0..16 {
-                    let (w, sum) = imatrix_weights(&xs[j], &qws[j], sigma2);
-                    sw[j] = sum;
-                    (scales[j], mins[j]) = make_qkx3_quants(&SEARCH, &xs[j], &w, &mut ls[j], &mut laux);
-                }
+            let mut w = [[0f32; 16]; 16];
+            for j in 0..16 {
+                (w[j], sw[j]) = imatrix_weights(&xs[j], &qws[j], sigma2);
             }
+            // make_qkx3_quants per sub-block
+            k.qkx(&SEARCH, true, xs, &w, sub_blocks_mut::<u8, 16, 16>(&mut l), &mut scales, &mut mins);
             let mut lsc = [0u8; 16];
             let mut lm = [0u8; 16];
             let dm = make_qp_quants(15, &scales, &mut lsc, &sw);
@@ -207,7 +224,7 @@ impl Quantize<QK_K> for BlockQ2K {
             for j in 0..16 {
                 sc[j] = lsc[j] | (lm[j] << 4);
             }
-            Self::finish(x, &mut l, sc, Half::from_f32(dm), Half::from_f32(mm))
+            Self::finish(x, &mut l, sc, Half::from_f32(dm), Half::from_f32(mm), k)
         });
     }
 }
@@ -247,7 +264,7 @@ fn q3_scale(sc: &[u8; 12], j: usize) -> i32 {
 }
 
 impl BlockQ3K {
-    fn finish(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: [u8; 12], d: Half) -> Self {
+    fn finish<K: Kernels>(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: [u8; 12], d: Half, k: K) -> Self {
         let dall = d.to_f32();
         {
             let xs = sub_blocks::<f32, 16, 16>(x);
@@ -257,18 +274,17 @@ impl BlockQ3K {
                 if d == 0.0 {
                     continue;
                 }
-                for ii in 0..16 {
-                    ls[j][ii] = (nearest_int(xs[j][ii] / d).clamp(-4, 3) + 4) as u8;
-                }
+                // nearest_int(x / d) clamped to -4..=3, + 4 (x + 0 / d: the same value)
+                k.requantize(&xs[j], 0.0, d, -4, 3, 4, &mut ls[j]);
             }
         }
         // high bit of value j goes to bit j/32 of hmask[j % 32]
         let mut hmask = [0u8; 32];
+        // (branch-free: the high bit is set in about half of the values)
         for j in 0..QK_K {
-            if l[j] > 3 {
-                hmask[j % 32] |= 1 << (j / 32);
-                l[j] -= 4;
-            }
+            let high = (l[j] > 3) as u8;
+            hmask[j % 32] |= high << (j / 32);
+            l[j] -= 4 * high;
         }
         BlockQ3K { hmask, qs: pack_2bit(l), scales, d }
     }
@@ -295,22 +311,24 @@ impl Block<QK_K> for BlockQ3K {
 }
 
 impl Quantize<QK_K> for BlockQ3K {
+    kquant_entry_points!();
+}
+
+impl BlockQ3K {
     /// `quantize_row_q3_K_ref`
-    fn quantize(x: &[f32; QK_K]) -> Self {
+    fn quantize_ref<K: Kernels>(x: &[f32; QK_K], k: K) -> Self {
         let xs = sub_blocks::<f32, 16, 16>(x);
         let mut l = [0u8; QK_K];
         let mut scales = [0f32; 16];
         let mut max_scale = 0.0f32;
         let mut amax = 0.0f32;
-        {
-            let ls = sub_blocks_mut::<u8, 16, 16>(&mut l);
-            for j in 0..16 {
-                scales[j] = make_q3_quants(4, &xs[j], &mut ls[j]);
-                let scale = scales[j].abs();
-                if scale > amax {
-                    amax = scale;
-                    max_scale = scales[j];
-                }
+        // make_q3_quants(16, 4, x, L, true) per sub-block
+        k.q3(4, xs, sub_blocks_mut::<u8, 16, 16>(&mut l), &mut scales);
+        for j in 0..16 {
+            let scale = scales[j].abs();
+            if scale > amax {
+                amax = scale;
+                max_scale = scales[j];
             }
         }
         let mut sc = [0u8; 12];
@@ -325,11 +343,11 @@ impl Quantize<QK_K> for BlockQ3K {
         } else {
             Half::from_f32(0.0)
         };
-        Self::finish(x, &mut l, sc, d)
+        Self::finish(x, &mut l, sc, d, k)
     }
 
     /// `quantize_row_q3_K_impl`
-    fn quantize_row_imatrix(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self]) {
+    fn quantize_imatrix<K: Kernels>(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self], k: K) {
         per_block_imatrix(x, imatrix, y, |x, qw| {
             let sigma2 = 2.0 * sum_squares(x) / QK_K as f32;
             let xs = sub_blocks::<f32, 16, 16>(x);
@@ -337,21 +355,19 @@ impl Quantize<QK_K> for BlockQ3K {
             let mut l = [0u8; QK_K];
             let mut scales = [0f32; 16];
             let mut sw = [0f32; 16];
-            {
-                let ls = sub_blocks_mut::<u8, 16, 16>(&mut l);
-                for j in 0..16 {
-                    let (w, sum) = imatrix_weights(&xs[j], &qws[j], sigma2);
-                    sw[j] = sum;
-                    scales[j] = make_qx_quants(4, &xs[j], &w, &mut ls[j]);
-                }
+            let mut w = [[0f32; 16]; 16];
+            for j in 0..16 {
+                (w[j], sw[j]) = imatrix_weights(&xs[j], &qws[j], sigma2);
             }
+            // make_qx_quants(16, 4, x, L, 1, w) per sub-block
+            k.qx(4, xs, &w, sub_blocks_mut::<u8, 16, 16>(&mut l), &mut scales);
             let mut lsc = [0u8; 16];
             let d_block = make_qx_quants(32, &scales, &sw, &mut lsc);
             let mut sc = [0u8; 12];
             for j in 0..16 {
                 q3_pack_scale(&mut sc, j, lsc[j] as i32);
             }
-            Self::finish(x, &mut l, sc, Half::from_f32(d_block))
+            Self::finish(x, &mut l, sc, Half::from_f32(d_block), k)
         });
     }
 }
@@ -384,7 +400,15 @@ pub fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
 
 /// Requantizes 8 sub-blocks of 32 against the stored scales (levels 0..=nmax).
 #[inline(always)]
-fn requantize_k4(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: &[u8; 12], d: Half, dmin: Half, nmax: i32) {
+fn requantize_k4<K: Kernels>(
+    x: &[f32; QK_K],
+    l: &mut [u8; QK_K],
+    scales: &[u8; 12],
+    d: Half,
+    dmin: Half,
+    nmax: i32,
+    k: K,
+) {
     let xs = sub_blocks::<f32, 32, 8>(x);
     let ls = sub_blocks_mut::<u8, 32, 8>(l);
     for j in 0..8 {
@@ -394,30 +418,31 @@ fn requantize_k4(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: &[u8; 12], d: Half
             continue;
         }
         let dm = dmin.to_f32() * m as f32;
-        for ii in 0..32 {
-            ls[j][ii] = nearest_int((xs[j][ii] + dm) / d).clamp(0, nmax) as u8;
-        }
+        // nearest_int((x + dm) / d) clamped to 0..=nmax
+        k.requantize(&xs[j], dm, d, 0, nmax, 0, &mut ls[j]);
     }
 }
 
 /// The no-imatrix scale search of Q4_K/Q5_K: weights `sqrt(Σx²/32) + |x|`
 /// per sub-block, then 6-bit scales and mins relative to their maxima.
-fn k4_ref_scales(x: &[f32; QK_K], l: &mut [u8; QK_K], search: &QkxSearch) -> ([u8; 12], Half, Half) {
+fn k4_ref_scales<K: Kernels>(x: &[f32; QK_K], l: &mut [u8; QK_K], search: &QkxSearch, k: K) -> ([u8; 12], Half, Half) {
     let xs = sub_blocks::<f32, 32, 8>(x);
-    let ls = sub_blocks_mut::<u8, 32, 8>(l);
-    let mut laux = [0u8; 32];
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
+    let mut w = [[0f32; 32]; 8];
     for j in 0..8 {
         let mut sum_x2 = 0.0f32;
         for &v in &xs[j] {
             sum_x2 += v * v;
         }
         let av_x = (sum_x2 / 32.0).sqrt();
-        let w = xs[j].map(|v| av_x + v.abs());
-        (scales[j], mins[j]) = make_qkx2_quants(search, &xs[j], &w, &mut ls[j], &mut laux);
+        w[j] = xs[j].map(|v| av_x + v.abs());
+    }
+    // make_qkx2_quants(32, nmax, x, w, ...) per sub-block
+    k.qkx(search, false, xs, &w, sub_blocks_mut::<u8, 32, 8>(l), &mut scales, &mut mins);
+    for j in 0..8 {
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -439,27 +464,27 @@ fn k4_ref_scales(x: &[f32; QK_K], l: &mut [u8; QK_K], search: &QkxSearch) -> ([u
 /// The imatrix scale search of Q4_K/Q5_K (`quantize_row_q{4,5}_K_impl`).
 /// Only Q5_K clamps the 6-bit levels to 63 (a no-op unless the search
 /// produced a negative scale, whose level then wraps).
-fn k4_imatrix_scales(
+fn k4_imatrix_scales<K: Kernels>(
     x: &[f32; QK_K],
     qw: &[f32; QK_K],
     l: &mut [u8; QK_K],
     nmax: i32,
     clamp63: bool,
+    k: K,
 ) -> ([u8; 12], Half, Half) {
     let search = QkxSearch { nmax, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false };
     let sigma2 = 2.0 * sum_squares(x) / QK_K as f32;
     let xs = sub_blocks::<f32, 32, 8>(x);
     let qws = sub_blocks::<f32, 32, 8>(qw);
-    let ls = sub_blocks_mut::<u8, 32, 8>(l);
-    let mut laux = [0u8; 32];
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     let mut sw = [0f32; 8];
+    let mut w = [[0f32; 32]; 8];
     for j in 0..8 {
-        let (w, sum) = imatrix_weights(&xs[j], &qws[j], sigma2);
-        sw[j] = sum;
-        (scales[j], mins[j]) = make_qkx3_quants(&search, &xs[j], &w, &mut ls[j], &mut laux);
+        (w[j], sw[j]) = imatrix_weights(&xs[j], &qws[j], sigma2);
     }
+    // make_qkx3_quants per sub-block
+    k.qkx(&search, true, xs, &w, sub_blocks_mut::<u8, 32, 8>(l), &mut scales, &mut mins);
     let mut lsc = [0u8; 8];
     let mut lm = [0u8; 8];
     let d_block = make_qp_quants(63, &scales, &mut lsc, &sw);
@@ -485,8 +510,8 @@ pub struct BlockQ4K {
 }
 
 impl BlockQ4K {
-    fn finish(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: [u8; 12], d: Half, dmin: Half) -> Self {
-        requantize_k4(x, l, &scales, d, dmin, 15);
+    fn finish<K: Kernels>(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: [u8; 12], d: Half, dmin: Half, k: K) -> Self {
+        requantize_k4(x, l, &scales, d, dmin, 15, k);
         // byte 32·c + i holds values 64·c + i (low nibble) and 64·c + 32 + i
         let mut qs = [0u8; 128];
         for c in 0..4 {
@@ -521,20 +546,24 @@ impl Block<QK_K> for BlockQ4K {
 }
 
 impl Quantize<QK_K> for BlockQ4K {
+    kquant_entry_points!();
+}
+
+impl BlockQ4K {
     /// `quantize_row_q4_K_ref`
-    fn quantize(x: &[f32; QK_K]) -> Self {
+    fn quantize_ref<K: Kernels>(x: &[f32; QK_K], k: K) -> Self {
         const SEARCH: QkxSearch = QkxSearch { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false };
         let mut l = [0u8; QK_K];
-        let (sc, d, dmin) = k4_ref_scales(x, &mut l, &SEARCH);
-        Self::finish(x, &mut l, sc, d, dmin)
+        let (sc, d, dmin) = k4_ref_scales(x, &mut l, &SEARCH, k);
+        Self::finish(x, &mut l, sc, d, dmin, k)
     }
 
     /// `quantize_row_q4_K_impl`
-    fn quantize_row_imatrix(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self]) {
+    fn quantize_imatrix<K: Kernels>(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self], k: K) {
         per_block_imatrix(x, imatrix, y, |x, qw| {
             let mut l = [0u8; QK_K];
-            let (sc, d, dmin) = k4_imatrix_scales(x, qw, &mut l, 15, false);
-            Self::finish(x, &mut l, sc, d, dmin)
+            let (sc, d, dmin) = k4_imatrix_scales(x, qw, &mut l, 15, false, k);
+            Self::finish(x, &mut l, sc, d, dmin, k)
         });
     }
 }
@@ -553,8 +582,8 @@ pub struct BlockQ5K {
 }
 
 impl BlockQ5K {
-    fn finish(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: [u8; 12], d: Half, dmin: Half) -> Self {
-        requantize_k4(x, l, &scales, d, dmin, 31);
+    fn finish<K: Kernels>(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: [u8; 12], d: Half, dmin: Half, k: K) -> Self {
+        requantize_k4(x, l, &scales, d, dmin, 31, k);
         // low nibbles as Q4_K; the fifth bit of value 64·c + 32·h + i is bit 2c + h of qh[i]
         let mut qs = [0u8; 128];
         let mut qh = [0u8; 32];
@@ -595,20 +624,24 @@ impl Block<QK_K> for BlockQ5K {
 }
 
 impl Quantize<QK_K> for BlockQ5K {
+    kquant_entry_points!();
+}
+
+impl BlockQ5K {
     /// `quantize_row_q5_K_ref`
-    fn quantize(x: &[f32; QK_K]) -> Self {
+    fn quantize_ref<K: Kernels>(x: &[f32; QK_K], k: K) -> Self {
         const SEARCH: QkxSearch = QkxSearch { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: false };
         let mut l = [0u8; QK_K];
-        let (sc, d, dmin) = k4_ref_scales(x, &mut l, &SEARCH);
-        Self::finish(x, &mut l, sc, d, dmin)
+        let (sc, d, dmin) = k4_ref_scales(x, &mut l, &SEARCH, k);
+        Self::finish(x, &mut l, sc, d, dmin, k)
     }
 
     /// `quantize_row_q5_K_impl`
-    fn quantize_row_imatrix(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self]) {
+    fn quantize_imatrix<K: Kernels>(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self], k: K) {
         per_block_imatrix(x, imatrix, y, |x, qw| {
             let mut l = [0u8; QK_K];
-            let (sc, d, dmin) = k4_imatrix_scales(x, qw, &mut l, 31, true);
-            Self::finish(x, &mut l, sc, d, dmin)
+            let (sc, d, dmin) = k4_imatrix_scales(x, qw, &mut l, 31, true, k);
+            Self::finish(x, &mut l, sc, d, dmin, k)
         });
     }
 }
@@ -629,7 +662,7 @@ pub struct BlockQ6K {
 impl BlockQ6K {
     /// From the 16 sub-block scales of the search: 8-bit scales relative to
     /// the largest, requantization, packing (`L` holds levels 0..64).
-    fn finish(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: &[f32; 16]) -> Self {
+    fn finish<K: Kernels>(x: &[f32; QK_K], l: &mut [u8; QK_K], scales: &[f32; 16], k: K) -> Self {
         let mut max_scale = 0.0f32;
         let mut max_abs_scale = 0.0f32;
         for &s in scales {
@@ -655,9 +688,8 @@ impl BlockQ6K {
                 if d == 0.0 {
                     continue;
                 }
-                for ii in 0..16 {
-                    ls[j][ii] = (nearest_int(xs[j][ii] / d).clamp(-32, 31) + 32) as u8;
-                }
+                // nearest_int(x / d) clamped to -32..=31, + 32 (x + 0 / d: the same value)
+                k.requantize(&xs[j], 0.0, d, -32, 31, 32, &mut ls[j]);
             }
         }
         let mut ql = [0u8; 128];
@@ -700,35 +732,29 @@ impl Block<QK_K> for BlockQ6K {
 }
 
 impl Quantize<QK_K> for BlockQ6K {
+    kquant_entry_points!();
+}
+
+impl BlockQ6K {
     /// `quantize_row_q6_K_ref`: `make_qx_quants(16, 32, rmse_type = 1)` with weights x².
-    fn quantize(x: &[f32; QK_K]) -> Self {
+    fn quantize_ref<K: Kernels>(x: &[f32; QK_K], k: K) -> Self {
         let xs = sub_blocks::<f32, 16, 16>(x);
         let mut l = [0u8; QK_K];
         let mut scales = [0f32; 16];
-        {
-            let ls = sub_blocks_mut::<u8, 16, 16>(&mut l);
-            for ib in 0..16 {
-                let w = xs[ib].map(|v| v * v);
-                scales[ib] = make_qx_quants(32, &xs[ib], &w, &mut ls[ib]);
-            }
-        }
-        Self::finish(x, &mut l, &scales)
+        let w = xs.map(|s| s.map(|v| v * v));
+        k.qx(32, xs, &w, sub_blocks_mut::<u8, 16, 16>(&mut l), &mut scales);
+        Self::finish(x, &mut l, &scales, k)
     }
 
     /// `quantize_row_q6_K_impl`: the same search weighted by the imatrix itself.
-    fn quantize_row_imatrix(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self]) {
+    fn quantize_imatrix<K: Kernels>(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self], k: K) {
         per_block_imatrix(x, imatrix, y, |x, qw| {
             let xs = sub_blocks::<f32, 16, 16>(x);
             let qws = sub_blocks::<f32, 16, 16>(qw);
             let mut l = [0u8; QK_K];
             let mut scales = [0f32; 16];
-            {
-                let ls = sub_blocks_mut::<u8, 16, 16>(&mut l);
-                for ib in 0..16 {
-                    scales[ib] = make_qx_quants(32, &xs[ib], &qws[ib], &mut ls[ib]);
-                }
-            }
-            Self::finish(x, &mut l, &scales)
+            k.qx(32, xs, qws, sub_blocks_mut::<u8, 16, 16>(&mut l), &mut scales);
+            Self::finish(x, &mut l, &scales, k)
         });
     }
 }

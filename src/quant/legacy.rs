@@ -12,6 +12,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::float::Half;
 use super::search::{make_qkx3_quants, make_qx_quants, trunc_i32, QkxSearch};
+use super::simd::Kernels;
 use super::{Block, Quantize};
 use crate::gguf::GgmlType;
 
@@ -43,6 +44,32 @@ fn imatrix_weights(x: &[f32; QK], qw: &[f32; QK], sigma2: f32) -> [f32; QK] {
         w[j] = qw[j] * (sigma2 + x[j] * x[j]).sqrt();
     }
     w
+}
+
+/// Runs `f` on the blocks of a row 8 at a time (a short last group is padded
+/// with zero blocks, whose results are dropped), with the imatrix weights of
+/// each block: `f(xs, ws, out)` fills `out` (one entry per real block).
+#[inline(always)]
+fn imatrix_groups<B>(
+    x: &[[f32; QK]],
+    imatrix: &[[f32; QK]],
+    y: &mut [B],
+    mut f: impl FnMut(&[[f32; QK]; 8], &[[f32; QK]; 8], &mut [B]),
+) {
+    let sigma2 = row_sigma2(x);
+    let n = x.len().min(imatrix.len()).min(y.len());
+    let mut i = 0;
+    while i < n {
+        let g = (n - i).min(8);
+        let mut xs = [[0f32; QK]; 8];
+        let mut ws = [[0f32; QK]; 8];
+        for j in 0..g {
+            xs[j] = x[i + j];
+            ws[j] = imatrix_weights(&x[i + j], &imatrix[i + j], sigma2);
+        }
+        f(&xs, &ws, &mut y[i..i + g]);
+        i += g;
+    }
 }
 
 /// Packs 32 five-bit values: low nibbles in `qs` (value j with j+16), fifth bits in `qh`.
@@ -106,6 +133,10 @@ impl Block<QK> for BlockQ4_0 {
 }
 
 impl Quantize<QK> for BlockQ4_0 {
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK]], y: &mut [Self], k: K) {
+        k.q4_0_blocks(x, y)
+    }
+
     /// `quantize_row_q4_0_ref`
     fn quantize(x: &[f32; QK]) -> Self {
         let mut amax = 0.0f32;
@@ -136,6 +167,16 @@ impl Quantize<QK> for BlockQ4_0 {
             let d = make_qx_quants(8, xb, &w, &mut l);
             *yb = BlockQ4_0 { d: Half::from_f32(d), qs: pack4(&l) };
         }
+    }
+
+    fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK]], imatrix: &[[f32; QK]], y: &mut [Self], k: K) {
+        imatrix_groups(x, imatrix, y, |xs, ws, out| {
+            let (mut l, mut d) = ([[0u8; QK]; 8], [0f32; 8]);
+            k.qx(8, xs, ws, &mut l, &mut d);
+            for (j, yb) in out.iter_mut().enumerate() {
+                *yb = BlockQ4_0 { d: Half::from_f32(d[j]), qs: pack4(&l[j]) };
+            }
+        });
     }
 }
 
@@ -181,6 +222,10 @@ impl Block<QK> for BlockQ4_1 {
 }
 
 impl Quantize<QK> for BlockQ4_1 {
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK]], y: &mut [Self], k: K) {
+        k.q4_1_blocks(x, y)
+    }
+
     /// `quantize_row_q4_1_ref`
     fn quantize(x: &[f32; QK]) -> Self {
         let (min, max) = min_max(x);
@@ -205,6 +250,16 @@ impl Quantize<QK> for BlockQ4_1 {
             let (d, the_min) = make_qkx3_quants(&qkx3_search(15), xb, &w, &mut l, &mut aux);
             *yb = BlockQ4_1 { d: Half::from_f32(d), m: Half::from_f32(-the_min), qs: pack4(&l) };
         }
+    }
+
+    fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK]], imatrix: &[[f32; QK]], y: &mut [Self], k: K) {
+        imatrix_groups(x, imatrix, y, |xs, ws, out| {
+            let (mut l, mut d, mut the_min) = ([[0u8; QK]; 8], [0f32; 8], [0f32; 8]);
+            k.qkx(&qkx3_search(15), true, xs, ws, &mut l, &mut d, &mut the_min);
+            for (j, yb) in out.iter_mut().enumerate() {
+                *yb = BlockQ4_1 { d: Half::from_f32(d[j]), m: Half::from_f32(-the_min[j]), qs: pack4(&l[j]) };
+            }
+        });
     }
 }
 
@@ -232,6 +287,10 @@ impl Block<QK> for BlockQ5_0 {
 }
 
 impl Quantize<QK> for BlockQ5_0 {
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK]], y: &mut [Self], k: K) {
+        k.q5_0_blocks(x, y)
+    }
+
     /// `quantize_row_q5_0_ref`
     fn quantize(x: &[f32; QK]) -> Self {
         let mut amax = 0.0f32;
@@ -263,6 +322,17 @@ impl Quantize<QK> for BlockQ5_0 {
             *yb = BlockQ5_0 { d: Half::from_f32(d), qh, qs };
         }
     }
+
+    fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK]], imatrix: &[[f32; QK]], y: &mut [Self], k: K) {
+        imatrix_groups(x, imatrix, y, |xs, ws, out| {
+            let (mut l, mut d) = ([[0u8; QK]; 8], [0f32; 8]);
+            k.qx(16, xs, ws, &mut l, &mut d);
+            for (j, yb) in out.iter_mut().enumerate() {
+                let (qs, qh) = pack5(&l[j]);
+                *yb = BlockQ5_0 { d: Half::from_f32(d[j]), qh, qs };
+            }
+        });
+    }
 }
 
 // ---------------------------------------------------------------- Q5_1
@@ -291,6 +361,10 @@ impl Block<QK> for BlockQ5_1 {
 }
 
 impl Quantize<QK> for BlockQ5_1 {
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK]], y: &mut [Self], k: K) {
+        k.q5_1_blocks(x, y)
+    }
+
     /// `quantize_row_q5_1_ref` (no clamp: `(uint8_t)(x + 0.5f)` keeps the low byte)
     fn quantize(x: &[f32; QK]) -> Self {
         let (min, max) = min_max(x);
@@ -316,6 +390,17 @@ impl Quantize<QK> for BlockQ5_1 {
             *yb = BlockQ5_1 { d: Half::from_f32(d), m: Half::from_f32(-the_min), qh, qs };
         }
     }
+
+    fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK]], imatrix: &[[f32; QK]], y: &mut [Self], k: K) {
+        imatrix_groups(x, imatrix, y, |xs, ws, out| {
+            let (mut l, mut d, mut the_min) = ([[0u8; QK]; 8], [0f32; 8], [0f32; 8]);
+            k.qkx(&qkx3_search(31), true, xs, ws, &mut l, &mut d, &mut the_min);
+            for (j, yb) in out.iter_mut().enumerate() {
+                let (qs, qh) = pack5(&l[j]);
+                *yb = BlockQ5_1 { d: Half::from_f32(d[j]), m: Half::from_f32(-the_min[j]), qh, qs };
+            }
+        });
+    }
 }
 
 // ---------------------------------------------------------------- Q8_0 / Q8_1
@@ -339,6 +424,10 @@ impl Block<QK> for BlockQ8_0 {
 }
 
 impl Quantize<QK> for BlockQ8_0 {
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK]], y: &mut [Self], k: K) {
+        k.q8_0_blocks(x, y)
+    }
+
     /// `quantize_row_q8_0_ref` (the only path: ggml ignores an imatrix for Q8_0)
     fn quantize(x: &[f32; QK]) -> Self {
         let mut amax = 0.0f32;

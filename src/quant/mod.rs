@@ -33,12 +33,14 @@ pub mod kquants;
 pub mod legacy;
 pub mod lowbit;
 pub mod search;
+pub mod simd;
 pub mod validate;
 
 #[cfg(test)]
 pub(crate) mod testutil;
 
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, Half};
+pub use simd::{Backend, Kernels, Scalar};
 
 /// Values per k-quant super-block.
 pub const QK_K: usize = 256;
@@ -61,6 +63,21 @@ pub trait Quantize<const QK: usize>: Block<QK> {
     /// and `y` all cover the same row). Some types use statistics of the
     /// whole row, hence row granularity.
     fn quantize_row_imatrix(x: &[[f32; QK]], imatrix: &[[f32; QK]], y: &mut [Self]);
+
+    /// [`Quantize::quantize`] over consecutive blocks with the hot loops done
+    /// by `k` (the same bytes whatever `k` is; only the speed differs).
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK]], y: &mut [Self], k: K) {
+        let _ = k;
+        for (xb, yb) in x.iter().zip(y.iter_mut()) {
+            *yb = Self::quantize(xb);
+        }
+    }
+
+    /// [`Quantize::quantize_row_imatrix`] with the hot loops done by `k`.
+    fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK]], imatrix: &[[f32; QK]], y: &mut [Self], k: K) {
+        let _ = k;
+        Self::quantize_row_imatrix(x, imatrix, y)
+    }
 }
 
 /// Types [`quantize_rows`] can produce (every type ggml quantizes without
@@ -115,7 +132,23 @@ fn len_error(msg: String) -> Error {
 /// choosing the reference or the importance-weighted path exactly as ggml
 /// does. `imatrix`, if given, has one weight per column (`n_per_row`).
 /// Returns the number of bytes written (`nrows · row_size`); `dst` may be longer.
+///
+/// Uses the fastest kernels the CPU supports ([`simd::active`]); the bytes do
+/// not depend on which.
 pub fn quantize_rows(
+    ty: GgmlType,
+    src: &[f32],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+) -> Result<usize> {
+    quantize_rows_with(simd::active(), ty, src, n_per_row, imatrix, dst)
+}
+
+/// [`quantize_rows`] with an explicit backend (for tests and benchmarks); a
+/// backend the CPU lacks falls back to the scalar kernels.
+pub fn quantize_rows_with(
+    backend: Backend,
     ty: GgmlType,
     src: &[f32],
     n_per_row: usize,
@@ -149,37 +182,74 @@ pub fn quantize_rows(
         return Err(len_error(format!("output buffer of {} bytes is smaller than {size}", dst.len())));
     }
     let dst = &mut dst[..size];
+    #[cfg(target_arch = "x86_64")]
+    if backend == Backend::Avx2 {
+        if let Some(k) = simd::Avx2::new() {
+            quantize_validated(ty, src, n_per_row, imatrix, dst, k)?;
+            return Ok(size);
+        }
+    }
+    let _ = backend;
+    quantize_validated(ty, src, n_per_row, imatrix, dst, Scalar)?;
+    Ok(size)
+}
+
+/// The type dispatch of [`quantize_rows_with`] once lengths are checked.
+fn quantize_validated<K: Kernels>(
+    ty: GgmlType,
+    src: &[f32],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+    k: K,
+) -> Result<()> {
     use GgmlType::*;
     match ty {
         F32 => float::f32_row_to_bytes(src, dst),
-        F16 => float::f32_row_to_f16(src, dst),
-        BF16 => float::f32_row_to_bf16(src, dst),
-        Q4_0 => quantize_blocks::<legacy::BlockQ4_0, 32>(src, n_per_row, imatrix, dst)?,
-        Q4_1 => quantize_blocks::<legacy::BlockQ4_1, 32>(src, n_per_row, imatrix, dst)?,
-        Q5_0 => quantize_blocks::<legacy::BlockQ5_0, 32>(src, n_per_row, imatrix, dst)?,
-        Q5_1 => quantize_blocks::<legacy::BlockQ5_1, 32>(src, n_per_row, imatrix, dst)?,
-        Q8_0 => quantize_blocks::<legacy::BlockQ8_0, 32>(src, n_per_row, imatrix, dst)?,
-        Q2_K => quantize_blocks::<kquants::BlockQ2K, QK_K>(src, n_per_row, imatrix, dst)?,
-        Q3_K => quantize_blocks::<kquants::BlockQ3K, QK_K>(src, n_per_row, imatrix, dst)?,
-        Q4_K => quantize_blocks::<kquants::BlockQ4K, QK_K>(src, n_per_row, imatrix, dst)?,
-        Q5_K => quantize_blocks::<kquants::BlockQ5K, QK_K>(src, n_per_row, imatrix, dst)?,
-        Q6_K => quantize_blocks::<kquants::BlockQ6K, QK_K>(src, n_per_row, imatrix, dst)?,
-        IQ4_NL => quantize_blocks::<iq4::BlockIQ4NL, 32>(src, n_per_row, imatrix, dst)?,
-        IQ4_XS => quantize_blocks::<iq4::BlockIQ4XS, QK_K>(src, n_per_row, imatrix, dst)?,
-        MXFP4 => quantize_blocks::<fp4::BlockMXFP4, 32>(src, n_per_row, imatrix, dst)?,
-        NVFP4 => quantize_blocks::<fp4::BlockNVFP4, 64>(src, n_per_row, imatrix, dst)?,
-        Q1_0 => quantize_blocks::<lowbit::BlockQ1_0, 128>(src, n_per_row, imatrix, dst)?,
-        Q2_0 => quantize_blocks::<lowbit::BlockQ2_0, 64>(src, n_per_row, imatrix, dst)?,
-        TQ1_0 => quantize_blocks::<lowbit::BlockTQ1_0, QK_K>(src, n_per_row, imatrix, dst)?,
-        TQ2_0 => quantize_blocks::<lowbit::BlockTQ2_0, QK_K>(src, n_per_row, imatrix, dst)?,
+        F16 => k.f32_to_f16_row(src, dst),
+        BF16 => k.f32_to_bf16_row(src, dst),
+        Q4_0 => quantize_blocks::<legacy::BlockQ4_0, 32, K>(src, n_per_row, imatrix, dst, k)?,
+        Q4_1 => quantize_blocks::<legacy::BlockQ4_1, 32, K>(src, n_per_row, imatrix, dst, k)?,
+        Q5_0 => quantize_blocks::<legacy::BlockQ5_0, 32, K>(src, n_per_row, imatrix, dst, k)?,
+        Q5_1 => quantize_blocks::<legacy::BlockQ5_1, 32, K>(src, n_per_row, imatrix, dst, k)?,
+        Q8_0 => quantize_blocks::<legacy::BlockQ8_0, 32, K>(src, n_per_row, imatrix, dst, k)?,
+        Q2_K => quantize_blocks::<kquants::BlockQ2K, QK_K, K>(src, n_per_row, imatrix, dst, k)?,
+        Q3_K => quantize_blocks::<kquants::BlockQ3K, QK_K, K>(src, n_per_row, imatrix, dst, k)?,
+        Q4_K => quantize_blocks::<kquants::BlockQ4K, QK_K, K>(src, n_per_row, imatrix, dst, k)?,
+        Q5_K => quantize_blocks::<kquants::BlockQ5K, QK_K, K>(src, n_per_row, imatrix, dst, k)?,
+        Q6_K => quantize_blocks::<kquants::BlockQ6K, QK_K, K>(src, n_per_row, imatrix, dst, k)?,
+        IQ4_NL => quantize_blocks::<iq4::BlockIQ4NL, 32, K>(src, n_per_row, imatrix, dst, k)?,
+        IQ4_XS => quantize_blocks::<iq4::BlockIQ4XS, QK_K, K>(src, n_per_row, imatrix, dst, k)?,
+        MXFP4 => quantize_blocks::<fp4::BlockMXFP4, 32, K>(src, n_per_row, imatrix, dst, k)?,
+        NVFP4 => quantize_blocks::<fp4::BlockNVFP4, 64, K>(src, n_per_row, imatrix, dst, k)?,
+        Q1_0 => quantize_blocks::<lowbit::BlockQ1_0, 128, K>(src, n_per_row, imatrix, dst, k)?,
+        Q2_0 => quantize_blocks::<lowbit::BlockQ2_0, 64, K>(src, n_per_row, imatrix, dst, k)?,
+        TQ1_0 => quantize_blocks::<lowbit::BlockTQ1_0, QK_K, K>(src, n_per_row, imatrix, dst, k)?,
+        TQ2_0 => quantize_blocks::<lowbit::BlockTQ2_0, QK_K, K>(src, n_per_row, imatrix, dst, k)?,
         _ => return Err(Error::Unsupported(format!("quantizing to {ty} is not supported"))),
     }
-    Ok(size)
+    Ok(())
+}
+
+/// The index of the first NaN or infinity in `x` (vectorized where the CPU allows).
+pub fn first_non_finite(x: &[f32]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if simd::active() == Backend::Avx2 {
+        if let Some(k) = simd::Avx2::new() {
+            return k.first_non_finite(x);
+        }
+    }
+    Scalar.first_non_finite(x)
 }
 
 /// Dequantizes whole blocks of `ty` from `src` into `dst` (ggml's `to_float`).
 /// `dst.len()` must be exactly the number of values `src` holds.
 pub fn dequantize_rows(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
+    dequantize_rows_with(simd::active(), ty, src, dst)
+}
+
+/// [`dequantize_rows`] with an explicit backend (for tests and benchmarks).
+pub fn dequantize_rows_with(backend: Backend, ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
     if !can_dequantize(ty) {
         return Err(Error::Unsupported(format!("dequantizing {ty} is not supported")));
     }
@@ -194,8 +264,25 @@ pub fn dequantize_rows(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> 
     use GgmlType::*;
     match ty {
         F32 => float::bytes_to_f32_row(src, dst),
-        F16 => float::f16_row_to_f32(src, dst),
-        BF16 => float::bf16_row_to_f32(src, dst),
+        F16 | BF16 => {
+            #[cfg(target_arch = "x86_64")]
+            if backend == Backend::Avx2 {
+                if let Some(k) = simd::Avx2::new() {
+                    if ty == F16 {
+                        k.f16_to_f32_row(src, dst);
+                    } else {
+                        k.bf16_to_f32_row(src, dst);
+                    }
+                    return Ok(());
+                }
+            }
+            let _ = backend;
+            if ty == F16 {
+                Scalar.f16_to_f32_row(src, dst);
+            } else {
+                Scalar.bf16_to_f32_row(src, dst);
+            }
+        }
         Q4_0 => dequantize_blocks::<legacy::BlockQ4_0, 32>(src, dst)?,
         Q4_1 => dequantize_blocks::<legacy::BlockQ4_1, 32>(src, dst)?,
         Q5_0 => dequantize_blocks::<legacy::BlockQ5_0, 32>(src, dst)?,
@@ -226,25 +313,22 @@ fn cast_error(e: bytemuck::PodCastError) -> Error {
 }
 
 /// Quantizes validated rows of a block type (lengths checked by the caller).
-fn quantize_blocks<B: Quantize<QK>, const QK: usize>(
+fn quantize_blocks<B: Quantize<QK>, const QK: usize, K: Kernels>(
     src: &[f32],
     n_per_row: usize,
     imatrix: Option<&[f32]>,
     dst: &mut [u8],
+    k: K,
 ) -> Result<()> {
     let x: &[[f32; QK]] = bytemuck::try_cast_slice(src).map_err(cast_error)?;
     let y: &mut [B] = bytemuck::try_cast_slice_mut(dst).map_err(cast_error)?;
     match imatrix {
-        None => {
-            for (xb, yb) in x.iter().zip(y.iter_mut()) {
-                *yb = B::quantize(xb);
-            }
-        }
+        None => B::quantize_blocks_with(x, y, k),
         Some(qw) => {
             let qw: &[[f32; QK]] = bytemuck::try_cast_slice(qw).map_err(cast_error)?;
             let blocks_per_row = n_per_row / QK;
             for (xr, yr) in x.chunks_exact(blocks_per_row).zip(y.chunks_exact_mut(blocks_per_row)) {
-                B::quantize_row_imatrix(xr, qw, yr);
+                B::quantize_row_imatrix_with(xr, qw, yr, k);
             }
         }
     }

@@ -98,3 +98,79 @@ pub fn llama_quantize_tool() -> &'static Path {
         path
     })
 }
+
+/// The fixture model directories of scripts/gen_fixtures.py, built once
+/// (cached by the generator's hash under the target's temporary dir; the
+/// same directory tests/convert_parity.rs uses).
+pub fn fixtures_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(std::fs::read(repo_root().join("scripts/gen_fixtures.py")).expect("read gen_fixtures.py"));
+        h.update(std::fs::read(repo_root().join("formats/pretokenizers.json")).expect("read pretokenizers.json"));
+        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("convert-fixtures-{key}"));
+        let status = Command::new(ref_python())
+            .arg(repo_root().join("scripts/gen_fixtures.py"))
+            .arg("--llama-src")
+            .arg(ref_src())
+            .arg("--out")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run gen_fixtures.py");
+        assert!(status.success(), "gen_fixtures.py failed");
+        dir
+    })
+}
+
+/// The PEFT adapters of scripts/gen_adapters.py for those fixtures, built once
+/// (cached by both generators' hashes).
+pub fn adapters_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let fixtures = fixtures_dir();
+        let mut h = Sha256::new();
+        h.update(std::fs::read(repo_root().join("scripts/gen_adapters.py")).expect("read gen_adapters.py"));
+        h.update(fixtures.to_string_lossy().as_bytes());
+        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lora-adapters-{key}"));
+        let status = Command::new(ref_python())
+            .arg(repo_root().join("scripts/gen_adapters.py"))
+            .arg("--fixtures")
+            .arg(fixtures)
+            .arg("--out")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run gen_adapters.py");
+        assert!(status.success(), "gen_adapters.py failed");
+        dir
+    })
+}
+
+/// Output of one run of the `ggufkit` binary.
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `ggufkit` binary built for the tests.
+pub fn ggufkit(args: &[&std::ffi::OsStr]) -> CliRun {
+    let out = Command::new(env!("CARGO_BIN_EXE_ggufkit")).args(args).output().expect("run ggufkit");
+    CliRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `ggufkit` and panics with its stderr unless it exits 0.
+pub fn ggufkit_ok(args: &[&std::ffi::OsStr]) -> CliRun {
+    let r = ggufkit(args);
+    assert_eq!(r.code, 0, "ggufkit {args:?} failed:\n{}", r.stderr);
+    r
+}

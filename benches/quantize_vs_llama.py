@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""Whole-command benchmark: `ggufkit quantize` against llama.cpp's
+`llama_model_quantize` (the library behind llama-quantize), same input, same
+thread count, in the same run; checks that the outputs are byte-identical.
+
+Run it with the reference environment's python (it has gguf-py, numpy and
+llama-cpp-python = real llama.cpp):
+
+    PY=$(scripts/ref-env.sh)
+    cargo build --release
+    "$PY" benches/quantize_vs_llama.py                 # Qwen2.5-0.5B-shaped model, 1.26 GB BF16
+    "$PY" benches/quantize_vs_llama.py --qwen7-layers 2  # plus two Qwen2.5-7B-shaped layers
+
+Each command runs in its own subprocess under `/usr/bin/time -v`, so its peak
+RSS is its own (llama.cpp's includes the Python interpreter that calls it; the
+interpreter's own RSS after `import llama_cpp` is reported beside it). Wall
+times are medians over `--repeat` runs, alternating which tool goes first.
+The machine's load average is printed before each pair: on a shared machine
+the numbers are only as good as the load was low.
+
+Also optional (`--convert`): `ggufkit convert` of the same weights as a
+safetensors BF16 directory to an F16 GGUF, against a plain copy of the same
+number of bytes (needs the convert command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+import gguf
+
+REPO = Path(__file__).resolve().parent.parent
+
+# llama_ftype values (llama.h) and the ggufkit type names
+FTYPES = {"Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15, "Q6_K": 18, "Q4_K_S": 14, "Q5_K_M": 17, "Q3_K_M": 12, "Q2_K": 10,
+          "Q5_0": 8, "Q4_1": 3, "Q5_1": 9, "IQ4_NL": 25, "IQ4_XS": 30}
+
+QWEN05 = dict(vocab=151936, hidden=896, layers=24, heads=14, kv_heads=2, ff=4864, ctx=32768, rope=1e6)
+QWEN7 = dict(vocab=152064, hidden=3584, layers=28, heads=28, kv_heads=4, ff=18944, ctx=32768, rope=1e6)
+
+LLAMA_RUNNER = r"""
+import sys, ctypes, llama_cpp
+p = llama_cpp.llama_model_quantize_default_params()
+p.nthread = int(sys.argv[4])
+p.ftype = int(sys.argv[3])
+rc = llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p))
+sys.exit(rc)
+"""
+
+
+# ---------------------------------------------------------------- model
+
+
+def layer_tensors(prefix: str, s: dict) -> list[tuple[str, tuple[int, ...], bool]]:
+    """(name, numpy shape (rows, cols), is_matrix) of one Qwen2 block."""
+    h, kv = s["hidden"], s["hidden"] // s["heads"] * s["kv_heads"]
+    return [
+        (f"{prefix}.attn_norm.weight", (h,), False),
+        (f"{prefix}.attn_q.weight", (h, h), True),
+        (f"{prefix}.attn_q.bias", (h,), False),
+        (f"{prefix}.attn_k.weight", (kv, h), True),
+        (f"{prefix}.attn_k.bias", (kv,), False),
+        (f"{prefix}.attn_v.weight", (kv, h), True),
+        (f"{prefix}.attn_v.bias", (kv,), False),
+        (f"{prefix}.attn_output.weight", (h, h), True),
+        (f"{prefix}.ffn_norm.weight", (h,), False),
+        (f"{prefix}.ffn_gate.weight", (s["ff"], h), True),
+        (f"{prefix}.ffn_up.weight", (s["ff"], h), True),
+        (f"{prefix}.ffn_down.weight", (h, s["ff"]), True),
+    ]
+
+
+def model_tensors(s: dict, untied: bool, qwen7_layers: int) -> list[tuple[str, tuple[int, ...], bool]]:
+    t = [("token_embd.weight", (s["vocab"], s["hidden"]), True)]
+    for i in range(s["layers"]):
+        t += layer_tensors(f"blk.{i}", s)
+    t.append(("output_norm.weight", (s["hidden"],), False))
+    if untied:
+        t.append(("output.weight", (s["vocab"], s["hidden"]), True))
+    # extra blocks with 7B shapes (rows that are multiples of 256, so the
+    # k-quants are used as such instead of their fallbacks)
+    for i in range(qwen7_layers):
+        t += layer_tensors(f"blk.{s['layers'] + i}", QWEN7)
+    return t
+
+
+def build_model(path: Path, s: dict, untied: bool, qwen7_layers: int, dtype: str, seed: int) -> int:
+    """Writes a Qwen2-shaped GGUF with random N(0, σ²) weights (σ varies per
+    tensor, with sparse outliers), streaming tensor by tensor. Returns its size."""
+    rng = np.random.default_rng(seed)
+    pool = (rng.standard_normal(1 << 22, dtype=np.float32))
+    outliers = rng.integers(0, pool.size, pool.size // 500)
+    pool[outliers] *= 20.0
+    raw = gguf.GGMLQuantizationType.BF16 if dtype == "bf16" else gguf.GGMLQuantizationType.F16
+    tensors = model_tensors(s, untied, qwen7_layers)
+    n_layers = s["layers"] + qwen7_layers
+    w = gguf.GGUFWriter(path, "qwen2")
+    w.add_name("bench-qwen2.5-shaped")
+    w.add_context_length(s["ctx"])
+    w.add_embedding_length(s["hidden"])
+    w.add_block_count(n_layers)
+    w.add_feed_forward_length(s["ff"])
+    w.add_head_count(s["heads"])
+    w.add_head_count_kv(s["kv_heads"])
+    w.add_rope_freq_base(s["rope"])
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_file_type(32 if dtype == "bf16" else 1)
+    for name, shape, is_matrix in tensors:
+        n = int(np.prod(shape))
+        if is_matrix:
+            w.add_tensor_info(name, shape, np.dtype(np.uint16), n * 2, raw_dtype=raw)
+        else:
+            w.add_tensor_info(name, shape, np.dtype(np.float32), n * 4)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for name, shape, is_matrix in tensors:
+        n = int(np.prod(shape))
+        if not is_matrix:
+            w.write_tensor_data((1.0 + 0.1 * rng.standard_normal(n).astype(np.float32)).reshape(shape))
+            continue
+        sigma = np.float32(0.02 * (1 + (zlib.crc32(name.encode()) % 7) / 7))
+        start = int(rng.integers(0, pool.size))
+        x = np.resize(np.roll(pool, -start), n) * sigma
+        if raw == gguf.GGMLQuantizationType.BF16:
+            bits = (x.view(np.uint32) >> 16).astype(np.uint16)
+        else:
+            bits = x.astype(np.float16).view(np.uint16)
+        w.write_tensor_data(bits.reshape(shape))
+        del x, bits
+    w.close()
+    return path.stat().st_size
+
+
+# ---------------------------------------------------------------- running
+
+
+def load_avg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """Runs `cmd` under /usr/bin/time -v: (wall seconds, peak RSS KiB, stderr)."""
+    t0 = time.perf_counter()
+    p = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+    return wall, int(m.group(1)) if m else -1, p.stderr
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def first_difference(a: Path, b: Path) -> int | None:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        off = 0
+        while True:
+            ca, cb = fa.read(1 << 24), fb.read(1 << 24)
+            if ca != cb:
+                n = min(len(ca), len(cb))
+                for i in range(n):
+                    if ca[i] != cb[i]:
+                        return off + i
+                return off + n
+            if not ca:
+                return None
+            off += len(ca)
+
+
+def has_command(binary: Path, command: str) -> bool:
+    try:
+        return subprocess.run([str(binary), command, "--help"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", type=Path, default=REPO / "target/release/ggufkit")
+    ap.add_argument("--types", default="Q8_0,Q4_0,Q4_K_M,Q6_K")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--qwen7-layers", type=int, default=0, help="add this many Qwen2.5-7B-shaped blocks")
+    ap.add_argument("--tied", action="store_true", help="no output.weight (as the real 0.5B); default untied (≥ 1 GiB)")
+    ap.add_argument("--dtype", choices=["bf16", "f16"], default="bf16")
+    ap.add_argument("--workdir", type=Path, default=None, help="where the model and outputs go (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--scalar", action="store_true", help="also time ggufkit with GGUFKIT_SCALAR=1")
+    ap.add_argument("--convert", action="store_true", help="also time `ggufkit convert` bf16 → f16 against cp")
+    ap.add_argument("--proxy", type=Path, default=None,
+                    help="time this stand-in (target/release/deps/quantize_proxy-*) instead of `ggufkit quantize`: "
+                         "same pipeline and kernels, approximate type policy, output not comparable byte for byte")
+    args = ap.parse_args()
+
+    types = [t.strip().upper() for t in args.types.split(",") if t.strip()]
+    threads = [int(t) for t in args.threads.split(",")]
+    for t in types:
+        if t not in FTYPES:
+            ap.error(f"unknown type {t} (known: {', '.join(FTYPES)})")
+    have_quantize = args.proxy is not None or has_command(args.bin, "quantize")
+    if not have_quantize:
+        print(f"NOTE: {args.bin} has no working `quantize` command: timing llama.cpp only", file=sys.stderr)
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="ggufkit-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model = work / f"qwen2.5-0.5b-shaped-{args.dtype}{'-tied' if args.tied else ''}-{args.qwen7_layers}x7b.gguf"
+    if not model.exists():
+        t0 = time.perf_counter()
+        size = build_model(model, QWEN05, not args.tied, args.qwen7_layers, args.dtype, seed=1)
+        print(f"built {model.name}: {size / 2**30:.2f} GiB in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    in_size = model.stat().st_size
+    # warm the page cache for both tools alike
+    with open(model, "rb") as f:
+        while f.read(1 << 26):
+            pass
+
+    py_rss = timed([sys.executable, "-c", "import llama_cpp"])[1]
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), "?")
+    results = {"proxy": args.proxy is not None, "cpu": cpu, "nproc": os.cpu_count(), "model": model.name, "input_bytes": in_size,
+               "python_import_llama_cpp_rss_kib": py_rss, "runs": []}
+    print(f"input {model.name} ({in_size / 2**30:.2f} GiB), CPU {cpu} × {os.cpu_count()}, "
+          f"python+llama_cpp baseline RSS {py_rss / 1024:.0f} MiB", file=sys.stderr)
+
+    for ty in types:
+        for nt in threads:
+            out_ours, out_llama = work / f"ours-{ty}-{nt}.gguf", work / f"llama-{ty}-{nt}.gguf"
+            ours_cmd = [str(args.bin), "quantize", str(model), str(out_ours), ty, "--threads", str(nt), "-q"]
+            if args.proxy is not None:
+                ours_cmd = [str(args.proxy), str(model), str(out_ours), ty, str(nt)]
+            llama_cmd = [sys.executable, "-c", LLAMA_RUNNER, str(model), str(out_llama), str(FTYPES[ty]), str(nt)]
+            rec = {"type": ty, "threads": nt, "ours_s": [], "llama_s": [], "scalar_s": [], "ours_rss_kib": [],
+                   "llama_rss_kib": [], "scalar_rss_kib": [], "load": [], "identical": None}
+            for rep in range(args.repeat):
+                rec["load"].append(load_avg())
+                order = ["llama", "ours"] if rep % 2 == 0 else ["ours", "llama"]
+                for who in order:
+                    if who == "ours" and have_quantize:
+                        wall, rss, _ = timed(ours_cmd)
+                        rec["ours_s"].append(wall)
+                        rec["ours_rss_kib"].append(rss)
+                    elif who == "llama":
+                        wall, rss, _ = timed(llama_cmd)
+                        rec["llama_s"].append(wall)
+                        rec["llama_rss_kib"].append(rss)
+                if args.scalar and have_quantize:
+                    wall, rss, _ = timed(ours_cmd, env={**os.environ, "GGUFKIT_SCALAR": "1"})
+                    rec["scalar_s"].append(wall)
+                    rec["scalar_rss_kib"].append(rss)
+                if rep == 0 and have_quantize and args.proxy is None:
+                    diff = first_difference(out_ours, out_llama)
+                    rec["identical"] = diff is None
+                    if diff is not None:
+                        rec["first_difference"] = diff
+                        print(f"!! {ty} threads={nt}: outputs differ at byte {diff}", file=sys.stderr)
+                    rec["output_bytes"] = out_llama.stat().st_size
+                print(f"{ty} t={nt} rep {rep}: load {rec['load'][-1]}  llama {rec['llama_s'][-1]:.2f}s"
+                      + (f"  ggufkit {rec['ours_s'][-1]:.2f}s" if rec["ours_s"] else ""), file=sys.stderr)
+            for f in (out_ours, out_llama):
+                f.unlink(missing_ok=True)
+            results["runs"].append(rec)
+
+    if args.convert:
+        results["convert"] = bench_convert(args, work, model)
+
+    print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if not args.keep and args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(r["identical"] in (True, None) for r in results["runs"]) else 1
+
+
+def bench_convert(args, work: Path, model: Path) -> dict:
+    """`ggufkit convert --outtype f16` of a BF16 safetensors model (scripts/gen_fixtures.py
+    qwen2-large-bf16-sharded: 4 shards, ~554 MB, real Qwen2 tokenizer) against `cp` of its shards."""
+    if not has_command(args.bin, "convert"):
+        print("NOTE: no `convert` command: convert benchmark skipped", file=sys.stderr)
+        return {"skipped": "no convert command"}
+    src = subprocess.run([str(REPO / "scripts/ref-src.sh")], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([sys.executable, str(REPO / "scripts/gen_fixtures.py"), "--llama-src", src, "--out", str(work),
+                    "qwen2-large-bf16-sharded"], check=True, capture_output=True)
+    hf = work / "qwen2-large-bf16-sharded"
+    shards = sorted(hf.glob("*.safetensors"))
+    size = sum(f.stat().st_size for f in shards)
+    for f in shards:  # warm the page cache
+        f.read_bytes()
+    rec = {"model": hf.name, "safetensors_bytes": size, "convert_s": [], "cp_s": [], "convert_rss_kib": [],
+           "load": []}
+    for rep in range(args.repeat):
+        rec["load"].append(load_avg())
+        copy_dir = work / "copy"
+        copy_dir.mkdir(exist_ok=True)
+        wall, _, _ = timed(["cp", *map(str, shards), str(copy_dir)])
+        rec["cp_s"].append(wall)
+        shutil.rmtree(copy_dir)
+        out = work / "converted-f16.gguf"
+        wall, rss, _ = timed([str(args.bin), "convert", str(hf), str(out), "--outtype", "f16", "-q"])
+        rec["convert_s"].append(wall)
+        rec["convert_rss_kib"].append(rss)
+        rec["output_bytes"] = out.stat().st_size
+        out.unlink()
+    return rec
+
+
+def med(v: list[float]) -> float | None:
+    return statistics.median(v) if v else None
+
+
+def print_table(res: dict) -> None:
+    print(f"\nCPU: {res['cpu']} × {res['nproc']}; input {res['model']} ({res['input_bytes'] / 2**30:.2f} GiB)")
+    print("| type | threads | llama.cpp s | ggufkit s | speedup | llama.cpp peak RSS MiB | ggufkit peak RSS MiB "
+          "| identical | load avg | runs (llama / ggufkit) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in res["runs"]:
+        lm, om = med(r["llama_s"]), med(r["ours_s"])
+        sp = f"{lm / om:.2f}×" if lm and om else "–"
+        lr = max(r["llama_rss_kib"]) / 1024 if r["llama_rss_kib"] else 0
+        orss = f"{max(r['ours_rss_kib']) / 1024:.0f}" if r["ours_rss_kib"] else "–"
+        runs = " ".join(f"{a:.1f}" for a in r["llama_s"]) + " / " + " ".join(f"{a:.1f}" for a in r["ours_s"])
+        print(f"| {r['type']} | {r['threads']} | {lm:.2f} | {om if om is None else f'{om:.2f}'} | {sp} | {lr:.0f} "
+              f"| {orss} | {r['identical']} | {','.join(r['load'])} | {runs} |")
+    if res.get("proxy"):
+        print("(ggufkit column: the quantize_proxy stand-in; identical = None: its type policy only approximates "
+              "llama.cpp's, so outputs are not compared)")
+    print(f"(llama.cpp's RSS includes its Python host: {res['python_import_llama_cpp_rss_kib'] / 1024:.0f} MiB "
+          f"after `import llama_cpp`)")
+    c = res.get("convert")
+    if c and "convert_s" in c:
+        print(f"\nconvert {c['model']} ({c['safetensors_bytes'] / 2**20:.0f} MiB bf16 safetensors) to F16: "
+              f"median {med(c['convert_s']):.2f}s (peak RSS {max(c['convert_rss_kib']) / 1024:.0f} MiB) vs cp of the "
+              f"shards {med(c['cp_s']):.2f}s; runs {c['convert_s']} / {c['cp_s']}; load {c['load']}")
+    elif c:
+        print(f"convert: {c}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,680 @@
+//! The merge: a base model's tensors with LoRA adapters applied, as PEFT's
+//! `merge_and_unload` computes them, read row chunk by row chunk.
+//!
+//! For a Linear module with `lora_A` (r, in), `lora_B` (out, r) and PEFT's
+//! `scaling` s (alpha / r, or alpha / √r with rsLoRA, per-module rank and
+//! alpha from `rank_pattern` / `alpha_pattern`), times the user's weight w:
+//!
+//! ```text
+//! ΔW = (B @ A) · (w·s)                    computed in f32 as PEFT does:
+//!      d = f32(Σ_k B[o,k]·A[k,j])         (the product; f64 sums, one rounding)
+//!      Δ = f32(d · f32(w·s))
+//! W' = f32(W + Δ)
+//! DoRA: V = f32(W + Δ); W' = f32(f32(m[o] / f32(‖V[o,:]‖)) · V)   (norm per output row)
+//! ```
+//!
+//! Embeddings (`lora_embedding_A` (r, vocab), `lora_embedding_B` (hidden, r))
+//! have ΔW = (B @ A)ᵀ; their DoRA norms are taken per embedding dimension
+//! (over the vocabulary), as PEFT's `DoraEmbeddingLayer` does. A Linear with
+//! `fan_in_fan_out` stores (in, out) and has the same transposed form, but
+//! PEFT forces `fan_in_fan_out` off for `nn.Linear` layers (all the
+//! architectures ggufkit converts), and so does this merge.
+//!
+//! `lora_bias`: b' = f32(b + f32(bias_B · f32(w·s))). Full tensors
+//! (`modules_to_save`, trained biases): W' = R (w = 1) or W + w·(R − W).
+//! Several adapters apply in order, each to the previous result; the result
+//! stays in f32 between adapters and is rounded to the output dtype once, by
+//! the writer.
+//!
+//! Memory: ΔW is never materialized; each read computes the requested rows
+//! from B's rows and A (or A's columns, for embeddings). Only DoRA on an
+//! embedding needs a first pass (its column norms, one vector).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::adapter::{Adapter, ModuleKind};
+use crate::error::{Error, Result};
+use crate::hf::{HfTensor, HfTensors, SafetensorsModel};
+use crate::progress::Progress;
+
+/// One adapter and the weight its ΔW is scaled by.
+pub struct WeightedAdapter {
+    pub adapter: Adapter,
+    pub weight: f64,
+}
+
+/// One change to a tensor.
+#[derive(Debug)]
+enum Op {
+    /// A full tensor of adapter `adapter` (key `key`) replaces the rows.
+    Replace { adapter: usize, key: String, weight: f32 },
+    /// LoRA ΔW of module `module`.
+    Delta {
+        adapter: usize,
+        module: usize,
+        transposed: bool,
+        scale: f32,
+        dora: bool,
+        factors: Mutex<Option<Arc<Vec<f32>>>>,
+    },
+    /// B's bias of module `module` added to a bias vector.
+    Bias { adapter: usize, module: usize, scale: f32 },
+}
+
+#[derive(Debug)]
+struct TensorPlan {
+    /// Index of the base tensor the rows start from.
+    source: usize,
+    ops: Vec<Op>,
+}
+
+/// What the merge changes, for summaries.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MergeReport {
+    /// Per adapter: modules merged (LoRA/DoRA), full tensors replaced.
+    pub adapters: Vec<AdapterReport>,
+    /// Tensors whose values change.
+    pub changed_tensors: Vec<String>,
+    /// The base had tied embeddings and the output gets its own lm_head.
+    pub untied: bool,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AdapterReport {
+    pub path: PathBuf,
+    pub weight: f64,
+    pub lora_modules: usize,
+    pub dora_modules: usize,
+    pub embedding_modules: usize,
+    pub bias_vectors: usize,
+    pub full_tensors: usize,
+    pub unchanged_base_layer_copies: usize,
+}
+
+/// A base model with adapters merged, readable as [`HfTensors`].
+pub struct LoraMerged {
+    base: SafetensorsModel,
+    adapters: Vec<WeightedAdapter>,
+    tensors: Vec<HfTensor>,
+    by_name: HashMap<String, usize>,
+    plans: Vec<TensorPlan>,
+    pub report: MergeReport,
+}
+
+const EMBED: &str = "model.embed_tokens";
+const LM_HEAD: &str = "lm_head";
+
+fn f32s(w: &SafetensorsModel, name: &str, first: u64, n: usize) -> Result<Vec<f32>> {
+    let e = w.tensor(name).ok_or_else(|| Error::Other(format!("adapter tensor '{name}' vanished")))?;
+    let mut v = vec![0f32; n];
+    w.read_f32(e, first, &mut v)?;
+    Ok(v)
+}
+
+impl LoraMerged {
+    /// Checks the adapters against the base (`config`: the base's config.json
+    /// at `base_dir`) and plans every tensor's changes. Nothing is read beyond
+    /// headers and the adapters' full tensors (compared with the base).
+    pub fn new(
+        base: SafetensorsModel,
+        base_dir: &Path,
+        config: &serde_json::Map<String, serde_json::Value>,
+        adapters: Vec<WeightedAdapter>,
+        progress: &dyn Progress,
+    ) -> Result<LoraMerged> {
+        let mut tensors: Vec<HfTensor> = HfTensors::tensors(&base).to_vec();
+        let mut plans: Vec<TensorPlan> =
+            (0..tensors.len()).map(|i| TensorPlan { source: i, ops: Vec::new() }).collect();
+        let mut report = MergeReport::default();
+        let tied = base.index_of(&format!("{LM_HEAD}.weight")).is_none();
+        let embed_index = base.index_of(&format!("{EMBED}.weight"));
+
+        // The modules PEFT could wrap: every 2-D weight, plus the tied lm_head.
+        let mut modules: Vec<(String, bool, bool)> = Vec::new(); // (path, is_linear, is_output)
+        for t in base.tensors() {
+            if let Some(p) = t.name.strip_suffix(".weight") {
+                if t.shape.len() == 2 {
+                    modules.push((p.to_string(), !p.ends_with("embed_tokens"), p == LM_HEAD));
+                }
+            }
+        }
+        if tied && embed_index.is_some() {
+            modules.push((LM_HEAD.to_string(), true, true));
+        }
+
+        // Base tensor index for a name; the tied lm_head resolves to a new,
+        // untied tensor (created on first use) starting from the embeddings.
+        let resolve = |name: &str, tensors: &mut Vec<HfTensor>, plans: &mut Vec<TensorPlan>| -> Option<usize> {
+            if let Some(i) = tensors.iter().position(|t| t.name == name) {
+                return Some(i);
+            }
+            if tied && name == format!("{LM_HEAD}.weight") {
+                let e = embed_index?;
+                let mut t = HfTensors::tensors(&base)[e].clone();
+                t.name = name.to_string();
+                tensors.push(t);
+                plans.push(TensorPlan { source: e, ops: Vec::new() });
+                return Some(tensors.len() - 1);
+            }
+            None
+        };
+
+        let base_name_warning = base_name_check(base_dir, config, &adapters);
+        report.warnings.extend(base_name_warning);
+
+        // Base-layer copies first (PEFT loads every adapter's state dict before merging).
+        let mut pending: Vec<(usize, Op)> = Vec::new();
+        for (ai, wa) in adapters.iter().enumerate() {
+            let a = &wa.adapter;
+            let file = a.file();
+            let mut rep = AdapterReport { path: a.path().to_path_buf(), weight: wa.weight, ..Default::default() };
+            for f in a.full.iter().filter(|f| f.base_layer) {
+                let idx = resolve(&f.target, &mut tensors, &mut plans).ok_or_else(|| {
+                    Error::input(
+                        &file,
+                        format!("'{}' replaces '{}', which the base model does not have", f.key, f.target),
+                    )
+                })?;
+                check_same_shape(a, &f.key, &tensors[idx], &file)?;
+                if same_values(&base, plans[idx].source, a, &f.key)? {
+                    rep.unchanged_base_layer_copies += 1;
+                    continue;
+                }
+                rep.full_tensors += 1;
+                pending.push((idx, Op::Replace { adapter: ai, key: f.key.clone(), weight: 1.0 }));
+            }
+            report.adapters.push(rep);
+        }
+        for (idx, op) in pending {
+            plans[idx].ops.push(op);
+        }
+
+        for (ai, wa) in adapters.iter().enumerate() {
+            let a = &wa.adapter;
+            let cfg = &a.config;
+            let file = a.file();
+            let cfg_file = a.path().join(super::adapter::CONFIG_FILE);
+            if cfg.fan_in_fan_out && a.modules.iter().any(|m| m.kind == ModuleKind::Linear) {
+                report.warnings.push(format!(
+                    "{}: fan_in_fan_out = true is ignored for nn.Linear layers, as PEFT does (\"Setting fan_in_fan_out to False\")",
+                    cfg_file.display()
+                ));
+            }
+            for (mi, m) in a.modules.iter().enumerate() {
+                let Some((_, is_linear, is_output)) = modules.iter().find(|(p, ..)| *p == m.path) else {
+                    return Err(Error::input(
+                        &file,
+                        format!(
+                            "module '{}' of the adapter is not in the base model (no tensor '{}.weight')",
+                            m.path, m.path
+                        ),
+                    ));
+                };
+                if cfg.targets(&m.path, *is_linear, *is_output)? == Some(false) {
+                    return Err(Error::input(
+                        &file,
+                        format!(
+                            "module '{}' has LoRA tensors but target_modules in {} does not select it (PEFT would not load them)",
+                            m.path,
+                            cfg_file.display()
+                        ),
+                    ));
+                }
+                let want_kind = if *is_linear { ModuleKind::Linear } else { ModuleKind::Embedding };
+                if m.kind != want_kind {
+                    return Err(Error::input(
+                        &file,
+                        format!(
+                            "module '{}' is an {} in the base but the adapter has {} tensors for it",
+                            m.path,
+                            if *is_linear { "nn.Linear" } else { "nn.Embedding" },
+                            if m.kind == ModuleKind::Linear { "lora_A/lora_B" } else { "lora_embedding_A/B" }
+                        ),
+                    ));
+                }
+                let wname = format!("{}.weight", m.path);
+                let idx = resolve(&wname, &mut tensors, &mut plans)
+                    .ok_or_else(|| Error::input(&file, format!("module '{}' is not in the base model", m.path)))?;
+                let t = &tensors[idx];
+                let expect = match m.kind {
+                    ModuleKind::Linear => vec![m.b_rows, m.a_cols],
+                    ModuleKind::Embedding => vec![m.a_cols, m.b_rows],
+                };
+                if t.shape != expect {
+                    return Err(Error::input(
+                        &file,
+                        format!(
+                            "shape mismatch for module '{}': the base tensor '{}' is {:?} but '{}' {:?} and '{}' {:?} \
+                             give {:?} (is this the adapter's base model?)",
+                            m.path,
+                            wname,
+                            t.shape,
+                            m.a,
+                            a.entry(&m.a)?.shape,
+                            m.b,
+                            a.entry(&m.b)?.shape,
+                            expect
+                        ),
+                    ));
+                }
+                let scale = (wa.weight * m.scaling) as f32;
+                let rep = &mut report.adapters[ai];
+                rep.lora_modules += 1;
+                rep.dora_modules += usize::from(m.magnitude.is_some());
+                rep.embedding_modules += usize::from(m.kind == ModuleKind::Embedding);
+                plans[idx].ops.push(Op::Delta {
+                    adapter: ai,
+                    module: mi,
+                    transposed: m.kind == ModuleKind::Embedding,
+                    scale,
+                    dora: m.magnitude.is_some(),
+                    factors: Mutex::new(None),
+                });
+                if m.bias.is_some() {
+                    let bname = format!("{}.bias", m.path);
+                    let bidx = tensors.iter().position(|t| t.name == bname).ok_or_else(|| {
+                        Error::input(
+                            &file,
+                            format!(
+                                "module '{}' has a LoRA bias (lora_bias = true) but the base layer has no bias '{bname}' \
+                                 (PEFT refuses this merge too)",
+                                m.path
+                            ),
+                        )
+                    })?;
+                    if tensors[bidx].shape != [m.b_rows] {
+                        return Err(Error::input(
+                            &file,
+                            format!(
+                                "shape mismatch: base '{bname}' is {:?}, the LoRA bias [{}]",
+                                tensors[bidx].shape, m.b_rows
+                            ),
+                        ));
+                    }
+                    report.adapters[ai].bias_vectors += 1;
+                    plans[bidx].ops.push(Op::Bias { adapter: ai, module: mi, scale });
+                }
+            }
+            for f in a.full.iter().filter(|f| !f.base_layer) {
+                let idx = resolve(&f.target, &mut tensors, &mut plans).ok_or_else(|| {
+                    Error::input(
+                        &file,
+                        format!("full tensor '{}' replaces '{}', which the base model does not have", f.key, f.target),
+                    )
+                })?;
+                check_same_shape(a, &f.key, &tensors[idx], &file)?;
+                report.adapters[ai].full_tensors += 1;
+                plans[idx].ops.push(Op::Replace { adapter: ai, key: f.key.clone(), weight: wa.weight as f32 });
+            }
+            // Every module target_modules selects must have tensors.
+            let lora_paths: std::collections::HashSet<&str> = a.modules.iter().map(|m| m.path.as_str()).collect();
+            for (path, is_linear, is_output) in &modules {
+                if cfg.targets(path, *is_linear, *is_output)? == Some(true) && !lora_paths.contains(path.as_str()) {
+                    return Err(Error::input(
+                        &file,
+                        format!(
+                            "missing LoRA tensors for module '{path}': target_modules in {} selects it but there is \
+                             no '{}{path}.lora_A.weight' (or lora_embedding_A)",
+                            cfg_file.display(),
+                            super::adapter::KEY_PREFIX
+                        ),
+                    ));
+                }
+            }
+        }
+
+        // Untie: a tied lm_head that stayed unchanged while the embeddings changed
+        // must keep the original embeddings.
+        if tied {
+            if let Some(e) = embed_index {
+                let embed_changed = !plans[e].ops.is_empty();
+                let head = format!("{LM_HEAD}.weight");
+                if embed_changed && resolve(&head, &mut tensors, &mut plans).is_none() {
+                    return Err(Error::Other("cannot untie lm_head".into()));
+                }
+                report.untied = tensors.iter().any(|t| t.name == head);
+            }
+        }
+        if report.untied && adapters.iter().any(|a| a.adapter.config.ensure_weight_tying) {
+            report.warnings.push(
+                "ensure_weight_tying is set, but the merge unties lm_head from the embeddings (each keeps its own \
+                 trained values)"
+                    .into(),
+            );
+        }
+        for (t, p) in tensors.iter().zip(&plans) {
+            if !p.ops.is_empty() {
+                report.changed_tensors.push(t.name.clone());
+            }
+            if !p.ops.is_empty() && !t.dtype.is_readable_float() {
+                return Err(Error::input(
+                    base.file_of(p.source),
+                    format!("base tensor '{}' has dtype {}; only F32, F16 and BF16 can be merged", t.name, t.dtype),
+                ));
+            }
+        }
+        for w in &report.warnings {
+            progress.warn(w);
+        }
+        let by_name = tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(LoraMerged { base, adapters, tensors, by_name, plans, report })
+    }
+
+    /// The base model's weights.
+    pub fn base(&self) -> &SafetensorsModel {
+        &self.base
+    }
+
+    /// The adapters, in merge order.
+    pub fn adapters(&self) -> &[WeightedAdapter] {
+        &self.adapters
+    }
+
+    /// Applies ops `ops[..upto]` of `plan` to rows `first_row..` in `out`.
+    fn apply(&self, plan: &TensorPlan, upto: usize, first_row: u64, row_len: usize, out: &mut [f32]) -> Result<()> {
+        for (k, op) in plan.ops.iter().enumerate().take(upto) {
+            match op {
+                Op::Replace { adapter, key, weight } => {
+                    let w = &self.adapters[*adapter].adapter.weights;
+                    let r = f32s(w, key, first_row * row_len as u64, out.len())?;
+                    if *weight == 1.0 {
+                        out.copy_from_slice(&r);
+                    } else {
+                        for (o, x) in out.iter_mut().zip(&r) {
+                            *o += *weight * (*x - *o);
+                        }
+                    }
+                }
+                Op::Bias { adapter, module, scale } => {
+                    let a = &self.adapters[*adapter].adapter;
+                    let m = &a.modules[*module];
+                    let bias = f32s(&a.weights, m.bias.as_deref().unwrap_or_default(), 0, out.len())?;
+                    for (o, b) in out.iter_mut().zip(&bias) {
+                        *o += *b * *scale;
+                    }
+                }
+                Op::Delta { adapter, module, transposed, scale, dora, factors } => {
+                    let a = &self.adapters[*adapter].adapter;
+                    let m = &a.modules[*module];
+                    if *transposed {
+                        let f = if *dora { Some(self.column_factors(plan, k, factors)?) } else { None };
+                        delta_transposed(a, m, *scale, first_row, row_len, out, f.as_deref().map(Vec::as_slice))?;
+                    } else {
+                        delta_rows(a, m, *scale, *dora, first_row, row_len, out)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// DoRA factors m[h] / ‖V[:, h]‖ of a transposed (embedding) delta:
+    /// one pass over the tensor with the ops before `k` applied.
+    fn column_factors(
+        &self,
+        plan: &TensorPlan,
+        k: usize,
+        cache: &Mutex<Option<Arc<Vec<f32>>>>,
+    ) -> Result<Arc<Vec<f32>>> {
+        let mut guard = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = guard.as_ref() {
+            return Ok(f.clone());
+        }
+        let Op::Delta { adapter, module, scale, .. } = &plan.ops[k] else {
+            return Err(Error::Other("DoRA factors of a non-LoRA op".into()));
+        };
+        let a = &self.adapters[*adapter].adapter;
+        let m = &a.modules[*module];
+        let src = &self.base.tensors()[plan.source];
+        let (rows, row_len) = (src.n_rows(), src.row_len() as usize);
+        let mut sums = vec![0f64; row_len];
+        let chunk_rows = ((8usize << 20) / (row_len * 4).max(1)).max(1) as u64;
+        let mut r0 = 0u64;
+        let mut buf = Vec::new();
+        while r0 < rows {
+            let n = chunk_rows.min(rows - r0) as usize;
+            buf.resize(n * row_len, 0f32);
+            HfTensors::read_rows_f32(&self.base, plan.source, r0, &mut buf)?;
+            self.apply(plan, k, r0, row_len, &mut buf)?;
+            delta_transposed(a, m, *scale, r0, row_len, &mut buf, None)?;
+            for row in buf.chunks_exact(row_len) {
+                for (s, v) in sums.iter_mut().zip(row) {
+                    *s += f64::from(*v) * f64::from(*v);
+                }
+            }
+            r0 += n as u64;
+        }
+        let mag = f32s(&a.weights, m.magnitude.as_deref().unwrap_or_default(), 0, row_len)?;
+        let f: Vec<f32> = sums.iter().zip(&mag).map(|(s, m)| m / (s.sqrt() as f32)).collect();
+        let f = Arc::new(f);
+        *guard = Some(f.clone());
+        Ok(f)
+    }
+}
+
+/// ΔW = B @ A for rows `first_row..` of a Linear weight (out, in), added to
+/// `out` (and DoRA applied per row).
+fn delta_rows(
+    a: &Adapter,
+    m: &super::adapter::LoraModule,
+    scale: f32,
+    dora: bool,
+    first_row: u64,
+    row_len: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let r = m.rank as usize;
+    let n = out.len() / row_len;
+    let am = f32s(&a.weights, &m.a, 0, r * row_len)?;
+    let bm = f32s(&a.weights, &m.b, first_row * r as u64, n * r)?;
+    let mag = match (&m.magnitude, dora) {
+        (Some(name), true) => Some(f32s(&a.weights, name, first_row, n)?),
+        _ => None,
+    };
+    let mut acc = vec![0f64; row_len];
+    for (i, row) in out.chunks_exact_mut(row_len).enumerate() {
+        acc.fill(0.0);
+        for k in 0..r {
+            let b = f64::from(bm[i * r + k]);
+            if b == 0.0 {
+                continue;
+            }
+            let ak = &am[k * row_len..(k + 1) * row_len];
+            for (s, x) in acc.iter_mut().zip(ak) {
+                *s += b * f64::from(*x);
+            }
+        }
+        for (o, d) in row.iter_mut().zip(&acc) {
+            *o += (*d as f32) * scale;
+        }
+        if let Some(mag) = &mag {
+            let norm = row.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>().sqrt() as f32;
+            let f = mag[i] / norm;
+            for o in row.iter_mut() {
+                *o *= f;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ΔW = (B @ A)ᵀ for rows `first_row..` of an embedding (vocab, hidden):
+/// row t gets Σ_k A[k, t]·B[:, k]. `factors`: DoRA column factors.
+fn delta_transposed(
+    a: &Adapter,
+    m: &super::adapter::LoraModule,
+    scale: f32,
+    first_row: u64,
+    row_len: usize,
+    out: &mut [f32],
+    factors: Option<&[f32]>,
+) -> Result<()> {
+    let r = m.rank as usize;
+    let n = out.len() / row_len;
+    let bm = f32s(&a.weights, &m.b, 0, row_len * r)?; // (row_len, r)
+    let mut bt = vec![0f32; r * row_len];
+    for h in 0..row_len {
+        for k in 0..r {
+            bt[k * row_len + h] = bm[h * r + k];
+        }
+    }
+    let mut acols = Vec::with_capacity(r);
+    for k in 0..r {
+        acols.push(f32s(&a.weights, &m.a, k as u64 * m.a_cols + first_row, n)?);
+    }
+    let mut acc = vec![0f64; row_len];
+    for (i, row) in out.chunks_exact_mut(row_len).enumerate() {
+        acc.fill(0.0);
+        for k in 0..r {
+            let c = f64::from(acols[k][i]);
+            if c == 0.0 {
+                continue;
+            }
+            for (s, x) in acc.iter_mut().zip(&bt[k * row_len..(k + 1) * row_len]) {
+                *s += c * f64::from(*x);
+            }
+        }
+        for (o, d) in row.iter_mut().zip(&acc) {
+            *o += (*d as f32) * scale;
+        }
+        if let Some(f) = factors {
+            for (o, f) in row.iter_mut().zip(f) {
+                *o *= *f;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_same_shape(a: &Adapter, key: &str, t: &HfTensor, file: &Path) -> Result<()> {
+    let e = a.entry(key)?;
+    if e.shape != t.shape {
+        return Err(Error::input(
+            file,
+            format!(
+                "shape mismatch: '{key}' is {:?} but the base tensor '{}' is {:?}{}",
+                e.shape,
+                t.name,
+                t.shape,
+                if t.name.contains("embed_tokens") || t.name.starts_with(LM_HEAD) {
+                    " (an adapter that resized the vocabulary is not supported)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// True when an adapter tensor holds exactly the base tensor's values.
+fn same_values(base: &SafetensorsModel, index: usize, a: &Adapter, key: &str) -> Result<bool> {
+    let e = a.entry(key)?;
+    let t = &base.tensors()[index];
+    if e.dtype == t.dtype {
+        let same = a.weights.raw(e) == base.raw(t);
+        a.weights.release(e);
+        base.release(t);
+        return Ok(same);
+    }
+    let (rows, row_len) = (t.n_rows(), t.row_len() as usize);
+    let chunk = ((4usize << 20) / (row_len * 4).max(1)).max(1) as u64;
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = chunk.min(rows - r0) as usize;
+        x.resize(n * row_len, 0f32);
+        y.resize(n * row_len, 0f32);
+        base.read_rows_f32(t, r0, &mut x)?;
+        a.weights.read_rows_f32(e, r0, &mut y)?;
+        if x != y {
+            return Ok(false);
+        }
+        r0 += n as u64;
+    }
+    Ok(true)
+}
+
+/// The warning when an adapter names a different base model than the one given.
+fn base_name_check(
+    base_dir: &Path,
+    config: &serde_json::Map<String, serde_json::Value>,
+    adapters: &[WeightedAdapter],
+) -> Vec<String> {
+    use super::adapter::normalize_model_name as norm;
+    let mut known = Vec::new();
+    if let Some(n) = base_dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    {
+        known.push(norm(&n));
+    }
+    if let Some(n) = config.get("_name_or_path").and_then(|v| v.as_str()) {
+        known.push(norm(n));
+    }
+    let mut out = Vec::new();
+    for a in adapters {
+        if let Some(want) = &a.adapter.config.base_model_name_or_path {
+            if !known.contains(&norm(want)) {
+                out.push(format!(
+                    "{}: the adapter was trained on '{want}', which does not look like the base model given ({}); \
+                     shapes match, merging anyway",
+                    a.adapter.path().display(),
+                    base_dir.display()
+                ));
+            }
+        }
+    }
+    out
+}
+
+impl HfTensors for LoraMerged {
+    fn tensors(&self) -> &[HfTensor] {
+        &self.tensors
+    }
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+    fn read_rows_f32(&self, index: usize, first_row: u64, out: &mut [f32]) -> Result<()> {
+        let plan = self.plans.get(index).ok_or_else(|| Error::Other(format!("no tensor {index}")))?;
+        let t = &self.tensors[index];
+        let row_len = t.row_len() as usize;
+        if row_len == 0 || out.len() % row_len != 0 {
+            return Err(Error::Other(format!("tensor '{}': buffer is not a whole number of rows", t.name)));
+        }
+        if first_row.checked_add((out.len() / row_len) as u64).map_or(true, |end| end > t.n_rows()) {
+            return Err(Error::Other(format!("tensor '{}': rows past the end", t.name)));
+        }
+        HfTensors::read_rows_f32(&self.base, plan.source, first_row, out)?;
+        self.apply(plan, plan.ops.len(), first_row, row_len, out)
+    }
+    fn raw(&self, index: usize) -> Option<&[u8]> {
+        let plan = self.plans.get(index)?;
+        if plan.ops.is_empty() {
+            HfTensors::raw(&self.base, plan.source)
+        } else {
+            None
+        }
+    }
+    fn release_rows(&self, index: usize, first_row: u64, n_rows: u64) {
+        if let Some(p) = self.plans.get(index) {
+            self.base.release_rows(p.source, first_row, n_rows);
+        }
+    }
+    fn release(&self, index: usize) {
+        if let Some(p) = self.plans.get(index) {
+            HfTensors::release(&self.base, p.source);
+        }
+    }
+    fn file_of(&self, index: usize) -> &Path {
+        self.plans.get(index).map_or(Path::new(""), |p| self.base.file_of(p.source))
+    }
+    fn inputs(&self) -> Vec<&Path> {
+        let mut v = self.base.inputs();
+        for a in &self.adapters {
+            v.extend(a.adapter.weights.files());
+        }
+        v
+    }
+}

@@ -1,0 +1,219 @@
+//! Faster versions of the hot quantization loops, bit-identical to the scalar
+//! kernels (the oracle) in the sibling modules.
+//!
+//! The kernels that have faster versions are reached through the [`Kernels`]
+//! trait: [`Scalar`] is the plain path (its methods *are* the scalar
+//! oracle), [`Avx2`] (x86-64 with AVX2 + F16C, detected at run time)
+//! overrides them. The generic block code in `kquants.rs` and `legacy.rs` is
+//! written once against the trait, so the scalar path and the SIMD path share
+//! everything except the loops that were vectorized.
+//!
+//! How the SIMD versions stay bit-identical:
+//! - float reductions are never reordered: the searches (`make_qkx2_quants`,
+//!   `make_qx_quants`, `make_q3_quants`) run 8 *independent* groups (the
+//!   sub-blocks of a super-block) in the 8 lanes of a `__m256`, each lane
+//!   doing exactly the scalar sequence of operations for its group;
+//! - elementwise work (requantization, the legacy types' `x·id + 8.5`) may be
+//!   vectorized along a block because no value depends on another;
+//! - data-dependent branches become lane masks and blends, loops that stop
+//!   early per group keep an "active" mask;
+//! - no FMA (the `fma` target feature is never enabled, and Rust does not
+//!   contract `a*b + c`), IEEE division and square root (correctly rounded,
+//!   like the scalar ones), and C's `cvttss2si` semantics (`i32::MIN` for NaN
+//!   and out-of-range values) via `cvttps2dq`, which has exactly those;
+//! - order-dependent reductions whose result is not order-independent
+//!   (a max over values that may hold NaN, the sign of a zero minimum) are
+//!   resolved the way the scalar loop resolves them, or fall back to the
+//!   scalar kernel for that block.
+//!
+//! Set `GGUFKIT_SCALAR=1` in the environment to force the scalar path (read
+//! once per process); [`active`] reports which path is in use.
+
+use std::sync::OnceLock;
+
+use super::float;
+use super::iq4;
+use super::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use super::search::{make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qx_quants, QkxSearch};
+use super::Quantize;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub use avx2::Avx2;
+
+#[cfg(test)]
+mod tests;
+
+/// Which implementation of the hot loops a call uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The plain scalar kernels (the oracle).
+    Scalar,
+    /// AVX2 + F16C kernels (x86-64).
+    Avx2,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Scalar => "scalar",
+            Backend::Avx2 => "avx2",
+        }
+    }
+}
+
+/// The best backend this CPU supports.
+pub fn detected() -> Backend {
+    #[cfg(target_arch = "x86_64")]
+    if Avx2::new().is_some() {
+        return Backend::Avx2;
+    }
+    Backend::Scalar
+}
+
+/// The backend chosen for a value of `GGUFKIT_SCALAR`: scalar when it is set
+/// to anything but empty or `0`, otherwise the detected one.
+pub fn backend_for_env(value: Option<&str>, detected: Backend) -> Backend {
+    match value {
+        Some(v) if !v.is_empty() && v != "0" => Backend::Scalar,
+        _ => detected,
+    }
+}
+
+/// The backend [`super::quantize_rows`] and [`super::dequantize_rows`] use:
+/// the detected one unless `GGUFKIT_SCALAR=1` (read once, at the first call).
+pub fn active() -> Backend {
+    static ACTIVE: OnceLock<Backend> = OnceLock::new();
+    *ACTIVE.get_or_init(|| backend_for_env(std::env::var("GGUFKIT_SCALAR").ok().as_deref(), detected()))
+}
+
+/// The loops that have SIMD versions. Every method's default is the scalar
+/// oracle; an implementation must return exactly the same values for every
+/// input (NaN and infinities included).
+///
+/// The searches work on `M` independent groups of `N` values (the sub-blocks
+/// of one super-block): group `j` is `x[j]` with weights `w[j]`, its levels go
+/// to `l[j]` and its results to `scales[j]` (and `mins[j]`).
+pub trait Kernels: Copy + Send + Sync {
+    /// `make_qkx2_quants` (or `make_qkx3_quants` when `v3`) on each group:
+    /// `scales[j]`, `mins[j]` are its returned `(scale, -min)`.
+    #[allow(clippy::too_many_arguments)]
+    fn qkx<const N: usize, const M: usize>(
+        self,
+        p: &QkxSearch,
+        v3: bool,
+        x: &[[f32; N]; M],
+        w: &[[f32; N]; M],
+        l: &mut [[u8; N]; M],
+        scales: &mut [f32; M],
+        mins: &mut [f32; M],
+    ) {
+        let mut laux = [0u8; N];
+        for j in 0..M {
+            (scales[j], mins[j]) = if v3 {
+                make_qkx3_quants(p, &x[j], &w[j], &mut l[j], &mut laux)
+            } else {
+                make_qkx2_quants(p, &x[j], &w[j], &mut l[j], &mut laux)
+            };
+        }
+    }
+
+    /// `make_qx_quants(N, nmax, x, L, rmse_type = 1, w)` on each group.
+    fn qx<const N: usize, const M: usize>(
+        self,
+        nmax: i32,
+        x: &[[f32; N]; M],
+        w: &[[f32; N]; M],
+        l: &mut [[u8; N]; M],
+        scales: &mut [f32; M],
+    ) {
+        for j in 0..M {
+            scales[j] = make_qx_quants(nmax, &x[j], &w[j], &mut l[j]);
+        }
+    }
+
+    /// `make_q3_quants(N, nmax, x, L, do_rmse = true)` on each group.
+    fn q3<const N: usize, const M: usize>(
+        self,
+        nmax: i32,
+        x: &[[f32; N]; M],
+        l: &mut [[u8; N]; M],
+        scales: &mut [f32; M],
+    ) {
+        for j in 0..M {
+            scales[j] = make_q3_quants(nmax, &x[j], &mut l[j]);
+        }
+    }
+
+    /// `l = clamp(nearest_int((x + add) / d), lo, hi) + off` elementwise (the
+    /// k-quants' requantization against the stored scales).
+    #[allow(clippy::too_many_arguments)]
+    fn requantize<const N: usize>(self, x: &[f32; N], add: f32, d: f32, lo: i32, hi: i32, off: i32, l: &mut [u8; N]) {
+        for i in 0..N {
+            l[i] = (super::search::nearest_int((x[i] + add) / d).clamp(lo, hi) + off) as u8;
+        }
+    }
+
+    /// IQ4's scale search (`quantize_row_iq4_nl_impl`'s loop over `ntry`) on each group of 32.
+    fn iq4_scales<const M: usize>(self, x: &[[f32; 32]; M], w: &[[f32; 32]; M], scales: &mut [f32; M]) {
+        for j in 0..M {
+            scales[j] = iq4::search_scale(&x[j], &w[j]);
+        }
+    }
+
+    /// IQ4's table indices of `id · x`, two per byte.
+    fn iq4_indices(self, x: &[f32; 32], id: f32, qs: &mut [u8; 16]) {
+        iq4::pack_indices(x, id, qs)
+    }
+
+    fn f32_to_f16_row(self, src: &[f32], dst: &mut [u8]) {
+        float::f32_row_to_f16(src, dst)
+    }
+    fn f32_to_bf16_row(self, src: &[f32], dst: &mut [u8]) {
+        float::f32_row_to_bf16(src, dst)
+    }
+    fn f16_to_f32_row(self, src: &[u8], dst: &mut [f32]) {
+        float::f16_row_to_f32(src, dst)
+    }
+    fn bf16_to_f32_row(self, src: &[u8], dst: &mut [f32]) {
+        float::bf16_row_to_f32(src, dst)
+    }
+
+    /// The index of the first NaN or infinity in `x`.
+    fn first_non_finite(self, x: &[f32]) -> Option<usize> {
+        x.iter().position(|v| !v.is_finite())
+    }
+
+    fn q8_0_blocks(self, x: &[[f32; 32]], y: &mut [BlockQ8_0]) {
+        for (xb, yb) in x.iter().zip(y) {
+            *yb = BlockQ8_0::quantize(xb);
+        }
+    }
+    fn q4_0_blocks(self, x: &[[f32; 32]], y: &mut [BlockQ4_0]) {
+        for (xb, yb) in x.iter().zip(y) {
+            *yb = BlockQ4_0::quantize(xb);
+        }
+    }
+    fn q4_1_blocks(self, x: &[[f32; 32]], y: &mut [BlockQ4_1]) {
+        for (xb, yb) in x.iter().zip(y) {
+            *yb = BlockQ4_1::quantize(xb);
+        }
+    }
+    fn q5_0_blocks(self, x: &[[f32; 32]], y: &mut [BlockQ5_0]) {
+        for (xb, yb) in x.iter().zip(y) {
+            *yb = BlockQ5_0::quantize(xb);
+        }
+    }
+    fn q5_1_blocks(self, x: &[[f32; 32]], y: &mut [BlockQ5_1]) {
+        for (xb, yb) in x.iter().zip(y) {
+            *yb = BlockQ5_1::quantize(xb);
+        }
+    }
+}
+
+/// The scalar kernels: every [`Kernels`] method as written in the oracle.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scalar;
+
+impl Kernels for Scalar {}

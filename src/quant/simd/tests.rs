@@ -1,0 +1,358 @@
+//! SIMD kernels against the scalar oracle: identical bytes on random,
+//! adversarial and non-finite inputs, for every type, with and without an
+//! importance matrix.
+//!
+//! The SIMD-specific cases are skipped (with a message on stderr) when the CPU
+//! lacks the features; the scalar-path cases always run.
+
+use super::*;
+use crate::gguf::GgmlType;
+use crate::quant::testutil::{adversarial_blocks, Rng};
+use crate::quant::{dequantize_rows_with, quantize_rows_with, QUANTIZABLE};
+
+/// The SIMD backend to test, or `None` (after saying so) when the CPU has none.
+fn simd_backend(test: &str) -> Option<Backend> {
+    match detected() {
+        Backend::Scalar => {
+            eprintln!("{test}: SKIPPED, this CPU lacks AVX2+F16C (only the scalar path exists here)");
+            None
+        }
+        b => Some(b),
+    }
+}
+
+/// Named row sets of `n` values per row.
+fn row_sets(n: usize, seed: u64) -> Vec<(String, Vec<f32>)> {
+    let mut r = Rng::new(seed);
+    let mut sets = Vec::new();
+    // whole rows of one adversarial pattern (blocks of 256 tiled)
+    let blocks = adversarial_blocks::<256>(seed ^ 0xA5);
+    let mut tiled = Vec::new();
+    for (_, b) in &blocks {
+        for k in 0..n {
+            tiled.push(b[k % 256]);
+        }
+    }
+    sets.push(("adversarial".to_string(), tiled));
+    // every 16 values from a different pattern and scale, so that the lanes of
+    // a search take different branches
+    let small = adversarial_blocks::<16>(seed ^ 0x5A);
+    let mut mixed = Vec::new();
+    for _ in 0..48 * n / 16 {
+        let (_, b) = &small[r.below(small.len() as u64) as usize];
+        let scale = [1.0f32, 1e-3, 1e3, 0.02, -1.0][r.below(5) as usize];
+        mixed.extend(b.iter().map(|v| v * scale));
+    }
+    sets.push(("mixed16".to_string(), mixed));
+    // plain model-like weights with outliers
+    let normal: Vec<f32> = (0..64 * n)
+        .map(|i| {
+            let v = r.normal() * 0.02;
+            if i % 97 == 0 {
+                v * 40.0
+            } else {
+                v
+            }
+        })
+        .collect();
+    sets.push(("normal".to_string(), normal));
+    // arbitrary finite bit patterns (huge, tiny, subnormal)
+    let bits: Vec<f32> = (0..16 * n)
+        .map(|_| loop {
+            let v = f32::from_bits(r.next_u64() as u32);
+            if v.is_finite() {
+                break v;
+            }
+        })
+        .collect();
+    sets.push(("finite_bits".to_string(), bits));
+    // sparse infinities among normal values (NaNs: see `nan_inputs_do_not_panic`)
+    let infinite: Vec<f32> = (0..16 * n)
+        .map(|_| match r.below(40) {
+            0 => f32::INFINITY,
+            1 => f32::NEG_INFINITY,
+            2 => f32::MAX,
+            3 => -f32::MIN_POSITIVE,
+            _ => r.normal(),
+        })
+        .collect();
+    sets.push(("infinite".to_string(), infinite));
+    // exact ties: half-integers on power-of-two grids, zeros of both signs
+    let ties: Vec<f32> = (0..16 * n)
+        .map(|_| match r.below(6) {
+            0 => 0.0,
+            1 => -0.0,
+            _ => (r.below(33) as f32 - 16.0) * 0.5 * 2f32.powi(r.below(5) as i32 - 2),
+        })
+        .collect();
+    sets.push(("ties_zeros".to_string(), ties));
+    sets
+}
+
+fn imatrices(n: usize, seed: u64) -> Vec<(&'static str, Vec<f32>)> {
+    let mut r = Rng::new(seed);
+    vec![
+        ("random", (0..n).map(|_| r.uniform() * 10.0 + 0.01).collect()),
+        ("with_zeros", (0..n).map(|i| if i % 5 == 0 { 0.0 } else { r.uniform() }).collect()),
+        ("heavy", (0..n).map(|_| r.normal().abs().powi(4) * 100.0).collect()),
+    ]
+}
+
+/// Quantizes with both backends and requires identical bytes; returns the bytes compared.
+fn compare(b: Backend, ty: GgmlType, src: &[f32], n: usize, im: Option<&[f32]>, what: &str) -> usize {
+    let size = ty.row_size(n as u64).unwrap() as usize * (src.len() / n);
+    let mut want = vec![0u8; size];
+    let mut got = vec![0xEEu8; size];
+    quantize_rows_with(Backend::Scalar, ty, src, n, im, &mut want).unwrap();
+    quantize_rows_with(b, ty, src, n, im, &mut got).unwrap();
+    if want != got {
+        let row = ty.row_size(n as u64).unwrap() as usize;
+        let first = want.iter().zip(&got).position(|(a, b)| a != b).unwrap();
+        panic!("{ty} {what}: {} differs from scalar first at byte {first} (row {})", b.name(), first / row);
+    }
+    size
+}
+
+#[test]
+fn every_type_matches_scalar() {
+    let Some(b) = simd_backend("every_type_matches_scalar") else { return };
+    let mut total = 0usize;
+    let mut cases = 0usize;
+    for &ty in QUANTIZABLE {
+        let block = ty.block_size() as usize;
+        // 512 is a multiple of every block size; 96 is not of 256
+        for n in [512usize, 96] {
+            if n % block != 0 {
+                continue;
+            }
+            for (name, src) in row_sets(n, 0x51D + n as u64) {
+                let rows = src.len() / n;
+                let src = &src[..rows * n];
+                total += compare(b, ty, src, n, None, &format!("{name} n={n}"));
+                cases += 1;
+                for (iname, im) in imatrices(n, 0x1A7 + n as u64) {
+                    total += compare(b, ty, src, n, Some(&im), &format!("{name} n={n} imatrix={iname}"));
+                    cases += 1;
+                }
+            }
+        }
+    }
+    eprintln!("every_type_matches_scalar: {cases} cases, {total} bytes identical");
+}
+
+/// NaN inputs: which NaN a float operation returns when both operands are
+/// NaN (and so the payload bits that `nearest_int` and the fp16 conversion
+/// then read) is not fixed by Rust, nor by C: compilers may swap the operands
+/// of `+` and `*`. Bytes for NaN inputs are therefore not compared; both
+/// paths must only run without panicking and fill the output.
+#[test]
+fn nan_inputs_do_not_panic() {
+    let mut r = Rng::new(0x7A7);
+    let n = 512;
+    let src: Vec<f32> = (0..8 * n)
+        .map(|_| match r.below(30) {
+            0 => f32::NAN,
+            1 => f32::from_bits(0xFFC1_2345),
+            2 => f32::from_bits(0x7F80_0001),
+            3 => f32::INFINITY,
+            _ => r.normal(),
+        })
+        .collect();
+    let im: Vec<f32> = (0..n).map(|i| if i % 7 == 0 { f32::NAN } else { 1.0 }).collect();
+    let mut differing = 0;
+    for &ty in QUANTIZABLE {
+        for imatrix in [None, Some(&im[..])] {
+            let size = ty.row_size(n as u64).unwrap() as usize * 8;
+            let mut a = vec![0u8; size];
+            let mut b = vec![0u8; size];
+            quantize_rows_with(Backend::Scalar, ty, &src, n, imatrix, &mut a).unwrap();
+            quantize_rows_with(detected(), ty, &src, n, imatrix, &mut b).unwrap();
+            differing += (a != b) as usize;
+        }
+    }
+    eprintln!(
+        "nan_inputs_do_not_panic: {differing} of {} type/imatrix cases differ in NaN-derived bytes",
+        2 * QUANTIZABLE.len()
+    );
+}
+
+#[test]
+fn searches_match_scalar_on_adversarial_groups() {
+    let Some(_) = simd_backend("searches_match_scalar_on_adversarial_groups") else { return };
+    let Some(k) = Avx2::new() else { return };
+    let g16 = adversarial_blocks::<16>(77);
+    let g32 = adversarial_blocks::<32>(78);
+    let mut r = Rng::new(79);
+    let mut checked = 0;
+    for round in 0..200 {
+        // 16 groups, each a random adversarial pattern
+        let mut x16 = [[0f32; 16]; 16];
+        let mut x32 = [[0f32; 32]; 8];
+        for g in x16.iter_mut() {
+            *g = g16[r.below(g16.len() as u64) as usize].1;
+        }
+        for g in x32.iter_mut() {
+            *g = g32[r.below(g32.len() as u64) as usize].1;
+        }
+        let w16 = x16.map(|g| g.map(|v| if round % 2 == 0 { v.abs() } else { v * v + 0.5 }));
+        let w32 = x32.map(|g| g.map(|v| v.abs() + 0.25));
+        let params = [
+            QkxSearch { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: true },
+            QkxSearch { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false },
+            QkxSearch { nmax: 31, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false },
+        ];
+        for p in &params {
+            for v3 in [false, true] {
+                let (mut la, mut sa, mut ma) = ([[0u8; 16]; 16], [0f32; 16], [0f32; 16]);
+                let (mut lb, mut sb, mut mb) = ([[0u8; 16]; 16], [0f32; 16], [0f32; 16]);
+                Scalar.qkx(p, v3, &x16, &w16, &mut la, &mut sa, &mut ma);
+                k.qkx(p, v3, &x16, &w16, &mut lb, &mut sb, &mut mb);
+                assert_eq!(la, lb, "qkx levels {p:?} v3={v3} round {round}");
+                assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qkx scales {p:?} v3={v3}");
+                assert_eq!(ma.map(f32::to_bits), mb.map(f32::to_bits), "qkx mins {p:?} v3={v3}");
+                let (mut la, mut sa, mut ma) = ([[0u8; 32]; 8], [0f32; 8], [0f32; 8]);
+                let (mut lb, mut sb, mut mb) = ([[0u8; 32]; 8], [0f32; 8], [0f32; 8]);
+                Scalar.qkx(p, v3, &x32, &w32, &mut la, &mut sa, &mut ma);
+                k.qkx(p, v3, &x32, &w32, &mut lb, &mut sb, &mut mb);
+                assert_eq!(la, lb, "qkx32 levels {p:?} v3={v3} round {round}");
+                assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits));
+                assert_eq!(ma.map(f32::to_bits), mb.map(f32::to_bits));
+                checked += 2;
+            }
+        }
+        for nmax in [4, 8, 16, 32] {
+            let (mut la, mut sa) = ([[0u8; 16]; 16], [0f32; 16]);
+            let (mut lb, mut sb) = ([[0u8; 16]; 16], [0f32; 16]);
+            Scalar.qx(nmax, &x16, &w16, &mut la, &mut sa);
+            k.qx(nmax, &x16, &w16, &mut lb, &mut sb);
+            assert_eq!(la, lb, "qx levels nmax={nmax} round {round}");
+            assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qx scales nmax={nmax}");
+            let (mut la, mut sa) = ([[0u8; 32]; 8], [0f32; 8]);
+            let (mut lb, mut sb) = ([[0u8; 32]; 8], [0f32; 8]);
+            Scalar.qx(nmax, &x32, &w32, &mut la, &mut sa);
+            k.qx(nmax, &x32, &w32, &mut lb, &mut sb);
+            assert_eq!(la, lb, "qx32 levels nmax={nmax} round {round}");
+            assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits));
+            checked += 2;
+        }
+        let (mut la, mut sa) = ([[0u8; 16]; 16], [0f32; 16]);
+        let (mut lb, mut sb) = ([[0u8; 16]; 16], [0f32; 16]);
+        Scalar.q3(4, &x16, &mut la, &mut sa);
+        k.q3(4, &x16, &mut lb, &mut sb);
+        assert_eq!(la, lb, "q3 levels round {round}");
+        assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "q3 scales");
+        checked += 1;
+    }
+    eprintln!("searches_match_scalar_on_adversarial_groups: {checked} batches identical");
+}
+
+#[test]
+fn half_conversions_match_scalar() {
+    let Some(b) = simd_backend("half_conversions_match_scalar") else { return };
+    // every fp16 / bf16 value, decoded
+    let all: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+    for ty in [GgmlType::F16, GgmlType::BF16] {
+        let mut want = vec![0f32; 65536];
+        let mut got = vec![0f32; 65536];
+        dequantize_rows_with(Backend::Scalar, ty, &all, &mut want).unwrap();
+        dequantize_rows_with(b, ty, &all, &mut got).unwrap();
+        for h in 0..65536 {
+            assert_eq!(want[h].to_bits(), got[h].to_bits(), "{ty} decode {h:04x}");
+        }
+    }
+    // encoding: random bit patterns (NaNs with payloads, subnormals, overflow), a dense
+    // sweep of the fp16 range, and odd lengths for the scalar tails
+    let mut r = Rng::new(0xF16);
+    let mut src: Vec<f32> = (0..1 << 20).map(|_| f32::from_bits(r.next_u64() as u32)).collect();
+    let mut bits = 0x3000_0000u32;
+    while bits < 0x4800_0000 {
+        src.push(f32::from_bits(bits));
+        src.push(-f32::from_bits(bits + 0x1F));
+        bits += 0x3FF;
+    }
+    src.extend([0.0, -0.0, 65504.0, 65520.0, 65519.99, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+    src.extend((0..64).map(|i| 2f32.powi(-24) * (i as f32 * 0.25)));
+    for len in [src.len(), 13, 7, 1] {
+        let src = &src[..len];
+        for ty in [GgmlType::F16, GgmlType::BF16] {
+            compare(b, ty, src, 1, None, &format!("encode len {len}"));
+        }
+    }
+}
+
+#[test]
+fn env_var_selects_scalar() {
+    assert_eq!(backend_for_env(Some("1"), Backend::Avx2), Backend::Scalar);
+    assert_eq!(backend_for_env(Some("yes"), Backend::Avx2), Backend::Scalar);
+    assert_eq!(backend_for_env(Some("0"), Backend::Avx2), Backend::Avx2);
+    assert_eq!(backend_for_env(Some(""), Backend::Avx2), Backend::Avx2);
+    assert_eq!(backend_for_env(None, Backend::Avx2), Backend::Avx2);
+    assert_eq!(backend_for_env(None, Backend::Scalar), Backend::Scalar);
+}
+
+#[test]
+fn scalar_backend_is_always_available() {
+    // the forced scalar path gives the same bytes as the default entry point
+    let src: Vec<f32> = (0..1024).map(|i| ((i * 7919 % 1009) as f32 - 504.0) * 0.003).collect();
+    for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {
+        let size = ty.row_size(512).unwrap() as usize * 2;
+        let mut a = vec![0u8; size];
+        let mut c = vec![0u8; size];
+        quantize_rows_with(Backend::Scalar, ty, &src, 512, None, &mut a).unwrap();
+        crate::quant::quantize_rows(ty, &src, 512, None, &mut c).unwrap();
+        assert_eq!(a, c, "{ty}");
+    }
+}
+
+#[test]
+fn iq4_indices_match_scalar_at_every_midpoint() {
+    let Some(_) = simd_backend("iq4_indices_match_scalar_at_every_midpoint") else { return };
+    let Some(k) = Avx2::new() else { return };
+    let kv = crate::quant::iq4::KVALUES_IQ4NL.map(|v| v as f32);
+    // table values, exact midpoints and their float neighbours, out of range, non-finite
+    let mut ys = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -200.0, 200.0, 0.0, -0.0];
+    for i in 0..16 {
+        ys.push(kv[i]);
+        if i < 15 {
+            let m = (kv[i] + kv[i + 1]) * 0.5;
+            ys.extend([m, f32::from_bits(m.to_bits() + 1), f32::from_bits(m.to_bits() - 1)]);
+        }
+    }
+    let mut r = Rng::new(5);
+    ys.extend((0..4096).map(|_| (r.uniform() - 0.5) * 300.0));
+    while ys.len() % 32 != 0 {
+        ys.push(r.normal() * 50.0);
+    }
+    for chunk in ys.chunks_exact(32) {
+        let x: [f32; 32] = chunk.try_into().unwrap();
+        for id in [1.0f32, -1.0, 0.5, 3.0] {
+            let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+            Scalar.iq4_indices(&x, id, &mut a);
+            k.iq4_indices(&x, id, &mut b);
+            assert_eq!(a, b, "x = {x:?} id = {id}");
+        }
+    }
+}
+
+#[test]
+fn first_non_finite_matches_scalar() {
+    let Some(_) = simd_backend("first_non_finite_matches_scalar") else { return };
+    let Some(k) = Avx2::new() else { return };
+    let mut x: Vec<f32> = (0..1000).map(|i| i as f32 * 1e30).collect(); // overflows to inf from i = 341
+    assert_eq!(k.first_non_finite(&x), Scalar.first_non_finite(&x));
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::from_bits(0x7F80_0001)] {
+        for pos in [0usize, 5, 31, 32, 63, 64, 500, 998, 999] {
+            x = vec![f32::MAX; 1000];
+            x[pos] = bad;
+            x[999] = if pos == 999 { bad } else { -0.0 };
+            for len in [1000, 999, 33, 32, 7] {
+                assert_eq!(
+                    k.first_non_finite(&x[..len]),
+                    Scalar.first_non_finite(&x[..len]),
+                    "{bad} at {pos} len {len}"
+                );
+            }
+        }
+    }
+    assert_eq!(k.first_non_finite(&[]), None);
+}
