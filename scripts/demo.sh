@@ -13,9 +13,7 @@ out=${1:-target/demo/release}
 model=examples/tiny-mistral        # MistralForCausalLM, Llama-2 SentencePiece tokenizer, bf16 safetensors
 adapter=examples/tiny-mistral-lora # PEFT LoRA adapter (r=4, q_proj/v_proj)
 
-# >>> LoRA: merging arrives with `ggufkit merge`. To switch it on, replace the
-# >>> next line with:   lora=(--lora "$adapter")
-lora=()
+lora=(--lora "$adapter")
 
 echo "== ggufkit pack $model ${lora[*]} --types Q4_K_M,Q8_0 -o $out"
 "$bin" pack "$model" ${lora[@]+"${lora[@]}"} --types Q4_K_M,Q8_0 -o "$out" --force

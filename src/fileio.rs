@@ -234,7 +234,12 @@ impl AtomicFile {
                         libc::SYNC_FILE_RANGE_WAIT_BEFORE,
                     );
                 }
-                libc::sync_file_range(fd, start as libc::off64_t, (end - start) as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
+                libc::sync_file_range(
+                    fd,
+                    start as libc::off64_t,
+                    (end - start) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
             }
         }
         self.writeback = self.written;

@@ -499,18 +499,60 @@ fn failure_mid_way_leaves_nothing() {
     assert_eq!(leftovers(&out), ["rel"]);
 }
 
-/// LoRA merging arrives with `ggufkit merge`; until then --lora is a clear
-/// error that writes nothing.
+/// With an adapter, each GGUF of the release is byte-identical to what
+/// `merge BASE --lora A=W -o NAME-TYPE.gguf --outtype TYPE` writes, differs
+/// from the base model's release, is reproducible, and the manifest records
+/// the adapter (files with hashes, weight).
 #[test]
-fn lora_is_refused_until_merge_lands() {
+fn lora_release_equals_merge() {
     let tmp = tempfile::tempdir().unwrap();
-    let dest = tmp.path().join("rel");
     let adapter = common::repo_root().join("examples/tiny-mistral-lora");
     let lora = format!("{}=0.5", adapter.display());
-    let o = pack(&example(), &dest, &["--types", "Q8_0", "--lora", &lora]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("merge"), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(leftovers(tmp.path()).is_empty());
+    let types = "Q4_K_M,Q8_0,f16";
+    let (d1, d2) = (tmp.path().join("rel1"), tmp.path().join("rel2"));
+    ok(&pack(&example(), &d1, &["--types", types, "--lora", &lora, "--threads", "2"]), "pack --lora");
+    ok(&pack(&example(), &d2, &["--types", "f16,Q8_0,Q4_K_M", "--lora", &lora, "--threads", "1"]), "pack --lora again");
+    assert_eq!(dir_hashes(&d1), dir_hashes(&d2), "pack --lora is deterministic");
+
+    let manifest: Value = serde_json::from_slice(&std::fs::read(d1.join("manifest.json")).unwrap()).unwrap();
+    let adapters = manifest["adapters"].as_array().unwrap();
+    assert_eq!(adapters.len(), 1, "{manifest}");
+    assert_eq!(adapters[0]["weight"].as_f64(), Some(0.5), "{manifest}");
+    let text = adapters[0].to_string();
+    assert!(
+        text.contains("adapter_model.safetensors") && text.contains(&sha(&adapter.join("adapter_model.safetensors")))
+    );
+
+    let base_release = release();
+    let mut compared = 0;
+    for o in manifest["outputs"].as_array().unwrap() {
+        let file = o["file"].as_str().unwrap();
+        let ty = o["type"].as_str().unwrap();
+        let separate = tmp.path().join("merged").join(file);
+        std::fs::create_dir_all(separate.parent().unwrap()).unwrap();
+        let merged = run(&[
+            "merge".as_ref(),
+            example().as_os_str(),
+            "--lora".as_ref(),
+            lora.as_ref(),
+            "-o".as_ref(),
+            separate.as_os_str(),
+            "--outtype".as_ref(),
+            ty.as_ref(),
+            "-q".as_ref(),
+        ]);
+        ok(&merged, &format!("merge --outtype {ty}"));
+        let a = std::fs::read(d1.join(file)).unwrap();
+        assert!(a == std::fs::read(&separate).unwrap(), "{ty}: pack --lora differs from merge --outtype {ty}");
+        // The adapter changed the weights: the same type without it differs.
+        if let Some(b) = outputs(base_release).iter().find(|b| b["type"] == o["type"]) {
+            let base = std::fs::read(base_release.dir.join(b["file"].as_str().unwrap())).unwrap();
+            assert!(base != a, "{ty}: the adapter made no difference");
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 3);
+    assert!(leftovers(tmp.path()).iter().all(|n| n == "rel1" || n == "rel2" || n == "merged"));
 }
 
 /// The committed example is exactly what scripts/gen_example.py generates.

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ggufkit::inspect::human_bytes;
-use ggufkit::pack::{self, AdapterArg, PackOptions};
+use ggufkit::pack::{self, AdapterSpec, PackOptions};
 use ggufkit::{modelfile, Error, Result};
 
 use super::output::{print_json, TermProgress};
@@ -22,7 +22,7 @@ pub struct Args {
     hf_dir: PathBuf,
     /// A PEFT LoRA adapter directory to merge first, with an optional weight (DIR or DIR=W; repeatable).
     #[arg(long = "lora", value_name = "DIR[=W]")]
-    lora: Vec<String>,
+    lora: Vec<AdapterSpec>,
     /// Output types, comma-separated (e.g. Q4_K_M,Q8_0).
     #[arg(long, value_name = "TYPES", required = true)]
     types: Vec<String>,
@@ -58,7 +58,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let opts = PackOptions {
         types: args.types.clone(),
-        adapters: args.lora.iter().map(|s| AdapterArg::parse(s)).collect::<Result<Vec<_>>>()?,
+        adapters: args.lora.clone(),
         name: args.name.clone(),
         force: args.force,
         threads: args.threads.unwrap_or(0),

@@ -565,9 +565,8 @@ pub struct HeaderTensor {
 pub fn parse_header(buf: &[u8]) -> std::result::Result<Header, ParseError> {
     let (header_len, meta) =
         ::safetensors::SafeTensors::read_metadata(buf).map_err(|e| ParseError::new("header", 0, st_error(&e)))?;
-    let data_start = 8usize
-        .checked_add(header_len)
-        .ok_or_else(|| ParseError::new("header", 0, "header length overflows"))?;
+    let data_start =
+        8usize.checked_add(header_len).ok_or_else(|| ParseError::new("header", 0, "header length overflows"))?;
     let names = meta.offset_keys();
     if names.len() > MAX_TENSORS_PER_FILE {
         return Err(ParseError::new(
@@ -618,7 +617,14 @@ fn parse_shard(map: FileBytes, path: &Path, file_idx: usize) -> Result<(Shard, V
     let entries = header
         .tensors
         .into_iter()
-        .map(|t| TensorEntry { name: t.name, dtype: t.dtype, shape: t.shape, file: file_idx, start: t.start, len: t.len })
+        .map(|t| TensorEntry {
+            name: t.name,
+            dtype: t.dtype,
+            shape: t.shape,
+            file: file_idx,
+            start: t.start,
+            len: t.len,
+        })
         .collect();
     Ok((Shard { path: path.to_path_buf(), map, metadata: header.metadata }, entries))
 }

@@ -259,6 +259,31 @@ pub enum GgufTarget {
     Quantize(crate::policy::Options, Option<crate::imatrix::Imatrix>),
 }
 
+/// The merged model opened as a conversion source for `outtype`: exactly
+/// what converting the merged directory (written in the dtype that
+/// conversion implies, named `stem`, without a model card) would read. For a
+/// quantized output use `OutType::F32`, the conversion the quantization
+/// starts from. Nothing is written.
+pub fn open_merged_conversion(
+    base_dir: &Path,
+    adapters: &[AdapterSpec],
+    outtype: OutType,
+    stem: &str,
+    threads: Option<usize>,
+    progress: &dyn Progress,
+) -> Result<(HfToGguf<LoraMerged>, MergeReport)> {
+    let mut model = open_merged(base_dir, adapters, progress)?;
+    let dtype = match outtype {
+        OutType::F32 => DType::F32,
+        _ => weights_dtype(model.weights.base()),
+    };
+    model.config = merged_config(&model.config, dtype, model.weights.report.untied);
+    let report = model.weights.report.clone();
+    let identity = ModelIdentity { dir_name: stem.to_string(), model_card: false };
+    let copts = ConvertOptions { outtype, threads, vocab_pre: None };
+    Ok((HfToGguf::from_model(model, &identity, &copts, progress)?, report))
+}
+
 /// Merges adapters into a base model and converts the result to GGUF in one
 /// pass: the same file as writing the merged directory (named like the
 /// output file, without a model card) and converting it — for a quantized
@@ -271,21 +296,12 @@ pub fn merge_to_gguf(
     opts: &MergeOptions,
     progress: &dyn Progress,
 ) -> Result<MergeSummary> {
-    let mut model = open_merged(base_dir, adapters, progress)?;
     let outtype = match target {
         GgufTarget::Convert(t) => *t,
         GgufTarget::Quantize(..) => OutType::F32,
     };
-    let dtype = match outtype {
-        OutType::F32 => DType::F32,
-        _ => weights_dtype(model.weights.base()),
-    };
-    model.config = merged_config(&model.config, dtype, model.weights.report.untied);
-    let report = model.weights.report.clone();
     let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let identity = ModelIdentity { dir_name: stem, model_card: false };
-    let copts = ConvertOptions { outtype, threads: opts.threads, vocab_pre: None };
-    let src = HfToGguf::from_model(model, &identity, &copts, progress)?;
+    let (src, report) = open_merged_conversion(base_dir, adapters, outtype, &stem, opts.threads, progress)?;
     let wopts = WriteOptions { threads: opts.threads.unwrap_or(0), ..Default::default() };
     let inputs = src.inputs();
     let (written, dtype_name) = match target {

@@ -73,32 +73,8 @@ const SOURCE_SIDE_FILES: &[&str] = &[
 /// Files of a PEFT adapter directory (when present).
 const ADAPTER_FILES: &[&str] = &["adapter_config.json", "adapter_model.safetensors"];
 
-/// A LoRA adapter to merge before packing: a PEFT adapter directory and the
-/// weight its update is applied with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdapterArg {
-    pub dir: PathBuf,
-    pub weight: f32,
-}
-
-impl AdapterArg {
-    /// Parses `DIR` or `DIR=WEIGHT` (`--lora`). An existing path is taken
-    /// whole, so a directory whose name contains `=` still works.
-    pub fn parse(s: &str) -> Result<AdapterArg> {
-        if !Path::new(s).exists() {
-            if let Some((dir, w)) = s.rsplit_once('=') {
-                let weight: f32 = w
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|x: &f32| x.is_finite())
-                    .ok_or_else(|| Error::usage(format!("--lora {s}: weight '{w}' is not a finite number")))?;
-                return Ok(AdapterArg { dir: dir.into(), weight });
-            }
-        }
-        Ok(AdapterArg { dir: s.into(), weight: 1.0 })
-    }
-}
+/// A LoRA adapter to merge before packing (`--lora DIR[=WEIGHT]`), as `merge` takes it.
+pub use crate::lora::AdapterSpec;
 
 /// Options of [`pack`].
 #[derive(Debug, Clone, Default)]
@@ -106,7 +82,7 @@ pub struct PackOptions {
     /// The `--types` items (each may be a comma-separated list); see [`types`].
     pub types: Vec<String>,
     /// LoRA adapters merged into the model first, in order.
-    pub adapters: Vec<AdapterArg>,
+    pub adapters: Vec<AdapterSpec>,
     /// Stem of the GGUF file names (default: from the model's metadata, see [`default_name`]).
     pub name: Option<String>,
     /// Replace an existing non-empty release directory.
@@ -165,7 +141,7 @@ pub trait PackModel {
     fn warnings(&self) -> &[String];
 }
 
-impl PackModel for HfToGguf {
+impl<W: crate::hf::HfTensors> PackModel for HfToGguf<W> {
     fn source(&self) -> &dyn TensorSource {
         self
     }
@@ -201,19 +177,17 @@ impl PackModel for HfToGguf {
 /// and takes only plans and metadata from the others.
 pub fn open_model(
     hf_dir: &Path,
-    adapters: &[AdapterArg],
+    adapters: &[AdapterSpec],
     outtype: OutType,
     stem: &str,
     progress: &dyn Progress,
 ) -> Result<Box<dyn PackModel>> {
-    let opts = ConvertOptions { outtype, threads: None, vocab_pre: None };
     if adapters.is_empty() {
+        let opts = ConvertOptions { outtype, threads: None, vocab_pre: None };
         return Ok(Box::new(HfToGguf::open(hf_dir, &opts, progress)?));
     }
-    let _ = stem;
-    Err(Error::Unsupported(
-        "--lora: merging LoRA adapters is not available in this build yet (it arrives with `ggufkit merge`)".into(),
-    ))
+    let (model, _report) = crate::lora::open_merged_conversion(hf_dir, adapters, outtype, stem, None, progress)?;
+    Ok(Box::new(model))
 }
 
 fn same_tensors(a: &dyn TensorSource, b: &dyn TensorSource) -> bool {
@@ -719,21 +693,6 @@ fn output_record(o: &Output, w: &MultiSummary, size: u64, sha: &str, spec: &Mode
 mod tests {
     use super::*;
     use crate::gguf::Value;
-
-    #[test]
-    fn adapter_args() {
-        assert_eq!(AdapterArg::parse("/no/such/dir").unwrap(), AdapterArg { dir: "/no/such/dir".into(), weight: 1.0 });
-        assert_eq!(
-            AdapterArg::parse("/no/such/dir=0.5").unwrap(),
-            AdapterArg { dir: "/no/such/dir".into(), weight: 0.5 }
-        );
-        assert!(AdapterArg::parse("/no/such/dir=x").is_err());
-        assert!(AdapterArg::parse("/no/such/dir=inf").is_err());
-        let d = tempfile::tempdir().unwrap();
-        let odd = d.path().join("a=b");
-        std::fs::create_dir(&odd).unwrap();
-        assert_eq!(AdapterArg::parse(odd.to_str().unwrap()).unwrap().dir, odd);
-    }
 
     #[test]
     fn names() {
