@@ -261,8 +261,8 @@ pub fn write_gguf(
             writer.finish()
         });
         let take_buffer = |len: usize| -> Vec<u8> {
+            // Every byte is overwritten by the encoders: only growth is zeroed.
             let mut b = empty_rx.try_recv().unwrap_or_default();
-            b.clear();
             b.resize(len, 0);
             b
         };
@@ -289,7 +289,7 @@ pub fn write_gguf(
                     let row_len = t.row_len() as usize;
                     let rows_per_chunk = (opts.chunk_bytes / (row_len * 4).max(1)).clamp(1, rows.max(1));
                     // Give each worker task a few rows, so small rows still parallelize well.
-                    let rows_per_task = (rows_per_chunk / (pool.current_num_threads() * 4)).max(1);
+                    let rows_per_task = task_rows(rows_per_chunk, row_len, pool.current_num_threads());
                     let mut r0 = 0;
                     while r0 < rows {
                         let n = rows_per_chunk.min(rows - r0);
@@ -345,8 +345,15 @@ pub fn write_gguf(
     })
 }
 
+/// Rows per rayon task: a quarter of a thread's share of the chunk, at most
+/// 64 Ki values (256 KiB of f32), so that what a task decodes is still in L2
+/// when it encodes it.
+fn task_rows(rows_per_chunk: usize, row_len: usize, threads: usize) -> usize {
+    (rows_per_chunk / (threads * 4)).min((1 << 16) / row_len.max(1)).max(1)
+}
+
 fn check_finite(src: &dyn TensorSource, t: &SourceTensor, first_row: u64, row_len: usize, rows: &[f32]) -> Result<()> {
-    if let Some(pos) = rows.iter().position(|v| !v.is_finite()) {
+    if let Some(pos) = crate::quant::first_non_finite(rows) {
         return Err(Error::NonFinite {
             source_name: src.describe(),
             tensor: t.name.clone(),
@@ -563,8 +570,8 @@ pub fn write_gguf_multi(
             Ok(files)
         });
         let take_buffer = |len: usize| -> Vec<u8> {
+            // Every byte is overwritten by the encoders: only growth is zeroed.
             let mut b = empty_rx.try_recv().unwrap_or_default();
-            b.clear();
             b.resize(len, 0);
             b
         };
@@ -592,7 +599,7 @@ pub fn write_gguf_multi(
                 }
                 let need_rows = measure_error || copies.iter().any(|&c| !c);
                 let rows_per_chunk = (opts.chunk_bytes / (row_len * 4).max(1)).clamp(1, rows.max(1));
-                let rows_per_task = (rows_per_chunk / (pool.current_num_threads() * 4)).max(1);
+                let rows_per_task = task_rows(rows_per_chunk, row_len, pool.current_num_threads());
                 let mut r0 = 0;
                 while r0 < rows {
                     let n = rows_per_chunk.min(rows - r0);
