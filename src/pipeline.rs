@@ -261,8 +261,8 @@ pub fn write_gguf(
             writer.finish()
         });
         let take_buffer = |len: usize| -> Vec<u8> {
-            // Every byte is overwritten by the encoders: only growth is zeroed.
             let mut b = empty_rx.try_recv().unwrap_or_default();
+            b.clear();
             b.resize(len, 0);
             b
         };
@@ -570,8 +570,8 @@ pub fn write_gguf_multi(
             Ok(files)
         });
         let take_buffer = |len: usize| -> Vec<u8> {
-            // Every byte is overwritten by the encoders: only growth is zeroed.
             let mut b = empty_rx.try_recv().unwrap_or_default();
+            b.clear();
             b.resize(len, 0);
             b
         };
