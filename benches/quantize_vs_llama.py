@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -310,14 +311,21 @@ def bench_convert(args, work: Path, model: Path) -> dict:
     size = sum(f.stat().st_size for f in shards)
     for f in shards:  # warm the page cache
         f.read_bytes()
-    rec = {"model": hf.name, "safetensors_bytes": size, "convert_s": [], "cp_s": [], "convert_rss_kib": [],
-           "load": []}
+    rec = {"model": hf.name, "safetensors_bytes": size, "convert_s": [], "cp_s": [], "cp_sync_s": [],
+           "convert_rss_kib": [], "load": []}
     for rep in range(args.repeat):
         rec["load"].append(load_avg())
         copy_dir = work / "copy"
         copy_dir.mkdir(exist_ok=True)
         wall, _, _ = timed(["cp", *map(str, shards), str(copy_dir)])
         rec["cp_s"].append(wall)
+        shutil.rmtree(copy_dir)
+        # A durable copy, as ggufkit's output is (it is fsynced before the rename).
+        copy_dir.mkdir(exist_ok=True)
+        copies = " ".join(shlex.quote(str(copy_dir / f.name)) for f in shards)
+        wall, _, _ = timed(["sh", "-c", f"cp {' '.join(shlex.quote(str(f)) for f in shards)} "
+                                        f"{shlex.quote(str(copy_dir))} && sync {copies}"])
+        rec["cp_sync_s"].append(wall)
         shutil.rmtree(copy_dir)
         out = work / "converted-f16.gguf"
         wall, rss, _ = timed([str(args.bin), "convert", str(hf), str(out), "--outtype", "f16", "-q"])
@@ -354,7 +362,9 @@ def print_table(res: dict) -> None:
     if c and "convert_s" in c:
         print(f"\nconvert {c['model']} ({c['safetensors_bytes'] / 2**20:.0f} MiB bf16 safetensors) to F16: "
               f"median {med(c['convert_s']):.2f}s (peak RSS {max(c['convert_rss_kib']) / 1024:.0f} MiB) vs cp of the "
-              f"shards {med(c['cp_s']):.2f}s; runs {c['convert_s']} / {c['cp_s']}; load {c['load']}")
+              f"shards {med(c['cp_s']):.2f}s ({med(c['convert_s']) / med(c['cp_s']):.1f}×), cp + sync of the copies "
+              f"{med(c['cp_sync_s']):.2f}s ({med(c['convert_s']) / med(c['cp_sync_s']):.1f}×); "
+              f"runs {c['convert_s']} / {c['cp_s']} / {c['cp_sync_s']}; load {c['load']}")
     elif c:
         print(f"convert: {c}")
 

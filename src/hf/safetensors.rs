@@ -652,6 +652,10 @@ pub fn decode_f32(dtype: DType, bytes: &[u8], out: &mut [f32]) {
                 *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
         }
+        // The SIMD decoders of the quantization kernels (same bits as the
+        // scalar loops below, which serve when the lengths do not line up).
+        DType::F16 if crate::quant::dequantize_rows(crate::gguf::GgmlType::F16, bytes, out).is_ok() => {}
+        DType::BF16 if crate::quant::dequantize_rows(crate::gguf::GgmlType::BF16, bytes, out).is_ok() => {}
         DType::F16 => {
             for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
                 *o = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();

@@ -35,11 +35,37 @@ fn fp16_fields(ty: GgmlType) -> Option<&'static [usize]> {
     })
 }
 
+/// True when some little-endian u16 of `data` has all the bits of `exp` set
+/// (a NaN or infinity of F16 (`0x7c00`) or BF16 (`0x7f80`)).
+fn any_exponent_all_ones_u16(data: &[u8], exp: u16) -> bool {
+    data.chunks(1024).any(|c| {
+        c.chunks_exact(2).fold(false, |acc, b| acc | (u16::from_le_bytes([b[0], b[1]]) & exp == exp))
+    })
+}
+
+/// The same for little-endian u32 (F32: `0x7f80_0000`).
+fn any_exponent_all_ones_u32(data: &[u8], exp: u32) -> bool {
+    data.chunks(2048).any(|c| {
+        c.chunks_exact(4).fold(false, |acc, b| acc | (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & exp == exp))
+    })
+}
+
 /// Validates `data`, whole blocks of `ty`. `None` when valid.
 pub fn validate_rows(ty: GgmlType, data: &[u8]) -> Option<Invalid> {
     use GgmlType::*;
     let size = ty.type_size() as usize;
     let bad = |block, what| Some(Invalid { block, what });
+    // Fast path for the float types: a branch-free scan (vectorized by the
+    // compiler) for any all-ones exponent; the exact search only on a hit.
+    let clean = match ty {
+        F32 => !any_exponent_all_ones_u32(data, 0x7f80_0000),
+        F16 => !any_exponent_all_ones_u16(data, 0x7c00),
+        BF16 => !any_exponent_all_ones_u16(data, 0x7f80),
+        _ => false,
+    };
+    if clean {
+        return None;
+    }
     match ty {
         F32 => data.chunks_exact(4).enumerate().find_map(|(i, b)| {
             let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
