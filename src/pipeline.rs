@@ -115,6 +115,20 @@ pub struct TensorReport {
     pub copied: bool,
 }
 
+impl TensorReport {
+    fn new(t: &SourceTensor, p: &Planned, copied: bool) -> TensorReport {
+        TensorReport {
+            name: t.name.clone(),
+            dims: p.dims.clone().unwrap_or_else(|| t.dims.clone()),
+            source_type: t.ty,
+            ty: p.ty,
+            source_bytes: t.ty.tensor_size(&t.dims).unwrap_or(0),
+            bytes: p.ty.tensor_size(&t.dims).unwrap_or(0),
+            copied,
+        }
+    }
+}
+
 /// Summary of a written file.
 #[derive(Debug, Clone)]
 pub struct WriteSummary {
@@ -314,15 +328,7 @@ pub fn write_gguf(
                     }
                 }
                 src.done(p.source);
-                reports.push(TensorReport {
-                    name: t.name.clone(),
-                    dims: p.dims.clone().unwrap_or_else(|| t.dims.clone()),
-                    source_type: t.ty,
-                    ty: p.ty,
-                    source_bytes: t.ty.tensor_size(&t.dims).unwrap_or(0),
-                    bytes: p.ty.tensor_size(&t.dims).unwrap_or(0),
-                    copied,
-                });
+                reports.push(TensorReport::new(t, p, copied));
             }
             Ok(())
         })();
@@ -665,15 +671,7 @@ pub fn write_gguf_multi(
                 src.done(si);
                 for (&(u, k), &copied) in used.iter().zip(&copies) {
                     let p = &outputs[u].plan[k];
-                    reports[u][k] = Some(TensorReport {
-                        name: t.name.clone(),
-                        dims: p.dims.clone().unwrap_or_else(|| t.dims.clone()),
-                        source_type: t.ty,
-                        ty: p.ty,
-                        source_bytes: t.ty.tensor_size(&t.dims).unwrap_or(0),
-                        bytes: p.ty.tensor_size(&t.dims).unwrap_or(0),
-                        copied,
-                    });
+                    reports[u][k] = Some(TensorReport::new(t, p, copied));
                 }
             }
             Ok(())

@@ -38,9 +38,8 @@ fn fp16_fields(ty: GgmlType) -> Option<&'static [usize]> {
 /// True when some little-endian u16 of `data` has all the bits of `exp` set
 /// (a NaN or infinity of F16 (`0x7c00`) or BF16 (`0x7f80`)).
 fn any_exponent_all_ones_u16(data: &[u8], exp: u16) -> bool {
-    data.chunks(1024).any(|c| {
-        c.chunks_exact(2).fold(false, |acc, b| acc | (u16::from_le_bytes([b[0], b[1]]) & exp == exp))
-    })
+    data.chunks(1024)
+        .any(|c| c.chunks_exact(2).fold(false, |acc, b| acc | (u16::from_le_bytes([b[0], b[1]]) & exp == exp)))
 }
 
 /// The same for little-endian u32 (F32: `0x7f80_0000`).
