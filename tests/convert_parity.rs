@@ -21,7 +21,8 @@ use std::sync::{Mutex, OnceLock};
 use ggufkit::convert::{convert_dir, ConvertOptions, OutType};
 use ggufkit::progress::CollectWarnings;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
+mod common;
 
 struct Env {
     py: PathBuf,
@@ -31,45 +32,20 @@ struct Env {
 }
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn script(name: &str) -> PathBuf {
-    // scripts/test.sh exports the paths it already resolved.
-    let var = if name == "ref-env.sh" { "GGUFKIT_REF_PYTHON" } else { "GGUFKIT_LLAMA_SRC" };
-    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let out = Command::new("bash").arg(repo().join("scripts").join(name)).output().expect("run bash");
-    assert!(out.status.success(), "{name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    common::repo_root().to_path_buf()
 }
 
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let py = script("ref-env.sh");
-        let src = script("ref-src.sh");
-        // Fixtures are cached by the generator's hash.
-        let mut h = Sha256::new();
-        h.update(std::fs::read(repo().join("scripts/gen_fixtures.py")).unwrap());
-        h.update(std::fs::read(repo().join("formats/pretokenizers.json")).unwrap());
-        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let fixtures = tmp.join(format!("convert-fixtures-{key}"));
-        let status = Command::new(&py)
-            .arg(repo().join("scripts/gen_fixtures.py"))
-            .arg("--llama-src")
-            .arg(&src)
-            .arg("--out")
-            .arg(&fixtures)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run gen_fixtures.py");
-        assert!(status.success(), "gen_fixtures.py failed");
-        let out = tmp.join("convert-out");
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("convert-out");
         std::fs::create_dir_all(&out).unwrap();
-        Env { py, src, fixtures, out }
+        Env {
+            py: common::ref_python().to_path_buf(),
+            src: common::ref_src().to_path_buf(),
+            fixtures: common::fixtures_dir().to_path_buf(),
+            out,
+        }
     })
 }
 

@@ -10,24 +10,13 @@
 use std::path::Path;
 use std::process::Command;
 
-/// The path a reference script prints, or the environment variable scripts/test.sh sets.
-fn script_output(root: &Path, script: &str) -> String {
-    let var = if script == "ref-env.sh" { "GGUFKIT_REF_PYTHON" } else { "GGUFKIT_LLAMA_SRC" };
-    if let Ok(v) = std::env::var(var) {
-        if !v.is_empty() {
-            return v;
-        }
-    }
-    let out = Command::new("bash").arg(root.join("scripts").join(script)).output().expect("run script");
-    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
-}
+mod common;
 
 #[test]
 fn go_templates_render_exactly_like_the_jinja_templates() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = script_output(root, "ref-env.sh");
-    let ref_src = script_output(root, "ref-src.sh");
+    let python = common::ref_python().to_string_lossy().into_owned();
+    let ref_src = common::ref_src().to_string_lossy().into_owned();
     let report = std::env::temp_dir().join(format!("ggufkit-template-report-{}.json", std::process::id()));
 
     // The fallback templates for unknown chat formats have no Jinja reference; they must at

@@ -43,14 +43,10 @@ struct Env {
     models: BTreeMap<String, J>,
 }
 
+mod common;
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn script_output(script: &str) -> PathBuf {
-    let out = Command::new("bash").arg(repo().join(script)).output().expect("run script");
-    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 fn synth(env: &Env, args: &[&str]) -> String {
@@ -68,13 +64,8 @@ fn synth(env: &Env, args: &[&str]) -> String {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        // scripts/test.sh exports both; otherwise ask the scripts (which build/fetch once)
-        let from_env = |var: &str, script: &str| match std::env::var_os(var) {
-            Some(v) if !v.is_empty() => PathBuf::from(v),
-            _ => script_output(script),
-        };
-        let python = from_env("GGUFKIT_REF_PYTHON", "scripts/ref-env.sh");
-        let src = from_env("GGUFKIT_LLAMA_SRC", "scripts/ref-src.sh");
+        let python = common::ref_python().to_path_buf();
+        let src = common::ref_src().to_path_buf();
         // the models depend only on synth.py: key the directory by its hash
         let script = std::fs::read(repo().join("tests/parity/synth.py")).unwrap();
         let key = hex(&Sha256::digest(&script)[..8]);
