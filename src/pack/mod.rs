@@ -545,7 +545,17 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
         let msha = manifest::hash_bytes(text.as_bytes());
         files.push(FileRecord { path: o.file.clone(), size, sha256: sha.clone() });
         files.push(FileRecord { path: o.modelfile.clone(), size: text.len() as u64, sha256: msha.clone() });
-        output_json.push(output_record(o, w, size, &sha, &spec, &msha));
+        let mut rec = output_record(o, w, size, &sha, &spec, &msha);
+        if !opts.adapters.is_empty() {
+            // The separate command that writes the same file.
+            let t = match o.recipe {
+                Recipe::Convert(_) => o.label.to_ascii_lowercase(),
+                Recipe::Quantize(_) => o.label.clone(),
+            };
+            let loras: Vec<String> = opts.adapters.iter().map(|a| format!("--lora ADAPTER={}", a.weight)).collect();
+            rec["made_as"] = json!(format!("merge BASE {} -o {} --outtype {t}", loras.join(" "), o.file));
+        }
+        output_json.push(rec);
     }
 
     let manifest = json!({
