@@ -995,6 +995,31 @@ impl<W: HfTensors> HfToGguf<W> {
     }
 }
 
+/// Converts a Hugging Face model directory straight into a quantized GGUF
+/// (`--outtype Q4_K_M` and the other llama-quantize file types), in one pass:
+/// the result is byte-identical to `convert --outtype f32` followed by
+/// `quantize` of that file, and no intermediate file is written.
+pub fn convert_dir_quantized(
+    dir: impl AsRef<Path>,
+    out: impl AsRef<Path>,
+    opts: &ConvertOptions,
+    quantize: &crate::policy::Options,
+    imatrix: Option<&crate::imatrix::Imatrix>,
+    progress: &dyn Progress,
+) -> Result<(ConvertSummary, crate::policy::Plan)> {
+    let f32_opts = ConvertOptions { outtype: OutType::F32, ..opts.clone() };
+    let src = HfToGguf::open(dir, &f32_opts, progress)?;
+    let out: &Path = out.as_ref();
+    let wopts = WriteOptions { threads: opts.threads.unwrap_or(0), ..Default::default() };
+    let inputs = src.inputs();
+    let (plan, written) =
+        crate::quantize::write_source(&src, &src.metadata, &inputs, quantize, imatrix, out, &wopts, progress)?;
+    let mut summary = src.summary(out, written.file_size);
+    summary.file_type = plan.file_type;
+    summary.outtype = crate::policy::FileType::from_id(plan.file_type).map_or("?".into(), |f| f.name().to_string());
+    Ok((summary, plan))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1027,29 +1052,4 @@ mod tests {
         assert_eq!(tensor_type("token_embd.weight", 2, 48, OutType::Q8_0, &mut w), GgmlType::F16);
         assert_eq!(w.len(), 1);
     }
-}
-
-/// Converts a Hugging Face model directory straight into a quantized GGUF
-/// (`--outtype Q4_K_M` and the other llama-quantize file types), in one pass:
-/// the result is byte-identical to `convert --outtype f32` followed by
-/// `quantize` of that file, and no intermediate file is written.
-pub fn convert_dir_quantized(
-    dir: impl AsRef<Path>,
-    out: impl AsRef<Path>,
-    opts: &ConvertOptions,
-    quantize: &crate::policy::Options,
-    imatrix: Option<&crate::imatrix::Imatrix>,
-    progress: &dyn Progress,
-) -> Result<(ConvertSummary, crate::policy::Plan)> {
-    let f32_opts = ConvertOptions { outtype: OutType::F32, ..opts.clone() };
-    let src = HfToGguf::open(dir, &f32_opts, progress)?;
-    let out: &Path = out.as_ref();
-    let wopts = WriteOptions { threads: opts.threads.unwrap_or(0), ..Default::default() };
-    let inputs = src.inputs();
-    let (plan, written) =
-        crate::quantize::write_source(&src, &src.metadata, &inputs, quantize, imatrix, out, &wopts, progress)?;
-    let mut summary = src.summary(out, written.file_size);
-    summary.file_type = plan.file_type;
-    summary.outtype = crate::policy::FileType::from_id(plan.file_type).map_or("?".into(), |f| f.name().to_string());
-    Ok((summary, plan))
 }
