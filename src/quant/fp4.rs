@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::search::trunc_i32;
+use super::search::{first_abs_max, trunc_i32};
 use super::{Block, Quantize};
 use crate::gguf::GgmlType;
 
@@ -57,12 +57,7 @@ impl Block<32> for BlockMXFP4 {
 impl Quantize<32> for BlockMXFP4 {
     /// `quantize_row_mxfp4_ref` (ggml ignores an imatrix for MXFP4).
     fn quantize(x: &[f32; 32]) -> Self {
-        let mut amax = 0.0f32;
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-            }
-        }
+        let (amax, _) = first_abs_max(x);
         // `(uint8_t)(floorf(log2f(amax)) - 2 + 127)`, libm's log2f as in C
         let e = if amax > 0.0 { trunc_i32(amax.log2().floor() - 2.0 + 127.0) as u8 } else { 0 };
         let d = e8m0_to_f32_half(e);
@@ -158,12 +153,7 @@ impl Quantize<64> for BlockNVFP4 {
         let xs: &[[f32; NVFP4_SUB]; 4] = bytemuck::cast_ref(x);
         let mut out = BlockNVFP4 { d: [0; 4], qs: [0; 32] };
         for (s, xb) in xs.iter().enumerate() {
-            let mut amax = 0.0f32;
-            for &v in xb {
-                if amax < v.abs() {
-                    amax = v.abs();
-                }
-            }
+            let (amax, _) = first_abs_max(xb);
             let ue = f32_to_ue4m3(amax / 6.0);
             out.d[s] = ue;
             let d = ue4m3_to_f32(ue);

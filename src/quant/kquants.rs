@@ -12,7 +12,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::float::Half;
-use super::search::{make_qp_quants, make_qx_quants, nearest_int, QkxSearch, GROUP_MAX_EPS};
+use super::search::{first_abs_max, make_qp_quants, make_qx_quants, nearest_int, QkxSearch, GROUP_MAX_EPS};
 use super::simd::{Kernels, Scalar};
 use super::{Block, Quantize, QK_K};
 use crate::gguf::GgmlType;
@@ -320,17 +320,9 @@ impl BlockQ3K {
         let xs = sub_blocks::<f32, 16, 16>(x);
         let mut l = [0u8; QK_K];
         let mut scales = [0f32; 16];
-        let mut max_scale = 0.0f32;
-        let mut amax = 0.0f32;
         // make_q3_quants(16, 4, x, L, true) per sub-block
         k.q3(4, xs, sub_blocks_mut::<u8, 16, 16>(&mut l), &mut scales);
-        for j in 0..16 {
-            let scale = scales[j].abs();
-            if scale > amax {
-                amax = scale;
-                max_scale = scales[j];
-            }
-        }
+        let (_, max_scale) = first_abs_max(&scales);
         let mut sc = [0u8; 12];
         let d = if max_scale != 0.0 {
             let iscale = -32.0 / max_scale;

@@ -11,7 +11,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::float::Half;
-use super::search::{make_qkx3_quants, make_qx_quants, trunc_i32, QkxSearch};
+use super::search::{amax_macro, first_abs_max, make_qkx3_quants, make_qx_quants, trunc_i32, QkxSearch};
 use super::simd::Kernels;
 use super::{Block, Quantize};
 use crate::gguf::GgmlType;
@@ -139,14 +139,7 @@ impl Quantize<QK> for BlockQ4_0 {
 
     /// `quantize_row_q4_0_ref`
     fn quantize(x: &[f32; QK]) -> Self {
-        let mut amax = 0.0f32;
-        let mut max = 0.0f32;
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let (_, max) = first_abs_max(x);
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0u8; 16];
@@ -293,14 +286,7 @@ impl Quantize<QK> for BlockQ5_0 {
 
     /// `quantize_row_q5_0_ref`
     fn quantize(x: &[f32; QK]) -> Self {
-        let mut amax = 0.0f32;
-        let mut max = 0.0f32;
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let (_, max) = first_abs_max(x);
         let d = max / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut l = [0u8; QK];
@@ -430,12 +416,7 @@ impl Quantize<QK> for BlockQ8_0 {
 
     /// `quantize_row_q8_0_ref` (the only path: ggml ignores an imatrix for Q8_0)
     fn quantize(x: &[f32; QK]) -> Self {
-        let mut amax = 0.0f32;
-        for &v in x {
-            let a = v.abs();
-            amax = if amax > a { amax } else { a }; // MAX(amax, fabsf(v)), NaN-propagating like C
-        }
-        let d = amax / 127.0;
+        let d = amax_macro(x) / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0i8; QK];
         for j in 0..QK {

@@ -6,7 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::float::Half;
-use super::search::trunc_i32;
+use super::search::{amax_macro, first_abs_max, trunc_i32};
 use super::{Block, Quantize, QK_K};
 use crate::gguf::GgmlType;
 
@@ -19,17 +19,6 @@ macro_rules! ignore_imatrix {
             }
         }
     };
-}
-
-/// The largest |x| as `MAX(amax, fabsf(v))` computes it (NaN-propagating like the C macro).
-#[inline(always)]
-fn amax_macro(x: &[f32]) -> f32 {
-    let mut amax = 0.0f32;
-    for &v in x {
-        let a = v.abs();
-        amax = if amax > a { amax } else { a };
-    }
-    amax
 }
 
 /// `(int)lroundf(f) + 1` as glibc and the x86-64 build compute it: round half
@@ -109,13 +98,7 @@ impl Block<QK2_0> for BlockQ2_0 {
 impl Quantize<QK2_0> for BlockQ2_0 {
     /// `quantize_row_q2_0_ref`
     fn quantize(x: &[f32; QK2_0]) -> Self {
-        let mut amax = 0.0f32;
-        for &v in x {
-            if v.abs() > amax {
-                amax = v.abs();
-            }
-        }
-        let d = amax;
+        let (d, _) = first_abs_max(x);
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0u8; QK2_0 / 4];
         for j in 0..QK2_0 {

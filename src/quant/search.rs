@@ -37,6 +37,18 @@ pub fn trunc_i32(x: f32) -> i32 {
     }
 }
 
+/// The largest |x| as C's `MAX(amax, fabsf(v))` computes it from 0
+/// (NaN-propagating, unlike [`first_abs_max`]).
+#[inline(always)]
+pub fn amax_macro(x: &[f32]) -> f32 {
+    let mut amax = 0.0f32;
+    for &v in x {
+        let a = v.abs();
+        amax = if amax > a { amax } else { a };
+    }
+    amax
+}
+
 /// The value of the first element with the largest magnitude, and that
 /// magnitude (`if (ax > amax) { amax = ax; max = x[i]; }` from 0).
 #[inline(always)]
@@ -225,15 +237,10 @@ fn qkx_fit<const N: usize>(
     }
 }
 
-/// `make_qkx2_quants`: asymmetric quants `L` in `[0, nmax]` with `x ≈ scale·L − the_min`.
-/// Returns `(scale, the_min)`.
-pub fn make_qkx2_quants<const N: usize>(
-    p: &QkxSearch,
-    x: &[f32; N],
-    weights: &[f32; N],
-    l_out: &mut [u8; N],
-    laux: &mut [u8; N],
-) -> (f32, f32) {
+/// The common start of make_qkx2/3_quants: min (capped at 0), max, Σw and
+/// Σw·x, accumulated in the reference's order.
+#[inline(always)]
+fn weighted_range<const N: usize>(x: &[f32; N], weights: &[f32; N]) -> (f32, f32, f32, f32) {
     let mut min = x[0];
     let mut max = x[0];
     let mut sum_w = weights[0];
@@ -252,6 +259,19 @@ pub fn make_qkx2_quants<const N: usize>(
     if min > 0.0 {
         min = 0.0;
     }
+    (min, max, sum_w, sum_x)
+}
+
+/// `make_qkx2_quants`: asymmetric quants `L` in `[0, nmax]` with `x ≈ scale·L − the_min`.
+/// Returns `(scale, the_min)`.
+pub fn make_qkx2_quants<const N: usize>(
+    p: &QkxSearch,
+    x: &[f32; N],
+    weights: &[f32; N],
+    l_out: &mut [u8; N],
+    laux: &mut [u8; N],
+) -> (f32, f32) {
+    let (min, max, sum_w, sum_x) = weighted_range(x, weights);
     if max == min {
         *l_out = [0; N];
         return (0.0, -min);
@@ -268,24 +288,7 @@ pub fn make_qkx3_quants<const N: usize>(
     l_out: &mut [u8; N],
     laux: &mut [u8; N],
 ) -> (f32, f32) {
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..N {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
+    let (min, max, sum_w, sum_x) = weighted_range(x, weights);
     if max <= min {
         *l_out = [0; N];
         return (0.0, -min);
