@@ -9,6 +9,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 PY=$(scripts/ref-env.sh)
 export GGUFKIT_REF_PYTHON="$PY"
 export GGUFKIT_LLAMA_SRC=$(scripts/ref-src.sh)
+export GGUFKIT_LLAMA_TOOLS=$(scripts/ref-tools.sh)
+export GGUFKIT_PARITY=1
 echo "== cargo test"
 cargo test --locked
 echo "== release build"

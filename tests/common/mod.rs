@@ -48,6 +48,30 @@ fn script_path(name: &str) -> PathBuf {
     path
 }
 
+/// True when the parity tests against the reference environment should run:
+/// `GGUFKIT_PARITY=1` (set by `scripts/test.sh`, hence by CI). Plain `cargo test`
+/// leaves it unset, so a parity test calls this first and returns early,
+/// printing that it was skipped; it never builds the reference environment.
+///
+/// ```ignore
+/// if !common::parity_enabled("quantize_parity") { return; }
+/// ```
+pub fn parity_enabled(test: &str) -> bool {
+    let on = matches!(std::env::var("GGUFKIT_PARITY").as_deref(), Ok("1"));
+    if !on {
+        eprintln!("skipped {test}: parity test against llama.cpp; run scripts/test.sh (GGUFKIT_PARITY=1)");
+    }
+    on
+}
+
+/// The directory of llama.cpp's command-line tools built from the pinned source
+/// (`$GGUFKIT_LLAMA_TOOLS` or `scripts/ref-tools.sh`): llama-perplexity,
+/// llama-imatrix, llama-gguf-split, llama-tokenize, llama-quantize.
+pub fn ref_tools() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| env_or_script("GGUFKIT_LLAMA_TOOLS", "ref-tools.sh"))
+}
+
 /// The reference venv's python (`$GGUFKIT_REF_PYTHON` or `scripts/ref-env.sh`).
 pub fn ref_python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
