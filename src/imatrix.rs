@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, ParseError, Result};
 use crate::gguf::{self, GgmlType, TensorInfo, Value, ValueType};
-use crate::policy::{KvOverride, KEY_IMATRIX_DATASET, KEY_IMATRIX_FILE, KEY_IMATRIX_N_CHUNKS, KEY_IMATRIX_N_ENTRIES};
 
 pub const KEY_DATASETS: &str = "imatrix.datasets";
 pub const KEY_CHUNK_COUNT: &str = "imatrix.chunk_count";
@@ -370,11 +369,11 @@ impl Imatrix {
         })
     }
 
-    /// The vector for a tensor of these dimensions as llama-quantize uses it:
-    /// `Ok(None)` when there is no entry, or when a token-embedding entry has
-    /// the wrong size (llama.cpp then quantizes it without one); an error for
-    /// any other size mismatch.
-    pub fn for_tensor(&self, t: &TensorInfo) -> Result<Option<&[f32]>> {
+    /// The vector for a tensor of these dimensions: `Ok(None)` when there is
+    /// no entry, or when the entry has the wrong size and `lenient` (llama-quantize
+    /// is lenient for token embeddings and quantizes them without one); an
+    /// error for any other size mismatch.
+    pub fn for_tensor(&self, t: &TensorInfo, lenient: bool) -> Result<Option<&[f32]>> {
         let Some(v) = self.get(&t.name) else { return Ok(None) };
         let ne0 = t.row_len();
         let ne2 = t.dims.get(2).copied().unwrap_or(1);
@@ -382,7 +381,7 @@ impl Imatrix {
         if want == Some(v.len() as u64) {
             return Ok(Some(v));
         }
-        if crate::policy::is_token_embd(&t.name) {
+        if lenient {
             return Ok(None);
         }
         Err(Error::input(
@@ -395,36 +394,6 @@ impl Imatrix {
             ),
         ))
     }
-
-    /// The `quantize.imatrix.*` overrides llama-quantize adds, in its order:
-    /// file, first dataset (if any), entry count, chunk count (if positive).
-    pub fn kv_overrides(&self) -> Vec<KvOverride> {
-        use crate::policy::OverrideValue;
-        let mut out = Vec::with_capacity(4);
-        out.push(KvOverride::string(KEY_IMATRIX_FILE, path_bytes(&self.file)));
-        if let Some(d) = self.datasets.first() {
-            out.push(KvOverride::string(KEY_IMATRIX_DATASET, d));
-        }
-        out.push(KvOverride { key: KEY_IMATRIX_N_ENTRIES.into(), value: OverrideValue::Int(self.data.len() as i64) });
-        if self.chunk_count > 0 {
-            out.push(KvOverride {
-                key: KEY_IMATRIX_N_CHUNKS.into(),
-                value: OverrideValue::Int(i64::from(self.chunk_count)),
-            });
-        }
-        out
-    }
-}
-
-#[cfg(unix)]
-fn path_bytes(p: &Path) -> &[u8] {
-    use std::os::unix::ffi::OsStrExt;
-    p.as_os_str().as_bytes()
-}
-
-#[cfg(not(unix))]
-fn path_bytes(p: &Path) -> &[u8] {
-    p.to_str().map(str::as_bytes).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -3,23 +3,19 @@
 //! The library does all the work; the `ggufkit` binary is a thin command-line
 //! layer over it. See `README.md` for the commands and `formats/` for the
 //! format notes and the data tables that drive conversion and templates.
-pub mod codec;
+pub mod commands;
 pub mod convert;
-pub mod edit;
 pub mod error;
 pub mod fileio;
 pub mod gguf;
 pub mod hf;
 pub mod imatrix;
-pub mod inspect;
 pub mod lora;
 pub mod modelfile;
 pub mod pack;
-pub mod parity;
 pub mod pipeline;
 pub mod policy;
 pub mod progress;
 pub mod quant;
-pub mod quantize;
 
 pub use error::{Error, Result};

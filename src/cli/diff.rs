@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use ggufkit::commands::diff::diff;
 use ggufkit::gguf::GgufFile;
-use ggufkit::parity::diff;
 use ggufkit::Result;
 
 use super::output::print_json;

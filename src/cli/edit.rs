@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ggufkit::edit::{parse_set, rewrite, Edit};
+use ggufkit::commands::edit::{parse_set, rewrite, Edit};
 use ggufkit::gguf::GgufFile;
 use ggufkit::Result;
 

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use ggufkit::commands::inspect::{to_json, to_text, InspectOptions};
 use ggufkit::gguf::GgufFile;
-use ggufkit::inspect::{to_json, to_text, InspectOptions};
 use ggufkit::Result;
 
 use super::output::print_json;

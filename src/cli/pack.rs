@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ggufkit::inspect::human_bytes;
+use ggufkit::commands::inspect::human_bytes;
 use ggufkit::pack::{self, AdapterSpec, PackOptions};
 use ggufkit::{modelfile, Error, Result};
 

@@ -1,13 +1,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use ggufkit::commands::inspect::human_bytes;
 use ggufkit::gguf::{GgmlType, GgufFile};
 use ggufkit::imatrix::Imatrix;
-use ggufkit::inspect::human_bytes;
 use ggufkit::pipeline::WriteOptions;
+use ggufkit::policy::quantize;
 use ggufkit::policy::{self, KvOverride, Options, Target, TensorTypeRule};
 use ggufkit::progress::Progress;
-use ggufkit::{quantize, Error, Result};
+use ggufkit::{Error, Result};
 
 use super::output::{print_json, TermProgress};
 

@@ -1013,7 +1013,7 @@ pub fn convert_dir_quantized(
     let wopts = WriteOptions { threads: opts.threads.unwrap_or(0), ..Default::default() };
     let inputs = src.inputs();
     let (plan, written) =
-        crate::quantize::write_source(&src, &src.metadata, &inputs, quantize, imatrix, out, &wopts, progress)?;
+        crate::policy::quantize::write_source(&src, &src.metadata, &inputs, quantize, imatrix, out, &wopts, progress)?;
     let mut summary = src.summary(out, written.file_size);
     summary.file_type = plan.file_type;
     summary.outtype = crate::policy::FileType::from_id(plan.file_type).map_or("?".into(), |f| f.name().to_string());

@@ -392,7 +392,7 @@ fn write_tensor(
                     if let Some(pos) = f.iter().position(|v| !v.is_finite()) {
                         return Err(non_finite(src, index, t, first + (pos / row_len) as u64, f[pos]));
                     }
-                    crate::codec::encode_rows(out_ty, f, row_len, None, o)?;
+                    crate::quant::quantize_rows(out_ty, f, row_len, None, o)?;
                     if let Some(bad) = crate::quant::validate::validate_rows(out_ty, o) {
                         let row = first + (bad.block * out_ty.block_size() as usize / row_len) as u64;
                         return Err(Error::Other(format!(

@@ -312,7 +312,7 @@ pub fn merge_to_gguf(
             (w, s.outtype)
         }
         GgufTarget::Quantize(q, imatrix) => {
-            let (plan, w) = crate::quantize::write_source(
+            let (plan, w) = crate::policy::quantize::write_source(
                 &src,
                 &src.metadata,
                 &inputs,

@@ -462,9 +462,9 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
         let (plan, metadata, file_type) = match req.recipe {
             Recipe::Convert(_) => (model.plan(), model.metadata().clone(), model.file_type()),
             Recipe::Quantize(ftype) => {
-                let header = crate::quantize::virtual_header(model.metadata(), src, GgmlType::F32)?;
+                let header = crate::policy::quantize::virtual_header(model.metadata(), src, GgmlType::F32)?;
                 let plan = policy::plan(&header, &policy::Options::new(ftype), None)?;
-                let planned = crate::quantize::planned(&header, &plan, None)?;
+                let planned = crate::policy::quantize::planned(&header, &plan, None)?;
                 for w in &plan.warnings {
                     rec.warn(&format!("{label}: {w}"));
                 }

@@ -201,11 +201,38 @@ fn set_last(md: &mut Metadata, key: &str, value: Value) -> Result<()> {
     Ok(())
 }
 
+/// The `quantize.imatrix.*` overrides llama-quantize adds for an importance
+/// matrix, in its order: file, first dataset (if any), entry count, chunk
+/// count (if positive).
+pub fn imatrix_overrides(m: &crate::imatrix::Imatrix) -> Vec<KvOverride> {
+    let mut out = Vec::with_capacity(4);
+    out.push(KvOverride::string(KEY_IMATRIX_FILE, path_bytes(&m.file)));
+    if let Some(d) = m.datasets.first() {
+        out.push(KvOverride::string(KEY_IMATRIX_DATASET, d));
+    }
+    out.push(KvOverride { key: KEY_IMATRIX_N_ENTRIES.into(), value: OverrideValue::Int(m.data.len() as i64) });
+    if m.chunk_count > 0 {
+        out.push(KvOverride { key: KEY_IMATRIX_N_CHUNKS.into(), value: OverrideValue::Int(i64::from(m.chunk_count)) });
+    }
+    out
+}
+
+#[cfg(unix)]
+fn path_bytes(p: &std::path::Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes()
+}
+
+#[cfg(not(unix))]
+fn path_bytes(p: &std::path::Path) -> &[u8] {
+    p.to_str().map(str::as_bytes).unwrap_or_default()
+}
+
 /// The output metadata of llama-quantize: the input's keys in order,
 /// `general.quantization_version` = 2 and `general.file_type` = `file_type`
 /// moved to the end, `split.*` removed, then each override set in order
 /// (`overrides` = the user's `--override-kv` followed by the imatrix keys,
-/// see [`crate::imatrix::Imatrix::kv_overrides`]).
+/// see [`imatrix_overrides`]).
 ///
 /// The input's `general.alignment` key is copied as it is (llama-quantize
 /// nevertheless writes the file with 32-byte alignment).

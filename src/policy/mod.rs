@@ -16,14 +16,15 @@
 pub mod ftype;
 pub mod metadata;
 pub mod order;
+pub mod quantize;
 pub mod rules;
 
 use std::fmt;
 
 pub use ftype::{file_types, parse_target, FileType, FileTypeInfo, Target, ALL_FILE_TYPES, FTYPE_GUESSED};
 pub use metadata::{
-    output_metadata, KvOverride, OverrideValue, KEY_FILE_TYPE, KEY_IMATRIX_DATASET, KEY_IMATRIX_FILE,
-    KEY_IMATRIX_N_CHUNKS, KEY_IMATRIX_N_ENTRIES, KEY_QUANTIZATION_VERSION, QUANTIZATION_VERSION,
+    imatrix_overrides, output_metadata, KvOverride, OverrideValue, KEY_FILE_TYPE, KEY_IMATRIX_DATASET,
+    KEY_IMATRIX_FILE, KEY_IMATRIX_N_CHUNKS, KEY_IMATRIX_N_ENTRIES, KEY_QUANTIZATION_VERSION, QUANTIZATION_VERSION,
 };
 pub use order::{compare_names, output_order, scanf_blk_layer};
 pub(crate) use rules::is_token_embd;
@@ -438,7 +439,7 @@ pub fn plan(header: &Gguf, opts: &Options, imatrix: Option<&Imatrix>) -> Result<
     };
     let mut overrides = opts.kv_overrides.clone();
     if let Some(m) = imatrix {
-        overrides.extend(m.kv_overrides());
+        overrides.extend(metadata::imatrix_overrides(m));
     }
     let metadata = output_metadata(&header.metadata, file_type, &overrides)?;
 
@@ -485,7 +486,7 @@ pub fn plan(header: &Gguf, opts: &Options, imatrix: Option<&Imatrix>) -> Result<
         if let Some(m) = imatrix {
             match m.get(&t.name) {
                 None => warnings.push(format!("no importance data for tensor '{}'", t.name)),
-                Some(_) => match m.for_tensor(t) {
+                Some(_) => match m.for_tensor(t, is_token_embd(&t.name)) {
                     Ok(v) => tp.use_imatrix = v.is_some(),
                     Err(e) if opts.dry_run => warnings.push(e.to_string()),
                     Err(e) => return Err(e),

@@ -66,7 +66,7 @@ pub fn planned(header: &Gguf, plan: &Plan, imatrix: Option<&Imatrix>) -> Result<
             let t = policy::input_tensor(header, tp)
                 .ok_or_else(|| Error::Other(format!("plan names a missing tensor '{}'", tp.name)))?;
             if let Some(m) = imatrix {
-                p.imatrix = m.for_tensor(t)?.map(<[f32]>::to_vec);
+                p.imatrix = m.for_tensor(t, policy::is_token_embd(&t.name))?.map(<[f32]>::to_vec);
             }
         }
         out.push(p);

@@ -77,11 +77,11 @@ impl DiffReport {
 
 /// Decodes F32, F16, BF16 and every type the quantization engine can dequantize.
 pub fn decode(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
-    crate::codec::decode_rows(ty, src, dst)
+    crate::quant::dequantize_rows(ty, src, dst)
 }
 
 pub fn can_decode(ty: GgmlType) -> bool {
-    crate::codec::can_decode(ty)
+    crate::quant::can_dequantize(ty)
 }
 
 fn describe_value_diff(a: &Value, b: &Value) -> String {

@@ -1,17 +1,4 @@
-//! The streaming core every command shares:
-//!
-//! ```text
-//! source ──▶ (transforms, themselves sources) ──▶ plan ──▶ write_gguf
-//! ```
-//!
-//! A [`TensorSource`] yields tensors lazily: name, shape, stored type, and rows
-//! decoded to f32 on demand (or its stored bytes, when they can be copied as
-//! they are). A plan says, for each output tensor in output order, which
-//! source tensor it comes from and what type it is written as. [`write_gguf`]
-//! computes the layout up front, writes the header, then streams each tensor:
-//! rows are decoded and encoded in parallel chunks (rayon) while a writer
-//! thread writes the previous chunk, so reading, computing and writing overlap
-//! and memory stays bounded by a few chunk buffers whatever the model size.
+//! The writers: one output in output order, or several outputs in one pass.
 
 use std::path::Path;
 use std::sync::mpsc::{channel, sync_channel};
@@ -20,71 +7,13 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::codec;
+use super::plan::{check_plan, specs, Planned};
+use super::source::{SourceTensor, TensorSource};
 use crate::error::{Error, Result};
 use crate::fileio::AtomicFile;
-use crate::gguf::{GgmlType, GgufFile, GgufWriter, Layout, Metadata, TensorSpec, WriterOptions};
+use crate::gguf::{GgmlType, GgufWriter, Layout, Metadata, WriterOptions};
 use crate::progress::Progress;
-
-/// A tensor as a source offers it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceTensor {
-    /// Name in the output (sources that rename, rename here).
-    pub name: String,
-    /// Dimensions, row length (ne0) first.
-    pub dims: Vec<u64>,
-    /// The type of the stored data ([`TensorSource::raw`] bytes are of this type).
-    pub ty: GgmlType,
-}
-
-impl SourceTensor {
-    pub fn row_len(&self) -> u64 {
-        self.dims.first().copied().unwrap_or(1)
-    }
-    pub fn n_rows(&self) -> u64 {
-        self.dims.iter().skip(1).product()
-    }
-    pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
-    }
-}
-
-/// A lazy, ordered collection of named tensors.
-pub trait TensorSource: Sync {
-    /// Where the data comes from, for messages (a file or directory path).
-    fn describe(&self) -> String;
-    /// The tensors, in the source's order.
-    fn tensors(&self) -> &[SourceTensor];
-    /// Decodes rows `[row0, row0 + out.len() / row_len)` of tensor `index` into `out`.
-    fn read_rows(&self, index: usize, row0: u64, out: &mut [f32]) -> Result<()>;
-    /// The tensor's stored bytes, when they can be written out unchanged.
-    fn raw(&self, _index: usize) -> Option<&[u8]> {
-        None
-    }
-    /// The writer has copied `len` bytes of [`TensorSource::raw`] from `start`
-    /// (sources may release that memory).
-    fn raw_consumed(&self, _index: usize, _start: u64, _len: u64) {}
-    /// The writer is done with tensor `index` (sources may release memory).
-    fn done(&self, _index: usize) {}
-}
-
-/// One output tensor: which source tensor, and as what type.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Planned {
-    pub source: usize,
-    pub ty: GgmlType,
-    /// Importance weights for the quantizer (row length × number of experts), if any.
-    pub imatrix: Option<Vec<f32>>,
-    /// Dimensions to write instead of the source's (same row length and
-    /// element count; e.g. trailing 1s dropped, as llama-quantize writes them).
-    pub dims: Option<Vec<u64>>,
-}
-
-impl Planned {
-    pub fn new(source: usize, ty: GgmlType) -> Self {
-        Planned { source, ty, imatrix: None, dims: None }
-    }
-}
+use crate::quant;
 
 /// Options of [`write_gguf`].
 #[derive(Debug, Clone)]
@@ -169,66 +98,6 @@ impl WriteSummary {
             })).collect::<Vec<_>>(),
         })
     }
-}
-
-/// The output tensor specs of a plan.
-pub fn specs(src: &dyn TensorSource, plan: &[Planned]) -> Vec<TensorSpec> {
-    let tensors = src.tensors();
-    plan.iter()
-        .map(|p| {
-            let t = &tensors[p.source];
-            TensorSpec::new(t.name.clone(), p.dims.clone().unwrap_or_else(|| t.dims.clone()), p.ty)
-        })
-        .collect()
-}
-
-/// Checks a plan against its source: indices in range, each source tensor used
-/// at most once, row lengths compatible with the output types, and the codec
-/// able to produce each conversion.
-pub fn check_plan(src: &dyn TensorSource, plan: &[Planned]) -> Result<()> {
-    let tensors = src.tensors();
-    let mut used = vec![false; tensors.len()];
-    for p in plan {
-        let t = tensors.get(p.source).ok_or_else(|| Error::Other(format!("plan names source tensor {}", p.source)))?;
-        if std::mem::replace(&mut used[p.source], true) {
-            return Err(Error::Other(format!("tensor '{}' planned twice", t.name)));
-        }
-        if let Some(d) = &p.dims {
-            if d.first() != t.dims.first() || d.iter().product::<u64>() != t.n_elements() {
-                return Err(Error::Other(format!("tensor '{}': dimensions {d:?} do not fit {:?}", t.name, t.dims)));
-            }
-        }
-        if t.row_len() % p.ty.block_size() != 0 {
-            return Err(Error::Other(format!(
-                "tensor '{}': row length {} is not a multiple of the {} block size {}",
-                t.name,
-                t.row_len(),
-                p.ty,
-                p.ty.block_size()
-            )));
-        }
-        let copy = p.ty == t.ty;
-        if !copy && (!codec::can_decode(t.ty) || !codec::can_encode(p.ty)) {
-            return Err(Error::Unsupported(format!("tensor '{}': cannot convert {} to {}", t.name, t.ty, p.ty)));
-        }
-        if let Some(im) = &p.imatrix {
-            if im.is_empty() || im.len() as u64 % t.row_len() != 0 {
-                return Err(Error::Other(format!(
-                    "tensor '{}': importance matrix of {} values does not fit rows of {}",
-                    t.name,
-                    im.len(),
-                    t.row_len()
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The layout a plan produces (for `--dry-run` sizes).
-pub fn layout(src: &dyn TensorSource, plan: &[Planned], metadata: &Metadata, opts: &WriteOptions) -> Result<Layout> {
-    check_plan(src, plan)?;
-    Layout::new(opts.container, metadata, &specs(src, plan))
 }
 
 fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
@@ -381,7 +250,7 @@ fn check_stored(src: &dyn TensorSource, t: &SourceTensor, raw: &[u8]) -> Result<
             let elem = t.ty.type_size() as usize;
             let mut v = [0f32];
             let at = bad * elem;
-            let _ = codec::decode_rows(t.ty, &raw[at..at + elem], &mut v);
+            let _ = quant::dequantize_rows(t.ty, &raw[at..at + elem], &mut v);
             Err(Error::NonFinite {
                 source_name: src.describe(),
                 tensor: t.name.clone(),
@@ -431,7 +300,7 @@ fn encode(t: &SourceTensor, p: &Planned, first_row: u64, row_len: usize, f: &[f3
             &im[e * row_len..(e + 1) * row_len]
         });
         let (fs, os) = (&f[r * row_len..(r + run) * row_len], &mut out[r * out_row..(r + run) * out_row]);
-        codec::encode_rows(p.ty, fs, row_len, imatrix, os).map_err(|e| match e {
+        quant::quantize_rows(p.ty, fs, row_len, imatrix, os).map_err(|e| match e {
             Error::Other(m) => Error::Other(format!("tensor '{}' rows from {row}: {m}", t.name)),
             e => e,
         })?;
@@ -706,7 +575,7 @@ fn row_errors(ty: GgmlType, row_len: usize, reference: &[f32], encoded: &[u8], o
     for (r, e) in out.iter_mut().enumerate() {
         let x = reference.get(r * row_len..(r + 1) * row_len).unwrap_or_default();
         let enc = encoded.get(r * out_row..(r + 1) * out_row).unwrap_or_default();
-        codec::decode_rows(ty, enc, &mut back)?;
+        quant::dequantize_rows(ty, enc, &mut back)?;
         let mut s = ErrorStats { n: row_len as u64, ..Default::default() };
         for (&a, &b) in x.iter().zip(&back) {
             let d = (a as f64) - (b as f64);
@@ -717,258 +586,4 @@ fn row_errors(ty: GgmlType, row_len: usize, reference: &[f32], encoded: &[u8], o
         *e = s;
     }
     Ok(())
-}
-
-/// A GGUF file as a tensor source.
-pub struct GgufSource<'a> {
-    file: &'a GgufFile,
-    tensors: Vec<SourceTensor>,
-}
-
-impl<'a> GgufSource<'a> {
-    pub fn new(file: &'a GgufFile) -> Self {
-        let tensors = file
-            .header
-            .tensors
-            .iter()
-            .map(|t| SourceTensor { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty })
-            .collect();
-        GgufSource { file, tensors }
-    }
-}
-
-impl TensorSource for GgufSource<'_> {
-    fn describe(&self) -> String {
-        self.file.path().display().to_string()
-    }
-    fn tensors(&self) -> &[SourceTensor] {
-        &self.tensors
-    }
-    fn read_rows(&self, index: usize, row0: u64, out: &mut [f32]) -> Result<()> {
-        let info = &self.file.header.tensors[index];
-        let row_bytes = info.ty.row_size(info.row_len()).unwrap_or(0);
-        let n = out.len() as u64 / info.row_len().max(1);
-        if row0 + n > info.n_rows() {
-            return Err(Error::Other(format!("tensor '{}': rows {row0}+{n} out of range", info.name)));
-        }
-        let data = self.file.data(info);
-        let bytes = &data[(row0 * row_bytes) as usize..((row0 + n) * row_bytes) as usize];
-        codec::decode_rows(info.ty, bytes, out)?;
-        // Each row is read once: its pages can go (memory stays bounded by the chunk size).
-        self.file.release_range(info, row0 * row_bytes, n * row_bytes);
-        Ok(())
-    }
-    fn raw_consumed(&self, index: usize, start: u64, len: u64) {
-        self.file.release_range(&self.file.header.tensors[index], start, len);
-    }
-    fn raw(&self, index: usize) -> Option<&[u8]> {
-        Some(self.file.data(&self.file.header.tensors[index]))
-    }
-    fn done(&self, index: usize) {
-        self.file.release(&self.file.header.tensors[index]);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gguf::Value;
-    use crate::progress::NoProgress;
-    use std::path::PathBuf;
-
-    /// F32 tensors held in memory.
-    struct MemSource {
-        tensors: Vec<SourceTensor>,
-        data: Vec<Vec<f32>>,
-        raw: Vec<Vec<u8>>,
-    }
-
-    impl MemSource {
-        fn new(items: Vec<(&str, Vec<u64>, Vec<f32>)>) -> Self {
-            let mut s = MemSource { tensors: vec![], data: vec![], raw: vec![] };
-            for (name, dims, values) in items {
-                s.tensors.push(SourceTensor { name: name.into(), dims, ty: GgmlType::F32 });
-                s.raw.push(values.iter().flat_map(|v| v.to_le_bytes()).collect());
-                s.data.push(values);
-            }
-            s
-        }
-    }
-
-    impl TensorSource for MemSource {
-        fn describe(&self) -> String {
-            "memory".into()
-        }
-        fn tensors(&self) -> &[SourceTensor] {
-            &self.tensors
-        }
-        fn read_rows(&self, index: usize, row0: u64, out: &mut [f32]) -> Result<()> {
-            let row = self.tensors[index].row_len() as usize;
-            let start = row0 as usize * row;
-            out.copy_from_slice(&self.data[index][start..start + out.len()]);
-            Ok(())
-        }
-        fn raw(&self, index: usize) -> Option<&[u8]> {
-            Some(&self.raw[index])
-        }
-    }
-
-    fn metadata() -> Metadata {
-        let mut md = Metadata::new();
-        md.push("general.architecture", Value::string("test"));
-        md
-    }
-
-    #[test]
-    fn writes_converted_and_copied_tensors_in_plan_order() {
-        let a: Vec<f32> = (0..64 * 37).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-        let b: Vec<f32> = (0..10).map(|i| i as f32).collect();
-        let src = MemSource::new(vec![("a", vec![64, 37], a.clone()), ("b", vec![10], b.clone())]);
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("out.gguf");
-        let plan = vec![Planned::new(1, GgmlType::F32), Planned::new(0, GgmlType::F16)];
-        // Tiny chunks: many chunks and tasks per tensor.
-        let opts = WriteOptions { threads: 3, chunk_bytes: 64 * 4 * 5, ..Default::default() };
-        let summary = write_gguf(&src, &plan, &metadata(), &dest, &[], &opts, &NoProgress).unwrap();
-        assert_eq!(summary.tensors.len(), 2);
-        assert!(summary.tensors[0].copied);
-        let f = GgufFile::open(&dest).unwrap();
-        assert_eq!(f.header.tensors[0].name, "b");
-        assert_eq!(f.header.tensors[1].ty, GgmlType::F16);
-        let mut got = vec![0f32; a.len()];
-        codec::decode_rows(GgmlType::F16, f.data(&f.header.tensors[1]), &mut got).unwrap();
-        for (x, y) in a.iter().zip(&got) {
-            assert_eq!(half::f16::from_f32(*x).to_f32(), *y);
-        }
-        assert_eq!(f.bytes().len() as u64, summary.file_size);
-    }
-
-    #[test]
-    fn non_finite_input_is_an_error_and_leaves_no_file() {
-        let mut a = vec![1.0f32; 32 * 4];
-        a[32 * 2 + 5] = f32::NAN;
-        let src = MemSource::new(vec![("w", vec![32, 4], a)]);
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("out.gguf");
-        let e = write_gguf(
-            &src,
-            &[Planned::new(0, GgmlType::F16)],
-            &metadata(),
-            &dest,
-            &[],
-            &Default::default(),
-            &NoProgress,
-        )
-        .unwrap_err();
-        assert!(matches!(e, Error::NonFinite { row: 2, .. }), "{e}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        // Copied as stored: also checked.
-        let e = write_gguf(
-            &src,
-            &[Planned::new(0, GgmlType::F32)],
-            &metadata(),
-            &dest,
-            &[],
-            &Default::default(),
-            &NoProgress,
-        )
-        .unwrap_err();
-        assert!(matches!(e, Error::NonFinite { row: 2, .. }), "{e}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn multi_writer_equals_single_writes() {
-        let a: Vec<f32> = (0..256 * 6).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-        let b: Vec<f32> = (0..64).map(|i| i as f32 * 0.5).collect();
-        let c: Vec<f32> = (0..32 * 9).map(|i| (i as f32 * 1.7).cos()).collect();
-        let src =
-            MemSource::new(vec![("a", vec![256, 6], a.clone()), ("b", vec![64], b), ("c", vec![32, 9], c.clone())]);
-        let dir = tempfile::tempdir().unwrap();
-        let mut md2 = metadata();
-        md2.push("general.alignment", Value::U32(64));
-        // Different orders, types, copies, a tensor left out, another alignment.
-        let plans = [
-            vec![Planned::new(0, GgmlType::F32), Planned::new(1, GgmlType::F32), Planned::new(2, GgmlType::F16)],
-            vec![Planned::new(2, GgmlType::Q8_0), Planned::new(0, GgmlType::Q4_K), Planned::new(1, GgmlType::F32)],
-            vec![Planned::new(1, GgmlType::F16), Planned::new(0, GgmlType::Q6_K)],
-        ];
-        let mds = [metadata(), metadata(), md2];
-        let dests: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("multi{i}.gguf"))).collect();
-        let outputs: Vec<MultiOutput> = plans
-            .iter()
-            .zip(&mds)
-            .zip(&dests)
-            .map(|((plan, metadata), dest)| MultiOutput { plan, metadata, dest })
-            .collect();
-        // Small chunks: many chunks per tensor.
-        let opts = WriteOptions { threads: 3, chunk_bytes: 256 * 4 * 2, ..Default::default() };
-        let multi = write_gguf_multi(&src, &outputs, &[], &opts, true, &NoProgress).unwrap();
-        for (i, o) in outputs.iter().enumerate() {
-            let single = dir.path().join(format!("single{i}.gguf"));
-            let s = write_gguf(&src, o.plan, o.metadata, &single, &[], &Default::default(), &NoProgress).unwrap();
-            assert_eq!(std::fs::read(&single).unwrap(), std::fs::read(o.dest).unwrap(), "output {i}");
-            assert_eq!(multi[i].summary.tensors, s.tensors);
-            assert_eq!(multi[i].summary.file_size, s.file_size);
-        }
-        // Errors: zero for F32 copies; for the others, what decoding the written file gives.
-        assert!(multi[0].errors[0].sum_sq_err == 0.0 && multi[0].errors[0].n == 256 * 6);
-        let f = GgufFile::open(&dests[1]).unwrap();
-        let mut got = vec![0f32; a.len()];
-        codec::decode_rows(GgmlType::Q4_K, f.data(&f.header.tensors[1]), &mut got).unwrap();
-        let (mut se, mut sr, mut mx) = (0f64, 0f64, 0f64);
-        for (x, y) in a.iter().zip(&got) {
-            let d = *x as f64 - *y as f64;
-            se += d * d;
-            sr += (*x as f64) * (*x as f64);
-            mx = mx.max(d.abs());
-        }
-        let e = multi[1].errors[1];
-        assert!(e.sum_sq_err > 0.0);
-        assert!((e.sum_sq_err - se).abs() <= 1e-9 * se, "{} vs {se}", e.sum_sq_err);
-        assert!((e.sum_sq_ref - sr).abs() <= 1e-9 * sr);
-        assert_eq!(e.max_abs_err, mx);
-        // The figures do not depend on threads or chunking.
-        let d2 = tempfile::tempdir().unwrap();
-        let dests2: Vec<PathBuf> = (0..3).map(|i| d2.path().join(format!("m{i}.gguf"))).collect();
-        let outputs2: Vec<MultiOutput> =
-            outputs.iter().zip(&dests2).map(|(o, dest)| MultiOutput { dest, ..*o }).collect();
-        let opts2 = WriteOptions { threads: 1, chunk_bytes: 1 << 20, ..Default::default() };
-        let again = write_gguf_multi(&src, &outputs2, &[], &opts2, true, &NoProgress).unwrap();
-        for (x, y) in multi.iter().zip(&again) {
-            assert_eq!(x.errors, y.errors);
-        }
-    }
-
-    #[test]
-    fn multi_writer_failure_leaves_nothing() {
-        let mut a = vec![1.0f32; 32 * 8];
-        a[32 * 7 + 3] = f32::INFINITY;
-        let src = MemSource::new(vec![("ok", vec![32, 4], vec![0.5; 128]), ("bad", vec![32, 8], a)]);
-        let dir = tempfile::tempdir().unwrap();
-        let md = metadata();
-        let plans = [
-            vec![Planned::new(0, GgmlType::F16), Planned::new(1, GgmlType::Q8_0)],
-            vec![Planned::new(1, GgmlType::F32), Planned::new(0, GgmlType::F32)],
-        ];
-        let dests: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("o{i}.gguf"))).collect();
-        let outputs: Vec<MultiOutput> =
-            plans.iter().zip(&dests).map(|(plan, dest)| MultiOutput { plan, metadata: &md, dest }).collect();
-        let opts = WriteOptions { chunk_bytes: 32 * 4, ..Default::default() };
-        let e = write_gguf_multi(&src, &outputs, &[], &opts, false, &NoProgress).unwrap_err();
-        assert!(matches!(e, Error::NonFinite { row: 7, .. }), "{e}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        // The same destination twice is refused before anything is written.
-        let twice = [outputs[0], MultiOutput { plan: &plans[1], ..outputs[0] }];
-        assert!(write_gguf_multi(&src, &twice, &[], &opts, false, &NoProgress).is_err());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn bad_plans_are_refused() {
-        let src = MemSource::new(vec![("w", vec![33, 2], vec![0.0; 66])]);
-        assert!(check_plan(&src, &[Planned::new(0, GgmlType::Q8_0)]).is_err());
-        assert!(check_plan(&src, &[Planned::new(1, GgmlType::F32)]).is_err());
-        assert!(check_plan(&src, &[Planned::new(0, GgmlType::F32), Planned::new(0, GgmlType::F16)]).is_err());
-    }
 }

@@ -1,0 +1,97 @@
+//! Sources: tensors offered lazily, rows decoded to f32 on demand.
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgmlType, GgufFile};
+use crate::quant;
+
+/// A tensor as a source offers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceTensor {
+    /// Name in the output (sources that rename, rename here).
+    pub name: String,
+    /// Dimensions, row length (ne0) first.
+    pub dims: Vec<u64>,
+    /// The type of the stored data ([`TensorSource::raw`] bytes are of this type).
+    pub ty: GgmlType,
+}
+
+impl SourceTensor {
+    pub fn row_len(&self) -> u64 {
+        self.dims.first().copied().unwrap_or(1)
+    }
+    pub fn n_rows(&self) -> u64 {
+        self.dims.iter().skip(1).product()
+    }
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+}
+
+/// A lazy, ordered collection of named tensors.
+pub trait TensorSource: Sync {
+    /// Where the data comes from, for messages (a file or directory path).
+    fn describe(&self) -> String;
+    /// The tensors, in the source's order.
+    fn tensors(&self) -> &[SourceTensor];
+    /// Decodes rows `[row0, row0 + out.len() / row_len)` of tensor `index` into `out`.
+    fn read_rows(&self, index: usize, row0: u64, out: &mut [f32]) -> Result<()>;
+    /// The tensor's stored bytes, when they can be written out unchanged.
+    fn raw(&self, _index: usize) -> Option<&[u8]> {
+        None
+    }
+    /// The writer has copied `len` bytes of [`TensorSource::raw`] from `start`
+    /// (sources may release that memory).
+    fn raw_consumed(&self, _index: usize, _start: u64, _len: u64) {}
+    /// The writer is done with tensor `index` (sources may release memory).
+    fn done(&self, _index: usize) {}
+}
+
+/// A GGUF file as a tensor source.
+pub struct GgufSource<'a> {
+    file: &'a GgufFile,
+    tensors: Vec<SourceTensor>,
+}
+
+impl<'a> GgufSource<'a> {
+    pub fn new(file: &'a GgufFile) -> Self {
+        let tensors = file
+            .header
+            .tensors
+            .iter()
+            .map(|t| SourceTensor { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty })
+            .collect();
+        GgufSource { file, tensors }
+    }
+}
+
+impl TensorSource for GgufSource<'_> {
+    fn describe(&self) -> String {
+        self.file.path().display().to_string()
+    }
+    fn tensors(&self) -> &[SourceTensor] {
+        &self.tensors
+    }
+    fn read_rows(&self, index: usize, row0: u64, out: &mut [f32]) -> Result<()> {
+        let info = &self.file.header.tensors[index];
+        let row_bytes = info.ty.row_size(info.row_len()).unwrap_or(0);
+        let n = out.len() as u64 / info.row_len().max(1);
+        if row0 + n > info.n_rows() {
+            return Err(Error::Other(format!("tensor '{}': rows {row0}+{n} out of range", info.name)));
+        }
+        let data = self.file.data(info);
+        let bytes = &data[(row0 * row_bytes) as usize..((row0 + n) * row_bytes) as usize];
+        quant::dequantize_rows(info.ty, bytes, out)?;
+        // Each row is read once: its pages can go (memory stays bounded by the chunk size).
+        self.file.release_range(info, row0 * row_bytes, n * row_bytes);
+        Ok(())
+    }
+    fn raw_consumed(&self, index: usize, start: u64, len: u64) {
+        self.file.release_range(&self.file.header.tensors[index], start, len);
+    }
+    fn raw(&self, index: usize) -> Option<&[u8]> {
+        Some(self.file.data(&self.file.header.tensors[index]))
+    }
+    fn done(&self, index: usize) {
+        self.file.release(&self.file.header.tensors[index]);
+    }
+}
