@@ -17,5 +17,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod progress;
 pub mod quant;
+pub mod tokenize;
 
 pub use error::{Error, Result};
