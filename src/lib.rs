@@ -17,5 +17,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod progress;
 pub mod quant;
+pub mod target;
 
 pub use error::{Error, Result};

@@ -13,7 +13,7 @@
 //! * Each GGUF is byte-identical to what `convert --outtype TYPE` writes (for a
 //!   quantized type: `convert --outtype f32` then `quantize TYPE`); see
 //!   [`types`] for how a type name is read.
-//! * The source is read once for all types: [`pipeline::write_gguf_multi`]
+//! * The source is read once for all types: the engine ([`pipeline::run`])
 //!   decodes each tensor's rows once and encodes them for every output, each
 //!   in its own tensor order, with memory bounded by a few row chunks. The
 //!   same pass measures every output's error against the F32 rows.
@@ -25,7 +25,7 @@
 //!   leaves nothing, and an existing non-empty destination is replaced only
 //!   with `force`.
 //! * LoRA adapters enter through one call, [`open_model`]: the model to pack,
-//!   opened as a conversion source ([`PackModel`]) for one output type.
+//!   opened as a conversion source ([`Model`]) for one output type.
 //!   Everything after it (plans, the single pass, error figures, Modelfiles,
 //!   manifest) is the same with or without adapters.
 
@@ -44,12 +44,15 @@ use crate::error::{Error, Result};
 use crate::fileio::AtomicDir;
 use crate::gguf::{GgmlType, GgufFile, Metadata};
 use crate::modelfile::{self, FromGgufOptions, ModelfileSpec};
-use crate::pipeline::{self, ErrorStats, MultiOutput, MultiSummary, Planned, TensorSource, WriteOptions};
-use crate::policy;
+use crate::pipeline::{self, ErrorStats, MultiOutput, Planned, TensorSource, WriteOptions, WriteSummary};
 use crate::progress::{CollectWarnings, Progress};
 
+pub use crate::target::{Model, Target};
 pub use manifest::{FileRecord, MANIFEST, SHA256SUMS};
-pub use types::{parse_types, OutputType, Recipe};
+pub use types::{parse_types, OutputType};
+
+/// The model `pack` converts (see [`crate::target::Model`]).
+pub use crate::target::Model as PackModel;
 
 /// Version of the manifest's layout.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -122,49 +125,6 @@ impl PackSummary {
     }
 }
 
-/// What `pack` needs of a model being converted: [`HfToGguf`], whatever its
-/// weights are read through (the safetensors files, or a LoRA merge over them).
-pub trait PackModel {
-    /// The tensors and their rows as f32.
-    fn source(&self) -> &dyn TensorSource;
-    /// GGUF metadata of the conversion.
-    fn metadata(&self) -> &Metadata;
-    /// The conversion's plan (convert_hf_to_gguf.py's type choice).
-    fn plan(&self) -> Vec<Planned>;
-    /// The output type, `auto` resolved.
-    fn outtype(&self) -> OutType;
-    /// `general.file_type`.
-    fn file_type(&self) -> u32;
-    /// The files read.
-    fn inputs(&self) -> Vec<&Path>;
-    /// Warnings found when opening.
-    fn warnings(&self) -> &[String];
-}
-
-impl<W: crate::hf::HfTensors> PackModel for HfToGguf<W> {
-    fn source(&self) -> &dyn TensorSource {
-        self
-    }
-    fn metadata(&self) -> &Metadata {
-        &self.metadata
-    }
-    fn plan(&self) -> Vec<Planned> {
-        HfToGguf::plan(self)
-    }
-    fn outtype(&self) -> OutType {
-        self.outtype
-    }
-    fn file_type(&self) -> u32 {
-        self.file_type
-    }
-    fn inputs(&self) -> Vec<&Path> {
-        HfToGguf::inputs(self)
-    }
-    fn warnings(&self) -> &[String] {
-        &self.warnings
-    }
-}
-
 /// The one place LoRA adapters enter `pack`: the model to pack, opened as a
 /// conversion source for `outtype` (F32 for the quantized types, which
 /// quantize the F32 conversion). Without adapters this is the directory as
@@ -233,7 +193,7 @@ impl Progress for Recorder<'_> {
 /// One planned output.
 struct Output {
     label: String,
-    recipe: Recipe,
+    target: Target,
     file: String,
     modelfile: String,
     plan: Vec<Planned>,
@@ -354,15 +314,6 @@ fn dir_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn outtype_label(t: OutType) -> &'static str {
-    match t {
-        OutType::F32 => "F32",
-        OutType::F16 | OutType::Auto => "F16",
-        OutType::BF16 => "BF16",
-        OutType::Q8_0 => "Q8_0",
-    }
-}
-
 /// Builds the release directory `release_dir` from the Hugging Face model
 /// directory `hf_dir`. Everything that can be checked before reading the
 /// weights is (types, names, Modelfile parameters, plans, the destination):
@@ -403,9 +354,9 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
     let mut outputs: Vec<Output> = Vec::with_capacity(requested.len());
     let mut auto: Option<OutType> = None;
     for req in &requested {
-        let outtype = match req.recipe {
+        let outtype = match req.target {
             // `auto` is the type convert_hf_to_gguf.py picks from the base's weights.
-            Recipe::Convert(OutType::Auto) => match auto {
+            Target::Convert(OutType::Auto) => match auto {
                 Some(t) => t,
                 None => {
                     let quiet = CollectWarnings::default();
@@ -415,17 +366,17 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
                     *auto.insert(t)
                 }
             },
-            Recipe::Convert(t) => t,
-            Recipe::Quantize(_) => OutType::F32,
+            t => t.conversion(),
         };
-        let label = match req.recipe {
-            Recipe::Quantize(f) => f.name(),
-            Recipe::Convert(_) => outtype_label(outtype),
+        let target = match req.target {
+            Target::Convert(_) => Target::Convert(outtype),
+            t => t,
         };
+        let label = target.name().unwrap_or("F16");
         if let Some(prev) = outputs.iter().find(|o| o.label == label) {
             return Err(Error::usage(format!(
                 "--types: '{}' and '{}' both give the {label} file",
-                prev.recipe.describe(&prev.label),
+                prev.target.describe(&prev.label),
                 req.requested
             )));
         }
@@ -459,24 +410,17 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
                 model.outtype()
             )));
         }
-        let (plan, metadata, file_type) = match req.recipe {
-            Recipe::Convert(_) => (model.plan(), model.metadata().clone(), model.file_type()),
-            Recipe::Quantize(ftype) => {
-                let header = crate::policy::quantize::virtual_header(model.metadata(), src, GgmlType::F32)?;
-                let plan = policy::plan(&header, &policy::Options::new(ftype), None)?;
-                let planned = crate::policy::quantize::planned(&header, &plan, None)?;
-                for w in &plan.warnings {
-                    rec.warn(&format!("{label}: {w}"));
-                }
-                (planned, plan.metadata, plan.file_type)
-            }
-        };
+        let resolved = target.resolve(model, None)?;
+        for w in &resolved.warnings {
+            rec.warn(&format!("{label}: {w}"));
+        }
+        let (plan, metadata, file_type) = (resolved.plan, resolved.metadata, resolved.file_type);
         let label = label.to_string();
         outputs.push(Output {
             file: format!("{name}-{label}.gguf"),
             modelfile: format!("Modelfile.{label}"),
             label,
-            recipe: req.recipe,
+            target: req.target,
             plan,
             metadata,
             file_type,
@@ -497,7 +441,8 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
 
     let dir = AtomicDir::create(release_dir, opts.force)?;
     let tmp = dir.path().to_path_buf();
-    let wopts = WriteOptions { threads: opts.threads, chunk_bytes: 16 << 20, ..Default::default() };
+    let wopts =
+        WriteOptions { threads: opts.threads, chunk_bytes: 16 << 20, measure_error: true, ..Default::default() };
     let dests: Vec<PathBuf> = outputs.iter().map(|o| tmp.join(&o.file)).collect();
     let multi: Vec<MultiOutput> = outputs
         .iter()
@@ -512,7 +457,7 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
             let adapters = adapter_lists.iter().map(|l| hash_records(l)).collect::<Result<Vec<_>>>()?;
             Ok((sources, adapters))
         });
-        let written = pipeline::write_gguf_multi(src, &multi, &weight_files, &wopts, true, &rec);
+        let written = pipeline::write_gguf_multi(src, &multi, &weight_files, &wopts, &rec);
         let hashed = hashing.join().unwrap_or_else(|_| Err(Error::Other("hashing thread panicked".into())));
         (written, hashed)
     });
@@ -524,7 +469,7 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
         .num_threads(opts.threads)
         .build()
         .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
-    rec.begin("hashing", written.iter().map(|w| w.summary.file_size).sum());
+    rec.begin("hashing", written.iter().map(|w| w.file_size).sum());
     let gguf_hashes: Vec<(u64, String)> =
         pool.install(|| dests.par_iter().map(|d| manifest::hash_file(d, Some(&rec))).collect::<Result<Vec<_>>>())?;
     rec.finish();
@@ -548,9 +493,9 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
         let mut rec = output_record(o, w, size, &sha, &spec, &msha);
         if !opts.adapters.is_empty() {
             // The separate command that writes the same file.
-            let t = match o.recipe {
-                Recipe::Convert(_) => o.label.to_ascii_lowercase(),
-                Recipe::Quantize(_) => o.label.clone(),
+            let t = match o.target {
+                Target::Convert(_) => o.label.to_ascii_lowercase(),
+                Target::Quantize(_) => o.label.clone(),
             };
             let loras: Vec<String> = opts.adapters.iter().map(|a| format!("--lora ADAPTER={}", a.weight)).collect();
             rec["made_as"] = json!(format!("merge BASE {} -o {} --outtype {t}", loras.join(" "), o.file));
@@ -622,8 +567,8 @@ fn family_of(spec: &ModelfileSpec) -> Option<&'static str> {
     modelfile::families::families().iter().find(|f| f.template == t).map(|f| f.name.as_str())
 }
 
-fn quality_json(w: &MultiSummary) -> Json {
-    let tensors = &w.summary.tensors;
+fn quality_json(w: &WriteSummary) -> Json {
+    let tensors = &w.tensors;
     let mut total = ErrorStats::default();
     let mut by_type: Vec<(GgmlType, usize, ErrorStats)> = Vec::new();
     let mut worst: Option<(usize, f64)> = None;
@@ -662,8 +607,8 @@ fn quality_json(w: &MultiSummary) -> Json {
     })
 }
 
-fn output_record(o: &Output, w: &MultiSummary, size: u64, sha: &str, spec: &ModelfileSpec, msha: &str) -> Json {
-    let tensors = &w.summary.tensors;
+fn output_record(o: &Output, w: &WriteSummary, size: u64, sha: &str, spec: &ModelfileSpec, msha: &str) -> Json {
+    let tensors = &w.tensors;
     let params: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
     let bytes: u64 = tensors.iter().map(|t| t.bytes).sum();
     let mut counts: Vec<(GgmlType, usize)> = Vec::new();
@@ -678,7 +623,7 @@ fn output_record(o: &Output, w: &MultiSummary, size: u64, sha: &str, spec: &Mode
         counts.iter().map(|(t, n)| (t.name().to_string(), json!(n))).collect();
     json!({
         "type": o.label,
-        "made_as": o.recipe.describe(&o.label),
+        "made_as": o.target.describe(&o.label),
         "file": o.file,
         "size": size,
         "sha256": sha,
