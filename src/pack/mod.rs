@@ -48,7 +48,10 @@ use crate::pipeline::{self, ErrorStats, MultiOutput, Planned, TensorSource, Writ
 use crate::progress::{CollectWarnings, Progress};
 
 pub use crate::target::{Model, Target};
-pub use manifest::{FileRecord, MANIFEST, SHA256SUMS};
+pub use manifest::{
+    AdapterRecord, FileRecord, Manifest, ModelfileRecord, OutputRecord, Quality, SourceRecord, Tool, TypeQuality,
+    WorstTensor, MANIFEST, SHA256SUMS,
+};
 pub use types::{parse_types, OutputType};
 
 /// The model `pack` converts (see [`crate::target::Model`]).
@@ -315,11 +318,56 @@ fn dir_name(p: &Path) -> String {
 }
 
 /// Builds the release directory `release_dir` from the Hugging Face model
-/// directory `hf_dir`. Everything that can be checked before reading the
-/// weights is (types, names, Modelfile parameters, plans, the destination):
-/// such errors leave no trace.
+/// directory `hf_dir`, in three phases: [`plan_release`] (everything that can
+/// be checked before reading the weights is: types, names, Modelfile
+/// parameters, plans, the destination; such errors leave no trace),
+/// [`write_release`] (the single pass, inputs hashed beside it) and
+/// [`describe_release`] (Modelfiles, `manifest.json`, `SHA256SUMS`).
 pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dyn Progress) -> Result<PackSummary> {
     let start = Instant::now();
+    let rec = Recorder { inner: progress, warnings: Mutex::new(Vec::new()) };
+    let plan = plan_release(hf_dir, release_dir, opts, &rec)?;
+    let dir = AtomicDir::create(release_dir, opts.force)?;
+    let written = write_release(&plan, dir.path(), opts, &rec)?;
+    let (manifest, files) = describe_release(&plan, &written, dir.path(), opts, &rec)?;
+    dir.commit()?;
+    Ok(PackSummary {
+        release_dir: release_dir.to_path_buf(),
+        name: plan.name.clone(),
+        manifest: serde_json::to_value(&manifest).map_err(|e| Error::Other(format!("manifest: {e}")))?,
+        files,
+        warnings: rec.take(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// A release decided before any weight is read.
+pub struct ReleasePlan {
+    hf_dir: PathBuf,
+    /// The file-name stem.
+    pub name: String,
+    /// The base model as `convert --outtype f32` opens it.
+    base: HfToGguf,
+    /// With adapters: the merged model the pass reads.
+    merged: Option<Box<dyn PackModel>>,
+    /// The outputs, sorted by file name.
+    outputs: Vec<Output>,
+    /// What the release records about its inputs (relative path, file).
+    source_list: Vec<(String, PathBuf)>,
+    adapter_lists: Vec<Vec<(String, PathBuf)>>,
+    adapters: Vec<AdapterSpec>,
+}
+
+impl ReleasePlan {
+    /// The model whose rows the pass reads.
+    fn reader(&self) -> &dyn PackModel {
+        self.merged.as_deref().unwrap_or(&self.base)
+    }
+}
+
+/// Phase 1: parses and checks everything, opens the model (merged with the
+/// adapters) and plans every output.
+pub fn plan_release(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, rec: &dyn Progress) -> Result<ReleasePlan> {
     let requested = parse_types(&opts.types)?;
     if let Some(n) = &opts.name {
         check_name(n)?;
@@ -333,11 +381,10 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
     input_dirs.extend(opts.adapters.iter().map(|a| a.dir.as_path()));
     check_destination(release_dir, &input_dirs)?;
 
-    let rec = Recorder { inner: progress, warnings: Mutex::new(Vec::new()) };
     // The base model as `convert --outtype f32` opens it: checks, the default
     // name, the recorded source files; without adapters also the rows.
     let f32_opts = ConvertOptions { outtype: OutType::F32, threads: None, vocab_pre: None };
-    let base = HfToGguf::open(hf_dir, &f32_opts, &rec)?;
+    let base = HfToGguf::open(hf_dir, &f32_opts, rec)?;
     let name = match &opts.name {
         Some(n) => n.clone(),
         None => default_name(&base.metadata, hf_dir),
@@ -345,12 +392,11 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
     let merged: Option<Box<dyn PackModel>> = if opts.adapters.is_empty() {
         None
     } else {
-        Some(open_model(hf_dir, &opts.adapters, OutType::F32, &format!("{name}-F32"), &rec)?)
+        Some(open_model(hf_dir, &opts.adapters, OutType::F32, &format!("{name}-F32"), rec)?)
     };
     let reader: &dyn PackModel = merged.as_deref().unwrap_or(&base);
     let src = reader.source();
 
-    // Plans, before anything is written.
     let mut outputs: Vec<Output> = Vec::with_capacity(requested.len());
     let mut auto: Option<OutType> = None;
     for req in &requested {
@@ -433,52 +479,86 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
     // The Modelfile options, checked on the source's metadata.
     modelfile::from_gguf(&base.metadata, &modelfile_options(opts, "./check.gguf"))?;
 
-    // What the release records about its inputs.
-    let weight_files = reader.inputs();
     let source_list = record_list(hf_dir, SOURCE_SIDE_FILES, &base.inputs());
     let adapter_lists: Vec<Vec<(String, PathBuf)>> =
         opts.adapters.iter().map(|a| record_list(&a.dir, ADAPTER_FILES, &[])).collect();
+    Ok(ReleasePlan {
+        hf_dir: hf_dir.to_path_buf(),
+        name,
+        base,
+        merged,
+        outputs,
+        source_list,
+        adapter_lists,
+        adapters: opts.adapters.clone(),
+    })
+}
 
-    let dir = AtomicDir::create(release_dir, opts.force)?;
-    let tmp = dir.path().to_path_buf();
+/// What [`write_release`] wrote and hashed.
+pub struct Written {
+    /// Per output (in the plan's order): the engine's summary.
+    summaries: Vec<WriteSummary>,
+    /// Per output: size and SHA-256 of its GGUF.
+    hashes: Vec<(u64, String)>,
+    source_records: Vec<FileRecord>,
+    adapter_records: Vec<Vec<FileRecord>>,
+}
+
+/// Phase 2: the single pass over the weights into `tmp` (every output
+/// through the engine, error measured), the inputs hashed beside it, then
+/// the outputs hashed.
+pub fn write_release(plan: &ReleasePlan, tmp: &Path, opts: &PackOptions, rec: &dyn Progress) -> Result<Written> {
+    let reader = plan.reader();
+    let src = reader.source();
+    let weight_files = reader.inputs();
     let wopts =
         WriteOptions { threads: opts.threads, chunk_bytes: 16 << 20, measure_error: true, ..Default::default() };
-    let dests: Vec<PathBuf> = outputs.iter().map(|o| tmp.join(&o.file)).collect();
-    let multi: Vec<MultiOutput> = outputs
+    let dests: Vec<PathBuf> = plan.outputs.iter().map(|o| tmp.join(&o.file)).collect();
+    let multi: Vec<MultiOutput> = plan
+        .outputs
         .iter()
         .zip(&dests)
         .map(|(o, dest)| MultiOutput { plan: &o.plan, metadata: &o.metadata, dest })
         .collect();
-
-    // The single pass, with the inputs hashed beside it.
+    let (source_list, adapter_lists) = (&plan.source_list, &plan.adapter_lists);
     let (written, hashed) = std::thread::scope(|s| {
-        let hashing = s.spawn(|| -> Result<(Vec<FileRecord>, Vec<Vec<FileRecord>>)> {
-            let sources = hash_records(&source_list)?;
+        let hashing = s.spawn(move || -> Result<(Vec<FileRecord>, Vec<Vec<FileRecord>>)> {
+            let sources = hash_records(source_list)?;
             let adapters = adapter_lists.iter().map(|l| hash_records(l)).collect::<Result<Vec<_>>>()?;
             Ok((sources, adapters))
         });
-        let written = pipeline::write_gguf_multi(src, &multi, &weight_files, &wopts, &rec);
+        let written = pipeline::write_gguf_multi(src, &multi, &weight_files, &wopts, rec);
         let hashed = hashing.join().unwrap_or_else(|_| Err(Error::Other("hashing thread panicked".into())));
         (written, hashed)
     });
-    let written = written?;
+    let summaries = written?;
     let (source_records, adapter_records) = hashed?;
 
-    // Hashes of the written files.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
         .build()
         .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
-    rec.begin("hashing", written.iter().map(|w| w.file_size).sum());
-    let gguf_hashes: Vec<(u64, String)> =
-        pool.install(|| dests.par_iter().map(|d| manifest::hash_file(d, Some(&rec))).collect::<Result<Vec<_>>>())?;
+    rec.begin("hashing", summaries.iter().map(|w| w.file_size).sum());
+    let hashes: Vec<(u64, String)> =
+        pool.install(|| dests.par_iter().map(|d| manifest::hash_file(d, Some(rec))).collect::<Result<Vec<_>>>())?;
     rec.finish();
+    Ok(Written { summaries, hashes, source_records, adapter_records })
+}
 
-    // Modelfiles, from the metadata as written.
+/// Phase 3: the Modelfiles (from the metadata as written), `manifest.json`
+/// and `SHA256SUMS` in `tmp`; returns the manifest and every file's record,
+/// sorted by name.
+pub fn describe_release(
+    plan: &ReleasePlan,
+    written: &Written,
+    tmp: &Path,
+    opts: &PackOptions,
+    rec: &dyn Progress,
+) -> Result<(Manifest, Vec<FileRecord>)> {
     let mut files: Vec<FileRecord> = Vec::new();
-    let mut output_json = Vec::with_capacity(outputs.len());
-    for (((o, w), dest), (size, sha)) in outputs.iter().zip(&written).zip(&dests).zip(gguf_hashes) {
-        let gguf = GgufFile::open(dest)?;
+    let mut outputs = Vec::with_capacity(plan.outputs.len());
+    for ((o, w), (size, sha)) in plan.outputs.iter().zip(&written.summaries).zip(&written.hashes) {
+        let gguf = GgufFile::open(tmp.join(&o.file))?;
         let (spec, mwarn) =
             modelfile::from_gguf(&gguf.header.metadata, &modelfile_options(opts, &format!("./{}", o.file)))?;
         for m in &mwarn {
@@ -488,41 +568,42 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
         let mpath = tmp.join(&o.modelfile);
         std::fs::write(&mpath, text.as_bytes()).map_err(|e| Error::io(&mpath, "write", e))?;
         let msha = manifest::hash_bytes(text.as_bytes());
-        files.push(FileRecord { path: o.file.clone(), size, sha256: sha.clone() });
+        files.push(FileRecord { path: o.file.clone(), size: *size, sha256: sha.clone() });
         files.push(FileRecord { path: o.modelfile.clone(), size: text.len() as u64, sha256: msha.clone() });
-        let mut rec = output_record(o, w, size, &sha, &spec, &msha);
-        if !opts.adapters.is_empty() {
+        let mut r = output_record(o, w, *size, sha, &spec, &msha);
+        if !plan.adapters.is_empty() {
             // The separate command that writes the same file.
             let t = match o.target {
                 Target::Convert(_) => o.label.to_ascii_lowercase(),
                 Target::Quantize(_) => o.label.clone(),
             };
-            let loras: Vec<String> = opts.adapters.iter().map(|a| format!("--lora ADAPTER={}", a.weight)).collect();
-            rec["made_as"] = json!(format!("merge BASE {} -o {} --outtype {t}", loras.join(" "), o.file));
+            let loras: Vec<String> = plan.adapters.iter().map(|a| format!("--lora ADAPTER={}", a.weight)).collect();
+            r.made_as = format!("merge BASE {} -o {} --outtype {t}", loras.join(" "), o.file);
         }
-        output_json.push(rec);
+        outputs.push(r);
     }
 
-    let manifest = json!({
-        "manifest_version": MANIFEST_VERSION,
-        "tool": {"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")},
-        "name": name,
-        "source": {
-            "dir": dir_name(hf_dir),
-            "architecture": base.hf_architecture,
-            "gguf_architecture": base.spec.gguf_arch,
-            "parameters": base.tensors.iter().map(|t| t.n_elements()).sum::<u64>(),
-            "files": source_records.iter().map(FileRecord::to_json).collect::<Vec<_>>(),
+    let base = &plan.base;
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        tool: Tool { name: env!("CARGO_PKG_NAME").into(), version: env!("CARGO_PKG_VERSION").into() },
+        name: plan.name.clone(),
+        source: SourceRecord {
+            dir: dir_name(&plan.hf_dir),
+            architecture: base.hf_architecture.clone(),
+            gguf_architecture: base.spec.gguf_arch.clone(),
+            parameters: base.tensors.iter().map(|t| t.n_elements()).sum::<u64>(),
+            files: written.source_records.clone(),
         },
-        "adapters": opts.adapters.iter().zip(&adapter_records).map(|(a, recs)| json!({
-            "dir": dir_name(&a.dir),
-            "weight": a.weight,
-            "files": recs.iter().map(FileRecord::to_json).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "outputs": output_json,
-    });
-    let mut text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Other(format!("manifest: {e}")))?;
-    text.push('\n');
+        adapters: plan
+            .adapters
+            .iter()
+            .zip(&written.adapter_records)
+            .map(|(a, recs)| AdapterRecord { dir: dir_name(&a.dir), weight: a.weight, files: recs.clone() })
+            .collect(),
+        outputs,
+    };
+    let text = manifest.to_text();
     let mpath = tmp.join(MANIFEST);
     std::fs::write(&mpath, text.as_bytes()).map_err(|e| Error::io(&mpath, "write", e))?;
     files.push(FileRecord {
@@ -540,16 +621,7 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
         sha256: manifest::hash_bytes(sums.as_bytes()),
     });
     files.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-
-    dir.commit()?;
-    Ok(PackSummary {
-        release_dir: release_dir.to_path_buf(),
-        name,
-        manifest,
-        files,
-        warnings: rec.take(),
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok((manifest, files))
 }
 
 fn modelfile_options(opts: &PackOptions, from: &str) -> FromGgufOptions {
@@ -567,7 +639,7 @@ fn family_of(spec: &ModelfileSpec) -> Option<&'static str> {
     modelfile::families::families().iter().find(|f| f.template == t).map(|f| f.name.as_str())
 }
 
-fn quality_json(w: &WriteSummary) -> Json {
+fn quality(w: &WriteSummary) -> Quality {
     let tensors = &w.tensors;
     let mut total = ErrorStats::default();
     let mut by_type: Vec<(GgmlType, usize, ErrorStats)> = Vec::new();
@@ -587,27 +659,30 @@ fn quality_json(w: &WriteSummary) -> Json {
         }
     }
     by_type.sort_by_key(|b| b.0.id());
-    json!({
-        "reference": "the F32 source weights (what convert --outtype f32 writes)",
-        "rms_error": manifest::sig6(total.rms()),
-        "relative_rms_error": manifest::sig6(total.relative_rms()),
-        "max_abs_error": manifest::sig6(total.max_abs_err),
-        "by_type": by_type.iter().map(|(ty, n, e)| json!({
-            "type": ty.name(),
-            "tensors": n,
-            "parameters": e.n,
-            "relative_rms_error": manifest::sig6(e.relative_rms()),
-            "max_abs_error": manifest::sig6(e.max_abs_err),
-        })).collect::<Vec<_>>(),
-        "worst_tensor": worst.map(|(i, r)| json!({
-            "name": tensors[i].name,
-            "type": tensors[i].ty.name(),
-            "relative_rms_error": manifest::sig6(r),
-        })),
-    })
+    Quality {
+        reference: "the F32 source weights (what convert --outtype f32 writes)".into(),
+        rms_error: manifest::sig6(total.rms()),
+        relative_rms_error: manifest::sig6(total.relative_rms()),
+        max_abs_error: manifest::sig6(total.max_abs_err),
+        by_type: by_type
+            .iter()
+            .map(|(ty, n, e)| TypeQuality {
+                ty: ty.name().into(),
+                tensors: *n,
+                parameters: e.n,
+                relative_rms_error: manifest::sig6(e.relative_rms()),
+                max_abs_error: manifest::sig6(e.max_abs_err),
+            })
+            .collect(),
+        worst_tensor: worst.map(|(i, r)| WorstTensor {
+            name: tensors[i].name.clone(),
+            ty: tensors[i].ty.name().into(),
+            relative_rms_error: manifest::sig6(r),
+        }),
+    }
 }
 
-fn output_record(o: &Output, w: &WriteSummary, size: u64, sha: &str, spec: &ModelfileSpec, msha: &str) -> Json {
+fn output_record(o: &Output, w: &WriteSummary, size: u64, sha: &str, spec: &ModelfileSpec, msha: &str) -> OutputRecord {
     let tensors = &w.tensors;
     let params: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
     let bytes: u64 = tensors.iter().map(|t| t.bytes).sum();
@@ -619,29 +694,27 @@ fn output_record(o: &Output, w: &WriteSummary, size: u64, sha: &str, spec: &Mode
         }
     }
     counts.sort_by_key(|c| c.0.id());
-    let type_counts: serde_json::Map<String, Json> =
-        counts.iter().map(|(t, n)| (t.name().to_string(), json!(n))).collect();
-    json!({
-        "type": o.label,
-        "made_as": o.target.describe(&o.label),
-        "file": o.file,
-        "size": size,
-        "sha256": sha,
-        "file_type": o.file_type,
-        "tensor_count": tensors.len(),
-        "parameters": params,
-        "bits_per_weight": manifest::sig6(if params > 0 { bytes as f64 * 8.0 / params as f64 } else { 0.0 }),
-        "tensor_types": type_counts,
-        "quality": quality_json(w),
-        "modelfile": {
-            "file": o.modelfile,
-            "sha256": msha,
-            "family": family_of(spec),
-            "stop": spec.parameter("stop"),
-            "num_ctx": spec.parameter("num_ctx").first(),
-            "system": spec.system.is_some(),
+    OutputRecord {
+        ty: o.label.clone(),
+        made_as: o.target.describe(&o.label),
+        file: o.file.clone(),
+        size,
+        sha256: sha.to_string(),
+        file_type: o.file_type,
+        tensor_count: tensors.len(),
+        parameters: params,
+        bits_per_weight: manifest::sig6(if params > 0 { bytes as f64 * 8.0 / params as f64 } else { 0.0 }),
+        tensor_types: counts.iter().map(|(t, n)| (t.name().to_string(), Json::from(*n))).collect(),
+        quality: quality(w),
+        modelfile: ModelfileRecord {
+            file: o.modelfile.clone(),
+            sha256: msha.to_string(),
+            family: family_of(spec).map(str::to_string),
+            stop: spec.parameter("stop").into_iter().map(str::to_string).collect(),
+            num_ctx: spec.parameter("num_ctx").first().map(|s| s.to_string()),
+            system: spec.system.is_some(),
         },
-    })
+    }
 }
 
 #[cfg(test)]
