@@ -66,9 +66,10 @@ pub enum Error {
     /// A non-finite weight was found.
     #[error("tensor '{tensor}' row {row}: non-finite value ({value}) in {source_name}")]
     NonFinite { source_name: String, tensor: String, row: u64, value: f32 },
-    /// The run was interrupted by a signal.
-    #[error("interrupted")]
-    Interrupted,
+    /// Something wrong with one tensor's data or conversion (the message
+    /// starts with what follows the tensor's name: a row, or a colon).
+    #[error("tensor '{tensor}' {message}")]
+    Tensor { tensor: String, message: String },
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),
@@ -90,11 +91,26 @@ impl Error {
         Error::Usage(msg.into())
     }
 
-    /// The process exit code for this error (see README: 2 for errors, 130 when interrupted).
+    /// The process exit code for this error (2; Ctrl-C and SIGTERM end the
+    /// process with 130 from the signal handler, after removing the
+    /// temporary outputs, see [`crate::fileio::install_signal_handlers`]).
     pub fn exit_code(&self) -> u8 {
+        2
+    }
+
+    /// This error as it concerns tensor `name` (rows from `row`, when known):
+    /// a context-free message gets the tensor as context; an error that
+    /// already names its file or tensor is kept as it is.
+    pub fn in_tensor(self, name: &str, row: Option<u64>) -> Error {
         match self {
-            Error::Interrupted => 130,
-            _ => 2,
+            Error::Other(m) => Error::Tensor {
+                tensor: name.to_string(),
+                message: match row {
+                    Some(r) => format!("rows from {r}: {m}"),
+                    None => format!(": {m}"),
+                },
+            },
+            e => e,
         }
     }
 }

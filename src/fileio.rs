@@ -205,8 +205,30 @@ impl AtomicFile {
         let out = self.out.as_mut().ok_or_else(|| Error::Other("write after commit".into()))?;
         out.flush().at(&self.dest, "write")?;
         out.get_ref().write_all_at(buf, offset).at(&self.dest, "write")?;
-        // Counted, but not handed to the sequential writeback (not at `written`).
         self.written += buf.len() as u64;
+        if self.written - self.writeback >= WRITEBACK_WINDOW {
+            self.start_writeback_all().at(&self.dest, "write")?;
+        }
+        Ok(())
+    }
+
+    /// The writeback window of positioned writes: the dirty pages are not in
+    /// one range, so the whole file's are handed to the kernel, after waiting
+    /// for the previous window's (dirty memory stays bounded by a window or
+    /// two, and the final sync has little left to do).
+    fn start_writeback_all(&mut self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::io::AsRawFd;
+            let out = self.out.as_mut().expect("not committed");
+            let fd = out.get_ref().as_raw_fd();
+            // Advisory, as in start_writeback; offset 0 and length 0 mean the whole file.
+            // SAFETY: plain syscalls on an open file descriptor we own.
+            unsafe {
+                libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WAIT_BEFORE);
+                libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
         self.writeback = self.written;
         Ok(())
     }

@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod progress;
 pub mod quant;
+pub mod target;
 pub mod tokenize;
 
 pub use error::{Error, Result};

@@ -224,3 +224,38 @@ fn usage_errors_exit_2() {
     let o = run(&["--help"]);
     assert_eq!(o.status.code(), Some(0));
 }
+
+/// `quantize --json` and `convert --json` list every tensor's type and its
+/// error against the source (the values themselves are checked against
+/// numpy in tests/report_parity.rs).
+#[test]
+fn json_reports_list_each_tensor_error() {
+    let d = tempfile::tempdir().unwrap();
+    let f32_path = d.path().join("f32.gguf");
+    let ex = root().join("examples/tiny-mistral");
+    let o = run(&["convert", ex.to_str().unwrap(), f32_path.to_str().unwrap(), "--outtype", "f32", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tensors = j["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len() as u64, j["n_tensors"].as_u64().unwrap());
+    // BF16 weights written as F32 are exact.
+    assert!(tensors.iter().all(|t| t["error"]["max"] == 0.0), "{j}");
+
+    let q = d.path().join("q.gguf");
+    let o = run(&["quantize", f32_path.to_str().unwrap(), q.to_str().unwrap(), "Q4_0", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tensors = j["tensors"].as_array().unwrap();
+    let quantized: Vec<_> = tensors.iter().filter(|t| t["type"] == "Q4_0").collect();
+    assert!(!quantized.is_empty());
+    for t in tensors {
+        let e = &t["error"];
+        let (rms, rel, max) =
+            (e["rms"].as_f64().unwrap(), e["relative_rms"].as_f64().unwrap(), e["max"].as_f64().unwrap());
+        if t["type"] == "F32" {
+            assert_eq!(max, 0.0, "{t}");
+        } else {
+            assert!(rms > 0.0 && rms <= max && rel > 0.0 && rel < 0.5, "{t}");
+        }
+    }
+}

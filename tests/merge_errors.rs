@@ -100,6 +100,9 @@ fn adapter_fails(base: &str, adapter: &Path, needles: &[&str]) {
 
 #[test]
 fn bad_adapters_are_refused() {
+    if !common::parity_enabled("merge_errors::bad_adapters_are_refused") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
 
@@ -224,6 +227,9 @@ fn bad_adapters_are_refused() {
 
 #[test]
 fn gguf_adapter_refusals() {
+    if !common::parity_enabled("merge_errors::gguf_adapter_refusals") {
+        return;
+    }
     // DoRA cannot be expressed; the message points at merge.
     adapter_fails(Q, &adapters_dir().join("q-dora"), &["DoRA", "ggufkit merge"]);
     adapter_fails(
@@ -238,6 +244,9 @@ fn gguf_adapter_refusals() {
 
 #[test]
 fn output_onto_inputs_refused() {
+    if !common::parity_enabled("merge_errors::output_onto_inputs_refused") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     // Copy a small base so --force could not destroy the shared fixture.
     let base = tmp.path().join("base");

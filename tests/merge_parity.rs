@@ -81,6 +81,9 @@ const CASES: &[(&str, &[&str], Option<&str>)] = &[
 
 #[test]
 fn merged_tensors_match_peft_formulas() {
+    if !common::parity_enabled("merge_parity::merged_tensors_match_peft_formulas") {
+        return;
+    }
     let mut report = Vec::new();
     let mut totals = (0u64, 0u64, 0u64, 0u64);
     for (i, (b, adapters, dtype)) in CASES.iter().enumerate() {
@@ -152,6 +155,9 @@ fn merged_tensors_match_peft_formulas() {
 /// A sharded output: transformers' file names, index and rule.
 #[test]
 fn shards_like_transformers() {
+    if !common::parity_enabled("merge_parity::shards_like_transformers") {
+        return;
+    }
     let out = out_dir("sharded");
     ggufkit_ok(&[
         os("merge"),
@@ -221,6 +227,9 @@ fn our_adapter(adapter_name: &str, base_name: &str, out: &Path) {
 /// lora_a), for adapters whose scaling the script represents.
 #[test]
 fn gguf_adapter_identical_to_convert_lora_to_gguf() {
+    if !common::parity_enabled("merge_parity::gguf_adapter_identical_to_convert_lora_to_gguf") {
+        return;
+    }
     for (a, b) in [("q-plain", Q), ("l-plain", "llama3-bf16-sharded"), ("q-embed", Q)] {
         let ours = out_dir(&format!("{a}.ours.gguf"));
         let theirs = out_dir(&format!("{a}.script.gguf"));
@@ -236,6 +245,9 @@ fn gguf_adapter_identical_to_convert_lora_to_gguf() {
 /// result must behave like our merged GGUF (F32 everywhere).
 #[test]
 fn gguf_adapter_in_llama_cpp_matches_merged() {
+    if !common::parity_enabled("merge_parity::gguf_adapter_in_llama_cpp_matches_merged") {
+        return;
+    }
     let mut report = Vec::new();
     let cases =
         [("q-plain", Q), ("q-rslora", Q), ("q-patterns", Q), ("q-embed", Q), ("l-plain", "llama3-bf16-sharded")];
@@ -292,6 +304,9 @@ fn gguf_adapter_in_llama_cpp_matches_merged() {
 /// directory (named like the output) + `convert --outtype f32` + `quantize Q4_K_M`.
 #[test]
 fn one_pass_quantized_equals_three_steps() {
+    if !common::parity_enabled("merge_parity::one_pass_quantized_equals_three_steps") {
+        return;
+    }
     let cases: [(&str, &[&str]); 2] = [(Q, &["q-plain", "q-dora=0.5"]), ("qwen2-bf16-tied", &["t-lmhead"])];
     for (b, adapters) in cases {
         let lora: Vec<String> = adapters.iter().flat_map(|a| ["--lora".to_string(), adapter(a)]).collect();
@@ -329,6 +344,9 @@ fn one_pass_quantized_equals_three_steps() {
 /// The merged GGUF of a tied base has its own output.weight.
 #[test]
 fn tied_base_gets_its_own_output() {
+    if !common::parity_enabled("merge_parity::tied_base_gets_its_own_output") {
+        return;
+    }
     let out = out_dir("tied-f16.gguf");
     ggufkit_ok(&[
         os("merge"),

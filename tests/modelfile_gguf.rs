@@ -2,21 +2,16 @@
 //! in the tree printed by scripts/ref-src.sh): the family detected, the values written, and
 //! that every Modelfile we write parses back with Ollama's grammar to the same commands.
 
-use std::path::{Path, PathBuf};
-use std::process::Command as Process;
+mod common;
+
+use std::path::PathBuf;
 
 use ggufkit::gguf::GgufFile;
 use ggufkit::modelfile::{self, Command, FromGgufOptions, ModelfileSpec, QuoteStyle, Role};
 use proptest::prelude::*;
 
 fn ref_src() -> PathBuf {
-    if let Some(v) = std::env::var_os("GGUFKIT_LLAMA_SRC").filter(|v| !v.is_empty()) {
-        return PathBuf::from(v);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Process::new("bash").arg(root.join("scripts/ref-src.sh")).output().expect("run ref-src.sh");
-    assert!(out.status.success(), "ref-src.sh: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    common::ref_src().to_path_buf()
 }
 
 fn vocab(name: &str) -> GgufFile {
@@ -38,6 +33,9 @@ fn opts() -> FromGgufOptions {
 
 #[test]
 fn qwen2_vocab_gets_chatml_with_its_default_system() {
+    if !common::parity_enabled("modelfile_gguf::qwen2_vocab_gets_chatml_with_its_default_system") {
+        return;
+    }
     let f = vocab("qwen2");
     let (spec, warnings, text) = write(&f, &opts());
     assert!(warnings.is_empty(), "{warnings:?}");
@@ -52,6 +50,9 @@ fn qwen2_vocab_gets_chatml_with_its_default_system() {
 
 #[test]
 fn phi3_vocab_gets_phi3() {
+    if !common::parity_enabled("modelfile_gguf::phi3_vocab_gets_phi3") {
+        return;
+    }
     let (spec, _, _) = write(&vocab("phi-3"), &opts());
     assert_eq!(spec.template.as_deref(), Some(modelfile::family("phi3").unwrap().template.as_str()));
     assert_eq!(spec.system, None);
@@ -60,6 +61,9 @@ fn phi3_vocab_gets_phi3() {
 
 #[test]
 fn llama3_vocab_without_template_falls_back_or_fails_in_strict_mode() {
+    if !common::parity_enabled("modelfile_gguf::llama3_vocab_without_template_falls_back_or_fails_in_strict_mode") {
+        return;
+    }
     let f = vocab("llama-bpe");
     let (spec, warnings, _) = write(&f, &opts());
     assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -76,6 +80,9 @@ fn llama3_vocab_without_template_falls_back_or_fails_in_strict_mode() {
 
 #[test]
 fn every_vocab_gguf_writes_a_modelfile_that_reads_back() {
+    if !common::parity_enabled("modelfile_gguf::every_vocab_gguf_writes_a_modelfile_that_reads_back") {
+        return;
+    }
     let dir = ref_src().join("models");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {

@@ -234,6 +234,9 @@ impl Table {
 
 #[test]
 fn file_types_match_llama_cpp() {
+    if !common::parity_enabled("policy_parity::file_types_match_llama_cpp") {
+        return;
+    }
     let e = env();
     let out = e.dir.join("ftypes.json");
     synth(e, &["ftypes", e.src.to_str().unwrap(), out.to_str().unwrap()]);
@@ -448,6 +451,9 @@ fn matrix_cases() -> Vec<Case> {
 
 #[test]
 fn quantize_matrix_matches_llama_cpp() {
+    if !common::parity_enabled("policy_parity::quantize_matrix_matches_llama_cpp") {
+        return;
+    }
     let e = env();
     let out_dir = e.dir.join("matrix");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -610,6 +616,9 @@ impl Rng {
 
 #[test]
 fn type_sweep_matches_llama_cpp() {
+    if !common::parity_enabled("policy_parity::type_sweep_matches_llama_cpp") {
+        return;
+    }
     use GgmlType as G;
     let e = env();
     let dir = e.dir.join("sweep");
@@ -786,6 +795,9 @@ fn our_plan(model: &Gguf, flags: &[String], target: &str) -> ggufkit::Result<Pla
 
 #[test]
 fn llama_quantize_cli_matches() {
+    if !common::parity_enabled("policy_parity::llama_quantize_cli_matches") {
+        return;
+    }
     let e = env();
     let exe = tool();
     let out_dir = e.dir.join("cli");
@@ -999,6 +1011,9 @@ fn llama_quantize_cli_matches() {
 
 #[test]
 fn imatrix_vectors_match_load_imatrix() {
+    if !common::parity_enabled("policy_parity::imatrix_vectors_match_load_imatrix") {
+        return;
+    }
     let e = env();
     let exe = tool();
     let dir = e.dir.join("imatrix-dump");

@@ -131,6 +131,9 @@ fn run_matrix(label: &str, cases: Vec<(String, String, Vec<String>, u32, u32)>) 
 
 #[test]
 fn every_type_without_imatrix() {
+    if !common::parity_enabled("quantize_parity::every_type_without_imatrix") {
+        return;
+    }
     let m = models();
     let mut cases = Vec::new();
     for (i, model) in m.names.iter().enumerate() {
@@ -145,6 +148,9 @@ fn every_type_without_imatrix() {
 
 #[test]
 fn every_type_with_imatrix() {
+    if !common::parity_enabled("quantize_parity::every_type_with_imatrix") {
+        return;
+    }
     let m = models();
     let mut cases = Vec::new();
     for (i, model) in m.names.iter().enumerate() {
@@ -161,6 +167,9 @@ fn every_type_with_imatrix() {
 
 #[test]
 fn options() {
+    if !common::parity_enabled("quantize_parity::options") {
+        return;
+    }
     let m = models();
     let im = m.dir.join("data_f32_512.imatrix.gguf").display().to_string();
     let sets: Vec<Vec<&str>> = vec![
@@ -189,6 +198,9 @@ fn options() {
 
 #[test]
 fn requantize_and_copy() {
+    if !common::parity_enabled("quantize_parity::requantize_and_copy") {
+        return;
+    }
     let m = models();
     let tmp = tempfile::tempdir().unwrap();
     let q8 = tmp.path().join("q8.gguf");
@@ -221,6 +233,9 @@ fn requantize_and_copy() {
 
 #[test]
 fn shorthand_flags_and_default_output_name() {
+    if !common::parity_enabled("quantize_parity::shorthand_flags_and_default_output_name") {
+        return;
+    }
     let m = models();
     let tmp = tempfile::tempdir().unwrap();
     let input = m.dir.join("data_f32_512.gguf");

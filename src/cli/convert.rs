@@ -1,9 +1,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ggufkit::convert::{convert_dir, convert_dir_quantized, ConvertOptions, OutType};
+use ggufkit::convert::{ConvertOptions, OutType};
 use ggufkit::imatrix::Imatrix;
-use ggufkit::policy::{self, Target};
+use ggufkit::pipeline::WriteOptions;
+use ggufkit::target::Target;
 use ggufkit::{Error, Result};
 
 use super::output::{print_json, TermProgress};
@@ -51,27 +52,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         return run_adapter(&args, base, &progress);
     }
     let outtype_arg = args.outtype.clone().unwrap_or_else(|| "auto".into());
-    let summary = match outtype_arg.parse::<OutType>() {
-        Ok(outtype) => {
-            if args.imatrix.is_some() {
-                return Err(Error::usage("--imatrix applies to quantized output types (e.g. --outtype Q4_K_M)"));
-            }
-            let opts = ConvertOptions { outtype, threads: args.threads, vocab_pre: args.vocab_pre };
-            convert_dir(&args.hf_dir, &args.output, &opts, &progress)?
-        }
-        Err(e) => {
-            let target = policy::parse_target(&outtype_arg).ok_or_else(|| Error::usage(e))?;
-            if matches!(target, Target::Copy) {
-                return Err(Error::usage("--outtype COPY is not a conversion type"));
-            }
-            let imatrix = args.imatrix.as_ref().map(Imatrix::load).transpose()?;
-            let opts = ConvertOptions { outtype: OutType::F32, threads: args.threads, vocab_pre: args.vocab_pre };
-            let qopts = policy::Options::for_target(target);
-            convert_dir_quantized(&args.hf_dir, &args.output, &opts, &qopts, imatrix.as_ref(), &progress)?.0
-        }
-    };
+    let target = Target::parse(&outtype_arg).map_err(|e| Error::usage(format!("--outtype: {e}")))?;
+    if matches!(target, Target::Convert(_)) && args.imatrix.is_some() {
+        return Err(Error::usage("--imatrix applies to quantized output types (e.g. --outtype Q4_K_M)"));
+    }
+    let imatrix = args.imatrix.as_ref().map(Imatrix::load).transpose()?;
+    let opts =
+        ConvertOptions { outtype: target.conversion(), threads: args.threads, vocab_pre: args.vocab_pre.clone() };
+    let wopts = WriteOptions { threads: args.threads.unwrap_or(0), measure_error: args.json, ..Default::default() };
+    let (summary, written) =
+        ggufkit::target::convert(&args.hf_dir, &args.output, target, &opts, imatrix.as_ref(), &wopts, &progress)?;
     if args.json {
-        print_json(&serde_json::to_value(&summary).unwrap_or_default());
+        let mut j = serde_json::to_value(&summary).unwrap_or_default();
+        j["tensors"] = written.to_json()["tensors"].take();
+        print_json(&j);
     } else if !args.quiet {
         eprintln!(
             "ggufkit: wrote {} ({} {}, {} tensors, {} parameters, {} bytes; tokenizer {}/{})",

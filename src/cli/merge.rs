@@ -1,12 +1,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ggufkit::convert::OutType;
 use ggufkit::hf::writer::parse_size;
 use ggufkit::hf::DType;
 use ggufkit::imatrix::Imatrix;
-use ggufkit::lora::{merge_to_dir, merge_to_gguf, AdapterSpec, GgufTarget, MergeOptions};
-use ggufkit::policy::{self, Target};
+use ggufkit::lora::{merge_to_dir, merge_to_gguf, AdapterSpec, MergeOptions};
+use ggufkit::target::Target;
 use ggufkit::{Error, Result};
 
 use super::output::{print_json, TermProgress};
@@ -75,23 +74,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if args.dtype.is_some() {
             return Err(Error::usage("--dtype is for directory outputs; use --outtype with a .gguf output"));
         }
-        let target = match args.outtype.parse::<OutType>() {
-            Ok(t) => {
-                if args.imatrix.is_some() {
-                    return Err(Error::usage("--imatrix applies to quantized output types (e.g. --outtype Q4_K_M)"));
-                }
-                GgufTarget::Convert(t)
-            }
-            Err(e) => {
-                let target = policy::parse_target(&args.outtype).ok_or_else(|| Error::usage(e))?;
-                if matches!(target, Target::Copy) {
-                    return Err(Error::usage("--outtype COPY is not a conversion type"));
-                }
-                let imatrix = args.imatrix.as_ref().map(Imatrix::load).transpose()?;
-                GgufTarget::Quantize(policy::Options::for_target(target), imatrix)
-            }
-        };
-        merge_to_gguf(&args.base_dir, &args.lora, &args.output, &target, &opts, &progress)?
+        let target = Target::parse(&args.outtype).map_err(|e| Error::usage(format!("--outtype: {e}")))?;
+        if matches!(target, Target::Convert(_)) && args.imatrix.is_some() {
+            return Err(Error::usage("--imatrix applies to quantized output types (e.g. --outtype Q4_K_M)"));
+        }
+        let imatrix = args.imatrix.as_ref().map(Imatrix::load).transpose()?;
+        opts.measure_error = args.json;
+        merge_to_gguf(&args.base_dir, &args.lora, &args.output, target, imatrix.as_ref(), &opts, &progress)?
     } else {
         if args.outtype != "auto" || args.imatrix.is_some() {
             return Err(Error::usage("--outtype and --imatrix are for .gguf outputs; use --dtype with a directory"));

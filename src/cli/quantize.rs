@@ -180,7 +180,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let write_opts = WriteOptions { threads: args.threads, ..Default::default() };
+    let write_opts = WriteOptions { threads: args.threads, measure_error: args.json, ..Default::default() };
     let summary = quantize::write(&input, &plan, imatrix.as_ref(), &output_path, &write_opts, &progress)?;
     if args.json {
         let mut j = summary.to_json();

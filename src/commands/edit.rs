@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::fileio::AtomicFile;
-use crate::gguf::{GgufFile, GgufWriter, Metadata, Value, ValueType, KEY_ALIGNMENT};
+use crate::gguf::{GgufFile, Metadata, Value, ValueType, KEY_ALIGNMENT};
+use crate::pipeline::{write_gguf, GgufSource, Planned, WriteOptions};
 use crate::progress::Progress;
 
 /// A metadata change.
@@ -78,24 +78,25 @@ pub fn apply(md: &Metadata, edits: &[Edit]) -> Result<Metadata> {
     Ok(out)
 }
 
-/// Writes `input` to `dest` with `edits` applied, tensors copied unchanged.
+/// Writes `input` to `dest` with `edits` applied, tensors copied unchanged
+/// (verbatim, through the engine: a plan of copies of a [`GgufSource`]).
 pub fn rewrite(input: &GgufFile, dest: &Path, edits: &[Edit], progress: &dyn Progress) -> Result<()> {
     let md = apply(&input.header.metadata, edits)?;
-    let specs = input.header.tensors.iter().map(|t| t.spec()).collect();
-    let out = AtomicFile::create(dest, &[input.path()])?;
-    let opts = input.header.writer_options(input.bytes().len() as u64);
-    let mut w = GgufWriter::with_options(out, dest, &md, specs, opts)?;
-    progress.begin("copying", input.header.tensor_bytes());
-    for t in &input.header.tensors {
-        progress.item(&t.name);
-        for chunk in input.data(t).chunks(8 << 20) {
-            w.write_data(chunk)?;
-            progress.advance(chunk.len() as u64);
-        }
-        input.release(t);
-    }
-    progress.finish();
-    w.finish()?.commit()
+    let src = GgufSource::new(input);
+    let plan: Vec<Planned> = input
+        .header
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Planned { dims: Some(t.dims.clone()), ..Planned::new(i, t.ty) })
+        .collect();
+    let opts = WriteOptions {
+        container: input.header.writer_options(input.bytes().len() as u64),
+        verbatim: true,
+        ..Default::default()
+    };
+    write_gguf(&src, &plan, &md, dest, &[input.path()], &opts, progress)?;
+    Ok(())
 }
 
 #[cfg(test)]

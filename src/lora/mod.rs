@@ -31,6 +31,7 @@ use crate::hf::writer::{self, WeightsOptions};
 use crate::hf::{DType, HfModelDir, HfTensors};
 use crate::pipeline::WriteOptions;
 use crate::progress::Progress;
+use crate::target::Target;
 
 /// An adapter directory and its weight, as given on the command line (`DIR[=W]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -134,11 +135,20 @@ pub struct MergeOptions {
     pub max_shard_size: u64,
     /// Replace an existing output directory.
     pub force: bool,
+    /// GGUF output: measure each tensor's error against the merged F32 rows
+    /// ([`MergeSummary::tensors`]).
+    pub measure_error: bool,
 }
 
 impl Default for MergeOptions {
     fn default() -> Self {
-        MergeOptions { threads: None, dtype: None, max_shard_size: writer::DEFAULT_MAX_SHARD_SIZE, force: false }
+        MergeOptions {
+            threads: None,
+            dtype: None,
+            max_shard_size: writer::DEFAULT_MAX_SHARD_SIZE,
+            force: false,
+            measure_error: false,
+        }
     }
 }
 
@@ -155,6 +165,10 @@ pub struct MergeSummary {
     pub output_bytes: u64,
     #[serde(flatten)]
     pub report: MergeReport,
+    /// GGUF output: each tensor's type (and error, when measured), as
+    /// `quantize --json` lists them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensors: Option<Value>,
 }
 
 /// Refuses an output directory that is, or contains, an input.
@@ -247,16 +261,8 @@ pub fn merge_to_dir(
         n_tensors: written.n_tensors,
         output_bytes,
         report,
+        tensors: None,
     })
-}
-
-/// The GGUF type of a one-pass merge.
-#[derive(Debug, Clone)]
-pub enum GgufTarget {
-    /// A convert_hf_to_gguf.py output type (f32, f16, bf16, q8_0, auto).
-    Convert(OutType),
-    /// A llama-quantize file type, quantized in the same pass.
-    Quantize(crate::policy::Options, Option<crate::imatrix::Imatrix>),
 }
 
 /// The merged model opened as a conversion source for `outtype`: exactly
@@ -292,49 +298,32 @@ pub fn merge_to_gguf(
     base_dir: &Path,
     adapters: &[AdapterSpec],
     out: &Path,
-    target: &GgufTarget,
+    target: Target,
+    imatrix: Option<&crate::imatrix::Imatrix>,
     opts: &MergeOptions,
     progress: &dyn Progress,
 ) -> Result<MergeSummary> {
-    let outtype = match target {
-        GgufTarget::Convert(t) => *t,
-        GgufTarget::Quantize(..) => OutType::F32,
-    };
     let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let (src, report) = open_merged_conversion(base_dir, adapters, outtype, &stem, opts.threads, progress)?;
-    let wopts = WriteOptions { threads: opts.threads.unwrap_or(0), ..Default::default() };
+    let (src, report) = open_merged_conversion(base_dir, adapters, target.conversion(), &stem, opts.threads, progress)?;
+    let resolved = target.resolve(&src, imatrix)?;
+    for w in &resolved.warnings {
+        progress.warn(w);
+    }
+    let wopts =
+        WriteOptions { threads: opts.threads.unwrap_or(0), measure_error: opts.measure_error, ..Default::default() };
     let inputs = src.inputs();
-    let (written, dtype_name) = match target {
-        GgufTarget::Convert(_) => {
-            let plan = src.plan();
-            let w = crate::pipeline::write_gguf(&src, &plan, &src.metadata, out, &inputs, &wopts, progress)?;
-            let s = src.summary(out, w.file_size);
-            (w, s.outtype)
-        }
-        GgufTarget::Quantize(q, imatrix) => {
-            let (plan, w) = crate::policy::quantize::write_source(
-                &src,
-                &src.metadata,
-                &inputs,
-                q,
-                imatrix.as_ref(),
-                out,
-                &wopts,
-                progress,
-            )?;
-            let name = crate::policy::FileType::from_id(plan.file_type).map_or("?".into(), |f| f.name().to_string());
-            (w, name)
-        }
-    };
+    let written =
+        crate::pipeline::write_gguf(&src, &resolved.plan, &resolved.metadata, out, &inputs, &wopts, progress)?;
     let mut report = report;
     report.warnings.extend(src.warnings.iter().cloned());
     Ok(MergeSummary {
         output: out.to_path_buf(),
         format: "gguf".into(),
-        dtype: dtype_name,
+        dtype: resolved.name,
         files: vec![out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()],
         n_tensors: written.tensors.len(),
         output_bytes: written.file_size,
         report,
+        tensors: Some(written.to_json()["tensors"].take()),
     })
 }

@@ -1,5 +1,7 @@
-//! The records of a release directory: file hashes, `SHA256SUMS` and the
-//! small helpers that keep `manifest.json` deterministic.
+//! The records of a release directory: `manifest.json` as typed records
+//! (the contract of `formats/release.md`: fields serialize in declaration
+//! order, and fields are only ever added), file hashes, `SHA256SUMS` and
+//! the small helpers that keep the manifest deterministic.
 
 use std::fs::File;
 use std::io::Read;
@@ -15,8 +17,120 @@ pub const SHA256SUMS: &str = "SHA256SUMS";
 /// The name of the manifest.
 pub const MANIFEST: &str = "manifest.json";
 
+/// `manifest.json` (`manifest_version` 1).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Manifest {
+    pub manifest_version: u32,
+    pub tool: Tool,
+    pub name: String,
+    pub source: SourceRecord,
+    pub adapters: Vec<AdapterRecord>,
+    pub outputs: Vec<OutputRecord>,
+}
+
+/// The tool that wrote the release.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+/// The Hugging Face model directory packed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SourceRecord {
+    /// The directory's name (never an absolute path).
+    pub dir: String,
+    /// The Hugging Face architecture (`config.json`'s `architectures[0]`).
+    pub architecture: String,
+    pub gguf_architecture: String,
+    pub parameters: u64,
+    pub files: Vec<FileRecord>,
+}
+
+/// A LoRA adapter merged before packing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AdapterRecord {
+    pub dir: String,
+    pub weight: f64,
+    pub files: Vec<FileRecord>,
+}
+
+/// One GGUF of the release. Later additions (an evaluation, a template
+/// verification) are optional fields at the end, skipped when absent.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OutputRecord {
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The separate command line that writes the same bytes.
+    pub made_as: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+    pub file_type: u32,
+    pub tensor_count: usize,
+    pub parameters: u64,
+    pub bits_per_weight: f64,
+    /// ggml type name → tensor count, in type-id order.
+    pub tensor_types: serde_json::Map<String, serde_json::Value>,
+    pub quality: Quality,
+    pub modelfile: ModelfileRecord,
+}
+
+/// The error of an output against the F32 weights it was made from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Quality {
+    pub reference: String,
+    pub rms_error: f64,
+    pub relative_rms_error: f64,
+    pub max_abs_error: f64,
+    pub by_type: Vec<TypeQuality>,
+    pub worst_tensor: Option<WorstTensor>,
+}
+
+/// The error of all tensors of one type.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TypeQuality {
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub tensors: usize,
+    pub parameters: u64,
+    pub relative_rms_error: f64,
+    pub max_abs_error: f64,
+}
+
+/// The tensor with the largest relative RMS error.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorstTensor {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub relative_rms_error: f64,
+}
+
+/// An output's Modelfile.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelfileRecord {
+    pub file: String,
+    pub sha256: String,
+    /// The chat-template family (`None` for the fallback template).
+    pub family: Option<String>,
+    pub stop: Vec<String>,
+    pub num_ctx: Option<String>,
+    /// Whether it has a SYSTEM prompt.
+    pub system: bool,
+}
+
+impl Manifest {
+    /// The file's text: two-space indented JSON and a final newline.
+    pub fn to_text(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}
+
 /// A file with its size and SHA-256, named by a relative path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FileRecord {
     /// Relative to the directory it belongs to, `/`-separated.
     pub path: String,

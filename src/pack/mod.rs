@@ -13,7 +13,7 @@
 //! * Each GGUF is byte-identical to what `convert --outtype TYPE` writes (for a
 //!   quantized type: `convert --outtype f32` then `quantize TYPE`); see
 //!   [`types`] for how a type name is read.
-//! * The source is read once for all types: [`pipeline::write_gguf_multi`]
+//! * The source is read once for all types: the engine ([`pipeline::run`])
 //!   decodes each tensor's rows once and encodes them for every output, each
 //!   in its own tensor order, with memory bounded by a few row chunks. The
 //!   same pass measures every output's error against the F32 rows.
@@ -25,7 +25,7 @@
 //!   leaves nothing, and an existing non-empty destination is replaced only
 //!   with `force`.
 //! * LoRA adapters enter through one call, [`open_model`]: the model to pack,
-//!   opened as a conversion source ([`PackModel`]) for one output type.
+//!   opened as a conversion source ([`Model`]) for one output type.
 //!   Everything after it (plans, the single pass, error figures, Modelfiles,
 //!   manifest) is the same with or without adapters.
 
@@ -44,12 +44,18 @@ use crate::error::{Error, Result};
 use crate::fileio::AtomicDir;
 use crate::gguf::{GgmlType, GgufFile, Metadata};
 use crate::modelfile::{self, FromGgufOptions, ModelfileSpec};
-use crate::pipeline::{self, ErrorStats, MultiOutput, MultiSummary, Planned, TensorSource, WriteOptions};
-use crate::policy;
+use crate::pipeline::{self, ErrorStats, MultiOutput, Planned, TensorSource, WriteOptions, WriteSummary};
 use crate::progress::{CollectWarnings, Progress};
 
-pub use manifest::{FileRecord, MANIFEST, SHA256SUMS};
-pub use types::{parse_types, OutputType, Recipe};
+pub use crate::target::{Model, Target};
+pub use manifest::{
+    AdapterRecord, FileRecord, Manifest, ModelfileRecord, OutputRecord, Quality, SourceRecord, Tool, TypeQuality,
+    WorstTensor, MANIFEST, SHA256SUMS,
+};
+pub use types::{parse_types, OutputType};
+
+/// The model `pack` converts (see [`crate::target::Model`]).
+pub use crate::target::Model as PackModel;
 
 /// Version of the manifest's layout.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -122,49 +128,6 @@ impl PackSummary {
     }
 }
 
-/// What `pack` needs of a model being converted: [`HfToGguf`], whatever its
-/// weights are read through (the safetensors files, or a LoRA merge over them).
-pub trait PackModel {
-    /// The tensors and their rows as f32.
-    fn source(&self) -> &dyn TensorSource;
-    /// GGUF metadata of the conversion.
-    fn metadata(&self) -> &Metadata;
-    /// The conversion's plan (convert_hf_to_gguf.py's type choice).
-    fn plan(&self) -> Vec<Planned>;
-    /// The output type, `auto` resolved.
-    fn outtype(&self) -> OutType;
-    /// `general.file_type`.
-    fn file_type(&self) -> u32;
-    /// The files read.
-    fn inputs(&self) -> Vec<&Path>;
-    /// Warnings found when opening.
-    fn warnings(&self) -> &[String];
-}
-
-impl<W: crate::hf::HfTensors> PackModel for HfToGguf<W> {
-    fn source(&self) -> &dyn TensorSource {
-        self
-    }
-    fn metadata(&self) -> &Metadata {
-        &self.metadata
-    }
-    fn plan(&self) -> Vec<Planned> {
-        HfToGguf::plan(self)
-    }
-    fn outtype(&self) -> OutType {
-        self.outtype
-    }
-    fn file_type(&self) -> u32 {
-        self.file_type
-    }
-    fn inputs(&self) -> Vec<&Path> {
-        HfToGguf::inputs(self)
-    }
-    fn warnings(&self) -> &[String] {
-        &self.warnings
-    }
-}
-
 /// The one place LoRA adapters enter `pack`: the model to pack, opened as a
 /// conversion source for `outtype` (F32 for the quantized types, which
 /// quantize the F32 conversion). Without adapters this is the directory as
@@ -233,7 +196,7 @@ impl Progress for Recorder<'_> {
 /// One planned output.
 struct Output {
     label: String,
-    recipe: Recipe,
+    target: Target,
     file: String,
     modelfile: String,
     plan: Vec<Planned>,
@@ -354,21 +317,57 @@ fn dir_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn outtype_label(t: OutType) -> &'static str {
-    match t {
-        OutType::F32 => "F32",
-        OutType::F16 | OutType::Auto => "F16",
-        OutType::BF16 => "BF16",
-        OutType::Q8_0 => "Q8_0",
+/// Builds the release directory `release_dir` from the Hugging Face model
+/// directory `hf_dir`, in three phases: [`plan_release`] (everything that can
+/// be checked before reading the weights is: types, names, Modelfile
+/// parameters, plans, the destination; such errors leave no trace),
+/// [`write_release`] (the single pass, inputs hashed beside it) and
+/// [`describe_release`] (Modelfiles, `manifest.json`, `SHA256SUMS`).
+pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dyn Progress) -> Result<PackSummary> {
+    let start = Instant::now();
+    let rec = Recorder { inner: progress, warnings: Mutex::new(Vec::new()) };
+    let plan = plan_release(hf_dir, release_dir, opts, &rec)?;
+    let dir = AtomicDir::create(release_dir, opts.force)?;
+    let written = write_release(&plan, dir.path(), opts, &rec)?;
+    let (manifest, files) = describe_release(&plan, &written, dir.path(), opts, &rec)?;
+    dir.commit()?;
+    Ok(PackSummary {
+        release_dir: release_dir.to_path_buf(),
+        name: plan.name.clone(),
+        manifest: serde_json::to_value(&manifest).map_err(|e| Error::Other(format!("manifest: {e}")))?,
+        files,
+        warnings: rec.take(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// A release decided before any weight is read.
+pub struct ReleasePlan {
+    hf_dir: PathBuf,
+    /// The file-name stem.
+    pub name: String,
+    /// The base model as `convert --outtype f32` opens it.
+    base: HfToGguf,
+    /// With adapters: the merged model the pass reads.
+    merged: Option<Box<dyn PackModel>>,
+    /// The outputs, sorted by file name.
+    outputs: Vec<Output>,
+    /// What the release records about its inputs (relative path, file).
+    source_list: Vec<(String, PathBuf)>,
+    adapter_lists: Vec<Vec<(String, PathBuf)>>,
+    adapters: Vec<AdapterSpec>,
+}
+
+impl ReleasePlan {
+    /// The model whose rows the pass reads.
+    fn reader(&self) -> &dyn PackModel {
+        self.merged.as_deref().unwrap_or(&self.base)
     }
 }
 
-/// Builds the release directory `release_dir` from the Hugging Face model
-/// directory `hf_dir`. Everything that can be checked before reading the
-/// weights is (types, names, Modelfile parameters, plans, the destination):
-/// such errors leave no trace.
-pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dyn Progress) -> Result<PackSummary> {
-    let start = Instant::now();
+/// Phase 1: parses and checks everything, opens the model (merged with the
+/// adapters) and plans every output.
+pub fn plan_release(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, rec: &dyn Progress) -> Result<ReleasePlan> {
     let requested = parse_types(&opts.types)?;
     if let Some(n) = &opts.name {
         check_name(n)?;
@@ -382,11 +381,10 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
     input_dirs.extend(opts.adapters.iter().map(|a| a.dir.as_path()));
     check_destination(release_dir, &input_dirs)?;
 
-    let rec = Recorder { inner: progress, warnings: Mutex::new(Vec::new()) };
     // The base model as `convert --outtype f32` opens it: checks, the default
     // name, the recorded source files; without adapters also the rows.
     let f32_opts = ConvertOptions { outtype: OutType::F32, threads: None, vocab_pre: None };
-    let base = HfToGguf::open(hf_dir, &f32_opts, &rec)?;
+    let base = HfToGguf::open(hf_dir, &f32_opts, rec)?;
     let name = match &opts.name {
         Some(n) => n.clone(),
         None => default_name(&base.metadata, hf_dir),
@@ -394,18 +392,17 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
     let merged: Option<Box<dyn PackModel>> = if opts.adapters.is_empty() {
         None
     } else {
-        Some(open_model(hf_dir, &opts.adapters, OutType::F32, &format!("{name}-F32"), &rec)?)
+        Some(open_model(hf_dir, &opts.adapters, OutType::F32, &format!("{name}-F32"), rec)?)
     };
     let reader: &dyn PackModel = merged.as_deref().unwrap_or(&base);
     let src = reader.source();
 
-    // Plans, before anything is written.
     let mut outputs: Vec<Output> = Vec::with_capacity(requested.len());
     let mut auto: Option<OutType> = None;
     for req in &requested {
-        let outtype = match req.recipe {
+        let outtype = match req.target {
             // `auto` is the type convert_hf_to_gguf.py picks from the base's weights.
-            Recipe::Convert(OutType::Auto) => match auto {
+            Target::Convert(OutType::Auto) => match auto {
                 Some(t) => t,
                 None => {
                     let quiet = CollectWarnings::default();
@@ -415,17 +412,17 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
                     *auto.insert(t)
                 }
             },
-            Recipe::Convert(t) => t,
-            Recipe::Quantize(_) => OutType::F32,
+            t => t.conversion(),
         };
-        let label = match req.recipe {
-            Recipe::Quantize(f) => f.name(),
-            Recipe::Convert(_) => outtype_label(outtype),
+        let target = match req.target {
+            Target::Convert(_) => Target::Convert(outtype),
+            t => t,
         };
+        let label = target.name().unwrap_or("F16");
         if let Some(prev) = outputs.iter().find(|o| o.label == label) {
             return Err(Error::usage(format!(
                 "--types: '{}' and '{}' both give the {label} file",
-                prev.recipe.describe(&prev.label),
+                prev.target.describe(&prev.label),
                 req.requested
             )));
         }
@@ -459,24 +456,17 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
                 model.outtype()
             )));
         }
-        let (plan, metadata, file_type) = match req.recipe {
-            Recipe::Convert(_) => (model.plan(), model.metadata().clone(), model.file_type()),
-            Recipe::Quantize(ftype) => {
-                let header = crate::policy::quantize::virtual_header(model.metadata(), src, GgmlType::F32)?;
-                let plan = policy::plan(&header, &policy::Options::new(ftype), None)?;
-                let planned = crate::policy::quantize::planned(&header, &plan, None)?;
-                for w in &plan.warnings {
-                    rec.warn(&format!("{label}: {w}"));
-                }
-                (planned, plan.metadata, plan.file_type)
-            }
-        };
+        let resolved = target.resolve(model, None)?;
+        for w in &resolved.warnings {
+            rec.warn(&format!("{label}: {w}"));
+        }
+        let (plan, metadata, file_type) = (resolved.plan, resolved.metadata, resolved.file_type);
         let label = label.to_string();
         outputs.push(Output {
             file: format!("{name}-{label}.gguf"),
             modelfile: format!("Modelfile.{label}"),
             label,
-            recipe: req.recipe,
+            target: req.target,
             plan,
             metadata,
             file_type,
@@ -489,51 +479,86 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
     // The Modelfile options, checked on the source's metadata.
     modelfile::from_gguf(&base.metadata, &modelfile_options(opts, "./check.gguf"))?;
 
-    // What the release records about its inputs.
-    let weight_files = reader.inputs();
     let source_list = record_list(hf_dir, SOURCE_SIDE_FILES, &base.inputs());
     let adapter_lists: Vec<Vec<(String, PathBuf)>> =
         opts.adapters.iter().map(|a| record_list(&a.dir, ADAPTER_FILES, &[])).collect();
+    Ok(ReleasePlan {
+        hf_dir: hf_dir.to_path_buf(),
+        name,
+        base,
+        merged,
+        outputs,
+        source_list,
+        adapter_lists,
+        adapters: opts.adapters.clone(),
+    })
+}
 
-    let dir = AtomicDir::create(release_dir, opts.force)?;
-    let tmp = dir.path().to_path_buf();
-    let wopts = WriteOptions { threads: opts.threads, chunk_bytes: 16 << 20, ..Default::default() };
-    let dests: Vec<PathBuf> = outputs.iter().map(|o| tmp.join(&o.file)).collect();
-    let multi: Vec<MultiOutput> = outputs
+/// What [`write_release`] wrote and hashed.
+pub struct Written {
+    /// Per output (in the plan's order): the engine's summary.
+    summaries: Vec<WriteSummary>,
+    /// Per output: size and SHA-256 of its GGUF.
+    hashes: Vec<(u64, String)>,
+    source_records: Vec<FileRecord>,
+    adapter_records: Vec<Vec<FileRecord>>,
+}
+
+/// Phase 2: the single pass over the weights into `tmp` (every output
+/// through the engine, error measured), the inputs hashed beside it, then
+/// the outputs hashed.
+pub fn write_release(plan: &ReleasePlan, tmp: &Path, opts: &PackOptions, rec: &dyn Progress) -> Result<Written> {
+    let reader = plan.reader();
+    let src = reader.source();
+    let weight_files = reader.inputs();
+    let wopts =
+        WriteOptions { threads: opts.threads, chunk_bytes: 16 << 20, measure_error: true, ..Default::default() };
+    let dests: Vec<PathBuf> = plan.outputs.iter().map(|o| tmp.join(&o.file)).collect();
+    let multi: Vec<MultiOutput> = plan
+        .outputs
         .iter()
         .zip(&dests)
         .map(|(o, dest)| MultiOutput { plan: &o.plan, metadata: &o.metadata, dest })
         .collect();
-
-    // The single pass, with the inputs hashed beside it.
+    let (source_list, adapter_lists) = (&plan.source_list, &plan.adapter_lists);
     let (written, hashed) = std::thread::scope(|s| {
-        let hashing = s.spawn(|| -> Result<(Vec<FileRecord>, Vec<Vec<FileRecord>>)> {
-            let sources = hash_records(&source_list)?;
+        let hashing = s.spawn(move || -> Result<(Vec<FileRecord>, Vec<Vec<FileRecord>>)> {
+            let sources = hash_records(source_list)?;
             let adapters = adapter_lists.iter().map(|l| hash_records(l)).collect::<Result<Vec<_>>>()?;
             Ok((sources, adapters))
         });
-        let written = pipeline::write_gguf_multi(src, &multi, &weight_files, &wopts, true, &rec);
+        let written = pipeline::write_gguf_multi(src, &multi, &weight_files, &wopts, rec);
         let hashed = hashing.join().unwrap_or_else(|_| Err(Error::Other("hashing thread panicked".into())));
         (written, hashed)
     });
-    let written = written?;
+    let summaries = written?;
     let (source_records, adapter_records) = hashed?;
 
-    // Hashes of the written files.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
         .build()
         .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
-    rec.begin("hashing", written.iter().map(|w| w.summary.file_size).sum());
-    let gguf_hashes: Vec<(u64, String)> =
-        pool.install(|| dests.par_iter().map(|d| manifest::hash_file(d, Some(&rec))).collect::<Result<Vec<_>>>())?;
+    rec.begin("hashing", summaries.iter().map(|w| w.file_size).sum());
+    let hashes: Vec<(u64, String)> =
+        pool.install(|| dests.par_iter().map(|d| manifest::hash_file(d, Some(rec))).collect::<Result<Vec<_>>>())?;
     rec.finish();
+    Ok(Written { summaries, hashes, source_records, adapter_records })
+}
 
-    // Modelfiles, from the metadata as written.
+/// Phase 3: the Modelfiles (from the metadata as written), `manifest.json`
+/// and `SHA256SUMS` in `tmp`; returns the manifest and every file's record,
+/// sorted by name.
+pub fn describe_release(
+    plan: &ReleasePlan,
+    written: &Written,
+    tmp: &Path,
+    opts: &PackOptions,
+    rec: &dyn Progress,
+) -> Result<(Manifest, Vec<FileRecord>)> {
     let mut files: Vec<FileRecord> = Vec::new();
-    let mut output_json = Vec::with_capacity(outputs.len());
-    for (((o, w), dest), (size, sha)) in outputs.iter().zip(&written).zip(&dests).zip(gguf_hashes) {
-        let gguf = GgufFile::open(dest)?;
+    let mut outputs = Vec::with_capacity(plan.outputs.len());
+    for ((o, w), (size, sha)) in plan.outputs.iter().zip(&written.summaries).zip(&written.hashes) {
+        let gguf = GgufFile::open(tmp.join(&o.file))?;
         let (spec, mwarn) =
             modelfile::from_gguf(&gguf.header.metadata, &modelfile_options(opts, &format!("./{}", o.file)))?;
         for m in &mwarn {
@@ -543,41 +568,42 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
         let mpath = tmp.join(&o.modelfile);
         std::fs::write(&mpath, text.as_bytes()).map_err(|e| Error::io(&mpath, "write", e))?;
         let msha = manifest::hash_bytes(text.as_bytes());
-        files.push(FileRecord { path: o.file.clone(), size, sha256: sha.clone() });
+        files.push(FileRecord { path: o.file.clone(), size: *size, sha256: sha.clone() });
         files.push(FileRecord { path: o.modelfile.clone(), size: text.len() as u64, sha256: msha.clone() });
-        let mut rec = output_record(o, w, size, &sha, &spec, &msha);
-        if !opts.adapters.is_empty() {
+        let mut r = output_record(o, w, *size, sha, &spec, &msha);
+        if !plan.adapters.is_empty() {
             // The separate command that writes the same file.
-            let t = match o.recipe {
-                Recipe::Convert(_) => o.label.to_ascii_lowercase(),
-                Recipe::Quantize(_) => o.label.clone(),
+            let t = match o.target {
+                Target::Convert(_) => o.label.to_ascii_lowercase(),
+                Target::Quantize(_) => o.label.clone(),
             };
-            let loras: Vec<String> = opts.adapters.iter().map(|a| format!("--lora ADAPTER={}", a.weight)).collect();
-            rec["made_as"] = json!(format!("merge BASE {} -o {} --outtype {t}", loras.join(" "), o.file));
+            let loras: Vec<String> = plan.adapters.iter().map(|a| format!("--lora ADAPTER={}", a.weight)).collect();
+            r.made_as = format!("merge BASE {} -o {} --outtype {t}", loras.join(" "), o.file);
         }
-        output_json.push(rec);
+        outputs.push(r);
     }
 
-    let manifest = json!({
-        "manifest_version": MANIFEST_VERSION,
-        "tool": {"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")},
-        "name": name,
-        "source": {
-            "dir": dir_name(hf_dir),
-            "architecture": base.hf_architecture,
-            "gguf_architecture": base.spec.gguf_arch,
-            "parameters": base.tensors.iter().map(|t| t.n_elements()).sum::<u64>(),
-            "files": source_records.iter().map(FileRecord::to_json).collect::<Vec<_>>(),
+    let base = &plan.base;
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        tool: Tool { name: env!("CARGO_PKG_NAME").into(), version: env!("CARGO_PKG_VERSION").into() },
+        name: plan.name.clone(),
+        source: SourceRecord {
+            dir: dir_name(&plan.hf_dir),
+            architecture: base.hf_architecture.clone(),
+            gguf_architecture: base.spec.gguf_arch.clone(),
+            parameters: base.tensors.iter().map(|t| t.n_elements()).sum::<u64>(),
+            files: written.source_records.clone(),
         },
-        "adapters": opts.adapters.iter().zip(&adapter_records).map(|(a, recs)| json!({
-            "dir": dir_name(&a.dir),
-            "weight": a.weight,
-            "files": recs.iter().map(FileRecord::to_json).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "outputs": output_json,
-    });
-    let mut text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Other(format!("manifest: {e}")))?;
-    text.push('\n');
+        adapters: plan
+            .adapters
+            .iter()
+            .zip(&written.adapter_records)
+            .map(|(a, recs)| AdapterRecord { dir: dir_name(&a.dir), weight: a.weight, files: recs.clone() })
+            .collect(),
+        outputs,
+    };
+    let text = manifest.to_text();
     let mpath = tmp.join(MANIFEST);
     std::fs::write(&mpath, text.as_bytes()).map_err(|e| Error::io(&mpath, "write", e))?;
     files.push(FileRecord {
@@ -595,16 +621,7 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
         sha256: manifest::hash_bytes(sums.as_bytes()),
     });
     files.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-
-    dir.commit()?;
-    Ok(PackSummary {
-        release_dir: release_dir.to_path_buf(),
-        name,
-        manifest,
-        files,
-        warnings: rec.take(),
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok((manifest, files))
 }
 
 fn modelfile_options(opts: &PackOptions, from: &str) -> FromGgufOptions {
@@ -622,8 +639,8 @@ fn family_of(spec: &ModelfileSpec) -> Option<&'static str> {
     modelfile::families::families().iter().find(|f| f.template == t).map(|f| f.name.as_str())
 }
 
-fn quality_json(w: &MultiSummary) -> Json {
-    let tensors = &w.summary.tensors;
+fn quality(w: &WriteSummary) -> Quality {
+    let tensors = &w.tensors;
     let mut total = ErrorStats::default();
     let mut by_type: Vec<(GgmlType, usize, ErrorStats)> = Vec::new();
     let mut worst: Option<(usize, f64)> = None;
@@ -642,28 +659,31 @@ fn quality_json(w: &MultiSummary) -> Json {
         }
     }
     by_type.sort_by_key(|b| b.0.id());
-    json!({
-        "reference": "the F32 source weights (what convert --outtype f32 writes)",
-        "rms_error": manifest::sig6(total.rms()),
-        "relative_rms_error": manifest::sig6(total.relative_rms()),
-        "max_abs_error": manifest::sig6(total.max_abs_err),
-        "by_type": by_type.iter().map(|(ty, n, e)| json!({
-            "type": ty.name(),
-            "tensors": n,
-            "parameters": e.n,
-            "relative_rms_error": manifest::sig6(e.relative_rms()),
-            "max_abs_error": manifest::sig6(e.max_abs_err),
-        })).collect::<Vec<_>>(),
-        "worst_tensor": worst.map(|(i, r)| json!({
-            "name": tensors[i].name,
-            "type": tensors[i].ty.name(),
-            "relative_rms_error": manifest::sig6(r),
-        })),
-    })
+    Quality {
+        reference: "the F32 source weights (what convert --outtype f32 writes)".into(),
+        rms_error: manifest::sig6(total.rms()),
+        relative_rms_error: manifest::sig6(total.relative_rms()),
+        max_abs_error: manifest::sig6(total.max_abs_err),
+        by_type: by_type
+            .iter()
+            .map(|(ty, n, e)| TypeQuality {
+                ty: ty.name().into(),
+                tensors: *n,
+                parameters: e.n,
+                relative_rms_error: manifest::sig6(e.relative_rms()),
+                max_abs_error: manifest::sig6(e.max_abs_err),
+            })
+            .collect(),
+        worst_tensor: worst.map(|(i, r)| WorstTensor {
+            name: tensors[i].name.clone(),
+            ty: tensors[i].ty.name().into(),
+            relative_rms_error: manifest::sig6(r),
+        }),
+    }
 }
 
-fn output_record(o: &Output, w: &MultiSummary, size: u64, sha: &str, spec: &ModelfileSpec, msha: &str) -> Json {
-    let tensors = &w.summary.tensors;
+fn output_record(o: &Output, w: &WriteSummary, size: u64, sha: &str, spec: &ModelfileSpec, msha: &str) -> OutputRecord {
+    let tensors = &w.tensors;
     let params: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
     let bytes: u64 = tensors.iter().map(|t| t.bytes).sum();
     let mut counts: Vec<(GgmlType, usize)> = Vec::new();
@@ -674,29 +694,27 @@ fn output_record(o: &Output, w: &MultiSummary, size: u64, sha: &str, spec: &Mode
         }
     }
     counts.sort_by_key(|c| c.0.id());
-    let type_counts: serde_json::Map<String, Json> =
-        counts.iter().map(|(t, n)| (t.name().to_string(), json!(n))).collect();
-    json!({
-        "type": o.label,
-        "made_as": o.recipe.describe(&o.label),
-        "file": o.file,
-        "size": size,
-        "sha256": sha,
-        "file_type": o.file_type,
-        "tensor_count": tensors.len(),
-        "parameters": params,
-        "bits_per_weight": manifest::sig6(if params > 0 { bytes as f64 * 8.0 / params as f64 } else { 0.0 }),
-        "tensor_types": type_counts,
-        "quality": quality_json(w),
-        "modelfile": {
-            "file": o.modelfile,
-            "sha256": msha,
-            "family": family_of(spec),
-            "stop": spec.parameter("stop"),
-            "num_ctx": spec.parameter("num_ctx").first(),
-            "system": spec.system.is_some(),
+    OutputRecord {
+        ty: o.label.clone(),
+        made_as: o.target.describe(&o.label),
+        file: o.file.clone(),
+        size,
+        sha256: sha.to_string(),
+        file_type: o.file_type,
+        tensor_count: tensors.len(),
+        parameters: params,
+        bits_per_weight: manifest::sig6(if params > 0 { bytes as f64 * 8.0 / params as f64 } else { 0.0 }),
+        tensor_types: counts.iter().map(|(t, n)| (t.name().to_string(), Json::from(*n))).collect(),
+        quality: quality(w),
+        modelfile: ModelfileRecord {
+            file: o.modelfile.clone(),
+            sha256: msha.to_string(),
+            family: family_of(spec).map(str::to_string),
+            stop: spec.parameter("stop").into_iter().map(str::to_string).collect(),
+            num_ctx: spec.parameter("num_ctx").first().map(|s| s.to_string()),
+            system: spec.system.is_some(),
         },
-    })
+    }
 }
 
 #[cfg(test)]

@@ -116,14 +116,14 @@ fn multi_writer_equals_single_writes() {
         .map(|((plan, metadata), dest)| MultiOutput { plan, metadata, dest })
         .collect();
     // Small chunks: many chunks per tensor.
-    let opts = WriteOptions { threads: 3, chunk_bytes: 256 * 4 * 2, ..Default::default() };
-    let multi = write_gguf_multi(&src, &outputs, &[], &opts, true, &NoProgress).unwrap();
+    let opts = WriteOptions { threads: 3, chunk_bytes: 256 * 4 * 2, measure_error: true, ..Default::default() };
+    let multi = write_gguf_multi(&src, &outputs, &[], &opts, &NoProgress).unwrap();
     for (i, o) in outputs.iter().enumerate() {
         let single = dir.path().join(format!("single{i}.gguf"));
         let s = write_gguf(&src, o.plan, o.metadata, &single, &[], &Default::default(), &NoProgress).unwrap();
         assert_eq!(std::fs::read(&single).unwrap(), std::fs::read(o.dest).unwrap(), "output {i}");
-        assert_eq!(multi[i].summary.tensors, s.tensors);
-        assert_eq!(multi[i].summary.file_size, s.file_size);
+        assert_eq!(multi[i].tensors, s.tensors);
+        assert_eq!(multi[i].file_size, s.file_size);
     }
     // Errors: zero for F32 copies; for the others, what decoding the written file gives.
     assert!(multi[0].errors[0].sum_sq_err == 0.0 && multi[0].errors[0].n == 256 * 6);
@@ -146,8 +146,8 @@ fn multi_writer_equals_single_writes() {
     let d2 = tempfile::tempdir().unwrap();
     let dests2: Vec<PathBuf> = (0..3).map(|i| d2.path().join(format!("m{i}.gguf"))).collect();
     let outputs2: Vec<MultiOutput> = outputs.iter().zip(&dests2).map(|(o, dest)| MultiOutput { dest, ..*o }).collect();
-    let opts2 = WriteOptions { threads: 1, chunk_bytes: 1 << 20, ..Default::default() };
-    let again = write_gguf_multi(&src, &outputs2, &[], &opts2, true, &NoProgress).unwrap();
+    let opts2 = WriteOptions { threads: 1, chunk_bytes: 1 << 20, measure_error: true, ..Default::default() };
+    let again = write_gguf_multi(&src, &outputs2, &[], &opts2, &NoProgress).unwrap();
     for (x, y) in multi.iter().zip(&again) {
         assert_eq!(x.errors, y.errors);
     }
@@ -168,12 +168,12 @@ fn multi_writer_failure_leaves_nothing() {
     let outputs: Vec<MultiOutput> =
         plans.iter().zip(&dests).map(|(plan, dest)| MultiOutput { plan, metadata: &md, dest }).collect();
     let opts = WriteOptions { chunk_bytes: 32 * 4, ..Default::default() };
-    let e = write_gguf_multi(&src, &outputs, &[], &opts, false, &NoProgress).unwrap_err();
+    let e = write_gguf_multi(&src, &outputs, &[], &opts, &NoProgress).unwrap_err();
     assert!(matches!(e, Error::NonFinite { row: 7, .. }), "{e}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     // The same destination twice is refused before anything is written.
     let twice = [outputs[0], MultiOutput { plan: &plans[1], ..outputs[0] }];
-    assert!(write_gguf_multi(&src, &twice, &[], &opts, false, &NoProgress).is_err());
+    assert!(write_gguf_multi(&src, &twice, &[], &opts, &NoProgress).is_err());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
