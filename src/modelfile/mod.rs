@@ -43,6 +43,8 @@ pub mod families;
 mod gguf;
 pub mod params;
 mod parser;
+pub mod render;
+pub mod verify;
 mod writer;
 
 pub use families::{detect, family, Family};
