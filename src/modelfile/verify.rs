@@ -375,6 +375,60 @@ fn excerpt(s: &str, pos: usize) -> String {
     }
 }
 
+/// The verification context a GGUF implies: its BOS/EOS token texts, whether the runtime
+/// adds BOS (`tokenizer.ggml.add_bos_token`; when absent, llama.cpp's default: yes for
+/// SentencePiece `llama` vocabularies), its control tokens, and the Modelfile's SYSTEM.
+pub fn context_from_gguf(meta: &crate::gguf::Metadata, system: Option<&str>) -> TemplateContext {
+    let tokens: Vec<&str> = meta
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.as_array())
+        .map(|a| a.values.iter().map(|v| v.as_str().unwrap_or("")).collect())
+        .unwrap_or_default();
+    let token =
+        |key: &str| meta.get_u64(key).and_then(|id| tokens.get(id as usize)).map(|s| s.to_string()).unwrap_or_default();
+    let types: Vec<i64> = meta
+        .get("tokenizer.ggml.token_type")
+        .and_then(|v| v.as_array())
+        .map(|a| a.values.iter().map(|v| v.as_i64().unwrap_or(1)).collect())
+        .unwrap_or_default();
+    let special_tokens = tokens.iter().zip(&types).filter(|(_, t)| **t == 3).map(|(s, _)| s.to_string()).collect();
+    let add_bos = match meta.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()) {
+        Some(b) => b,
+        None => meta.get_str("tokenizer.ggml.model") == Some("llama"),
+    };
+    TemplateContext {
+        bos_token: token("tokenizer.ggml.bos_token_id"),
+        eos_token: token("tokenizer.ggml.eos_token_id"),
+        add_bos,
+        special_tokens,
+        system: system.map(str::to_string),
+        date: None,
+    }
+}
+
+/// Ollama's TEMPLATE when a Modelfile has none and Ollama finds no built-in match.
+pub const OLLAMA_DEFAULT_TEMPLATE: &str = "{{ .Prompt }}";
+
+/// Verifies a Modelfile spec (its TEMPLATE and SYSTEM) against the GGUF's chat template;
+/// `None` when the GGUF has no chat template. This is what `modelfile` and `pack` record.
+pub fn verify_gguf(meta: &crate::gguf::Metadata, spec: &super::ModelfileSpec) -> Result<Option<Verification>> {
+    let Some(jinja) = meta.get_str("tokenizer.chat_template") else {
+        return Ok(None);
+    };
+    let ctx = context_from_gguf(meta, spec.system.as_deref());
+    let go = spec.template.as_deref().unwrap_or(OLLAMA_DEFAULT_TEMPLATE);
+    verify(go, jinja, &ctx).map(Some)
+}
+
+/// Adds the verification's lines to the Modelfile's header comment (replacing a
+/// "not verified" remark of the fallback).
+pub fn annotate(spec: &mut super::ModelfileSpec, v: Option<&Verification>) {
+    match v {
+        Some(v) => spec.comments.extend(v.comment_lines()),
+        None => spec.comments.push("TEMPLATE not verified: the GGUF has no chat template to compare with".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -411,11 +411,7 @@ fn cut_list(nodes: &mut Vec<Node>, cut: &mut bool) -> Result<(), String> {
             continue;
         }
         match &mut n {
-            Node::Action { pipe, .. } => {
-                if !cut_pipe(pipe, cut) {
-                    continue;
-                }
-            }
+            Node::Action { pipe, .. } if !cut_pipe(pipe, cut) => continue,
             Node::If(b) | Node::Range(b) | Node::With(b) => {
                 cut_list(&mut b.list, cut)?;
                 if let Some(e) = &mut b.else_list {
@@ -447,11 +443,7 @@ fn cut_pipe(p: &mut Pipe, cut: &mut bool) -> bool {
             }
             match &mut a {
                 Arg::Field(f) if f.iter().any(|x| x == "Response") => *cut = true,
-                Arg::Pipe(inner) => {
-                    if !cut_pipe(inner, cut) {
-                        continue;
-                    }
-                }
+                Arg::Pipe(inner) if !cut_pipe(inner, cut) => continue,
                 _ => {}
             }
             args.push(a);

@@ -497,7 +497,7 @@ struct Parser {
 /// What ended a list.
 enum End {
     Eof,
-    End,
+    EndKeyword,
     Else,
 }
 
@@ -508,7 +508,7 @@ pub fn parse(src: &str, funcs: &dyn Fn(&str) -> bool) -> Result<Tree, ParseError
     let (root, end) = p.list(true, funcs)?;
     match end {
         End::Eof => {}
-        End::End => return Err(err(p.line(), "unexpected {{end}}")),
+        End::EndKeyword => return Err(err(p.line(), "unexpected {{end}}")),
         End::Else => return Err(err(p.line(), "unexpected {{else}}")),
     }
     Ok(Tree { root, defines: p.defines })
@@ -577,7 +577,7 @@ impl Parser {
                         Tok::Keyword("end") => {
                             self.next_non_space();
                             self.expect_close("end")?;
-                            return Ok((nodes, End::End));
+                            return Ok((nodes, End::EndKeyword));
                         }
                         Tok::Keyword("else") => {
                             self.next_non_space();
@@ -637,7 +637,7 @@ impl Parser {
         self.vars = saved_vars;
         self.range_depth = saved_range;
         match end {
-            End::End => {}
+            End::EndKeyword => {}
             End::Eof => return Err(err(self.line(), "unexpected EOF")),
             End::Else => return Err(err(self.line(), "unexpected {{else}}")),
         }
@@ -693,7 +693,7 @@ impl Parser {
         }
         let else_list = match end {
             End::Eof => return Err(err(self.line(), "unexpected EOF")),
-            End::End => None,
+            End::EndKeyword => None,
             End::Else => {
                 // `{{else if ...}}` / `{{else with ...}}`: a nested branch sharing our {{end}}.
                 match self.peek_non_space() {
@@ -706,7 +706,7 @@ impl Parser {
                         self.expect_close("else")?;
                         let (else_list, end) = self.list(false, funcs)?;
                         match end {
-                            End::End => {}
+                            End::EndKeyword => {}
                             End::Eof => return Err(err(self.line(), "unexpected EOF")),
                             End::Else => return Err(err(self.line(), "expected end; found {{else}}")),
                         }
