@@ -404,6 +404,7 @@ fn pipe_identifiers(p: &Pipe, out: &mut BTreeSet<String>) {
 
 /// Ollama's deleteNode for the legacy path: everything after the first `.Response` field
 /// (in tree order) is removed.
+#[allow(clippy::collapsible_match)] // the pipe is cut in place
 fn cut_list(nodes: &mut Vec<Node>, cut: &mut bool) -> Result<(), String> {
     let mut keep = Vec::with_capacity(nodes.len());
     for mut n in std::mem::take(nodes) {
@@ -411,7 +412,11 @@ fn cut_list(nodes: &mut Vec<Node>, cut: &mut bool) -> Result<(), String> {
             continue;
         }
         match &mut n {
-            Node::Action { pipe, .. } if !cut_pipe(pipe, cut) => continue,
+            Node::Action { pipe, .. } => {
+                if !cut_pipe(pipe, cut) {
+                    continue;
+                }
+            }
             Node::If(b) | Node::Range(b) | Node::With(b) => {
                 cut_list(&mut b.list, cut)?;
                 if let Some(e) = &mut b.else_list {
@@ -433,6 +438,7 @@ fn cut_list(nodes: &mut Vec<Node>, cut: &mut bool) -> Result<(), String> {
 }
 
 /// Returns false when the pipe is deleted.
+#[allow(clippy::collapsible_match)] // the pipe is cut in place
 fn cut_pipe(p: &mut Pipe, cut: &mut bool) -> bool {
     let mut cmds = Vec::new();
     for mut c in std::mem::take(&mut p.cmds) {
@@ -443,7 +449,11 @@ fn cut_pipe(p: &mut Pipe, cut: &mut bool) -> bool {
             }
             match &mut a {
                 Arg::Field(f) if f.iter().any(|x| x == "Response") => *cut = true,
-                Arg::Pipe(inner) if !cut_pipe(inner, cut) => continue,
+                Arg::Pipe(inner) => {
+                    if !cut_pipe(inner, cut) {
+                        continue;
+                    }
+                }
                 _ => {}
             }
             args.push(a);
