@@ -495,9 +495,9 @@ struct Parser {
 }
 
 /// What ended a list.
-enum End {
+enum ListEnd {
     Eof,
-    EndKeyword,
+    Closed,
     Else,
 }
 
@@ -507,9 +507,9 @@ pub fn parse(src: &str, funcs: &dyn Fn(&str) -> bool) -> Result<Tree, ParseError
     let mut p = Parser { toks, pos: 0, vars: vec!["$".into()], range_depth: 0, defines: BTreeMap::new() };
     let (root, end) = p.list(true, funcs)?;
     match end {
-        End::Eof => {}
-        End::EndKeyword => return Err(err(p.line(), "unexpected {{end}}")),
-        End::Else => return Err(err(p.line(), "unexpected {{else}}")),
+        ListEnd::Eof => {}
+        ListEnd::Closed => return Err(err(p.line(), "unexpected {{end}}")),
+        ListEnd::Else => return Err(err(p.line(), "unexpected {{else}}")),
     }
     Ok(Tree { root, defines: p.defines })
 }
@@ -565,11 +565,11 @@ impl Parser {
     }
 
     /// Nodes until EOF, `{{end}}` or `{{else}}` (the latter two consumed up to the keyword).
-    fn list(&mut self, top: bool, funcs: &dyn Fn(&str) -> bool) -> Result<(Vec<Node>, End), ParseError> {
+    fn list(&mut self, top: bool, funcs: &dyn Fn(&str) -> bool) -> Result<(Vec<Node>, ListEnd), ParseError> {
         let mut nodes = Vec::new();
         loop {
             match self.next() {
-                Tok::Eof => return Ok((nodes, End::Eof)),
+                Tok::Eof => return Ok((nodes, ListEnd::Eof)),
                 Tok::Text(t) => nodes.push(Node::Text(t)),
                 Tok::LeftDelim => {
                     let line = self.line();
@@ -577,11 +577,11 @@ impl Parser {
                         Tok::Keyword("end") => {
                             self.next_non_space();
                             self.expect_close("end")?;
-                            return Ok((nodes, End::EndKeyword));
+                            return Ok((nodes, ListEnd::Closed));
                         }
                         Tok::Keyword("else") => {
                             self.next_non_space();
-                            return Ok((nodes, End::Else));
+                            return Ok((nodes, ListEnd::Else));
                         }
                         Tok::Keyword("define") => {
                             if !top {
@@ -637,9 +637,9 @@ impl Parser {
         self.vars = saved_vars;
         self.range_depth = saved_range;
         match end {
-            End::EndKeyword => {}
-            End::Eof => return Err(err(self.line(), "unexpected EOF")),
-            End::Else => return Err(err(self.line(), "unexpected {{else}}")),
+            ListEnd::Closed => {}
+            ListEnd::Eof => return Err(err(self.line(), "unexpected EOF")),
+            ListEnd::Else => return Err(err(self.line(), "unexpected {{else}}")),
         }
         // An empty body does not replace an earlier definition.
         let blank = body.iter().all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()));
@@ -692,9 +692,9 @@ impl Parser {
             self.range_depth -= 1;
         }
         let else_list = match end {
-            End::Eof => return Err(err(self.line(), "unexpected EOF")),
-            End::EndKeyword => None,
-            End::Else => {
+            ListEnd::Eof => return Err(err(self.line(), "unexpected EOF")),
+            ListEnd::Closed => None,
+            ListEnd::Else => {
                 // `{{else if ...}}` / `{{else with ...}}`: a nested branch sharing our {{end}}.
                 match self.peek_non_space() {
                     Tok::Keyword(k @ ("if" | "with")) if k == kind => {
@@ -706,9 +706,9 @@ impl Parser {
                         self.expect_close("else")?;
                         let (else_list, end) = self.list(false, funcs)?;
                         match end {
-                            End::EndKeyword => {}
-                            End::Eof => return Err(err(self.line(), "unexpected EOF")),
-                            End::Else => return Err(err(self.line(), "expected end; found {{else}}")),
+                            ListEnd::Closed => {}
+                            ListEnd::Eof => return Err(err(self.line(), "unexpected EOF")),
+                            ListEnd::Else => return Err(err(self.line(), "expected end; found {{else}}")),
                         }
                         Some(else_list)
                     }
