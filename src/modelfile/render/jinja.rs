@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use minijinja::value::{Kwargs, Value};
+use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind};
 
 use super::chat::Chat;
@@ -109,6 +109,26 @@ impl JinjaTemplate {
             strftime(&fmt, y, m, day)
         });
         env.add_filter("tojson", tojson);
+        // jinja2's `string` is Python's str(); its `indent` keeps a trailing newline.
+        env.add_filter("string", |v: Value| -> Value {
+            match v.kind() {
+                ValueKind::String => v,
+                _ => Value::from(py_str(&v)),
+            }
+        });
+        env.add_filter("indent", indent);
+        // jinja2: `none is iterable` is false (minijinja iterates none as empty).
+        env.add_test("iterable", |v: Value| !v.is_none() && !v.is_undefined() && v.try_iter().is_ok());
+        // Python's str() of what a template prints: True/None, and repr() inside lists and dicts.
+        env.set_formatter(|out: &mut minijinja::Output, _state: &minijinja::State, v: &Value| {
+            use std::fmt::Write as _;
+            let text = match v.kind() {
+                ValueKind::Undefined => return Ok(()),
+                ValueKind::String => return out.write_str(v.as_str().unwrap_or("")).map_err(Error::from),
+                _ => py_str(v),
+            };
+            out.write_str(&text).map_err(Error::from)
+        });
         let source = generation_blocks(source);
         env.add_template_owned("chat_template", source).map_err(|e| JinjaError::Syntax(describe(&e)))?;
         Ok(JinjaTemplate { env, date })
@@ -144,9 +164,137 @@ impl JinjaTemplate {
     }
 }
 
+/// jinja2's `indent(width=4, first=False, blank=False)` (`width` may be a string).
+fn indent(
+    s: String,
+    width: Option<Value>,
+    first: Option<bool>,
+    blank: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
+    let width = kwargs.get::<Option<Value>>("width")?.or(width);
+    let first = kwargs.get::<Option<bool>>("first")?.or(first).unwrap_or(false);
+    let blank = kwargs.get::<Option<bool>>("blank")?.or(blank).unwrap_or(false);
+    kwargs.assert_all_used()?;
+    let ind = match &width {
+        None => "    ".to_string(),
+        Some(w) => match w.as_i64() {
+            Some(n) => " ".repeat(n.max(0) as usize),
+            None => w.as_str().unwrap_or("").to_string(),
+        },
+    };
+    let s = format!("{s}\n");
+    let lines: Vec<&str> = py_splitlines(&s);
+    let mut rv = String::new();
+    if blank {
+        rv = lines.join(&format!("\n{ind}"));
+    } else if let Some((head, rest)) = lines.split_first() {
+        rv.push_str(head);
+        if !rest.is_empty() {
+            rv.push('\n');
+            let parts: Vec<String> =
+                rest.iter().map(|l| if l.is_empty() { String::new() } else { format!("{ind}{l}") }).collect();
+            rv.push_str(&parts.join("\n"));
+        }
+    }
+    if first {
+        rv = format!("{ind}{rv}");
+    }
+    Ok(rv)
+}
+
+/// Python's `str.splitlines()` for `\n`, `\r\n` and `\r` line ends.
+fn py_splitlines(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\n' || b[i] == b'\r' {
+            out.push(&s[start..i]);
+            if b[i] == b'\r' && i + 1 < b.len() && b[i + 1] == b'\n' {
+                i += 1;
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    if start < s.len() {
+        out.push(&s[start..]);
+    }
+    out
+}
+
+/// Python's `str()` of a value (`repr()` for the items of lists and dicts).
+fn py_str(v: &Value) -> String {
+    match v.kind() {
+        ValueKind::String => v.as_str().unwrap_or("").to_string(),
+        _ => py_repr(v),
+    }
+}
+
+fn py_repr(v: &Value) -> String {
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => "None".into(),
+        ValueKind::Bool => if v.is_true() { "True" } else { "False" }.into(),
+        ValueKind::String => py_repr_str(v.as_str().unwrap_or("")),
+        ValueKind::Number => {
+            if let Some(i) = v.as_i64() {
+                i.to_string()
+            } else {
+                match f64::try_from(v.clone()) {
+                    Ok(f) => py_float_repr(f),
+                    Err(_) => v.to_string(),
+                }
+            }
+        }
+        ValueKind::Seq | ValueKind::Iterable => {
+            let items: Vec<String> = v.try_iter().map(|it| it.map(|x| py_repr(&x)).collect()).unwrap_or_default();
+            format!("[{}]", items.join(", "))
+        }
+        ValueKind::Map => {
+            let items: Vec<String> = v
+                .try_iter()
+                .map(|it| {
+                    it.map(|k| {
+                        let val = v.get_item(&k).unwrap_or_default();
+                        format!("{}: {}", py_repr(&k), py_repr(&val))
+                    })
+                    .collect()
+                })
+                .unwrap_or_default();
+            format!("{{{}}}", items.join(", "))
+        }
+        _ => v.to_string(),
+    }
+}
+
+/// Python's `repr(str)`.
+fn py_repr_str(s: &str) -> String {
+    let q = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push(q);
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if c == q => {
+                o.push('\\');
+                o.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => o.push_str(&format!("\\x{:02x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push(q);
+    o
+}
+
 /// The message as transformers passes it: `tool_calls` only when there are calls,
 /// reasoning as `reasoning_content`.
-fn hf_message(m: &super::chat::Message) -> serde_json::Value {
+pub fn hf_message(m: &super::chat::Message) -> serde_json::Value {
     let mut o = serde_json::Map::new();
     o.insert("role".into(), m.role.clone().into());
     o.insert("content".into(), m.content.clone().into());
