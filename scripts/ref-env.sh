@@ -17,6 +17,10 @@ if [ -x "$venv/bin/python" ] && [ -f "$venv/.complete" ]; then
   exit 0
 fi
 mkdir -p "$cache"
+# One build at a time: a concurrent caller waits here, then finds the result.
+exec 9>"$cache/.refenv.lock"
+flock 9
+if [ -x "$venv/bin/python" ] && [ -f "$venv/.complete" ]; then echo "$venv/bin/python"; exit 0; fi
 rm -rf "$venv.tmp"
 echo "ref-env: building $venv (llama.cpp compiles from source; this takes a while)" >&2
 python3 -m venv "$venv.tmp" >&2

@@ -13,6 +13,10 @@ if [ -f "$dest/.complete" ]; then
   exit 0
 fi
 mkdir -p "$cache"
+# One build at a time: a concurrent caller waits here, then finds the result.
+exec 9>"$cache/.src.lock"
+flock 9
+if [ -f "$dest/.complete" ]; then echo "$dest/vendor/llama.cpp"; exit 0; fi
 tmp=$(mktemp -d "$cache/src.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 python3 -m pip download --quiet --no-deps -d "$tmp" "llama-cpp-python==$version" >&2

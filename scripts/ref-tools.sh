@@ -17,6 +17,10 @@ if [ -f "$dest/.complete" ]; then
   exit 0
 fi
 mkdir -p "$cache"
+# One build at a time: a concurrent caller waits here, then finds the result.
+exec 9>"$cache/.tools.lock"
+flock 9
+if [ -f "$dest/.complete" ]; then echo "$dest/bin"; exit 0; fi
 cmake_venv="$cache/cmake-venv"
 if [ ! -x "$cmake_venv/bin/cmake" ]; then
   rm -rf "$cmake_venv"
