@@ -69,7 +69,12 @@ _ORDER = ("Ollama decodes tool-call arguments into a Go map, so the template can
           "in sorted order; Jinja keeps the order the client sent", "sort-jinja-arguments")
 _TRIM_ASSISTANT = ("Go templates cannot trim strings and Ollama passes message content unchanged; "
                    "this Jinja template applies |trim to assistant content", "trim-go-assistant-input")
-KNOWN_DIFFERENCES = {("mistral", "mistral-7b-instruct-v0.3.jinja", "limit-untrimmed-content"): _TRIM_ASSISTANT}
+_LSTRIP_ASSISTANT = ("Go templates cannot trim strings and Ollama passes message content unchanged; "
+                     "this Jinja template strips leading newlines from earlier assistant turns "
+                     "(what is left after </think>)", "lstrip-newline-go-assistant-input")
+KNOWN_DIFFERENCES = {("mistral", "mistral-7b-instruct-v0.3.jinja", "limit-untrimmed-content"): _TRIM_ASSISTANT,
+                     ("qwq", "*", "limit-untrimmed-content"): _LSTRIP_ASSISTANT,
+                     ("smollm3", "*", "limit-untrimmed-content"): _LSTRIP_ASSISTANT}
 for fam, src in [("llama3.1", "*"), ("llama3.2", "*"), ("gemma", "gemma3.jinja"),
                  ("gemma", "ref:google-gemma-2-2b-it.jinja")]:
     KNOWN_DIFFERENCES[(fam, src, "limit-untrimmed-content")] = _TRIM
@@ -94,6 +99,8 @@ def normalize(kind, messages):
         return msgs, [dict(m, content=m["content"].strip()) for m in msgs]
     if kind == "trim-go-assistant-input":
         return msgs, [dict(m, content=m["content"].strip()) if m["role"] == "assistant" else m for m in msgs]
+    if kind == "lstrip-newline-go-assistant-input":
+        return msgs, [dict(m, content=m["content"].lstrip("\n")) if m["role"] == "assistant" else m for m in msgs]
     if kind == "merge-jinja-input":
         merged = []
         for m in msgs:
