@@ -79,7 +79,7 @@ for fam, src in [("llama3.1", "*"), ("llama3.2", "*"), ("gemma", "gemma3.jinja")
                  ("gemma", "ref:google-gemma-2-2b-it.jinja")]:
     KNOWN_DIFFERENCES[(fam, src, "limit-untrimmed-content")] = _TRIM
 for fam in ["qwen2.5", "qwen2.5-coder", "llama3.1", "llama3.2", "phi3", "chatml", "phi4", "deepseek-r1",
-            "deepseek-r1-llama", "qwq", "qwen3", "smollm3", "hermes3", "granite3.3"]:
+            "deepseek-r1-llama", "qwq", "qwen3", "smollm3", "hermes3", "granite3.3", "devstral"]:
     KNOWN_DIFFERENCES[(fam, "*", "limit-consecutive-user")] = _MERGE
 for fam in ["qwen2.5", "qwen2.5-coder", "llama3.1", "llama3.2", "mistral", "mistral-nemo", "deepseek-r1", "qwq",
             "qwen3", "hermes3", "mistral-small3.2", "devstral", "ministral3"]:
