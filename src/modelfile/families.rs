@@ -23,6 +23,17 @@ const SOURCES: &[(&str, &str)] = &[
     ),
     (include_str!("../../formats/templates/gemma.json"), include_str!("../../formats/templates/gemma.gotmpl")),
     (include_str!("../../formats/templates/phi3.json"), include_str!("../../formats/templates/phi3.gotmpl")),
+    (include_str!("../../formats/templates/phi4.json"), include_str!("../../formats/templates/phi4.gotmpl")),
+    (include_str!("../../formats/templates/deepseek-r1.json"), include_str!("../../formats/templates/deepseek-r1.gotmpl")),
+    (include_str!("../../formats/templates/deepseek-r1-llama.json"), include_str!("../../formats/templates/deepseek-r1-llama.gotmpl")),
+    (include_str!("../../formats/templates/qwq.json"), include_str!("../../formats/templates/qwq.gotmpl")),
+    (include_str!("../../formats/templates/qwen3.json"), include_str!("../../formats/templates/qwen3.gotmpl")),
+    (include_str!("../../formats/templates/smollm3.json"), include_str!("../../formats/templates/smollm3.gotmpl")),
+    (include_str!("../../formats/templates/granite3.3.json"), include_str!("../../formats/templates/granite3.3.gotmpl")),
+    (include_str!("../../formats/templates/hermes3.json"), include_str!("../../formats/templates/hermes3.gotmpl")),
+    (include_str!("../../formats/templates/mistral-small3.2.json"), include_str!("../../formats/templates/mistral-small3.2.gotmpl")),
+    (include_str!("../../formats/templates/devstral.json"), include_str!("../../formats/templates/devstral.gotmpl")),
+    (include_str!("../../formats/templates/ministral3.json"), include_str!("../../formats/templates/ministral3.gotmpl")),
     (include_str!("../../formats/templates/chatml.json"), include_str!("../../formats/templates/chatml.gotmpl")),
 ];
 

@@ -43,6 +43,7 @@ pub mod families;
 mod gguf;
 pub mod params;
 mod parser;
+pub mod translate;
 mod writer;
 
 pub use families::{detect, family, Family};
