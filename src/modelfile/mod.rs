@@ -43,12 +43,15 @@ pub mod families;
 mod gguf;
 pub mod params;
 mod parser;
+pub mod render;
 pub mod translate;
+pub mod verify;
 mod writer;
 
 pub use families::{detect, family, Family};
 pub use gguf::{from_gguf, parse_parameter_arg, relative_from, FromGgufOptions, DEFAULT_NUM_CTX_CAP};
 pub use parser::{check, decode, is_go_print, parse, Diagnostic, Entry, Modelfile, Severity};
+pub use verify::{annotate, verify, verify_gguf, TemplateContext, Verification};
 pub use writer::{quote, render_command, QuoteError, QuoteStyle};
 
 use crate::error::{Error, Result};

@@ -27,8 +27,7 @@
 //   - Functions json, currentDate, yesterdayDate, toTypeScriptType. The dates come from
 //     the request's "date" so the output is reproducible.
 //
-// Not mirrored: prompt truncation to num_ctx (the test conversations are short), images,
-// thinking fields.
+// Not mirrored: prompt truncation to num_ctx (the test conversations are short), images.
 package main
 
 import (
@@ -156,6 +155,7 @@ type inMessage struct {
 	} `json:"tool_calls"`
 	ToolName   string `json:"tool_name"`
 	ToolCallID string `json:"tool_call_id"`
+	Thinking   string `json:"thinking"`
 }
 
 // Template-facing types, as Ollama's template package defines them.
@@ -235,6 +235,8 @@ type request struct {
 	Prompt   string      `json:"prompt"`
 	Suffix   string      `json:"suffix"`
 	Date     string      `json:"date"`
+	// Think is Ollama's request "think" flag (nil: not set).
+	Think *bool `json:"think"`
 	// Mode "tooltag": answer with the tool-call tag Ollama derives from the template.
 	Mode string `json:"mode"`
 }
@@ -523,7 +525,7 @@ func convertMessages(msgs []*inMessage) []*templateMessage {
 			})
 		}
 		out[i] = &templateMessage{
-			Role: m.Role, Content: m.Content, ToolCalls: calls, ToolName: m.ToolName, ToolCallID: m.ToolCallID,
+			Role: m.Role, Content: m.Content, Thinking: m.Thinking, ToolCalls: calls, ToolName: m.ToolName, ToolCallID: m.ToolCallID,
 		}
 	}
 	return out
@@ -599,6 +601,10 @@ func render(req request) (string, error) {
 			"Messages": convertMessages(collated),
 			"Tools":    convertTools(req.Tools),
 			"Response": "",
+			// Ollama's thinking switch: .Think, .ThinkLevel, .IsThinkSet.
+			"Think":      req.Think != nil && *req.Think,
+			"ThinkLevel": "",
+			"IsThinkSet": req.Think != nil,
 		})
 		return b.String(), err
 	}
