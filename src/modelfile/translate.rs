@@ -72,12 +72,104 @@ impl fmt::Display for Untranslatable {
 
 impl std::error::Error for Untranslatable {}
 
+/// What [`choose`] picked for a GGUF.
+#[derive(Debug, Clone)]
+pub enum Choice {
+    /// Keep the detected family (or the fallback when none); `note`: why the translation
+    /// was not used, when it was tried.
+    Family { note: Option<String> },
+    /// The translated template renders identically on more conversations than the family.
+    Translated { template: String, stops: Vec<String>, note: String },
+}
+
+/// Picks between the detected family and a translation of the GGUF's own Jinja template,
+/// judged by [`verify`](super::verify::verify) on the built-in conversations: a family that
+/// renders identically everywhere is kept without translating; otherwise the translation is
+/// used when it renders identically on more conversations than the family (or when there is
+/// no family and it renders anything identically).
+pub fn choose(meta: &crate::gguf::Metadata, jinja: &str, family: Option<&super::Family>) -> Choice {
+    use super::verify::{context_from_gguf, verify};
+    let fam_score = family.map(|f| {
+        let ctx = context_from_gguf(meta, f.default_system(jinja).as_deref());
+        verify(&f.template, jinja, &ctx).ok()
+    });
+    let fam_identical = match &fam_score {
+        Some(Some(v)) if v.is_verified() => return Choice::Family { note: None },
+        Some(Some(v)) => Some(v.identical),
+        _ => None,
+    };
+    let ctx = context_from_gguf(meta, None);
+    let t = match translate(jinja, &TranslateOptions { eos_token: ctx.eos_token.clone() }) {
+        Ok(t) => t,
+        Err(e) => {
+            return Choice::Family { note: Some(format!("the chat template could not be translated ({e})")) };
+        }
+    };
+    let v = match verify(&t.template, jinja, &ctx) {
+        Ok(v) => v,
+        Err(e) => return Choice::Family { note: Some(format!("the translated chat template failed to verify: {e}")) },
+    };
+    let better = match fam_identical {
+        Some(n) => v.identical > n,
+        None => v.identical > 0,
+    };
+    if !better {
+        return Choice::Family {
+            note: Some(format!(
+                "a translation of the chat template rendered identically on only {}/{} conversations",
+                v.identical, v.conversations
+            )),
+        };
+    }
+    let mut eog = vec![ctx.eos_token.clone()];
+    for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+        if let Some(tok) = meta.get_u64(key).and_then(|id| token_text(meta, id)) {
+            eog.push(tok);
+        }
+    }
+    Choice::Translated {
+        stops: stops(&t.template, &ctx.special_tokens, &eog),
+        template: t.template,
+        note: format!(
+            "translated from the GGUF's Jinja chat template ({}/{} conversations identical{})",
+            v.identical,
+            v.conversations,
+            if t.notes.is_empty() { String::new() } else { format!("; {}", t.notes.join("; ")) }
+        ),
+    }
+}
+
+fn token_text(meta: &crate::gguf::Metadata, id: u64) -> Option<String> {
+    let arr = meta.get("tokenizer.ggml.tokens")?.as_array()?;
+    arr.values.get(id as usize)?.as_str().map(str::to_string)
+}
+
+/// Stop strings for a translated template: the control tokens it writes (its turn markers,
+/// in order of first appearance) and the vocabulary's end-of-generation tokens.
+pub fn stops(template: &str, control_tokens: &[String], eog: &[String]) -> Vec<String> {
+    let mut found: Vec<(usize, &String)> = control_tokens
+        .iter()
+        .filter(|t| !t.is_empty())
+        .filter_map(|t| template.find(t.as_str()).map(|p| (p, t)))
+        .collect();
+    found.sort();
+    let mut out: Vec<String> = Vec::new();
+    for t in found.into_iter().map(|(_, t)| t).chain(eog.iter().filter(|t| !t.is_empty())) {
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    out
+}
+
 /// Translates a Jinja chat template into an Ollama Go template.
 pub fn translate(jinja: &str, opts: &TranslateOptions) -> Result<Translation, Untranslatable> {
     let ws = WhitespaceConfig { keep_trailing_newline: false, lstrip_blocks: true, trim_blocks: true };
     let syntax = minijinja::syntax::SyntaxConfig::default();
-    let tree = parse(jinja, "chat_template", syntax, ws)
-        .map_err(|e| Untranslatable { construct: format!("template does not parse: {e}"), line: e.line().unwrap_or(0) })?;
+    let tree = parse(jinja, "chat_template", syntax, ws).map_err(|e| Untranslatable {
+        construct: format!("template does not parse: {e}"),
+        line: e.line().unwrap_or(0),
+    })?;
     let mut t = Translator {
         opts,
         vars: BTreeMap::new(),
@@ -153,7 +245,11 @@ enum Val {
     /// Strings concatenated.
     Concat(Vec<Val>),
     /// The message at `offset` from the current one in a loop over `iter`.
-    Relative { iter: String, index: String, offset: i64 },
+    Relative {
+        iter: String,
+        index: String,
+        offset: i64,
+    },
     /// A constant list (for `x in [...]`).
     List(Vec<Val>),
     /// Go template text printed as is (JSON writers, dates).
@@ -226,8 +322,20 @@ macro_rules! bail {
     };
 }
 
-const MONTHS: [&str; 12] =
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 
 /// Tool definitions as Python's `json.dumps` writes them (Ollama's tool struct order: type,
 /// function{name, description, parameters{type, properties{type, description, enum}, required}}).
@@ -449,7 +557,15 @@ impl Translator<'_> {
             }
             Some(_) => {}
             None => {
-                if matches!(kind, Kind::Message | Kind::ToolCall | Kind::Tool | Kind::ToolFunction | Kind::ToolCallFunction | Kind::Arguments) {
+                if matches!(
+                    kind,
+                    Kind::Message
+                        | Kind::ToolCall
+                        | Kind::Tool
+                        | Kind::ToolFunction
+                        | Kind::ToolCallFunction
+                        | Kind::Arguments
+                ) {
                     bail!(line, "variable {name} holding a {kind:?}")
                 }
                 self.vars.insert(name.to_string(), kind);
@@ -644,7 +760,9 @@ impl Translator<'_> {
                             // messages[loop.index0 ± k] inside a loop over the same list.
                             let l = self.loops.iter().rev().find(|l| l.index == idx && l.iter == iter);
                             match (l, off) {
-                                (Some(l), 1) => Ok(Val::Relative { iter: l.iter.clone(), index: l.index.clone(), offset: 1 }),
+                                (Some(l), 1) => {
+                                    Ok(Val::Relative { iter: l.iter.clone(), index: l.index.clone(), offset: 1 })
+                                }
                                 (Some(LoopCtx { prev: Some(p), .. }), -1) => {
                                     Ok(Val::Relative { iter: p.clone(), index: "prev".into(), offset: -1 })
                                 }
@@ -730,7 +848,8 @@ impl Translator<'_> {
                 // so build it from slices: index (list) of the chosen position is not
                 // available either — use a nested template call instead.
                 let tmp = self.fresh();
-                self.out.push_str(&format!("{{{{ {tmp} := {fo} }}}}{{{{ if {c} }}}}{{{{ {tmp} = {to} }}}}{{{{ end }}}}"));
+                self.out
+                    .push_str(&format!("{{{{ {tmp} := {fo} }}}}{{{{ if {c} }}}}{{{{ {tmp} = {to} }}}}{{{{ end }}}}"));
                 Ok(Val::Go(tmp, Kind::Str))
             }
             Expr::Filter(f) => self.filter(f, line),
@@ -990,7 +1109,9 @@ impl Translator<'_> {
         let v = self.expr(arg)?;
         match f.name {
             "length" | "count" => match v {
-                Val::Go(g, Kind::Messages | Kind::Tools | Kind::ToolCalls) => Ok(Val::Go(format!("(len {g})"), Kind::Int)),
+                Val::Go(g, Kind::Messages | Kind::Tools | Kind::ToolCalls) => {
+                    Ok(Val::Go(format!("(len {g})"), Kind::Int))
+                }
                 Val::Undefined => Ok(Val::Int(0)),
                 Val::Str(s) => Ok(Val::Int(s.chars().count() as i64)),
                 other => bail!(line, "|length of {}", describe(&other)),
@@ -1087,7 +1208,9 @@ impl Translator<'_> {
             "string" => Ok(Val::Bool(matches!(v, Val::Str(_) | Val::Concat(_) | Val::Go(_, Kind::Str)))),
             "number" | "integer" => Ok(Val::Bool(matches!(v, Val::Int(_) | Val::IntOff(..) | Val::Go(_, Kind::Int)))),
             "boolean" => Ok(Val::Bool(matches!(v, Val::Bool(_) | Val::Go(_, Kind::Bool)))),
-            "mapping" => Ok(Val::Bool(matches!(v, Val::Go(_, Kind::Message | Kind::Tool | Kind::ToolCall | Kind::Arguments)))),
+            "mapping" => {
+                Ok(Val::Bool(matches!(v, Val::Go(_, Kind::Message | Kind::Tool | Kind::ToolCall | Kind::Arguments))))
+            }
             "iterable" | "sequence" => Ok(Val::Bool(matches!(
                 v,
                 Val::Str(_) | Val::List(_) | Val::Go(_, Kind::Str | Kind::Messages | Kind::Tools | Kind::ToolCalls)
@@ -1117,28 +1240,30 @@ impl Translator<'_> {
         match &c.expr {
             Expr::Var(v) if v.id == "raise_exception" => Ok(Val::Undefined),
             Expr::Var(v) if v.id == "strftime_now" => {
-                let Some(CallArg::Pos(Expr::Const(f))) = c.args.first() else { bail!(line, "strftime_now with a computed format") };
+                let Some(CallArg::Pos(Expr::Const(f))) = c.args.first() else {
+                    bail!(line, "strftime_now with a computed format")
+                };
                 let fmt = f.value.as_str().unwrap_or_default().to_string();
                 Ok(self.raw_go(strftime(&fmt, line)?))
             }
             Expr::GetAttr(a) => {
                 let base = self.expr(&a.expr)?;
                 match a.name {
-                    "strip" | "lstrip" | "rstrip" if c.args.is_empty() => {
-                        match base {
-                            Val::Str(s) => Ok(Val::Str(match a.name {
-                                "strip" => s.trim().to_string(),
-                                "lstrip" => s.trim_start().to_string(),
-                                _ => s.trim_end().to_string(),
-                            })),
-                            v => {
-                                self.note("|trim / .strip() translated as the identity (Go templates cannot trim)");
-                                Ok(v)
-                            }
+                    "strip" | "lstrip" | "rstrip" if c.args.is_empty() => match base {
+                        Val::Str(s) => Ok(Val::Str(match a.name {
+                            "strip" => s.trim().to_string(),
+                            "lstrip" => s.trim_start().to_string(),
+                            _ => s.trim_end().to_string(),
+                        })),
+                        v => {
+                            self.note("|trim / .strip() translated as the identity (Go templates cannot trim)");
+                            Ok(v)
                         }
-                    }
+                    },
                     "get" => {
-                        let Some(CallArg::Pos(Expr::Const(k))) = c.args.first() else { bail!(line, ".get() with a computed key") };
+                        let Some(CallArg::Pos(Expr::Const(k))) = c.args.first() else {
+                            bail!(line, ".get() with a computed key")
+                        };
                         let key = k.value.as_str().unwrap_or_default().to_string();
                         let v = self.attr(base, &key, line)?;
                         match (v, c.args.get(1)) {
@@ -1238,3 +1363,102 @@ fn mentions_loop_control(body: &[Stmt<'_>]) -> bool {
     d.contains("Continue") || d.contains("Break")
 }
 
+#[cfg(test)]
+mod tests {
+    use super::super::verify::{verify, TemplateContext};
+    use super::*;
+
+    fn check(jinja: &str) -> Translation {
+        let t = translate(jinja, &TranslateOptions { eos_token: "</s>".into() }).unwrap_or_else(|e| panic!("{e}"));
+        let ctx = TemplateContext {
+            bos_token: "<s>".into(),
+            eos_token: "</s>".into(),
+            add_bos: t.writes_bos,
+            ..Default::default()
+        };
+        let v = verify(&t.template, jinja, &ctx).unwrap();
+        assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
+        assert!(v.conversations >= 5);
+        t
+    }
+
+    #[test]
+    fn chatml() {
+        let t = check("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}");
+        assert!(t.template.contains("{{ range $j1, $j_message := $.Messages }}<|im_start|>{{ $j_message.Role }}"));
+        assert!(!t.writes_bos);
+    }
+
+    #[test]
+    fn default_system_prompt_loop_first_and_bos() {
+        check(
+            "{{ bos_token }}{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}\
+             {{ '<|im_start|>system\\nYou are helpful.<|im_end|>\\n' }}{% endif %}\
+             {{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}\
+             {% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+        );
+    }
+
+    #[test]
+    fn namespace_loop_messages_and_raise() {
+        // Gemma-style: system folded into the first user turn, alternation enforced.
+        let jinja = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first_user_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}\
+{% set ns = namespace(n=0) %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('roles must alternate') }}{% endif %}{% set ns.n = ns.n + 1 %}\
+{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}\
+{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{% endfor %}\
+{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}";
+        let t = check(jinja);
+        assert!(t.writes_bos);
+        assert_eq!(t.notes.len(), 1, "{:?}", t.notes);
+    }
+
+    #[test]
+    fn loop_last_index_and_eos() {
+        check(
+            "{% for message in messages %}{% if message.role == 'user' %}[INST] {{ message.content }} [/INST]\
+             {% elif message.role == 'assistant' %}{{ message.content }}{{ eos_token }}\
+             {% elif message.role == 'system' and loop.index == 1 %}<<SYS>>{{ message.content }}<</SYS>>{% endif %}\
+             {% if loop.last and message.role != 'user' %}!{% endif %}{% endfor %}",
+        );
+    }
+
+    #[test]
+    fn thinking_switch() {
+        let t = translate(
+            "{% for m in messages %}{{ m.content }}{% endfor %}{% if enable_thinking is defined and enable_thinking is false %}<think></think>{% endif %}",
+            &TranslateOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            t.template.contains("{{ if (and $.IsThinkSet (and $.IsThinkSet (not $.Think))) }}")
+                || t.template.contains("IsThinkSet")
+        );
+    }
+
+    #[test]
+    fn untranslatable_constructs_name_their_line() {
+        let e = translate(
+            "{% for m in messages %}\n{{ m.content.split('</think>')[-1] }}{% endfor %}",
+            &TranslateOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.to_string().starts_with("untranslatable: method .split() at line 2"), "{e}");
+        let e = translate("{% macro f(x) %}{{ x }}{% endmacro %}{{ f(1) }}", &TranslateOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("macro f"), "{e}");
+        let e = translate("{% for m in messages[::-1] %}{% endfor %}", &TranslateOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("step"), "{e}");
+        let e = translate("{% if %}", &TranslateOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("does not parse"), "{e}");
+    }
+
+    #[test]
+    fn stops_are_the_written_control_tokens_then_eog() {
+        let s = stops(
+            "<|im_start|>{{ .Role }}<|im_end|>",
+            &["<|im_end|>".into(), "<|im_start|>".into(), "<|endoftext|>".into()],
+            &["<|endoftext|>".into()],
+        );
+        assert_eq!(s, ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]);
+    }
+}
