@@ -18,6 +18,7 @@ pub const ARCH_FILES: &[(&str, &str)] = &[
     ("llama.json", include_str!("../../formats/arch/llama.json")),
     ("qwen2.json", include_str!("../../formats/arch/qwen2.json")),
     ("qwen3.json", include_str!("../../formats/arch/qwen3.json")),
+    ("qwen3moe.json", include_str!("../../formats/arch/qwen3moe.json")),
 ];
 
 /// How the vocabulary is read (the `set_vocab` of the Python model class).
@@ -30,6 +31,8 @@ pub enum VocabKind {
     Llama,
     /// Qwen2Model: `tokenizer.model` if present, else `tokenizer.json`.
     Qwen2,
+    /// TextModel's default `_set_vocab_gpt2`: `tokenizer.json` only.
+    Gpt2,
 }
 
 /// A transform applied to a tensor's rows on the way out.
@@ -90,6 +93,71 @@ pub struct ArchSpec {
     #[serde(default)]
     pub skip_suffixes: Vec<String>,
     pub tensors: Vec<TensorRule>,
+    /// Integer config values usable as shape dimension names beyond the
+    /// built-in ones (`moe_intermediate_size`, `num_experts`, ...).
+    #[serde(default)]
+    pub config_dims: Vec<String>,
+    /// Mixture-of-experts layers whose per-expert tensors are stacked.
+    #[serde(default)]
+    pub experts: Option<ExpertSpec>,
+}
+
+/// Per-expert checkpoint tensors stacked into one 3-D GGUF tensor per block
+/// (`ffn_{gate,up,down}_exps`), as convert_hf_to_gguf.py's MoE models do:
+/// the stacks of a block are written, in `stack` order, where the last of the
+/// block's expert tensors comes in the checkpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpertSpec {
+    /// The config keys giving the number of experts (first present wins).
+    pub count: Vec<String>,
+    /// The config key giving the number of experts used per token, if any.
+    #[serde(default)]
+    pub used_count: Vec<String>,
+    /// A config key listing blocks that have a dense MLP instead of experts.
+    #[serde(default)]
+    pub dense_layers: Option<String>,
+    /// The router tensor (GGUF name with `{bid}`), required in every expert block.
+    pub router: String,
+    /// The dense MLP tensors (GGUF names with `{bid}`), required in every dense block.
+    #[serde(default)]
+    pub dense: Vec<String>,
+    /// One rule per stacked tensor: `hf` has `{bid}` and `{xid}` (the expert
+    /// number), `gguf` has `{bid}`, `shape` is one expert's.
+    pub stack: Vec<TensorRule>,
+}
+
+/// A per-expert tensor name matched against [`ExpertSpec::stack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpertMatch {
+    /// Index into `stack`.
+    pub rule: usize,
+    pub bid: u64,
+    pub xid: u64,
+}
+
+fn parse_index(s: &str) -> Option<u64> {
+    if !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+impl ExpertSpec {
+    /// Matches a checkpoint tensor name against the per-expert rules.
+    pub fn match_tensor(&self, name: &str) -> Option<ExpertMatch> {
+        for (i, rule) in self.stack.iter().enumerate() {
+            let Some((pre, rest)) = rule.hf.split_once("{bid}") else { continue };
+            let Some((mid, post)) = rest.split_once("{xid}") else { continue };
+            let Some(r) = name.strip_prefix(pre).and_then(|r| r.strip_suffix(post)) else { continue };
+            let Some((b, x)) = r.split_once(mid) else { continue };
+            if let (Some(bid), Some(xid)) = (parse_index(b), parse_index(x)) {
+                return Some(ExpertMatch { rule: i, bid, xid });
+            }
+        }
+        None
+    }
 }
 
 /// All architecture tables, parsed.
@@ -131,12 +199,8 @@ impl ArchSpec {
                 None if rule.hf == name => return Some(Matched { rule, bid: None }),
                 None => {}
                 Some((pre, post)) => {
-                    if let Some(mid) = name.strip_prefix(pre).and_then(|r| r.strip_suffix(post)) {
-                        if !mid.is_empty() && mid.len() <= 9 && mid.bytes().all(|b| b.is_ascii_digit()) {
-                            if let Ok(bid) = mid.parse::<u64>() {
-                                return Some(Matched { rule, bid: Some(bid) });
-                            }
-                        }
+                    if let Some(bid) = name.strip_prefix(pre).and_then(|r| r.strip_suffix(post)).and_then(parse_index) {
+                        return Some(Matched { rule, bid: Some(bid) });
                     }
                 }
             }
@@ -174,6 +238,8 @@ pub struct Hparams {
     pub head_dim_cfg: Option<u64>,
     /// head_dim used for shapes: the explicit one, else hidden_size / n_head.
     pub head_dim: u64,
+    /// The architecture's `config_dims`, read from the config.
+    pub extra: BTreeMap<String, u64>,
 }
 
 impl Hparams {
@@ -186,7 +252,7 @@ impl Hparams {
             "head_dim" => self.head_dim,
             "q_dim" => self.n_head.checked_mul(self.head_dim)?,
             "kv_dim" => self.n_head_kv.checked_mul(self.head_dim)?,
-            _ => return None,
+            other => *self.extra.get(other)?,
         })
     }
 }

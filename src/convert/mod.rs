@@ -16,6 +16,7 @@
 //!   `quantize_row_q8_0_ref`, which gguf-py's numpy Q8_0 also reproduces).
 
 pub mod arch;
+pub mod experts;
 pub mod modelcard;
 pub mod naming;
 pub mod spm;
@@ -99,6 +100,9 @@ pub enum Origin {
     Hf { name: String, permute: Option<u64> },
     /// Values computed during conversion (`rope_freqs`).
     Generated(Vec<f32>),
+    /// Checkpoint tensors of `rows_each` rows each, stacked in order (the
+    /// experts of a mixture-of-experts block).
+    Stacked { names: Vec<String>, rows_each: u64 },
 }
 
 /// One output tensor.
@@ -324,7 +328,16 @@ impl ArchInfo {
         if head_dim == 0 {
             return Err(Error::input(&config_path, "\"head_dim\" must be positive, not 0"));
         }
+        let mut extra = std::collections::BTreeMap::new();
+        for key in &spec.config_dims {
+            let v = cfg.required(&[key.as_str()])?;
+            if v == 0 || v > 1 << 24 {
+                return Err(Error::input(&config_path, format!("implausible \"{key}\" {v}")));
+            }
+            extra.insert(key.clone(), v);
+        }
         let hparams = Hparams {
+            extra,
             block_count,
             hidden_size,
             intermediate_size,
@@ -411,7 +424,6 @@ impl<W: HfTensors> HfToGguf<W> {
         warnings.extend(vocab.special.warnings.iter().cloned());
 
         // Metadata.
-        let total_params: u64 = tensors.iter().map(OutTensor::n_elements).sum();
         let dir_name = identity.dir_name.clone();
         // gguf-py ignores a generation_config.json it cannot read.
         let gen_config = model.read_json("generation_config.json").ok().flatten();
@@ -431,7 +443,7 @@ impl<W: HfTensors> HfToGguf<W> {
             &model.config,
             gen_config.as_ref(),
             card.as_ref(),
-            total_params as i64,
+            naming::ParamCounts::of(tensors.iter().map(|t| (t.name.as_str(), t.dims.as_slice()))),
         );
         warnings.extend(info.warnings.iter().cloned());
         let file_type = file_type_of(outtype);
@@ -487,6 +499,23 @@ impl<W: HfTensors> HfToGguf<W> {
                 out.copy_from_slice(src);
                 Ok(())
             }
+            Origin::Stacked { names, rows_each } => {
+                let w = &self.model.weights;
+                let n_rows = (out.len() / row) as u64;
+                let mut done = 0u64;
+                while done < n_rows {
+                    let r = first_row + done;
+                    let (x, local) = ((r / rows_each) as usize, r % rows_each);
+                    let take = (rows_each - local).min(n_rows - done);
+                    let name = names.get(x).ok_or_else(|| Error::Other(format!("tensor '{}': rows out of range", t.name)))?;
+                    let index = w.index_of(name).ok_or_else(|| Error::Other(format!("tensor '{name}' vanished")))?;
+                    let dst = &mut out[(done as usize) * row..((done + take) as usize) * row];
+                    w.read_rows_f32(index, local, dst)?;
+                    w.release_rows(index, local, take);
+                    done += take;
+                }
+                Ok(())
+            }
             Origin::Hf { name, permute } => {
                 let w = &self.model.weights;
                 let (index, e) = w.get(name).ok_or_else(|| Error::Other(format!("tensor '{name}' vanished")))?;
@@ -520,7 +549,12 @@ impl<W: HfTensors> HfToGguf<W> {
 
     /// Tells the kernel a tensor's input pages are no longer needed.
     pub fn release(&self, t: &OutTensor) {
-        if let Origin::Hf { name, .. } = &t.origin {
+        let names = match &t.origin {
+            Origin::Hf { name, .. } => std::slice::from_ref(name),
+            Origin::Stacked { names, .. } => names.as_slice(),
+            Origin::Generated(_) => &[],
+        };
+        for name in names {
             if let Some(i) = self.model.weights.index_of(name) {
                 self.model.weights.release(i);
             }
@@ -530,13 +564,18 @@ impl<W: HfTensors> HfToGguf<W> {
 
 /// The stored type of an output tensor's source data.
 fn stored_type<W: HfTensors>(weights: &W, t: &OutTensor) -> GgmlType {
-    match &t.origin {
-        Origin::Generated(_) => GgmlType::F32,
-        Origin::Hf { name, .. } => match weights.get(name).map(|(_, e)| e.dtype) {
-            Some(crate::hf::DType::F16) => GgmlType::F16,
-            Some(crate::hf::DType::BF16) => GgmlType::BF16,
-            _ => GgmlType::F32,
+    let name = match &t.origin {
+        Origin::Generated(_) => return GgmlType::F32,
+        Origin::Hf { name, .. } => name,
+        Origin::Stacked { names, .. } => match names.first() {
+            Some(n) => n,
+            None => return GgmlType::F32,
         },
+    };
+    match weights.get(name).map(|(_, e)| e.dtype) {
+        Some(crate::hf::DType::F16) => GgmlType::F16,
+        Some(crate::hf::DType::BF16) => GgmlType::BF16,
+        _ => GgmlType::F32,
     }
 }
 
@@ -589,7 +628,7 @@ pub fn permuted_source_row(r: u64, rows: u64, heads: u64) -> u64 {
 
 /// The type convert_hf_to_gguf.py gives a tensor.
 fn tensor_type(name: &str, n_dims: usize, row_len: u64, outtype: OutType, warnings: &mut Vec<String>) -> GgmlType {
-    if n_dims <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight") {
+    if n_dims <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight") || always_f32(name) {
         return GgmlType::F32;
     }
     match outtype {
@@ -607,7 +646,14 @@ fn tensor_type(name: &str, n_dims: usize, row_len: u64, outtype: OutType, warnin
     }
 }
 
-type PlannedHf = (String, Vec<u64>, usize, Origin);
+/// Tensors convert_hf_to_gguf.py always writes as F32 (those of its list
+/// that ggufkit's architectures have): the MoE routers.
+fn always_f32(name: &str) -> bool {
+    let kind = name.strip_prefix("blk.").and_then(|r| r.split_once('.')).map_or(name, |(_, k)| k);
+    matches!(kind, "ffn_gate_inp.weight" | "ffn_gate_inp_shexp.weight")
+}
+
+pub(crate) type PlannedHf = (String, Vec<u64>, usize, Origin);
 
 /// Maps, checks and orders the tensors.
 fn plan_tensors<W: HfTensors>(
@@ -626,11 +672,30 @@ fn plan_tensors<W: HfTensors>(
     }
     let weights = &model.weights;
     let mut seen = std::collections::HashSet::new();
+    let mut stacker = match &spec.experts {
+        Some(ex) => Some(experts::ExpertStacker::new(ex, config, config_path)?),
+        None => None,
+    };
     for (index, e) in weights.tensors().iter().enumerate() {
         if spec.skipped(&e.name) {
             continue;
         }
         let path = weights.file_of(index);
+        if let Some(stacker) = stacker.as_mut() {
+            if let Some(stacked) = stacker.offer(&e.name, &e.shape, path, hp, hp.block_count)? {
+                if !e.dtype.is_readable_float() {
+                    return Err(Error::input(
+                        path,
+                        format!("tensor '{}' has dtype {}; only F32, F16 and BF16 weights are supported", e.name, e.dtype),
+                    ));
+                }
+                for t in stacked {
+                    seen.insert(t.0.clone());
+                    out.push(t);
+                }
+                continue;
+            }
+        }
         let m = spec.match_tensor(&e.name).ok_or_else(|| {
             Error::input(
                 path,
@@ -692,8 +757,18 @@ fn plan_tensors<W: HfTensors>(
         out.push((m.gguf_name(), dims, e.shape.len(), Origin::Hf { name: e.name.clone(), permute }));
     }
 
+    let mut files: Vec<String> =
+        (0..weights.tensors().len()).map(|i| weights.file_of(i).display().to_string()).collect();
+    files.sort();
+    files.dedup();
     // Required tensors.
     let mut missing = Vec::new();
+    if let Some(stacker) = &stacker {
+        stacker.finish(&files)?;
+        for b in 0..hp.block_count {
+            missing.extend(stacker.required(b).into_iter().filter(|n| !seen.contains(n)));
+        }
+    }
     for rule in spec.tensors.iter().filter(|r| r.required) {
         if rule.gguf.contains("{bid}") {
             for b in 0..hp.block_count {
@@ -708,10 +783,6 @@ fn plan_tensors<W: HfTensors>(
     if !missing.is_empty() {
         let n = missing.len();
         missing.truncate(8);
-        let mut files: Vec<String> =
-            (0..weights.tensors().len()).map(|i| weights.file_of(i).display().to_string()).collect();
-        files.sort();
-        files.dedup();
         return Err(Error::input(
             model.path(),
             format!(
@@ -908,6 +979,12 @@ fn write_arch_params(
     if let Some((k, v)) = find(config, &["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"]) {
         md.set(format!("{a}.attention.layer_norm_epsilon"), GValue::F32(num_f32(path, k, v)?));
     }
+    if let Some(n) = cfg.u32(&["num_local_experts", "num_experts", "n_routed_experts"])? {
+        md.set(format!("{a}.expert_count"), GValue::U32(n));
+    }
+    if let Some(n) = cfg.u32(&["num_experts_per_tok", "num_experts_per_token", "top_k_experts"])? {
+        md.set(format!("{a}.expert_used_count"), GValue::U32(n));
+    }
     if let Some(hd) = config.get("head_dim").filter(|v| !v.is_null()) {
         let hd = hd
             .as_u64()
@@ -923,6 +1000,11 @@ fn write_arch_params(
             "rope_dimension_count" => {
                 let d = hp.head_dim_cfg.unwrap_or(hp.hidden_size / hp.n_head);
                 md.set(format!("{a}.rope.dimension_count"), u32v(d, "head_dim")?)
+            }
+            "expert_feed_forward_length" => {
+                if let Some(n) = cfg.u32(&["moe_intermediate_size"])? {
+                    md.set(format!("{a}.expert_feed_forward_length"), GValue::U32(n));
+                }
             }
             other => return Err(Error::Other(format!("formats/arch: unknown extra key '{other}'"))),
         }
@@ -948,7 +1030,7 @@ fn load_vocab<W>(
             }
         }
     }
-    let mut vocab = if dir.join("tokenizer.model").is_file() {
+    let mut vocab = if spec.vocab != VocabKind::Gpt2 && dir.join("tokenizer.model").is_file() {
         vocab::spm_vocab(dir, vocab_size, progress)?
     } else {
         vocab::bpe_vocab(dir, vocab_size, opts.vocab_pre.as_deref(), progress)?
