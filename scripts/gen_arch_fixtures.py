@@ -57,6 +57,54 @@ SHRINK_QWEN3MOE = {"head_dim": 32, "hidden_size": 64, "intermediate_size": 96, "
                    "num_attention_heads": 4, "num_key_value_heads": 2, "num_experts": 8,
                    "num_experts_per_tok": 2, "num_hidden_layers": 2, "max_window_layers": 2}
 
+GEMMA_2_2B = {
+    "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": 1,
+    "final_logit_softcapping": 30.0, "head_dim": 256, "hidden_act": "gelu_pytorch_tanh",
+    "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304, "initializer_range": 0.02,
+    "intermediate_size": 9216, "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 8,
+    "num_hidden_layers": 26, "num_key_value_heads": 4, "pad_token_id": 0, "query_pre_attn_scalar": 256,
+    "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4096, "torch_dtype": "float32",
+    "transformers_version": "4.42.4", "use_cache": True, "vocab_size": 256000,
+}
+
+GEMMA_3_1B = {
+    "architectures": ["Gemma3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "attn_logit_softcapping": None, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 106],
+    "final_logit_softcapping": None, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 1152,
+    "initializer_range": 0.02, "intermediate_size": 6912, "max_position_embeddings": 32768,
+    "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1,
+    "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000,
+    "rope_scaling": None, "rope_theta": 1000000, "sliding_window": 512, "sliding_window_pattern": 6,
+    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0", "use_cache": True, "vocab_size": 262144,
+}
+
+# google/gemma-3-4b-it: the text_config as transformers' Gemma3Config.to_dict() fills it in.
+GEMMA_3_4B_TEXT = {
+    "attention_bias": False, "attention_dropout": 0.0, "attn_logit_softcapping": None,
+    "cache_implementation": "hybrid", "final_logit_softcapping": None, "head_dim": 256,
+    "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2560, "initializer_range": 0.02,
+    "intermediate_size": 10240, "max_position_embeddings": 131072, "model_type": "gemma3_text",
+    "num_attention_heads": 8, "num_hidden_layers": 34, "num_key_value_heads": 4, "query_pre_attn_scalar": 256,
+    "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000.0, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+    "rope_theta": 1000000.0, "sliding_window": 1024, "sliding_window_pattern": 6, "use_cache": True,
+    "vocab_size": 262208,
+}
+GEMMA_3_4B = {
+    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999, "eoi_token_index": 256000,
+    "eos_token_id": [1, 106], "image_token_index": 262144, "initializer_range": 0.02, "mm_tokens_per_image": 256,
+    "model_type": "gemma3", "text_config": GEMMA_3_4B_TEXT, "torch_dtype": "bfloat16",
+    "transformers_version": "4.50.0.dev0",
+    "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304,
+                      "model_type": "siglip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 27,
+                      "patch_size": 14, "vision_use_head": False},
+}
+
+# Gemma sizes shrunk; vocab_size is the trained SentencePiece model's size (GEMMA_VOCAB), plus padding rows.
+SHRINK_GEMMA = {"head_dim": 32, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+                "num_key_value_heads": 2}
+GEMMA_VOCAB = 1000
+
 FIXTURES = {
     # Qwen3-30B-A3B, shrunk: bf16, one file.
     "qwen3moe-30b-a3b-bf16": dict(config={**QWEN3_30B_A3B, **SHRINK_QWEN3MOE}, dtype="bfloat16", shards=1, seed=31,
@@ -70,6 +118,30 @@ FIXTURES = {
     "qwen3moe-f32": dict(config={**QWEN3_30B_A3B, **SHRINK_QWEN3MOE, "num_experts": 16, "num_experts_per_tok": 4,
                                  "torch_dtype": "float32"},
                          dtype="float32", shards=1, seed=33, vocab="qwen3", template="Qwen-Qwen3-0.6B.jinja"),
+    # Gemma-3-1B (Gemma3ForCausalLM), shrunk: 6 layers (5 sliding-window, 1 global), window 8, bf16.
+    "gemma3-1b-bf16": dict(config={**GEMMA_3_1B, **SHRINK_GEMMA, "num_key_value_heads": 1, "num_hidden_layers": 6,
+                                   "sliding_window": 8, "vocab_size": GEMMA_VOCAB + 24},
+                           dtype="bfloat16", shards=1, seed=41, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
+    # The same in f16 (norm + 1 rounded to f16) and f32 (the 1e-3 logit check).
+    "gemma3-1b-f16": dict(config={**GEMMA_3_1B, **SHRINK_GEMMA, "num_hidden_layers": 3, "sliding_window": 8,
+                                  "sliding_window_pattern": 3, "vocab_size": GEMMA_VOCAB, "torch_dtype": "float16"},
+                          dtype="float16", shards=1, seed=42, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
+    "gemma3-1b-f32": dict(config={**GEMMA_3_1B, **SHRINK_GEMMA, "num_hidden_layers": 3, "sliding_window": 8,
+                                  "sliding_window_pattern": 3, "vocab_size": GEMMA_VOCAB, "torch_dtype": "float32"},
+                          dtype="float32", shards=1, seed=43, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
+    # Gemma-3-4B-it (Gemma3ForConditionalGeneration): text model with linear rope scaling, plus a
+    # (tiny) vision tower and projector that conversion skips; bf16, two shards.
+    "gemma3-4b-mm-bf16": dict(config={**GEMMA_3_4B, "text_config": {**GEMMA_3_4B_TEXT, **SHRINK_GEMMA,
+                                                                      "num_hidden_layers": 2, "sliding_window": 8,
+                                                                      "vocab_size": GEMMA_VOCAB + 8}},
+                              dtype="bfloat16", shards=2, seed=44, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
+    # Gemma-2-2B, shrunk: f32 as published; both softcaps, window 8.
+    "gemma2-2b-f32": dict(config={**GEMMA_2_2B, **SHRINK_GEMMA, "num_hidden_layers": 3, "sliding_window": 8,
+                                  "vocab_size": GEMMA_VOCAB},
+                          dtype="float32", shards=1, seed=45, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
+    "gemma2-2b-bf16": dict(config={**GEMMA_2_2B, **SHRINK_GEMMA, "num_hidden_layers": 2, "sliding_window": 8,
+                                   "vocab_size": GEMMA_VOCAB, "torch_dtype": "bfloat16"},
+                           dtype="bfloat16", shards=1, seed=46, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
 }
 
 # Built only when named: the Qwen3-30B-A3B expert layout (128 experts of
@@ -122,6 +194,37 @@ def qwen3moe_weights(c: dict, seed: int) -> dict[str, np.ndarray]:
     w["model.norm.weight"] = r.vec(h, 1.0, 0.1)
     if not c.get("tie_word_embeddings", False):
         w["lm_head.weight"] = r.mat(V, h, 1.0 / np.sqrt(h))
+    return w
+
+
+def gemma_weights(c: dict, seed: int, multimodal: bool) -> dict[str, np.ndarray]:
+    """Gemma 2 / 3 text weights (norm weights near 0: Gemma's RMSNorm scales by 1 + w)."""
+    r = Rng(seed)
+    tc = c.get("text_config", c)
+    h, V, ff = tc["hidden_size"], tc["vocab_size"], tc["intermediate_size"]
+    qk_norm = c["architectures"][0].startswith("Gemma3")
+    w = {"model.embed_tokens.weight": r.mat(V, h, 1.0)}
+    for i in range(tc["num_hidden_layers"]):
+        pre = f"model.layers.{i}."
+        for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                  "post_feedforward_layernorm"):
+            w[pre + n + ".weight"] = r.vec(h, 0.0, 0.1)
+        attention(w, r, pre, tc, False)
+        if qk_norm:
+            hd = tc["head_dim"]
+            w[pre + "self_attn.q_norm.weight"] = r.vec(hd, 0.0, 0.1)
+            w[pre + "self_attn.k_norm.weight"] = r.vec(hd, 0.0, 0.1)
+        w[pre + "mlp.gate_proj.weight"] = r.mat(ff, h, 1.0 / np.sqrt(h))
+        w[pre + "mlp.up_proj.weight"] = r.mat(ff, h, 1.0 / np.sqrt(h))
+        w[pre + "mlp.down_proj.weight"] = r.mat(h, ff, 1.0 / np.sqrt(ff))
+    w["model.norm.weight"] = r.vec(h, 0.0, 0.1)
+    if multimodal:
+        # Gemma3ForConditionalGeneration as transformers 4.50 saves it.
+        w = {"language_model." + k: a for k, a in w.items()}
+        w["vision_tower.vision_model.embeddings.patch_embedding.weight"] = r.mat(16, 12, 0.1)
+        w["vision_tower.vision_model.post_layernorm.weight"] = r.vec(16, 1.0, 0.1)
+        w["multi_modal_projector.mm_input_projection_weight"] = r.mat(16, h, 0.1)
+        w["multi_modal_projector.mm_soft_emb_norm.weight"] = r.vec(16, 0.0, 0.1)
     return w
 
 
@@ -206,6 +309,52 @@ def write_qwen3_tokenizer(d: Path, src: Path, template: str, chktxt: str):
     (d / "tokenizer_config.json").write_text(json.dumps(tc, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
+GEMMA_SPECIAL = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "[@BOS@]", "<start_of_turn>", "<end_of_turn>",
+                 "<start_of_image>", "<end_of_image>"]
+
+
+def gemma_corpus(src: Path) -> list[str]:
+    """A fixed training corpus: llama.cpp's own documentation (deterministic for a pinned source)."""
+    lines = []
+    for f in sorted((src / "docs").rglob("*.md"))[:40]:
+        lines.extend(x for x in f.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip())
+    return lines
+
+
+def write_gemma_tokenizer(d: Path, src: Path, template: str, vocab_size: int):
+    """A Gemma-style SentencePiece model trained here: BPE with byte fallback, no dummy prefix,
+    identity normalization, <pad>/<eos>/<bos>/<unk> as ids 0-3 and Gemma's turn tokens."""
+    import io
+    import sentencepiece as spm
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(gemma_corpus(src)), model_writer=out, model_type="bpe", vocab_size=GEMMA_VOCAB,
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+        unk_piece="<unk>", control_symbols=["<mask>", "[@BOS@]"],
+        user_defined_symbols=["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>"],
+        byte_fallback=True, add_dummy_prefix=False, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", split_digits=True, num_threads=1, character_coverage=1.0,
+        minloglevel=2)
+    (d / "tokenizer.model").write_bytes(out.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=out.getvalue())
+    assert sp.vocab_size() <= vocab_size, (sp.vocab_size(), vocab_size)
+    decoder = {}
+    for t in GEMMA_SPECIAL:
+        i = sp.piece_to_id(t)
+        decoder[str(i)] = {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                           "single_word": False, "special": True}
+    tc = {"add_bos_token": True, "add_eos_token": False, "added_tokens_decoder": decoder,
+          "additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"], "bos_token": "<bos>",
+          "chat_template": template, "clean_up_tokenization_spaces": False, "eos_token": "<eos>",
+          "model_max_length": 1000000000000000019884624838656, "pad_token": "<pad>", "sp_model_kwargs": {},
+          "spaces_between_special_tokens": False, "tokenizer_class": "GemmaTokenizer", "unk_token": "<unk>",
+          "use_default_system_prompt": False}
+    (d / "tokenizer_config.json").write_text(json.dumps(tc, ensure_ascii=False, indent=2), encoding="utf-8")
+    sm = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
+          "additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]}
+    (d / "special_tokens_map.json").write_text(json.dumps(sm, indent=2), encoding="utf-8")
+
+
 # --- driver ----------------------------------------------------------------------------------
 
 def build(name: str, out: Path, src: Path, chktxt: str):
@@ -224,6 +373,8 @@ def build(name: str, out: Path, src: Path, chktxt: str):
     template = (src / "models" / "templates" / p["template"]).read_text(encoding="utf-8")
     if p["vocab"] == "qwen3":
         write_qwen3_tokenizer(d, src, template, chktxt)
+    elif p["vocab"] == "gemma":
+        write_gemma_tokenizer(d, src, template, c.get("text_config", c)["vocab_size"])
     else:
         raise ValueError(p["vocab"])
     arch = c["architectures"][0]
@@ -231,6 +382,9 @@ def build(name: str, out: Path, src: Path, chktxt: str):
         write_large_weights(d, c, p["seed"], p["shards"])
     elif arch == "Qwen3MoeForCausalLM":
         write_weights(d, qwen3moe_weights(c, p["seed"]), p["dtype"], p["shards"])
+    elif arch.startswith("Gemma"):
+        write_weights(d, gemma_weights(c, p["seed"], arch.endswith("ConditionalGeneration")), p["dtype"],
+                      p["shards"])
     else:
         raise ValueError(arch)
     (d / ".complete").write_text("ok\n")

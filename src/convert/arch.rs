@@ -19,6 +19,8 @@ pub const ARCH_FILES: &[(&str, &str)] = &[
     ("qwen2.json", include_str!("../../formats/arch/qwen2.json")),
     ("qwen3.json", include_str!("../../formats/arch/qwen3.json")),
     ("qwen3moe.json", include_str!("../../formats/arch/qwen3moe.json")),
+    ("gemma2.json", include_str!("../../formats/arch/gemma2.json")),
+    ("gemma3.json", include_str!("../../formats/arch/gemma3.json")),
 ];
 
 /// How the vocabulary is read (the `set_vocab` of the Python model class).
@@ -33,6 +35,11 @@ pub enum VocabKind {
     Qwen2,
     /// TextModel's default `_set_vocab_gpt2`: `tokenizer.json` only.
     Gpt2,
+    /// Gemma2Model: `tokenizer.model` (required), then
+    /// `tokenizer.ggml.add_space_prefix = false` after the special tokens.
+    Gemma,
+    /// Gemma3Model: as `gemma` when `tokenizer.model` exists, else `tokenizer.json`.
+    Gemma3,
 }
 
 /// A transform applied to a tensor's rows on the way out.
@@ -43,6 +50,11 @@ pub enum Transform {
     PermuteQ,
     /// The same for K (heads = n_head_kv).
     PermuteK,
+    /// Gemma's RMSNorm multiplies by `1 + w`: the converter stores `w + 1`
+    /// (added in the checkpoint's precision for F16 and F32, in F32 for BF16).
+    AddOne,
+    /// Gemma 3: embedding rows beyond the vocabulary's token count are dropped.
+    TruncateToVocab,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,6 +104,12 @@ pub struct ArchSpec {
     /// Tensors ending with one of these are dropped.
     #[serde(default)]
     pub skip_suffixes: Vec<String>,
+    /// Tensors of exactly these names are dropped (Gemma 2's `lm_head.weight`).
+    #[serde(default)]
+    pub skip_names: Vec<String>,
+    /// How the `<arch>.*` keys are written (default: TextModel's keys only).
+    #[serde(default)]
+    pub params: ParamsSpec,
     pub tensors: Vec<TensorRule>,
     /// Integer config values usable as shape dimension names beyond the
     /// built-in ones (`moe_intermediate_size`, `num_experts`, ...).
@@ -160,6 +178,85 @@ impl ExpertSpec {
     }
 }
 
+/// The `<arch>.*` keys of a model class's `set_gguf_parameters`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamsSpec {
+    /// Whether TextModel's keys are written first (the class calls `super()`).
+    #[serde(default = "yes")]
+    pub text_model: bool,
+    /// Keys written afterwards, in order; a key written before is replaced
+    /// where it stands (gguf-py's writer is a dict).
+    #[serde(default)]
+    pub keys: Vec<ParamKey>,
+}
+
+impl Default for ParamsSpec {
+    fn default() -> Self {
+        ParamsSpec { text_model: true, keys: Vec::new() }
+    }
+}
+
+/// The value type of a [`ParamKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamType {
+    U32,
+    F32,
+}
+
+/// One key of [`ParamsSpec::keys`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamKey {
+    /// The key after `<arch>.`.
+    pub key: String,
+    /// Config keys, the first present wins; or one of `=block_count`,
+    /// `=file_type`, `=rope_theta` (of full attention).
+    pub from: Vec<String>,
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    /// The value when no source key is present (`hparams.get(k, default)`).
+    #[serde(default)]
+    pub default: Option<Value>,
+    /// Skip the key when no source is present (otherwise that is an error).
+    #[serde(default)]
+    pub optional: bool,
+    /// Skip the key when the value is 0 (`if hparams.get(k):`).
+    #[serde(default)]
+    pub skip_zero: bool,
+    /// Skip the key when the config key has this value.
+    #[serde(default)]
+    pub unless: Option<(String, Value)>,
+}
+
+/// The name convert_hf_to_gguf.py's TextModel gives a checkpoint tensor
+/// (`filter_tensors`), or `None` when it drops it: the tensors of vision and
+/// audio towers and projectors of multimodal checkpoints are skipped, and
+/// `language_model.` is removed (Gemma3ForConditionalGeneration's text model).
+pub fn text_model_name(name: &str) -> Option<String> {
+    const PREFIXES: &[&str] = &[
+        "mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger.", "resampler.", "sound_encoder.",
+        "sound_projection.", "speech_embeddings.",
+    ];
+    const PARTS: &[&str] = &[
+        "visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.", "code2wav.", "projector.",
+        "pre_mm_projector_norm", "image_newline", "view_seperator", "patch_embed", "patch_embedding", "patch_merger.",
+        "patch_merge_mlp.", "model.connector.",
+    ];
+    if PREFIXES.iter().any(|p| name.starts_with(p)) || PARTS.iter().any(|p| name.contains(p)) {
+        return None;
+    }
+    let mut name = name.to_string();
+    if name.ends_with("e_score_correction_bias") {
+        name = name.replace("e_score_correction_bias", "e_score_correction.bias");
+    }
+    if name.contains("language_model.") {
+        name = name.replace("language_model.", "");
+    }
+    Some(name)
+}
+
 /// All architecture tables, parsed.
 pub fn all_specs() -> Result<Vec<ArchSpec>> {
     ARCH_FILES
@@ -210,7 +307,7 @@ impl ArchSpec {
 
     /// True when a tensor of this name is dropped.
     pub fn skipped(&self, name: &str) -> bool {
-        self.skip_suffixes.iter().any(|s| name.ends_with(s.as_str()))
+        self.skip_suffixes.iter().any(|s| name.ends_with(s.as_str())) || self.skip_names.iter().any(|s| s == name)
     }
 }
 
@@ -305,6 +402,10 @@ mod tests {
         assert_eq!(llama.match_tensor("lm_head.weight").unwrap().gguf_name(), "output.weight");
         assert!(llama.skipped("model.layers.0.self_attn.rotary_emb.inv_freq"));
         assert!(spec_for("GPT2LMHeadModel").unwrap().is_none());
+        assert_eq!(text_model_name("language_model.model.layers.0.mlp.up_proj.weight").unwrap(), "model.layers.0.mlp.up_proj.weight");
+        assert_eq!(text_model_name("model.language_model.norm.weight").unwrap(), "model.norm.weight");
+        assert!(text_model_name("vision_tower.vision_model.embeddings.patch_embedding.weight").is_none());
+        assert!(text_model_name("multi_modal_projector.mm_input_projection_weight").is_none());
         let names = supported_architectures();
         assert!(names.contains(&"Qwen2ForCausalLM".to_string()) && names.contains(&"Qwen3ForCausalLM".to_string()));
     }

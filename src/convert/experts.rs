@@ -96,12 +96,15 @@ impl<'a> ExpertStacker<'a> {
         }
     }
 
-    /// Offers a checkpoint tensor (`shape` in checkpoint order, from `file`).
+    /// Offers a checkpoint tensor (`name` as the converter sees it, `stored`
+    /// as the checkpoint has it; `shape` in checkpoint order, from `file`).
     /// `Ok(None)`: not a per-expert tensor. `Ok(Some(v))`: taken; `v` holds
     /// the block's stacked tensors when this was its last expert tensor.
+    #[allow(clippy::too_many_arguments)]
     pub fn offer(
         &mut self,
         name: &str,
+        stored: &str,
         shape: &[u64],
         file: &Path,
         hp: &Hparams,
@@ -150,7 +153,7 @@ impl<'a> ExpertStacker<'a> {
         }
         let (n_rules, n_expert) = (self.spec.stack.len(), self.n_expert as usize);
         let block = self.blocks.entry(m.bid).or_insert_with(|| vec![vec![None; n_expert]; n_rules]);
-        block[m.rule][m.xid as usize] = Some(name.to_string());
+        block[m.rule][m.xid as usize] = Some(stored.to_string());
         if block.iter().flatten().any(Option::is_none) {
             return Ok(Some(Vec::new()));
         }
@@ -238,7 +241,7 @@ mod tests {
         for x in [1, 0] {
             for (p, shape) in [("down_proj", [4u64, 8]), ("gate_proj", [8, 4]), ("up_proj", [8, 4])] {
                 let name = format!("model.layers.1.mlp.experts.{x}.{p}.weight");
-                emitted.push(s.offer(&name, &shape, f, &hp, 2).unwrap().unwrap());
+                emitted.push(s.offer(&name, &name, &shape, f, &hp, 2).unwrap().unwrap());
             }
         }
         assert!(emitted[..5].iter().all(Vec::is_empty));
@@ -253,7 +256,7 @@ mod tests {
             }
             _ => panic!(),
         }
-        assert!(s.offer("model.layers.1.mlp.gate.weight", &[2, 4], f, &hp, 2).unwrap().is_none());
+        assert!(s.offer("model.layers.1.mlp.gate.weight", "model.layers.1.mlp.gate.weight", &[2, 4], f, &hp, 2).unwrap().is_none());
         s.finish(&[]).unwrap();
     }
 
@@ -264,13 +267,13 @@ mod tests {
         let cfg: Map<String, Value> = serde_json::from_str(r#"{"num_experts": 2}"#).unwrap();
         let mut s = ExpertStacker::new(ex, &cfg, Path::new("config.json")).unwrap();
         let f = Path::new("model.safetensors");
-        let e = s.offer("model.layers.0.mlp.experts.2.up_proj.weight", &[8, 4], f, &hp(), 2).unwrap_err();
+        let e = s.offer("model.layers.0.mlp.experts.2.up_proj.weight", "model.layers.0.mlp.experts.2.up_proj.weight", &[8, 4], f, &hp(), 2).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("config.json") && msg.contains("num_experts") && msg.contains("expert 2"), "{msg}");
-        s.offer("model.layers.0.mlp.experts.0.up_proj.weight", &[8, 4], f, &hp(), 2).unwrap();
+        s.offer("model.layers.0.mlp.experts.0.up_proj.weight", "model.layers.0.mlp.experts.0.up_proj.weight", &[8, 4], f, &hp(), 2).unwrap();
         let msg = s.finish(&["model.safetensors".into()]).unwrap_err().to_string();
         assert!(msg.contains("model.layers.0.mlp.experts.1.up_proj.weight") && msg.contains("num_experts"), "{msg}");
-        let e = s.offer("model.layers.0.mlp.experts.1.up_proj.weight", &[4, 8], f, &hp(), 2).unwrap_err();
+        let e = s.offer("model.layers.0.mlp.experts.1.up_proj.weight", "model.layers.0.mlp.experts.1.up_proj.weight", &[4, 8], f, &hp(), 2).unwrap_err();
         assert!(e.to_string().contains("shape"));
         let bad: Map<String, Value> = serde_json::from_str(r#"{"num_experts": 0}"#).unwrap();
         assert!(ExpertStacker::new(ex, &bad, Path::new("config.json")).is_err());

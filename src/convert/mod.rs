@@ -19,6 +19,8 @@ pub mod arch;
 pub mod experts;
 pub mod modelcard;
 pub mod naming;
+pub mod norms;
+pub mod params;
 pub mod spm;
 pub mod vocab;
 
@@ -97,7 +99,8 @@ pub struct ConvertSummary {
 pub enum Origin {
     /// A tensor of the checkpoint, with an optional row permutation
     /// (llama.cpp's Q/K reordering, over `heads` heads).
-    Hf { name: String, permute: Option<u64> },
+    /// `add_one`: Gemma's norm convention (stored `w + 1`, see [`Transform::AddOne`]).
+    Hf { name: String, permute: Option<u64>, add_one: bool },
     /// Values computed during conversion (`rope_freqs`).
     Generated(Vec<f32>),
     /// Checkpoint tensors of `rows_each` rows each, stacked in order (the
@@ -387,7 +390,14 @@ impl<W: HfTensors> HfToGguf<W> {
             ArchInfo::from_config(&model.config, &model.file("config.json"))?;
 
         let mut warnings = Vec::new();
-        let tensors_plan = plan_tensors(&model, &spec, &hparams, &config, &config_path, &mut warnings)?;
+        // Vocabulary (first: Gemma 3 trims its embedding to it).
+        let vocab = load_vocab(&model, &spec, &config, opts, progress)?;
+        let n_vocab_real = match spec.vocab {
+            VocabKind::Gemma3 => Some(gemma3_vocab_rows(&model, &vocab)?),
+            _ => None,
+        };
+        let tensors_plan =
+            plan_tensors(&model, &spec, &hparams, &config, &config_path, n_vocab_real, &mut warnings)?;
 
         // Output type.
         let outtype = match opts.outtype {
@@ -419,8 +429,6 @@ impl<W: HfTensors> HfToGguf<W> {
             tensors.push(OutTensor { name, dims, ty, origin });
         }
 
-        // Vocabulary.
-        let vocab = load_vocab(&model, &spec, &config, opts, progress)?;
         warnings.extend(vocab.special.warnings.iter().cloned());
 
         // Metadata.
@@ -516,13 +524,16 @@ impl<W: HfTensors> HfToGguf<W> {
                 }
                 Ok(())
             }
-            Origin::Hf { name, permute } => {
+            Origin::Hf { name, permute, add_one } => {
                 let w = &self.model.weights;
                 let (index, e) = w.get(name).ok_or_else(|| Error::Other(format!("tensor '{name}' vanished")))?;
                 match permute {
                     None => {
                         w.read_rows_f32(index, first_row, out)?;
                         w.release_rows(index, first_row, (out.len() / row) as u64);
+                        if *add_one {
+                            norms::add_one(out, e.dtype == crate::hf::DType::F16);
+                        }
                         Ok(())
                     }
                     Some(heads) if e.shape.len() == 1 => {
@@ -662,6 +673,7 @@ fn plan_tensors<W: HfTensors>(
     hp: &Hparams,
     config: &Map<String, Value>,
     config_path: &Path,
+    n_vocab_real: Option<u64>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<PlannedHf>> {
     let mut out: Vec<PlannedHf> = Vec::new();
@@ -677,12 +689,16 @@ fn plan_tensors<W: HfTensors>(
         None => None,
     };
     for (index, e) in weights.tensors().iter().enumerate() {
-        if spec.skipped(&e.name) {
+        if spec.skip_names.contains(&e.name) {
+            continue;
+        }
+        let Some(name) = arch::text_model_name(&e.name) else { continue };
+        if spec.skipped(&name) {
             continue;
         }
         let path = weights.file_of(index);
         if let Some(stacker) = stacker.as_mut() {
-            if let Some(stacked) = stacker.offer(&e.name, &e.shape, path, hp, hp.block_count)? {
+            if let Some(stacked) = stacker.offer(&name, &e.name, &e.shape, path, hp, hp.block_count)? {
                 if !e.dtype.is_readable_float() {
                     return Err(Error::input(
                         path,
@@ -696,7 +712,7 @@ fn plan_tensors<W: HfTensors>(
                 continue;
             }
         }
-        let m = spec.match_tensor(&e.name).ok_or_else(|| {
+        let m = spec.match_tensor(&name).ok_or_else(|| {
             Error::input(
                 path,
                 format!("cannot map tensor '{}' to a GGUF name for architecture {}", e.name, spec.gguf_arch),
@@ -734,12 +750,8 @@ fn plan_tensors<W: HfTensors>(
             ));
         }
         let permute = match m.rule.transform {
-            None => None,
-            Some(t) if spec.permute_qk => {
-                let heads = match t {
-                    Transform::PermuteQ => hp.n_head,
-                    Transform::PermuteK => hp.n_head_kv,
-                };
+            Some(t @ (Transform::PermuteQ | Transform::PermuteK)) if spec.permute_qk => {
+                let heads = if t == Transform::PermuteQ { hp.n_head } else { hp.n_head_kv };
                 let rows = e.shape[0];
                 if rows % (heads * 2) != 0 {
                     return Err(Error::input(
@@ -749,12 +761,18 @@ fn plan_tensors<W: HfTensors>(
                 }
                 Some(heads)
             }
-            Some(_) => None,
+            _ => None,
         };
+        let add_one = m.rule.transform == Some(Transform::AddOne);
         seen.insert(m.gguf_name());
-        let dims: Vec<u64> = e.shape.iter().rev().copied().collect();
+        let mut dims: Vec<u64> = e.shape.iter().rev().copied().collect();
+        if m.rule.transform == Some(Transform::TruncateToVocab) {
+            if let (Some(n), Some(rows)) = (n_vocab_real, dims.last_mut()) {
+                *rows = (*rows).min(n);
+            }
+        }
         let dims = if dims.is_empty() { vec![1] } else { dims };
-        out.push((m.gguf_name(), dims, e.shape.len(), Origin::Hf { name: e.name.clone(), permute }));
+        out.push((m.gguf_name(), dims, e.shape.len(), Origin::Hf { name: e.name.clone(), permute, add_one }));
     }
 
     let mut files: Vec<String> =
@@ -900,6 +918,31 @@ fn write_arch_params(
     file_type: u32,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
+    if spec.params.text_model {
+        write_text_model_params(md, spec, config, path, hp, file_type, warnings)?;
+    }
+    let rope_theta = {
+        let rp = rope_parameters(config);
+        let full = match rp.get("full_attention") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => rp,
+        };
+        full.get("rope_theta").filter(|v| !v.is_null()).cloned()
+    };
+    let ctx = params::Context { config, path, block_count: hp.block_count, file_type, rope_theta };
+    params::write_keys(md, &spec.gguf_arch, &spec.params.keys, &ctx)
+}
+
+/// TextModel.set_gguf_parameters (+ the architecture's `extra_keys`).
+fn write_text_model_params(
+    md: &mut Metadata,
+    spec: &ArchSpec,
+    config: &Map<String, Value>,
+    path: &Path,
+    hp: &Hparams,
+    file_type: u32,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
     let a = spec.gguf_arch.as_str();
     let cfg = Cfg { config, path: path.to_path_buf() };
     let u32v = |v: u64, k: &str| -> Result<GValue> {
@@ -1012,6 +1055,21 @@ fn write_arch_params(
     Ok(())
 }
 
+/// The number of token-embedding rows Gemma 3 keeps: the SentencePiece
+/// vocabulary's size (padded to the config's vocab_size), or without
+/// tokenizer.model, tokenizer.json's vocab plus its added tokens.
+fn gemma3_vocab_rows<W>(model: &HfModelDir<W>, vocab: &Vocab) -> Result<u64> {
+    if model.path().join("tokenizer.model").is_file() {
+        return Ok(vocab.tokens.len() as u64);
+    }
+    let tj = model
+        .read_json("tokenizer.json")?
+        .ok_or_else(|| Error::input(model.file("tokenizer.json"), "missing (and there is no tokenizer.model)"))?;
+    let n_vocab = tj.get("model").and_then(|m| m.get("vocab")).and_then(Value::as_object).map_or(0, Map::len);
+    let n_added = tj.get("added_tokens").and_then(Value::as_array).map_or(0, Vec::len);
+    Ok((n_vocab + n_added) as u64)
+}
+
 /// The vocabulary as the architecture's `set_vocab` reads it.
 fn load_vocab<W>(
     model: &HfModelDir<W>,
@@ -1030,12 +1088,22 @@ fn load_vocab<W>(
             }
         }
     }
-    let mut vocab = if spec.vocab != VocabKind::Gpt2 && dir.join("tokenizer.model").is_file() {
+    let spm = dir.join("tokenizer.model");
+    if spec.vocab == VocabKind::Gemma && !spm.is_file() {
+        return Err(Error::input(
+            &spm,
+            format!("missing: {} needs its SentencePiece tokenizer.model (the vocabulary is read from it)", spec.gguf_arch),
+        ));
+    }
+    let mut vocab = if spec.vocab != VocabKind::Gpt2 && spm.is_file() {
         vocab::spm_vocab(dir, vocab_size, progress)?
     } else {
         vocab::bpe_vocab(dir, vocab_size, opts.vocab_pre.as_deref(), progress)?
     };
     vocab.add_space_prefix = add_space_prefix;
+    if matches!(spec.vocab, VocabKind::Gemma | VocabKind::Gemma3) && spm.is_file() {
+        vocab.add_space_prefix_last = Some(false);
+    }
     Ok(vocab)
 }
 

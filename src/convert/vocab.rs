@@ -37,6 +37,9 @@ pub const PRETOKENIZERS_JSON: &str = include_str!("../../formats/pretokenizers.j
 pub struct Vocab {
     /// `tokenizer.ggml.add_space_prefix` (LLaMA family, from tokenizer_config's `add_prefix_space`).
     pub add_space_prefix: Option<bool>,
+    /// `tokenizer.ggml.add_space_prefix` written after the special tokens
+    /// (Gemma's `set_vocab` adds it last).
+    pub add_space_prefix_last: Option<bool>,
     /// `gpt2` or `llama`.
     pub model: String,
     pub pre: String,
@@ -72,6 +75,9 @@ impl Vocab {
             );
         }
         self.special.write_metadata(md);
+        if let Some(b) = self.add_space_prefix_last {
+            md.set("tokenizer.ggml.add_space_prefix", GValue::Bool(b));
+        }
     }
 }
 
@@ -734,6 +740,7 @@ pub fn bpe_vocab(
     let special = SpecialVocab::load(dir, true, None)?;
     Ok(Vocab {
         add_space_prefix: None,
+        add_space_prefix_last: None,
         model: "gpt2".into(),
         pre,
         tokens,
@@ -818,6 +825,7 @@ pub fn spm_vocab(dir: &Path, vocab_size: Option<u64>, progress: &dyn Progress) -
     let special = SpecialVocab::load(dir, false, Some(tokens.len()))?;
     Ok(Vocab {
         add_space_prefix: None,
+        add_space_prefix_last: None,
         model: "llama".into(),
         pre: "default".into(),
         tokens,
