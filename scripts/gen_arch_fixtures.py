@@ -105,6 +105,37 @@ SHRINK_GEMMA = {"head_dim": 32, "hidden_size": 64, "intermediate_size": 128, "nu
                 "num_key_value_heads": 2}
 GEMMA_VOCAB = 1000
 
+# microsoft/Phi-3.5-mini-instruct (long_factor / short_factor: 8 of the 48 values, for head_dim 16).
+PHI_35_MINI = {
+    "architectures": ["Phi3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 1,
+    "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 3072, "initializer_range": 0.02,
+    "intermediate_size": 8192, "max_position_embeddings": 131072, "model_type": "phi3", "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 32, "original_max_position_embeddings": 4096,
+    "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"long_factor": [1.0800000429153442, 1.1100000143051147, 1.340000033378601, 1.600000023841858,
+                                     2.620000123977661, 3.2300000190734863, 7.220000267028809, 18.06999969482422],
+                     "short_factor": [1.0, 1.0199999809265137, 1.0299999713897705, 1.0499999523162842,
+                                      1.0499999523162842, 1.0699999332427979, 1.1100000143051147,
+                                      1.1799999475479126],
+                     "type": "longrope"},
+    "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.43.3", "use_cache": True, "vocab_size": 32064,
+}
+
+# microsoft/phi-4
+PHI_4 = {
+    "architectures": ["Phi3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 100257,
+    "embd_pdrop": 0.0, "eos_token_id": 100265, "hidden_act": "silu", "hidden_size": 5120, "initializer_range": 0.02,
+    "intermediate_size": 17920, "max_position_embeddings": 16384, "model_type": "phi3", "num_attention_heads": 40,
+    "num_hidden_layers": 40, "num_key_value_heads": 10, "original_max_position_embeddings": 16384,
+    "pad_token_id": 100349, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_scaling": None, "rope_theta": 250000,
+    "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.47.0",
+    "use_cache": True, "vocab_size": 100352,
+}
+
+SHRINK_PHI = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 4,
+              "num_hidden_layers": 2}
+
 FIXTURES = {
     # Qwen3-30B-A3B, shrunk: bf16, one file.
     "qwen3moe-30b-a3b-bf16": dict(config={**QWEN3_30B_A3B, **SHRINK_QWEN3MOE}, dtype="bfloat16", shards=1, seed=31,
@@ -142,6 +173,16 @@ FIXTURES = {
     "gemma2-2b-bf16": dict(config={**GEMMA_2_2B, **SHRINK_GEMMA, "num_hidden_layers": 2, "sliding_window": 8,
                                    "vocab_size": GEMMA_VOCAB, "torch_dtype": "bfloat16"},
                            dtype="bfloat16", shards=1, seed=46, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
+    # Phi-3.5-mini-instruct, shrunk: the real Phi-3 SentencePiece vocabulary with its added tokens, longrope.
+    "phi3.5-mini-bf16": dict(config={**PHI_35_MINI, **SHRINK_PHI}, dtype="bfloat16", shards=1, seed=51,
+                             vocab="phi3", template="microsoft-Phi-3.5-mini-instruct.jinja"),
+    "phi3.5-mini-f32": dict(config={**PHI_35_MINI, **SHRINK_PHI, "torch_dtype": "float32"}, dtype="float32",
+                            shards=1, seed=52, vocab="phi3", template="microsoft-Phi-3.5-mini-instruct.jinja"),
+    # Phi-4, shrunk: GQA, no rope scaling, no sliding window, GPT2Tokenizer (a real BPE tokenizer: Llama 3's).
+    "phi4-bf16-sharded": dict(config={**PHI_4, **SHRINK_PHI, "num_key_value_heads": 1, "vocab_size": 128256,
+                                      "bos_token_id": 128000, "eos_token_id": 128009},
+                              dtype="bfloat16", shards=2, seed=53, vocab="phi4",
+                              template="microsoft-Phi-3.5-mini-instruct.jinja"),
 }
 
 # Built only when named: the Qwen3-30B-A3B expert layout (128 experts of
@@ -225,6 +266,25 @@ def gemma_weights(c: dict, seed: int, multimodal: bool) -> dict[str, np.ndarray]
         w["vision_tower.vision_model.post_layernorm.weight"] = r.vec(16, 1.0, 0.1)
         w["multi_modal_projector.mm_input_projection_weight"] = r.mat(16, h, 0.1)
         w["multi_modal_projector.mm_soft_emb_norm.weight"] = r.vec(16, 0.0, 0.1)
+    return w
+
+
+def phi3_weights(c: dict, seed: int) -> dict[str, np.ndarray]:
+    r = Rng(seed)
+    h, V, ff = c["hidden_size"], c["vocab_size"], c["intermediate_size"]
+    nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
+    hd = h // nh
+    w = {"model.embed_tokens.weight": r.mat(V, h, 1.0)}
+    for i in range(c["num_hidden_layers"]):
+        pre = f"model.layers.{i}."
+        w[pre + "input_layernorm.weight"] = r.vec(h, 1.0, 0.1)
+        w[pre + "post_attention_layernorm.weight"] = r.vec(h, 1.0, 0.1)
+        w[pre + "self_attn.qkv_proj.weight"] = r.mat((nh + 2 * nkv) * hd, h, 1.0 / np.sqrt(h))
+        w[pre + "self_attn.o_proj.weight"] = r.mat(h, nh * hd, 1.0 / np.sqrt(nh * hd))
+        w[pre + "mlp.gate_up_proj.weight"] = r.mat(2 * ff, h, 1.0 / np.sqrt(h))
+        w[pre + "mlp.down_proj.weight"] = r.mat(h, ff, 1.0 / np.sqrt(ff))
+    w["model.norm.weight"] = r.vec(h, 1.0, 0.1)
+    w["lm_head.weight"] = r.mat(V, h, 1.0 / np.sqrt(h))
     return w
 
 
@@ -355,6 +415,50 @@ def write_gemma_tokenizer(d: Path, src: Path, template: str, vocab_size: int):
     (d / "special_tokens_map.json").write_text(json.dumps(sm, indent=2), encoding="utf-8")
 
 
+def write_phi3_tokenizer(d: Path, src: Path, template: str):
+    """Phi-3's tokenizer: tokenizer.model (the SentencePiece pieces of llama.cpp's
+    ggml-vocab-phi-3.gguf) and its added tokens in tokenizer_config.json."""
+    v = gf.read_vocab_gguf(src / "models" / "ggml-vocab-phi-3.gguf")
+    n_base = 32000
+    pieces = b""
+    # The vocab GGUF's types of <unk>, <s>, </s> are the converter's (control, control, user-defined);
+    # tokenizer.model has them as SentencePiece defines them: unknown, control, control.
+    types = [2, 3, 3] + v["types"][3:n_base]
+    for t, sc, ty in zip(v["tokens"][:n_base], v["scores"][:n_base], types):
+        body = gf.pb_bytes(1, t.encode("utf-8")) + gf.pb_float(2, sc)
+        if ty != 1:
+            body += gf.pb_int(3, ty)
+        pieces += gf.pb_bytes(1, body)
+    trainer = (gf.pb_int(3, 2) + gf.pb_int(4, n_base) + gf.pb_int(25, 1) + gf.pb_int(26, 1) + gf.pb_int(35, 1)
+               + gf.pb_int(40, 0) + gf.pb_int(41, 1) + gf.pb_int(42, 2) + gf.pb_int(43, -1))
+    normalizer = gf.pb_bytes(1, b"identity") + gf.pb_int(3, 1) + gf.pb_int(4, 0) + gf.pb_int(5, 1)
+    (d / "tokenizer.model").write_bytes(pieces + gf.pb_bytes(2, trainer) + gf.pb_bytes(3, normalizer))
+    decoder = {}
+    for i, c in ((0, "<unk>"), (1, "<s>"), (2, "</s>")):
+        decoder[str(i)] = {"content": c, "lstrip": False, "normalized": False, "rstrip": False,
+                           "single_word": False, "special": True}
+    for i in range(n_base, len(v["tokens"])):
+        t = v["tokens"][i]
+        # Phi-3.5: <|endoftext|> and the role/end markers are special, the placeholders are not.
+        special = not t.startswith("<|placeholder")
+        decoder[str(i)] = {"content": t, "lstrip": False, "normalized": False, "rstrip": special,
+                           "single_word": False, "special": special}
+    tc = {"add_bos_token": False, "add_eos_token": False, "added_tokens_decoder": decoder, "bos_token": "<s>",
+          "chat_template": template, "clean_up_tokenization_spaces": False, "eos_token": "<|endoftext|>",
+          "legacy": False, "model_max_length": 131072, "pad_token": "<|endoftext|>", "padding_side": "left",
+          "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>",
+          "use_default_system_prompt": False}
+    (d / "tokenizer_config.json").write_text(json.dumps(tc, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def write_phi4_tokenizer(d: Path, src: Path, template: str, chktxt: str):
+    gf.write_llama3_tokenizer(d, src, template)
+    assert gf.chk_hash(d / "tokenizer.json", chktxt) == gf.HASH_LLAMA_BPE, "llama-bpe tokenizer hash mismatch"
+    tc = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
+    tc["tokenizer_class"] = "GPT2Tokenizer"
+    (d / "tokenizer_config.json").write_text(json.dumps(tc, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
 # --- driver ----------------------------------------------------------------------------------
 
 def build(name: str, out: Path, src: Path, chktxt: str):
@@ -373,6 +477,10 @@ def build(name: str, out: Path, src: Path, chktxt: str):
     template = (src / "models" / "templates" / p["template"]).read_text(encoding="utf-8")
     if p["vocab"] == "qwen3":
         write_qwen3_tokenizer(d, src, template, chktxt)
+    elif p["vocab"] == "phi3":
+        write_phi3_tokenizer(d, src, template)
+    elif p["vocab"] == "phi4":
+        write_phi4_tokenizer(d, src, template, chktxt)
     elif p["vocab"] == "gemma":
         write_gemma_tokenizer(d, src, template, c.get("text_config", c)["vocab_size"])
     else:
@@ -382,6 +490,8 @@ def build(name: str, out: Path, src: Path, chktxt: str):
         write_large_weights(d, c, p["seed"], p["shards"])
     elif arch == "Qwen3MoeForCausalLM":
         write_weights(d, qwen3moe_weights(c, p["seed"]), p["dtype"], p["shards"])
+    elif arch == "Phi3ForCausalLM":
+        write_weights(d, phi3_weights(c, p["seed"]), p["dtype"], p["shards"])
     elif arch.startswith("Gemma"):
         write_weights(d, gemma_weights(c, p["seed"], arch.endswith("ConditionalGeneration")), p["dtype"],
                       p["shards"])

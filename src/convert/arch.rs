@@ -21,6 +21,7 @@ pub const ARCH_FILES: &[(&str, &str)] = &[
     ("qwen3moe.json", include_str!("../../formats/arch/qwen3moe.json")),
     ("gemma2.json", include_str!("../../formats/arch/gemma2.json")),
     ("gemma3.json", include_str!("../../formats/arch/gemma3.json")),
+    ("phi3.json", include_str!("../../formats/arch/phi3.json")),
 ];
 
 /// How the vocabulary is read (the `set_vocab` of the Python model class).
@@ -40,6 +41,9 @@ pub enum VocabKind {
     Gemma,
     /// Gemma3Model: as `gemma` when `tokenizer.model` exists, else `tokenizer.json`.
     Gemma3,
+    /// Phi3MiniModel: `tokenizer.json` when tokenizer_config.json's class is
+    /// `GPT2Tokenizer` (Phi-4), else `tokenizer.model` (required).
+    Phi3,
 }
 
 /// A transform applied to a tensor's rows on the way out.
@@ -98,6 +102,11 @@ pub struct ArchSpec {
     pub permute_qk: bool,
     /// Llama 3 rope scaling (`rope_type: llama3`) becomes a `rope_freqs` tensor.
     pub llama3_rope_freqs: bool,
+    /// Phi-3 long-context rope scaling (`rope_scaling.long_factor` /
+    /// `short_factor`) becomes `rope_factors_long` / `rope_factors_short`
+    /// tensors and `rope.scaling.attn_factor` (see `convert/rope_factors.rs`).
+    #[serde(default)]
+    pub rope_factor_tensors: bool,
     /// Keys written after `general.file_type`: `vocab_size`, `rope_dimension_count`.
     #[serde(default)]
     pub extra_keys: Vec<String>,
@@ -212,7 +221,8 @@ pub struct ParamKey {
     /// The key after `<arch>.`.
     pub key: String,
     /// Config keys, the first present wins; or one of `=block_count`,
-    /// `=file_type`, `=rope_theta` (of full attention).
+    /// `=file_type`, `=rope.KEY` (a key of the full-attention rope
+    /// parameters), `=rope_dims` (`int(partial_rotary_factor * hidden) // heads`).
     pub from: Vec<String>,
     #[serde(rename = "type")]
     pub ty: ParamType,
@@ -349,6 +359,8 @@ impl Hparams {
             "head_dim" => self.head_dim,
             "q_dim" => self.n_head.checked_mul(self.head_dim)?,
             "kv_dim" => self.n_head_kv.checked_mul(self.head_dim)?,
+            "qkv_dim" => (self.n_head.checked_add(self.n_head_kv.checked_mul(2)?)?).checked_mul(self.head_dim)?,
+            "gate_up_dim" => self.intermediate_size.checked_mul(2)?,
             other => *self.extra.get(other)?,
         })
     }

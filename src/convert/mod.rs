@@ -21,6 +21,7 @@ pub mod modelcard;
 pub mod naming;
 pub mod norms;
 pub mod params;
+pub mod rope_factors;
 pub mod spm;
 pub mod vocab;
 
@@ -457,6 +458,13 @@ impl<W: HfTensors> HfToGguf<W> {
         let file_type = file_type_of(outtype);
         let mut md = Metadata::new();
         md.set("general.architecture", GValue::string(spec.gguf_arch.clone()));
+        if spec.rope_factor_tensors {
+            // Written while the rope factor tensors are generated, before the other keys.
+            let rp = full_attention_rope(&config);
+            if let Some(f) = rope_factors::RopeFactors::from_config(&rp, &config, &hparams, &config_path)? {
+                md.set(format!("{}.rope.scaling.attn_factor", spec.gguf_arch), GValue::F32(f.attn_factor as f32));
+            }
+        }
         md.set("general.type", GValue::string("model"));
         info.write_metadata(&mut md);
         write_arch_params(&mut md, &spec, &config, &config_path, &hparams, file_type, &mut warnings)?;
@@ -682,6 +690,13 @@ fn plan_tensors<W: HfTensors>(
             out.push(("rope_freqs.weight".into(), vec![freqs.len() as u64], 1, Origin::Generated(freqs)));
         }
     }
+    if spec.rope_factor_tensors {
+        if let Some(f) = rope_factors::RopeFactors::from_config(&full_attention_rope(config), config, hp, config_path)? {
+            let n = f.long.len() as u64;
+            out.push(("rope_factors_long.weight".into(), vec![n], 1, Origin::Generated(f.long)));
+            out.push(("rope_factors_short.weight".into(), vec![n], 1, Origin::Generated(f.short)));
+        }
+    }
     let weights = &model.weights;
     let mut seen = std::collections::HashSet::new();
     let mut stacker = match &spec.experts {
@@ -821,7 +836,7 @@ fn plan_tensors<W: HfTensors>(
 }
 
 /// The `rope_parameters` convert_hf_to_gguf.py's TextModel derives from the config.
-fn rope_parameters(config: &Map<String, Value>) -> Map<String, Value> {
+pub(crate) fn rope_parameters(config: &Map<String, Value>) -> Map<String, Value> {
     let mut rp = match config.get("rope_parameters").or_else(|| config.get("rope_scaling")) {
         Some(Value::Object(m)) => m.clone(),
         _ => Map::new(),
@@ -859,6 +874,15 @@ fn rope_parameters(config: &Map<String, Value>) -> Map<String, Value> {
         }
     }
     rp
+}
+
+/// TextModel's `rope_parameters` for full attention.
+pub(crate) fn full_attention_rope(config: &Map<String, Value>) -> Map<String, Value> {
+    let rp = rope_parameters(config);
+    match rp.get("full_attention") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => rp,
+    }
 }
 
 /// Llama 3 rope scaling factors, computed in f32 like the PyTorch code of convert_hf_to_gguf.py.
@@ -921,15 +945,14 @@ fn write_arch_params(
     if spec.params.text_model {
         write_text_model_params(md, spec, config, path, hp, file_type, warnings)?;
     }
-    let rope_theta = {
-        let rp = rope_parameters(config);
-        let full = match rp.get("full_attention") {
-            Some(Value::Object(m)) => m.clone(),
-            _ => rp,
-        };
-        full.get("rope_theta").filter(|v| !v.is_null()).cloned()
+    let ctx = params::Context {
+        config,
+        path,
+        block_count: hp.block_count,
+        file_type,
+        rope: full_attention_rope(config),
+        rope_dims: rope_factors::rope_dims(config, hp),
     };
-    let ctx = params::Context { config, path, block_count: hp.block_count, file_type, rope_theta };
     params::write_keys(md, &spec.gguf_arch, &spec.params.keys, &ctx)
 }
 
@@ -1095,7 +1118,23 @@ fn load_vocab<W>(
             format!("missing: {} needs its SentencePiece tokenizer.model (the vocabulary is read from it)", spec.gguf_arch),
         ));
     }
-    let mut vocab = if spec.vocab != VocabKind::Gpt2 && spm.is_file() {
+    if spec.vocab == VocabKind::Phi3 {
+        let gpt2 = model
+            .read_json("tokenizer_config.json")?
+            .is_some_and(|tc| tc.get("tokenizer_class").and_then(Value::as_str) == Some("GPT2Tokenizer"));
+        if gpt2 {
+            return vocab::bpe_vocab(dir, vocab_size, opts.vocab_pre.as_deref(), progress);
+        }
+        if !spm.is_file() {
+            return Err(Error::input(
+                &spm,
+                "missing: Phi-3 needs its SentencePiece tokenizer.model (or tokenizer_config.json's tokenizer_class GPT2Tokenizer with tokenizer.json, as Phi-4 ships)",
+            ));
+        }
+    }
+    let mut vocab = if spec.vocab == VocabKind::Phi3 {
+        vocab::spm_vocab_as(dir, vocab_size, vocab::AddedTokens::Phi3, progress)?
+    } else if spec.vocab != VocabKind::Gpt2 && spm.is_file() {
         vocab::spm_vocab(dir, vocab_size, progress)?
     } else {
         vocab::bpe_vocab(dir, vocab_size, opts.vocab_pre.as_deref(), progress)?

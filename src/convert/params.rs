@@ -16,8 +16,10 @@ pub struct Context<'a> {
     pub path: &'a Path,
     pub block_count: u64,
     pub file_type: u32,
-    /// `rope_theta` of full attention (TextModel's `rope_parameters`).
-    pub rope_theta: Option<Value>,
+    /// TextModel's `rope_parameters` of full attention.
+    pub rope: Map<String, Value>,
+    /// The rotary dimensions: `int(partial_rotary_factor * hidden_size) // n_head`.
+    pub rope_dims: u64,
 }
 
 /// Writes `keys` in order (a key already present is replaced in place).
@@ -34,7 +36,11 @@ pub fn write_keys(md: &mut Metadata, arch: &str, keys: &[ParamKey], cx: &Context
                 md.set("general.file_type", GValue::U32(cx.file_type));
                 continue;
             }
-            Some("=rope_theta") => cx.rope_theta.clone().map(|v| ("rope_theta".into(), v)),
+            Some("=rope_dims") => Some(("partial_rotary_factor".into(), Value::from(cx.rope_dims))),
+            Some(r) if r.starts_with("=rope.") => {
+                let key = &r["=rope.".len()..];
+                cx.rope.get(key).filter(|v| !v.is_null()).map(|v| (format!("rope_scaling.{key}"), v.clone()))
+            }
             _ => k
                 .from
                 .iter()
@@ -85,13 +91,20 @@ mod tests {
             {"key": "x", "from": ["=file_type"], "type": "u32"},
             {"key": "final_logit_softcapping", "from": ["final_logit_softcapping"], "type": "f32", "skip_zero": true},
             {"key": "attention.sliding_window", "from": ["sliding_window"], "type": "u32", "unless": ["sliding_window_pattern", 1]},
-            {"key": "rope.freq_base", "from": ["=rope_theta"], "type": "f32", "default": 1000000.0}
+            {"key": "rope.freq_base", "from": ["=rope.rope_theta"], "type": "f32", "default": 1000000.0}
         ]"#,
         )
         .unwrap();
         let config: Map<String, Value> =
             serde_json::from_str(r#"{"sliding_window": 512, "final_logit_softcapping": null}"#).unwrap();
-        let cx = Context { config: &config, path: Path::new("config.json"), block_count: 3, file_type: 1, rope_theta: None };
+        let cx = Context {
+            config: &config,
+            path: Path::new("config.json"),
+            block_count: 3,
+            file_type: 1,
+            rope: Map::new(),
+            rope_dims: 16,
+        };
         let mut md = Metadata::new();
         md.set("g.block_count", GValue::U32(9));
         write_keys(&mut md, "g", &keys, &cx).unwrap();

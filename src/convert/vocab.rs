@@ -753,6 +753,23 @@ pub fn bpe_vocab(
 
 /// SentencePiece vocabulary from tokenizer.model (`_set_vocab_sentencepiece`).
 pub fn spm_vocab(dir: &Path, vocab_size: Option<u64>, progress: &dyn Progress) -> Result<Vocab> {
+    spm_vocab_as(dir, vocab_size, AddedTokens::Generic, progress)
+}
+
+/// How the added tokens of tokenizer_config.json (and tokenizer.json) mark
+/// the SentencePiece vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddedTokens {
+    /// `_create_vocab_sentencepiece`: `special` or special-looking tokens are
+    /// control tokens, others user-defined (with `▁` turned into spaces).
+    Generic,
+    /// Phi3MiniModel's own reading: `special` decides alone, the text is kept
+    /// as is, and tokenizer.json's `added_tokens` are applied the same way.
+    Phi3,
+}
+
+/// [`spm_vocab`] with the added tokens read as a model class reads them.
+pub fn spm_vocab_as(dir: &Path, vocab_size: Option<u64>, added: AddedTokens, progress: &dyn Progress) -> Result<Vocab> {
     let path = dir.join("tokenizer.model");
     let len = std::fs::metadata(&path).at(&path, "stat")?.len();
     if len > crate::hf::MAX_JSON_BYTES {
@@ -811,7 +828,9 @@ pub fn spm_vocab(dir: &Path, vocab_size: Option<u64>, progress: &dyn Progress) -
                     progress.warn(&format!("replacing token {id}: {:?} -> {content:?}", tokens[id]));
                 }
                 let mut content = content.to_string();
-                if data.get("special").is_some_and(truthy) || looks_special(&content) {
+                if added == AddedTokens::Phi3 {
+                    types[id] = if data.get("special").is_some_and(truthy) { spm::CONTROL } else { spm::USER_DEFINED };
+                } else if data.get("special").is_some_and(truthy) || looks_special(&content) {
                     types[id] = spm::CONTROL;
                 } else {
                     content = content.replace('\u{2581}', " ");
@@ -819,6 +838,27 @@ pub fn spm_vocab(dir: &Path, vocab_size: Option<u64>, progress: &dyn Progress) -
                 }
                 scores[id] = -1000.0;
                 tokens[id] = content;
+            }
+        }
+    }
+    if added == AddedTokens::Phi3 {
+        if let Some(tj) = crate::hf::read_json_opt(&dir.join("tokenizer.json"))? {
+            for data in tj.get("added_tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+                let (Some(id), Some(content)) =
+                    (data.get("id").and_then(Value::as_u64), data.get("content").and_then(Value::as_str))
+                else {
+                    continue;
+                };
+                let id = id as usize;
+                if id >= n {
+                    return Err(Error::input(
+                        dir.join("tokenizer.json"),
+                        format!("added token {content:?} has id {id}, beyond vocab_size {n}"),
+                    ));
+                }
+                tokens[id] = content.to_string();
+                scores[id] = -1000.0;
+                types[id] = if data.get("special").is_some_and(truthy) { spm::CONTROL } else { spm::USER_DEFINED };
             }
         }
     }
