@@ -18,6 +18,10 @@ pub const ARCH_FILES: &[(&str, &str)] = &[
     ("llama.json", include_str!("../../formats/arch/llama.json")),
     ("qwen2.json", include_str!("../../formats/arch/qwen2.json")),
     ("qwen3.json", include_str!("../../formats/arch/qwen3.json")),
+    ("qwen3moe.json", include_str!("../../formats/arch/qwen3moe.json")),
+    ("gemma2.json", include_str!("../../formats/arch/gemma2.json")),
+    ("gemma3.json", include_str!("../../formats/arch/gemma3.json")),
+    ("phi3.json", include_str!("../../formats/arch/phi3.json")),
 ];
 
 /// How the vocabulary is read (the `set_vocab` of the Python model class).
@@ -30,6 +34,16 @@ pub enum VocabKind {
     Llama,
     /// Qwen2Model: `tokenizer.model` if present, else `tokenizer.json`.
     Qwen2,
+    /// TextModel's default `_set_vocab_gpt2`: `tokenizer.json` only.
+    Gpt2,
+    /// Gemma2Model: `tokenizer.model` (required), then
+    /// `tokenizer.ggml.add_space_prefix = false` after the special tokens.
+    Gemma,
+    /// Gemma3Model: as `gemma` when `tokenizer.model` exists, else `tokenizer.json`.
+    Gemma3,
+    /// Phi3MiniModel: `tokenizer.json` when tokenizer_config.json's class is
+    /// `GPT2Tokenizer` (Phi-4), else `tokenizer.model` (required).
+    Phi3,
 }
 
 /// A transform applied to a tensor's rows on the way out.
@@ -40,6 +54,11 @@ pub enum Transform {
     PermuteQ,
     /// The same for K (heads = n_head_kv).
     PermuteK,
+    /// Gemma's RMSNorm multiplies by `1 + w`: the converter stores `w + 1`
+    /// (added in the checkpoint's precision for F16 and F32, in F32 for BF16).
+    AddOne,
+    /// Gemma 3: embedding rows beyond the vocabulary's token count are dropped.
+    TruncateToVocab,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,13 +102,169 @@ pub struct ArchSpec {
     pub permute_qk: bool,
     /// Llama 3 rope scaling (`rope_type: llama3`) becomes a `rope_freqs` tensor.
     pub llama3_rope_freqs: bool,
+    /// Phi-3 long-context rope scaling (`rope_scaling.long_factor` /
+    /// `short_factor`) becomes `rope_factors_long` / `rope_factors_short`
+    /// tensors and `rope.scaling.attn_factor` (see `convert/rope_factors.rs`).
+    #[serde(default)]
+    pub rope_factor_tensors: bool,
     /// Keys written after `general.file_type`: `vocab_size`, `rope_dimension_count`.
     #[serde(default)]
     pub extra_keys: Vec<String>,
     /// Tensors ending with one of these are dropped.
     #[serde(default)]
     pub skip_suffixes: Vec<String>,
+    /// Tensors of exactly these names are dropped (Gemma 2's `lm_head.weight`).
+    #[serde(default)]
+    pub skip_names: Vec<String>,
+    /// How the `<arch>.*` keys are written (default: TextModel's keys only).
+    #[serde(default)]
+    pub params: ParamsSpec,
     pub tensors: Vec<TensorRule>,
+    /// Integer config values usable as shape dimension names beyond the
+    /// built-in ones (`moe_intermediate_size`, `num_experts`, ...).
+    #[serde(default)]
+    pub config_dims: Vec<String>,
+    /// Mixture-of-experts layers whose per-expert tensors are stacked.
+    #[serde(default)]
+    pub experts: Option<ExpertSpec>,
+}
+
+/// Per-expert checkpoint tensors stacked into one 3-D GGUF tensor per block
+/// (`ffn_{gate,up,down}_exps`), as convert_hf_to_gguf.py's MoE models do:
+/// the stacks of a block are written, in `stack` order, where the last of the
+/// block's expert tensors comes in the checkpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpertSpec {
+    /// The config keys giving the number of experts (first present wins).
+    pub count: Vec<String>,
+    /// The config key giving the number of experts used per token, if any.
+    #[serde(default)]
+    pub used_count: Vec<String>,
+    /// A config key listing blocks that have a dense MLP instead of experts.
+    #[serde(default)]
+    pub dense_layers: Option<String>,
+    /// The router tensor (GGUF name with `{bid}`), required in every expert block.
+    pub router: String,
+    /// The dense MLP tensors (GGUF names with `{bid}`), required in every dense block.
+    #[serde(default)]
+    pub dense: Vec<String>,
+    /// One rule per stacked tensor: `hf` has `{bid}` and `{xid}` (the expert
+    /// number), `gguf` has `{bid}`, `shape` is one expert's.
+    pub stack: Vec<TensorRule>,
+}
+
+/// A per-expert tensor name matched against [`ExpertSpec::stack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpertMatch {
+    /// Index into `stack`.
+    pub rule: usize,
+    pub bid: u64,
+    pub xid: u64,
+}
+
+fn parse_index(s: &str) -> Option<u64> {
+    if !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+impl ExpertSpec {
+    /// Matches a checkpoint tensor name against the per-expert rules.
+    pub fn match_tensor(&self, name: &str) -> Option<ExpertMatch> {
+        for (i, rule) in self.stack.iter().enumerate() {
+            let Some((pre, rest)) = rule.hf.split_once("{bid}") else { continue };
+            let Some((mid, post)) = rest.split_once("{xid}") else { continue };
+            let Some(r) = name.strip_prefix(pre).and_then(|r| r.strip_suffix(post)) else { continue };
+            let Some((b, x)) = r.split_once(mid) else { continue };
+            if let (Some(bid), Some(xid)) = (parse_index(b), parse_index(x)) {
+                return Some(ExpertMatch { rule: i, bid, xid });
+            }
+        }
+        None
+    }
+}
+
+/// The `<arch>.*` keys of a model class's `set_gguf_parameters`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamsSpec {
+    /// Whether TextModel's keys are written first (the class calls `super()`).
+    #[serde(default = "yes")]
+    pub text_model: bool,
+    /// Keys written afterwards, in order; a key written before is replaced
+    /// where it stands (gguf-py's writer is a dict).
+    #[serde(default)]
+    pub keys: Vec<ParamKey>,
+}
+
+impl Default for ParamsSpec {
+    fn default() -> Self {
+        ParamsSpec { text_model: true, keys: Vec::new() }
+    }
+}
+
+/// The value type of a [`ParamKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamType {
+    U32,
+    F32,
+}
+
+/// One key of [`ParamsSpec::keys`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamKey {
+    /// The key after `<arch>.`.
+    pub key: String,
+    /// Config keys, the first present wins; or one of `=block_count`,
+    /// `=file_type`, `=rope.KEY` (a key of the full-attention rope
+    /// parameters), `=rope_dims` (`int(partial_rotary_factor * hidden) // heads`).
+    pub from: Vec<String>,
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    /// The value when no source key is present (`hparams.get(k, default)`).
+    #[serde(default)]
+    pub default: Option<Value>,
+    /// Skip the key when no source is present (otherwise that is an error).
+    #[serde(default)]
+    pub optional: bool,
+    /// Skip the key when the value is 0 (`if hparams.get(k):`).
+    #[serde(default)]
+    pub skip_zero: bool,
+    /// Skip the key when the config key has this value.
+    #[serde(default)]
+    pub unless: Option<(String, Value)>,
+}
+
+/// The name convert_hf_to_gguf.py's TextModel gives a checkpoint tensor
+/// (`filter_tensors`), or `None` when it drops it: the tensors of vision and
+/// audio towers and projectors of multimodal checkpoints are skipped, and
+/// `language_model.` is removed (Gemma3ForConditionalGeneration's text model).
+pub fn text_model_name(name: &str) -> Option<String> {
+    const PREFIXES: &[&str] = &[
+        "mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger.", "resampler.", "sound_encoder.",
+        "sound_projection.", "speech_embeddings.",
+    ];
+    const PARTS: &[&str] = &[
+        "visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.", "code2wav.", "projector.",
+        "pre_mm_projector_norm", "image_newline", "view_seperator", "patch_embed", "patch_embedding", "patch_merger.",
+        "patch_merge_mlp.", "model.connector.",
+    ];
+    if PREFIXES.iter().any(|p| name.starts_with(p)) || PARTS.iter().any(|p| name.contains(p)) {
+        return None;
+    }
+    let mut name = name.to_string();
+    if name.ends_with("e_score_correction_bias") {
+        name = name.replace("e_score_correction_bias", "e_score_correction.bias");
+    }
+    if name.contains("language_model.") {
+        name = name.replace("language_model.", "");
+    }
+    Some(name)
 }
 
 /// All architecture tables, parsed.
@@ -131,12 +306,8 @@ impl ArchSpec {
                 None if rule.hf == name => return Some(Matched { rule, bid: None }),
                 None => {}
                 Some((pre, post)) => {
-                    if let Some(mid) = name.strip_prefix(pre).and_then(|r| r.strip_suffix(post)) {
-                        if !mid.is_empty() && mid.len() <= 9 && mid.bytes().all(|b| b.is_ascii_digit()) {
-                            if let Ok(bid) = mid.parse::<u64>() {
-                                return Some(Matched { rule, bid: Some(bid) });
-                            }
-                        }
+                    if let Some(bid) = name.strip_prefix(pre).and_then(|r| r.strip_suffix(post)).and_then(parse_index) {
+                        return Some(Matched { rule, bid: Some(bid) });
                     }
                 }
             }
@@ -146,7 +317,7 @@ impl ArchSpec {
 
     /// True when a tensor of this name is dropped.
     pub fn skipped(&self, name: &str) -> bool {
-        self.skip_suffixes.iter().any(|s| name.ends_with(s.as_str()))
+        self.skip_suffixes.iter().any(|s| name.ends_with(s.as_str())) || self.skip_names.iter().any(|s| s == name)
     }
 }
 
@@ -174,6 +345,8 @@ pub struct Hparams {
     pub head_dim_cfg: Option<u64>,
     /// head_dim used for shapes: the explicit one, else hidden_size / n_head.
     pub head_dim: u64,
+    /// The architecture's `config_dims`, read from the config.
+    pub extra: BTreeMap<String, u64>,
 }
 
 impl Hparams {
@@ -186,7 +359,9 @@ impl Hparams {
             "head_dim" => self.head_dim,
             "q_dim" => self.n_head.checked_mul(self.head_dim)?,
             "kv_dim" => self.n_head_kv.checked_mul(self.head_dim)?,
-            _ => return None,
+            "qkv_dim" => (self.n_head.checked_add(self.n_head_kv.checked_mul(2)?)?).checked_mul(self.head_dim)?,
+            "gate_up_dim" => self.intermediate_size.checked_mul(2)?,
+            other => *self.extra.get(other)?,
         })
     }
 }
@@ -239,6 +414,10 @@ mod tests {
         assert_eq!(llama.match_tensor("lm_head.weight").unwrap().gguf_name(), "output.weight");
         assert!(llama.skipped("model.layers.0.self_attn.rotary_emb.inv_freq"));
         assert!(spec_for("GPT2LMHeadModel").unwrap().is_none());
+        assert_eq!(text_model_name("language_model.model.layers.0.mlp.up_proj.weight").unwrap(), "model.layers.0.mlp.up_proj.weight");
+        assert_eq!(text_model_name("model.language_model.norm.weight").unwrap(), "model.norm.weight");
+        assert!(text_model_name("vision_tower.vision_model.embeddings.patch_embedding.weight").is_none());
+        assert!(text_model_name("multi_modal_projector.mm_input_projection_weight").is_none());
         let names = supported_architectures();
         assert!(names.contains(&"Qwen2ForCausalLM".to_string()) && names.contains(&"Qwen3ForCausalLM".to_string()));
     }

@@ -16,8 +16,12 @@
 //!   `quantize_row_q8_0_ref`, which gguf-py's numpy Q8_0 also reproduces).
 
 pub mod arch;
+pub mod experts;
 pub mod modelcard;
 pub mod naming;
+pub mod norms;
+pub mod params;
+pub mod rope_factors;
 pub mod spm;
 pub mod vocab;
 
@@ -96,9 +100,13 @@ pub struct ConvertSummary {
 pub enum Origin {
     /// A tensor of the checkpoint, with an optional row permutation
     /// (llama.cpp's Q/K reordering, over `heads` heads).
-    Hf { name: String, permute: Option<u64> },
+    /// `add_one`: Gemma's norm convention (stored `w + 1`, see [`Transform::AddOne`]).
+    Hf { name: String, permute: Option<u64>, add_one: bool },
     /// Values computed during conversion (`rope_freqs`).
     Generated(Vec<f32>),
+    /// Checkpoint tensors of `rows_each` rows each, stacked in order (the
+    /// experts of a mixture-of-experts block).
+    Stacked { names: Vec<String>, rows_each: u64 },
 }
 
 /// One output tensor.
@@ -324,7 +332,16 @@ impl ArchInfo {
         if head_dim == 0 {
             return Err(Error::input(&config_path, "\"head_dim\" must be positive, not 0"));
         }
+        let mut extra = std::collections::BTreeMap::new();
+        for key in &spec.config_dims {
+            let v = cfg.required(&[key.as_str()])?;
+            if v == 0 || v > 1 << 24 {
+                return Err(Error::input(&config_path, format!("implausible \"{key}\" {v}")));
+            }
+            extra.insert(key.clone(), v);
+        }
         let hparams = Hparams {
+            extra,
             block_count,
             hidden_size,
             intermediate_size,
@@ -374,7 +391,14 @@ impl<W: HfTensors> HfToGguf<W> {
             ArchInfo::from_config(&model.config, &model.file("config.json"))?;
 
         let mut warnings = Vec::new();
-        let tensors_plan = plan_tensors(&model, &spec, &hparams, &config, &config_path, &mut warnings)?;
+        // Vocabulary (first: Gemma 3 trims its embedding to it).
+        let vocab = load_vocab(&model, &spec, &config, opts, progress)?;
+        let n_vocab_real = match spec.vocab {
+            VocabKind::Gemma3 => Some(gemma3_vocab_rows(&model, &vocab)?),
+            _ => None,
+        };
+        let tensors_plan =
+            plan_tensors(&model, &spec, &hparams, &config, &config_path, n_vocab_real, &mut warnings)?;
 
         // Output type.
         let outtype = match opts.outtype {
@@ -406,12 +430,9 @@ impl<W: HfTensors> HfToGguf<W> {
             tensors.push(OutTensor { name, dims, ty, origin });
         }
 
-        // Vocabulary.
-        let vocab = load_vocab(&model, &spec, &config, opts, progress)?;
         warnings.extend(vocab.special.warnings.iter().cloned());
 
         // Metadata.
-        let total_params: u64 = tensors.iter().map(OutTensor::n_elements).sum();
         let dir_name = identity.dir_name.clone();
         // gguf-py ignores a generation_config.json it cannot read.
         let gen_config = model.read_json("generation_config.json").ok().flatten();
@@ -431,12 +452,19 @@ impl<W: HfTensors> HfToGguf<W> {
             &model.config,
             gen_config.as_ref(),
             card.as_ref(),
-            total_params as i64,
+            naming::ParamCounts::of(tensors.iter().map(|t| (t.name.as_str(), t.dims.as_slice()))),
         );
         warnings.extend(info.warnings.iter().cloned());
         let file_type = file_type_of(outtype);
         let mut md = Metadata::new();
         md.set("general.architecture", GValue::string(spec.gguf_arch.clone()));
+        if spec.rope_factor_tensors {
+            // Written while the rope factor tensors are generated, before the other keys.
+            let rp = full_attention_rope(&config);
+            if let Some(f) = rope_factors::RopeFactors::from_config(&rp, &config, &hparams, &config_path)? {
+                md.set(format!("{}.rope.scaling.attn_factor", spec.gguf_arch), GValue::F32(f.attn_factor as f32));
+            }
+        }
         md.set("general.type", GValue::string("model"));
         info.write_metadata(&mut md);
         write_arch_params(&mut md, &spec, &config, &config_path, &hparams, file_type, &mut warnings)?;
@@ -487,13 +515,33 @@ impl<W: HfTensors> HfToGguf<W> {
                 out.copy_from_slice(src);
                 Ok(())
             }
-            Origin::Hf { name, permute } => {
+            Origin::Stacked { names, rows_each } => {
+                let w = &self.model.weights;
+                let n_rows = (out.len() / row) as u64;
+                let mut done = 0u64;
+                while done < n_rows {
+                    let r = first_row + done;
+                    let (x, local) = ((r / rows_each) as usize, r % rows_each);
+                    let take = (rows_each - local).min(n_rows - done);
+                    let name = names.get(x).ok_or_else(|| Error::Other(format!("tensor '{}': rows out of range", t.name)))?;
+                    let index = w.index_of(name).ok_or_else(|| Error::Other(format!("tensor '{name}' vanished")))?;
+                    let dst = &mut out[(done as usize) * row..((done + take) as usize) * row];
+                    w.read_rows_f32(index, local, dst)?;
+                    w.release_rows(index, local, take);
+                    done += take;
+                }
+                Ok(())
+            }
+            Origin::Hf { name, permute, add_one } => {
                 let w = &self.model.weights;
                 let (index, e) = w.get(name).ok_or_else(|| Error::Other(format!("tensor '{name}' vanished")))?;
                 match permute {
                     None => {
                         w.read_rows_f32(index, first_row, out)?;
                         w.release_rows(index, first_row, (out.len() / row) as u64);
+                        if *add_one {
+                            norms::add_one(out, e.dtype == crate::hf::DType::F16);
+                        }
                         Ok(())
                     }
                     Some(heads) if e.shape.len() == 1 => {
@@ -520,7 +568,12 @@ impl<W: HfTensors> HfToGguf<W> {
 
     /// Tells the kernel a tensor's input pages are no longer needed.
     pub fn release(&self, t: &OutTensor) {
-        if let Origin::Hf { name, .. } = &t.origin {
+        let names = match &t.origin {
+            Origin::Hf { name, .. } => std::slice::from_ref(name),
+            Origin::Stacked { names, .. } => names.as_slice(),
+            Origin::Generated(_) => &[],
+        };
+        for name in names {
             if let Some(i) = self.model.weights.index_of(name) {
                 self.model.weights.release(i);
             }
@@ -530,13 +583,18 @@ impl<W: HfTensors> HfToGguf<W> {
 
 /// The stored type of an output tensor's source data.
 fn stored_type<W: HfTensors>(weights: &W, t: &OutTensor) -> GgmlType {
-    match &t.origin {
-        Origin::Generated(_) => GgmlType::F32,
-        Origin::Hf { name, .. } => match weights.get(name).map(|(_, e)| e.dtype) {
-            Some(crate::hf::DType::F16) => GgmlType::F16,
-            Some(crate::hf::DType::BF16) => GgmlType::BF16,
-            _ => GgmlType::F32,
+    let name = match &t.origin {
+        Origin::Generated(_) => return GgmlType::F32,
+        Origin::Hf { name, .. } => name,
+        Origin::Stacked { names, .. } => match names.first() {
+            Some(n) => n,
+            None => return GgmlType::F32,
         },
+    };
+    match weights.get(name).map(|(_, e)| e.dtype) {
+        Some(crate::hf::DType::F16) => GgmlType::F16,
+        Some(crate::hf::DType::BF16) => GgmlType::BF16,
+        _ => GgmlType::F32,
     }
 }
 
@@ -589,7 +647,7 @@ pub fn permuted_source_row(r: u64, rows: u64, heads: u64) -> u64 {
 
 /// The type convert_hf_to_gguf.py gives a tensor.
 fn tensor_type(name: &str, n_dims: usize, row_len: u64, outtype: OutType, warnings: &mut Vec<String>) -> GgmlType {
-    if n_dims <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight") {
+    if n_dims <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight") || always_f32(name) {
         return GgmlType::F32;
     }
     match outtype {
@@ -607,7 +665,14 @@ fn tensor_type(name: &str, n_dims: usize, row_len: u64, outtype: OutType, warnin
     }
 }
 
-type PlannedHf = (String, Vec<u64>, usize, Origin);
+/// Tensors convert_hf_to_gguf.py always writes as F32 (those of its list
+/// that ggufkit's architectures have): the MoE routers.
+fn always_f32(name: &str) -> bool {
+    let kind = name.strip_prefix("blk.").and_then(|r| r.split_once('.')).map_or(name, |(_, k)| k);
+    matches!(kind, "ffn_gate_inp.weight" | "ffn_gate_inp_shexp.weight")
+}
+
+pub(crate) type PlannedHf = (String, Vec<u64>, usize, Origin);
 
 /// Maps, checks and orders the tensors.
 fn plan_tensors<W: HfTensors>(
@@ -616,6 +681,7 @@ fn plan_tensors<W: HfTensors>(
     hp: &Hparams,
     config: &Map<String, Value>,
     config_path: &Path,
+    n_vocab_real: Option<u64>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<PlannedHf>> {
     let mut out: Vec<PlannedHf> = Vec::new();
@@ -624,14 +690,44 @@ fn plan_tensors<W: HfTensors>(
             out.push(("rope_freqs.weight".into(), vec![freqs.len() as u64], 1, Origin::Generated(freqs)));
         }
     }
+    if spec.rope_factor_tensors {
+        if let Some(f) = rope_factors::RopeFactors::from_config(&full_attention_rope(config), config, hp, config_path)? {
+            let n = f.long.len() as u64;
+            out.push(("rope_factors_long.weight".into(), vec![n], 1, Origin::Generated(f.long)));
+            out.push(("rope_factors_short.weight".into(), vec![n], 1, Origin::Generated(f.short)));
+        }
+    }
     let weights = &model.weights;
     let mut seen = std::collections::HashSet::new();
+    let mut stacker = match &spec.experts {
+        Some(ex) => Some(experts::ExpertStacker::new(ex, config, config_path)?),
+        None => None,
+    };
     for (index, e) in weights.tensors().iter().enumerate() {
-        if spec.skipped(&e.name) {
+        if spec.skip_names.contains(&e.name) {
+            continue;
+        }
+        let Some(name) = arch::text_model_name(&e.name) else { continue };
+        if spec.skipped(&name) {
             continue;
         }
         let path = weights.file_of(index);
-        let m = spec.match_tensor(&e.name).ok_or_else(|| {
+        if let Some(stacker) = stacker.as_mut() {
+            if let Some(stacked) = stacker.offer(&name, &e.name, &e.shape, path, hp, hp.block_count)? {
+                if !e.dtype.is_readable_float() {
+                    return Err(Error::input(
+                        path,
+                        format!("tensor '{}' has dtype {}; only F32, F16 and BF16 weights are supported", e.name, e.dtype),
+                    ));
+                }
+                for t in stacked {
+                    seen.insert(t.0.clone());
+                    out.push(t);
+                }
+                continue;
+            }
+        }
+        let m = spec.match_tensor(&name).ok_or_else(|| {
             Error::input(
                 path,
                 format!("cannot map tensor '{}' to a GGUF name for architecture {}", e.name, spec.gguf_arch),
@@ -669,12 +765,8 @@ fn plan_tensors<W: HfTensors>(
             ));
         }
         let permute = match m.rule.transform {
-            None => None,
-            Some(t) if spec.permute_qk => {
-                let heads = match t {
-                    Transform::PermuteQ => hp.n_head,
-                    Transform::PermuteK => hp.n_head_kv,
-                };
+            Some(t @ (Transform::PermuteQ | Transform::PermuteK)) if spec.permute_qk => {
+                let heads = if t == Transform::PermuteQ { hp.n_head } else { hp.n_head_kv };
                 let rows = e.shape[0];
                 if rows % (heads * 2) != 0 {
                     return Err(Error::input(
@@ -684,16 +776,32 @@ fn plan_tensors<W: HfTensors>(
                 }
                 Some(heads)
             }
-            Some(_) => None,
+            _ => None,
         };
+        let add_one = m.rule.transform == Some(Transform::AddOne);
         seen.insert(m.gguf_name());
-        let dims: Vec<u64> = e.shape.iter().rev().copied().collect();
+        let mut dims: Vec<u64> = e.shape.iter().rev().copied().collect();
+        if m.rule.transform == Some(Transform::TruncateToVocab) {
+            if let (Some(n), Some(rows)) = (n_vocab_real, dims.last_mut()) {
+                *rows = (*rows).min(n);
+            }
+        }
         let dims = if dims.is_empty() { vec![1] } else { dims };
-        out.push((m.gguf_name(), dims, e.shape.len(), Origin::Hf { name: e.name.clone(), permute }));
+        out.push((m.gguf_name(), dims, e.shape.len(), Origin::Hf { name: e.name.clone(), permute, add_one }));
     }
 
+    let mut files: Vec<String> =
+        (0..weights.tensors().len()).map(|i| weights.file_of(i).display().to_string()).collect();
+    files.sort();
+    files.dedup();
     // Required tensors.
     let mut missing = Vec::new();
+    if let Some(stacker) = &stacker {
+        stacker.finish(&files)?;
+        for b in 0..hp.block_count {
+            missing.extend(stacker.required(b).into_iter().filter(|n| !seen.contains(n)));
+        }
+    }
     for rule in spec.tensors.iter().filter(|r| r.required) {
         if rule.gguf.contains("{bid}") {
             for b in 0..hp.block_count {
@@ -708,10 +816,6 @@ fn plan_tensors<W: HfTensors>(
     if !missing.is_empty() {
         let n = missing.len();
         missing.truncate(8);
-        let mut files: Vec<String> =
-            (0..weights.tensors().len()).map(|i| weights.file_of(i).display().to_string()).collect();
-        files.sort();
-        files.dedup();
         return Err(Error::input(
             model.path(),
             format!(
@@ -732,7 +836,7 @@ fn plan_tensors<W: HfTensors>(
 }
 
 /// The `rope_parameters` convert_hf_to_gguf.py's TextModel derives from the config.
-fn rope_parameters(config: &Map<String, Value>) -> Map<String, Value> {
+pub(crate) fn rope_parameters(config: &Map<String, Value>) -> Map<String, Value> {
     let mut rp = match config.get("rope_parameters").or_else(|| config.get("rope_scaling")) {
         Some(Value::Object(m)) => m.clone(),
         _ => Map::new(),
@@ -770,6 +874,15 @@ fn rope_parameters(config: &Map<String, Value>) -> Map<String, Value> {
         }
     }
     rp
+}
+
+/// TextModel's `rope_parameters` for full attention.
+pub(crate) fn full_attention_rope(config: &Map<String, Value>) -> Map<String, Value> {
+    let rp = rope_parameters(config);
+    match rp.get("full_attention") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => rp,
+    }
 }
 
 /// Llama 3 rope scaling factors, computed in f32 like the PyTorch code of convert_hf_to_gguf.py.
@@ -821,6 +934,30 @@ fn llama3_rope_freqs(config: &Map<String, Value>, hp: &Hparams, path: &Path) -> 
 
 /// The `<arch>.*` keys of TextModel.set_gguf_parameters (+ LlamaModel's extras).
 fn write_arch_params(
+    md: &mut Metadata,
+    spec: &ArchSpec,
+    config: &Map<String, Value>,
+    path: &Path,
+    hp: &Hparams,
+    file_type: u32,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    if spec.params.text_model {
+        write_text_model_params(md, spec, config, path, hp, file_type, warnings)?;
+    }
+    let ctx = params::Context {
+        config,
+        path,
+        block_count: hp.block_count,
+        file_type,
+        rope: full_attention_rope(config),
+        rope_dims: rope_factors::rope_dims(config, hp),
+    };
+    params::write_keys(md, &spec.gguf_arch, &spec.params.keys, &ctx)
+}
+
+/// TextModel.set_gguf_parameters (+ the architecture's `extra_keys`).
+fn write_text_model_params(
     md: &mut Metadata,
     spec: &ArchSpec,
     config: &Map<String, Value>,
@@ -908,6 +1045,12 @@ fn write_arch_params(
     if let Some((k, v)) = find(config, &["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"]) {
         md.set(format!("{a}.attention.layer_norm_epsilon"), GValue::F32(num_f32(path, k, v)?));
     }
+    if let Some(n) = cfg.u32(&["num_local_experts", "num_experts", "n_routed_experts"])? {
+        md.set(format!("{a}.expert_count"), GValue::U32(n));
+    }
+    if let Some(n) = cfg.u32(&["num_experts_per_tok", "num_experts_per_token", "top_k_experts"])? {
+        md.set(format!("{a}.expert_used_count"), GValue::U32(n));
+    }
     if let Some(hd) = config.get("head_dim").filter(|v| !v.is_null()) {
         let hd = hd
             .as_u64()
@@ -924,10 +1067,30 @@ fn write_arch_params(
                 let d = hp.head_dim_cfg.unwrap_or(hp.hidden_size / hp.n_head);
                 md.set(format!("{a}.rope.dimension_count"), u32v(d, "head_dim")?)
             }
+            "expert_feed_forward_length" => {
+                if let Some(n) = cfg.u32(&["moe_intermediate_size"])? {
+                    md.set(format!("{a}.expert_feed_forward_length"), GValue::U32(n));
+                }
+            }
             other => return Err(Error::Other(format!("formats/arch: unknown extra key '{other}'"))),
         }
     }
     Ok(())
+}
+
+/// The number of token-embedding rows Gemma 3 keeps: the SentencePiece
+/// vocabulary's size (padded to the config's vocab_size), or without
+/// tokenizer.model, tokenizer.json's vocab plus its added tokens.
+fn gemma3_vocab_rows<W>(model: &HfModelDir<W>, vocab: &Vocab) -> Result<u64> {
+    if model.path().join("tokenizer.model").is_file() {
+        return Ok(vocab.tokens.len() as u64);
+    }
+    let tj = model
+        .read_json("tokenizer.json")?
+        .ok_or_else(|| Error::input(model.file("tokenizer.json"), "missing (and there is no tokenizer.model)"))?;
+    let n_vocab = tj.get("model").and_then(|m| m.get("vocab")).and_then(Value::as_object).map_or(0, Map::len);
+    let n_added = tj.get("added_tokens").and_then(Value::as_array).map_or(0, Vec::len);
+    Ok((n_vocab + n_added) as u64)
 }
 
 /// The vocabulary as the architecture's `set_vocab` reads it.
@@ -948,12 +1111,38 @@ fn load_vocab<W>(
             }
         }
     }
-    let mut vocab = if dir.join("tokenizer.model").is_file() {
+    let spm = dir.join("tokenizer.model");
+    if spec.vocab == VocabKind::Gemma && !spm.is_file() {
+        return Err(Error::input(
+            &spm,
+            format!("missing: {} needs its SentencePiece tokenizer.model (the vocabulary is read from it)", spec.gguf_arch),
+        ));
+    }
+    if spec.vocab == VocabKind::Phi3 {
+        let gpt2 = model
+            .read_json("tokenizer_config.json")?
+            .is_some_and(|tc| tc.get("tokenizer_class").and_then(Value::as_str) == Some("GPT2Tokenizer"));
+        if gpt2 {
+            return vocab::bpe_vocab(dir, vocab_size, opts.vocab_pre.as_deref(), progress);
+        }
+        if !spm.is_file() {
+            return Err(Error::input(
+                &spm,
+                "missing: Phi-3 needs its SentencePiece tokenizer.model (or tokenizer_config.json's tokenizer_class GPT2Tokenizer with tokenizer.json, as Phi-4 ships)",
+            ));
+        }
+    }
+    let mut vocab = if spec.vocab == VocabKind::Phi3 {
+        vocab::spm_vocab_as(dir, vocab_size, vocab::AddedTokens::Phi3, progress)?
+    } else if spec.vocab != VocabKind::Gpt2 && spm.is_file() {
         vocab::spm_vocab(dir, vocab_size, progress)?
     } else {
         vocab::bpe_vocab(dir, vocab_size, opts.vocab_pre.as_deref(), progress)?
     };
     vocab.add_space_prefix = add_space_prefix;
+    if matches!(spec.vocab, VocabKind::Gemma | VocabKind::Gemma3) && spm.is_file() {
+        vocab.add_space_prefix_last = Some(false);
+    }
     Ok(vocab)
 }
 

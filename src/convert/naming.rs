@@ -261,6 +261,55 @@ pub fn id_to_title(s: &str) -> String {
     words.join(" ")
 }
 
+/// Parameter counts as gguf-py's `GGUFWriter.get_total_parameter_count`
+/// reports them: `total` (negative for a LoRA adapter), and for
+/// mixture-of-experts models the parameters outside the `*_exps` tensors,
+/// those of one expert, and the number of experts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParamCounts {
+    pub total: i64,
+    pub shared: u64,
+    pub expert: u64,
+    pub expert_count: u64,
+}
+
+impl ParamCounts {
+    /// Counts over (GGUF name, ggml dims) pairs: a tensor whose name
+    /// contains `_exps.` with three or more dimensions counts one expert's
+    /// share (experts are the outermost dimension, the second for a bias).
+    pub fn of<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [u64])>) -> ParamCounts {
+        let (mut total, mut shared, mut expert, mut sum, mut n) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        for (name, dims) in tensors {
+            let size: u64 = dims.iter().product();
+            total += size;
+            if name.contains("_exps.") && dims.len() >= 3 {
+                let count = if name.contains(".bias") { dims[1] } else { dims[2] };
+                let count = count.max(1);
+                expert += size / count;
+                sum += count;
+                n += 1;
+            } else {
+                shared += size;
+            }
+        }
+        ParamCounts { total: total as i64, shared, expert, expert_count: if n > 0 { sum / n } else { 0 } }
+    }
+
+    /// A dense model (or adapter) of `total` parameters.
+    pub fn dense(total: i64) -> ParamCounts {
+        ParamCounts { total, shared: total.unsigned_abs(), ..Default::default() }
+    }
+
+    /// gguf-py `size_label`.
+    pub fn size_label(&self) -> String {
+        if self.expert_count > 0 {
+            format!("{}x{}", self.expert_count, rounded_notation(self.shared + self.expert, 2))
+        } else {
+            rounded_notation(self.total.unsigned_abs(), 2)
+        }
+    }
+}
+
 /// gguf-py `model_weight_count_rounded_notation`.
 pub fn rounded_notation(n: u64, min_digits: usize) -> String {
     let nf = n as f64;
@@ -288,8 +337,9 @@ impl GeneralInfo {
         config: &serde_json::Map<String, Value>,
         gen_config: Option<&Value>,
         model_card: Option<&serde_json::Map<String, Value>>,
-        total_params: i64,
+        params: ParamCounts,
     ) -> Self {
+        let total_params = params.total;
         let mut m = GeneralInfo::default();
         if let Some(card) = model_card {
             m.apply_model_card(card, total_params);
@@ -336,7 +386,7 @@ impl GeneralInfo {
             m.name = Some(dir_name.to_string());
         }
         if m.size_label.is_none() && total_params > 0 {
-            m.size_label = Some(rounded_notation(total_params as u64, 2));
+            m.size_label = Some(params.size_label());
         }
         m
     }

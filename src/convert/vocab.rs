@@ -37,6 +37,9 @@ pub const PRETOKENIZERS_JSON: &str = include_str!("../../formats/pretokenizers.j
 pub struct Vocab {
     /// `tokenizer.ggml.add_space_prefix` (LLaMA family, from tokenizer_config's `add_prefix_space`).
     pub add_space_prefix: Option<bool>,
+    /// `tokenizer.ggml.add_space_prefix` written after the special tokens
+    /// (Gemma's `set_vocab` adds it last).
+    pub add_space_prefix_last: Option<bool>,
     /// `gpt2` or `llama`.
     pub model: String,
     pub pre: String,
@@ -72,6 +75,9 @@ impl Vocab {
             );
         }
         self.special.write_metadata(md);
+        if let Some(b) = self.add_space_prefix_last {
+            md.set("tokenizer.ggml.add_space_prefix", GValue::Bool(b));
+        }
     }
 }
 
@@ -734,6 +740,7 @@ pub fn bpe_vocab(
     let special = SpecialVocab::load(dir, true, None)?;
     Ok(Vocab {
         add_space_prefix: None,
+        add_space_prefix_last: None,
         model: "gpt2".into(),
         pre,
         tokens,
@@ -746,6 +753,23 @@ pub fn bpe_vocab(
 
 /// SentencePiece vocabulary from tokenizer.model (`_set_vocab_sentencepiece`).
 pub fn spm_vocab(dir: &Path, vocab_size: Option<u64>, progress: &dyn Progress) -> Result<Vocab> {
+    spm_vocab_as(dir, vocab_size, AddedTokens::Generic, progress)
+}
+
+/// How the added tokens of tokenizer_config.json (and tokenizer.json) mark
+/// the SentencePiece vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddedTokens {
+    /// `_create_vocab_sentencepiece`: `special` or special-looking tokens are
+    /// control tokens, others user-defined (with `▁` turned into spaces).
+    Generic,
+    /// Phi3MiniModel's own reading: `special` decides alone, the text is kept
+    /// as is, and tokenizer.json's `added_tokens` are applied the same way.
+    Phi3,
+}
+
+/// [`spm_vocab`] with the added tokens read as a model class reads them.
+pub fn spm_vocab_as(dir: &Path, vocab_size: Option<u64>, added: AddedTokens, progress: &dyn Progress) -> Result<Vocab> {
     let path = dir.join("tokenizer.model");
     let len = std::fs::metadata(&path).at(&path, "stat")?.len();
     if len > crate::hf::MAX_JSON_BYTES {
@@ -804,7 +828,9 @@ pub fn spm_vocab(dir: &Path, vocab_size: Option<u64>, progress: &dyn Progress) -
                     progress.warn(&format!("replacing token {id}: {:?} -> {content:?}", tokens[id]));
                 }
                 let mut content = content.to_string();
-                if data.get("special").is_some_and(truthy) || looks_special(&content) {
+                if added == AddedTokens::Phi3 {
+                    types[id] = if data.get("special").is_some_and(truthy) { spm::CONTROL } else { spm::USER_DEFINED };
+                } else if data.get("special").is_some_and(truthy) || looks_special(&content) {
                     types[id] = spm::CONTROL;
                 } else {
                     content = content.replace('\u{2581}', " ");
@@ -815,9 +841,31 @@ pub fn spm_vocab(dir: &Path, vocab_size: Option<u64>, progress: &dyn Progress) -
             }
         }
     }
+    if added == AddedTokens::Phi3 {
+        if let Some(tj) = crate::hf::read_json_opt(&dir.join("tokenizer.json"))? {
+            for data in tj.get("added_tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+                let (Some(id), Some(content)) =
+                    (data.get("id").and_then(Value::as_u64), data.get("content").and_then(Value::as_str))
+                else {
+                    continue;
+                };
+                let id = id as usize;
+                if id >= n {
+                    return Err(Error::input(
+                        dir.join("tokenizer.json"),
+                        format!("added token {content:?} has id {id}, beyond vocab_size {n}"),
+                    ));
+                }
+                tokens[id] = content.to_string();
+                scores[id] = -1000.0;
+                types[id] = if data.get("special").is_some_and(truthy) { spm::CONTROL } else { spm::USER_DEFINED };
+            }
+        }
+    }
     let special = SpecialVocab::load(dir, false, Some(tokens.len()))?;
     Ok(Vocab {
         add_space_prefix: None,
+        add_space_prefix_last: None,
         model: "llama".into(),
         pre: "default".into(),
         tokens,

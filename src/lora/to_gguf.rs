@@ -32,7 +32,7 @@
 use std::path::{Path, PathBuf};
 
 use super::adapter::{Adapter, LoraModule, ModuleKind};
-use crate::convert::naming::GeneralInfo;
+use crate::convert::naming::{GeneralInfo, ParamCounts};
 use crate::convert::{modelcard, permuted_source_row, ArchInfo, OutType, QUANTIZATION_VERSION};
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Metadata, Value as GValue};
@@ -354,7 +354,7 @@ pub fn convert_adapter(
         },
         Err(_) => None,
     };
-    let info = GeneralInfo::derive(&dir_name, &hf_params, gen_config.as_ref(), card.as_ref(), -total_params);
+    let info = GeneralInfo::derive(&dir_name, &hf_params, gen_config.as_ref(), card.as_ref(), ParamCounts::dense(-total_params));
     warnings.extend(info.warnings.iter().cloned());
     info.write_metadata(&mut md);
     md.set("adapter.lora.alpha", GValue::F32(alpha));

@@ -1,0 +1,123 @@
+//! `convert` of the issue-15 architectures (qwen3moe, gemma3, gemma2, phi3)
+//! against llama.cpp's own convert_hf_to_gguf.py (run with the numpy-backed
+//! torch/transformers stand-ins of tests/parity/convert_ref_stubs), byte for
+//! byte, on the tiny random-weight models of scripts/gen_arch_fixtures.py:
+//! real configs of Qwen3-30B-A3B, Qwen3-Coder-30B-A3B, Gemma-2-2B, Gemma-3-1B,
+//! Gemma-3-4B (Gemma3ForConditionalGeneration), Phi-3.5-mini and Phi-4, shrunk.
+//!
+//! Needs the reference environment (scripts/ref-env.sh) and llama.cpp's source
+//! (scripts/ref-src.sh); runs under scripts/test.sh (GGUFKIT_PARITY=1).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use ggufkit::convert::{convert_dir, ConvertOptions};
+use ggufkit::progress::CollectWarnings;
+
+mod common;
+
+/// The fixtures, built once per version of the generator scripts.
+fn fixtures() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let root = common::repo_root();
+        let mut h = Sha256::new();
+        for f in ["scripts/gen_arch_fixtures.py", "scripts/gen_fixtures.py", "formats/pretokenizers.json"] {
+            h.update(std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}")));
+        }
+        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("arch-fixtures-{key}"));
+        let status = Command::new(common::ref_python())
+            .arg(root.join("scripts/gen_arch_fixtures.py"))
+            .arg("--llama-src")
+            .arg(common::ref_src())
+            .arg("--out")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run gen_arch_fixtures.py");
+        assert!(status.success(), "gen_arch_fixtures.py failed");
+        dir
+    })
+}
+
+fn out_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("arch-out");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ours(fixture: &str, outtype: &str) -> PathBuf {
+    let out = out_dir().join(format!("{fixture}-{outtype}.gguf"));
+    let opts = ConvertOptions { outtype: outtype.parse().unwrap(), ..Default::default() };
+    convert_dir(fixtures().join(fixture), &out, &opts, &CollectWarnings::default())
+        .unwrap_or_else(|e| panic!("convert {fixture} --outtype {outtype}: {e}"));
+    out
+}
+
+fn reference(fixture: &str, outtype: &str) -> PathBuf {
+    let out = out_dir().join(format!("{fixture}-{outtype}.ref.gguf"));
+    let res = Command::new(common::ref_python())
+        .arg(common::ref_src().join("convert_hf_to_gguf.py"))
+        .arg(fixtures().join(fixture))
+        .args(["--outfile", out.to_str().unwrap(), "--outtype", outtype, "--no-lazy"])
+        .env("PYTHONPATH", common::repo_root().join("tests/parity/convert_ref_stubs"))
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "convert_hf_to_gguf.py {fixture} --outtype {outtype} failed:\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    out
+}
+
+const ALL_TYPES: [&str; 5] = ["f32", "f16", "bf16", "q8_0", "auto"];
+
+/// Every output type on one fixture per architecture, the source type (auto)
+/// and one more on the others.
+const RUNS: &[(&str, &[&str])] = &[
+    ("qwen3moe-30b-a3b-bf16", &ALL_TYPES),
+    ("qwen3moe-coder-bf16-sharded", &["auto", "q8_0"]),
+    ("qwen3moe-f32", &["f32", "auto"]),
+    ("gemma3-1b-bf16", &ALL_TYPES),
+    ("gemma3-1b-f16", &["auto", "f32"]),
+    ("gemma3-1b-f32", &["f32"]),
+    ("gemma3-4b-mm-bf16", &["auto", "q8_0"]),
+    ("gemma2-2b-f32", &ALL_TYPES),
+    ("gemma2-2b-bf16", &["auto"]),
+    ("phi3.5-mini-bf16", &ALL_TYPES),
+    ("phi3.5-mini-f32", &["f32"]),
+    ("phi4-bf16-sharded", &["auto", "f16"]),
+];
+
+#[test]
+fn identical_to_convert_hf_to_gguf() {
+    if !common::parity_enabled("arch_parity::identical_to_convert_hf_to_gguf") {
+        return;
+    }
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for (fixture, types) in RUNS {
+        for t in *types {
+            let (a, b) = (reference(fixture, t), ours(fixture, t));
+            let same = std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap();
+            eprintln!("{fixture} --outtype {t}: {}", if same { "identical" } else { "DIFFERENT" });
+            if !same {
+                failures.push(format!("{fixture} {t}: {} vs {}", a.display(), b.display()));
+            }
+            n += 1;
+        }
+    }
+    assert!(failures.is_empty(), "{} of {n} outputs differ:\n{}", failures.len(), failures.join("\n"));
+    // The fixtures are what they claim to be.
+    let g = ggufkit::gguf::GgufFile::open(out_dir().join("qwen3moe-30b-a3b-bf16-auto.gguf")).unwrap();
+    assert_eq!(g.header.metadata.get_u64("qwen3moe.expert_count"), Some(8));
+    assert_eq!(g.header.tensor("blk.1.ffn_down_exps.weight").unwrap().dims, vec![32, 64, 8]);
+    let g = ggufkit::gguf::GgufFile::open(out_dir().join("phi3.5-mini-bf16-auto.gguf")).unwrap();
+    assert!(g.header.tensor("rope_factors_long.weight").is_some());
+    let g = ggufkit::gguf::GgufFile::open(out_dir().join("gemma3-4b-mm-bf16-auto.gguf")).unwrap();
+    assert_eq!(g.header.metadata.get_str("gemma3.rope.scaling.type"), Some("linear"));
+}
