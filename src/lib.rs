@@ -11,6 +11,7 @@ pub mod fileio;
 pub mod gguf;
 pub mod hf;
 pub mod imatrix;
+pub mod infer;
 pub mod inspect;
 pub mod lora;
 pub mod modelfile;

@@ -90,6 +90,9 @@ pub struct ArchSpec {
     #[serde(default)]
     pub skip_suffixes: Vec<String>,
     pub tensors: Vec<TensorRule>,
+    /// Facts for the forward pass (rope layout), read by `infer::arch`.
+    #[serde(default)]
+    pub infer: Option<Value>,
 }
 
 /// All architecture tables, parsed.
