@@ -157,7 +157,8 @@ pub fn collect(model: &Model, chunks: &Chunks, process_output: bool, progress: &
 /// The imatrix GGUF's metadata and tensors, as llama-imatrix's `save_imatrix`
 /// lays them out: `general.type`, `imatrix.datasets`, `imatrix.chunk_count`,
 /// `imatrix.chunk_size`; per entry (names sorted) `<name>.in_sum2`
-/// `[n_in, n_mat]` then `<name>.counts` `[1, n_mat]`, both F32.
+/// `[n_in, n_mat]` then `<name>.counts` `[1, n_mat]`, both F32 (trailing 1s
+/// dropped, as ggml writes dimensions).
 pub fn gguf_layout(run: &ImatrixRun, datasets: &[String]) -> (Metadata, Vec<TensorSpec>, Vec<Vec<f32>>) {
     let mut md = Metadata::new();
     md.push("general.type", Value::string("imatrix"));
@@ -171,13 +172,20 @@ pub fn gguf_layout(run: &ImatrixRun, datasets: &[String]) -> (Metadata, Vec<Tens
         if s.values.is_empty() || n_mat == 0 {
             continue;
         }
+        // ggml writes a tensor's dimensions without trailing 1s (ggml_n_dims).
+        let dims = |mut d: Vec<u64>| {
+            while d.len() > 1 && d.last() == Some(&1) {
+                d.pop();
+            }
+            d
+        };
         specs.push(TensorSpec::new(
             format!("{name}.in_sum2"),
-            vec![(s.values.len() / n_mat) as u64, n_mat as u64],
+            dims(vec![(s.values.len() / n_mat) as u64, n_mat as u64]),
             GgmlType::F32,
         ));
         data.push(s.values.clone());
-        specs.push(TensorSpec::new(format!("{name}.counts"), vec![1, n_mat as u64], GgmlType::F32));
+        specs.push(TensorSpec::new(format!("{name}.counts"), dims(vec![1, n_mat as u64]), GgmlType::F32));
         data.push(s.counts.iter().map(|&c| c as f32).collect());
     }
     (md, specs, data)
@@ -250,7 +258,7 @@ mod tests {
                 "blk.1.attn_q.weight.counts"
             ]
         );
-        assert_eq!(specs[0].dims, vec![2, 1]);
+        assert_eq!((specs[0].dims.clone(), specs[1].dims.clone()), (vec![2], vec![1]));
         assert_eq!(data[1], vec![16.0]);
     }
 }
