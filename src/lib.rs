@@ -22,5 +22,6 @@ pub mod policy;
 pub mod progress;
 pub mod quant;
 pub mod quantize;
+pub mod tokenize;
 
 pub use error::{Error, Result};
