@@ -84,11 +84,10 @@ fn eval_ref_py() -> PathBuf {
 }
 
 /// The text's token ids as llama.cpp's tools get them, as a JSON file.
-fn token_ids(gguf: &Path) -> (PathBuf, Vec<u32>) {
+fn token_ids(gguf: &Path) -> Vec<u32> {
     let out = out_dir().join(format!("{}.ids.json", gguf.file_stem().unwrap().to_string_lossy()));
     common::run_ref_python(&eval_ref_py(), &[os("tokenize"), gguf.as_os_str(), text().as_os_str(), out.as_os_str()]);
-    let ids: Vec<u32> = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    (out, ids)
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
 }
 
 fn llama_logits(gguf: &Path, ids: &[u32]) -> (Vec<f32>, usize) {
@@ -160,7 +159,7 @@ fn logits_match_llama_cpp_for_every_architecture() {
     for dir in &dirs {
         for outtype in ["f32", "f16", "bf16"] {
             let gguf = converted(dir, outtype);
-            let (_, ids) = token_ids(&gguf);
+            let ids = token_ids(&gguf);
             let ids = &ids[..ids.len().min(96)];
             let (reference, nv) = llama_logits(&gguf, ids);
             let ours = our_logits(&gguf, ids);
@@ -211,7 +210,6 @@ fn ppl_and_kld_of_quantized_models_match_llama_perplexity() {
         return;
     }
     let f32_gguf = converted(eval_fixture(), "f32");
-    let (ids, _) = token_ids(&f32_gguf);
     let base = out_dir().join("base.kld");
     let _ = std::fs::remove_file(&base);
     llama_perplexity(&[
@@ -238,8 +236,8 @@ fn ppl_and_kld_of_quantized_models_match_llama_perplexity() {
         let ref_kld = number_after(&kld_text, "Mean    KLD:");
         let ours = ggufkit_eval_json(&[
             q.as_os_str(),
-            os("--tokens"),
-            ids.as_os_str(),
+            os("--text"),
+            text().as_os_str(),
             os("--ref"),
             f32_gguf.as_os_str(),
             os("--ctx"),
@@ -249,8 +247,8 @@ fn ppl_and_kld_of_quantized_models_match_llama_perplexity() {
         ]);
         let plain = ggufkit_eval_json(&[
             q.as_os_str(),
-            os("--tokens"),
-            ids.as_os_str(),
+            os("--text"),
+            text().as_os_str(),
             os("--ctx"),
             os(&c),
             os("--chunks"),
@@ -280,11 +278,10 @@ fn gguf_against_its_own_hf_directory() {
     let (c, n) = (CTX.to_string(), CHUNKS.to_string());
     for (outtype, limit) in [("f32", 1e-6), ("f16", 2e-5)] {
         let gguf = converted(dir, outtype);
-        let (ids, _) = token_ids(&gguf);
         let r = ggufkit_eval_json(&[
             gguf.as_os_str(),
-            os("--tokens"),
-            ids.as_os_str(),
+            os("--text"),
+            text().as_os_str(),
             os("--ref"),
             dir.as_os_str(),
             os("--ctx"),

@@ -58,11 +58,6 @@ fn imatrix_matches_llama_imatrix_and_both_quantizers_read_it() {
         return;
     }
     let gguf = fixture_gguf();
-    let ids = out_dir().join("ids.json");
-    common::run_ref_python(
-        &common::repo_root().join("tests/parity/eval_ref.py"),
-        &[os("tokenize"), gguf.as_os_str(), text().as_os_str(), ids.as_os_str()],
-    );
     let theirs = out_dir().join("llama.imatrix.gguf");
     let ours = out_dir().join("ours.imatrix.gguf");
     run(
@@ -87,8 +82,8 @@ fn imatrix_matches_llama_imatrix_and_both_quantizers_read_it() {
     common::ggufkit_ok(&[
         os("imatrix"),
         gguf.as_os_str(),
-        os("--tokens"),
-        ids.as_os_str(),
+        os("--text"),
+        text().as_os_str(),
         os("--ctx"),
         os(CTX),
         os("--chunks"),

@@ -96,7 +96,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let tokens = text_tokens(args.text.as_deref(), args.tokens.as_deref(), model.metadata())?;
     let n_text = tokens.len();
     let opts = EvalOptions { ctx: args.ctx, max_chunks: args.chunks };
-    let chunks = Chunks::new(tokens, text::chunk_bos(model.metadata()), &opts)?;
+    let chunks = Chunks::new(tokens, text::chunk_bos(model.metadata())?, &opts)?;
     let pool = thread_pool(args.threads)?;
     let report = match &reference {
         Some(r) => {

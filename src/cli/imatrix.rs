@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let model = ModelInput::open(&args.model, &args.lora, &progress)?;
     let tokens = text_tokens(args.text.as_deref(), args.tokens.as_deref(), model.metadata())?;
     let opts = EvalOptions { ctx: args.ctx, max_chunks: args.chunks };
-    let chunks = Chunks::new(tokens, text::chunk_bos(model.metadata()), &opts)?;
+    let chunks = Chunks::new(tokens, text::chunk_bos(model.metadata())?, &opts)?;
     let fopts = ForwardOptions { kv_f16: !args.kv_f32 };
     let pool = thread_pool(args.threads)?;
     let run = model.with_model(fopts, |m| pool.install(|| collect(m, &chunks, args.process_output, &progress)))?;

@@ -1,27 +1,21 @@
 //! Text to token ids for `eval` and `imatrix`, as llama.cpp's
 //! `common_tokenize(ctx, text, add_special = true)` does.
 //!
-//! Tokenizing from a GGUF's vocabulary is the job of the tokenizer module
-//! (being built on its own branch); until it is merged, [`tokenize`] says so
-//! and the commands take the ids directly (`--tokens FILE`).
+//! The tokenizer is `crate::tokenize` (llama.cpp-identical, from the GGUF
+//! vocabulary metadata; a Hugging Face directory's metadata is built as
+//! `convert` writes it). `--tokens FILE` takes ids directly.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::gguf::Metadata;
+use crate::tokenize::Tokenizer;
 
 /// The BOS token llama.cpp writes over the first token of each chunk, when
-/// the vocabulary adds one (`tokenizer.ggml.add_bos_token`; SentencePiece
-/// vocabularies add it when the key is absent).
-pub fn chunk_bos(md: &Metadata) -> Option<u32> {
-    let add = match md.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()) {
-        Some(b) => b,
-        None => md.get_str("tokenizer.ggml.model") == Some("llama"),
-    };
-    if !add {
-        return None;
-    }
-    md.get_u64("tokenizer.ggml.bos_token_id").map(|b| b as u32)
+/// the vocabulary adds one (`llama_vocab_get_add_bos`).
+pub fn chunk_bos(md: &Metadata) -> Result<Option<u32>> {
+    let t = Tokenizer::from_metadata(md)?;
+    Ok(if t.add_bos() { t.bos() } else { None })
 }
 
 /// The vocabulary size the tokenizer metadata declares (`tokenizer.ggml.tokens`).
@@ -30,13 +24,18 @@ pub fn vocab_tokens(md: &Metadata) -> Option<Vec<&str>> {
     a.values.iter().map(|v| v.as_str()).collect()
 }
 
-/// Tokenizes `text` with the model's own vocabulary.
-pub fn tokenize(_md: &Metadata, _text: &str) -> Result<Vec<u32>> {
-    Err(Error::Unsupported(
-        "tokenizing text from a GGUF vocabulary is not available in this build yet; \
-         pass the token ids with --tokens FILE (as llama-tokenize --ids prints them)"
-            .into(),
-    ))
+/// Tokenizes `text` with the model's own vocabulary, as llama-perplexity and
+/// llama-imatrix do (`common_tokenize(ctx, text, add_special = true,
+/// parse_special = false)`).
+pub fn tokenize(md: &Metadata, text: &str) -> Result<Vec<u32>> {
+    let t = Tokenizer::from_metadata(md)?;
+    if t.add_eos() {
+        // llama-perplexity asserts the same: an appended EOS would be scored.
+        return Err(Error::Unsupported(
+            "the vocabulary appends EOS to every text (add_eos_token); perplexity is not defined for it".into(),
+        ));
+    }
+    t.encode(text, true, false)
 }
 
 /// Reads token ids: a JSON array or integers separated by white space or commas
@@ -58,7 +57,6 @@ fn parse_token_ids(text: &str) -> std::result::Result<Vec<u32>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::Value;
 
     #[test]
     fn parses_id_lists() {
@@ -66,15 +64,5 @@ mod tests {
         assert_eq!(parse_token_ids("4 5\n6").unwrap(), vec![4, 5, 6]);
         assert!(parse_token_ids("1 x").unwrap_err().contains("item 1"));
         assert!(parse_token_ids("").unwrap().is_empty());
-    }
-
-    #[test]
-    fn bos_follows_add_bos_token() {
-        let mut md = Metadata::new();
-        md.push("tokenizer.ggml.model", Value::string("llama"));
-        md.push("tokenizer.ggml.bos_token_id", Value::U32(1));
-        assert_eq!(chunk_bos(&md), Some(1));
-        md.push("tokenizer.ggml.add_bos_token", Value::Bool(false));
-        assert_eq!(chunk_bos(&md), None);
     }
 }
