@@ -11,6 +11,8 @@ use ggufkit::Error;
 mod convert;
 mod diff;
 mod edit;
+mod eval;
+mod imatrix;
 mod inspect;
 mod merge;
 mod modelfile;
@@ -44,6 +46,10 @@ enum Command {
     Pack(pack::Args),
     /// Merge PEFT LoRA adapters into their base model: a Hugging Face directory, or straight to GGUF.
     Merge(merge::Args),
+    /// Perplexity of a model on a text, and with --ref the KL divergence against a reference (llama-perplexity).
+    Eval(eval::Args),
+    /// Compute an importance matrix from a text (llama-imatrix), for quantize --imatrix.
+    Imatrix(imatrix::Args),
 }
 
 /// Parses the command line, runs the command, prints errors, returns the exit code.
@@ -69,6 +75,8 @@ pub fn main() -> ExitCode {
         Command::Quantize(a) => quantize::run(a),
         Command::Pack(a) => pack::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Imatrix(a) => imatrix::run(a),
     };
     match result {
         Ok(code) => code,

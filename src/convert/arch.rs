@@ -127,6 +127,9 @@ pub struct ArchSpec {
     /// Mixture-of-experts layers whose per-expert tensors are stacked.
     #[serde(default)]
     pub experts: Option<ExpertSpec>,
+    /// Facts for the forward pass (rope layout), read by `infer::arch`.
+    #[serde(default)]
+    pub infer: Option<Value>,
 }
 
 /// Per-expert checkpoint tensors stacked into one 3-D GGUF tensor per block

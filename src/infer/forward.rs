@@ -1,0 +1,230 @@
+//! The forward pass of a dense decoder-only transformer (llama, mistral,
+//! qwen2, qwen3) over one chunk of prompt tokens: no sampling, no cache
+//! between chunks, causal attention within the chunk.
+//!
+//! A block is `x += Wo·attn(rope(Wq·n), rope(Wk·n), Wv·n)` with
+//! `n = rmsnorm(x)`, then `x += Wdown·(silu(Wgate·n) ⊙ Wup·n)` with
+//! `n = rmsnorm(x)`; biases and per-head q/k norms when the model has them.
+//! The weights of a block are built from the source when it runs and dropped
+//! after; activations are `O(tokens × width)`; the logits of the requested
+//! positions only are computed.
+
+use candle_core::{Device, Tensor};
+
+use super::arch::Config;
+use super::ops::{self, RopeCache};
+use super::weights::{candle_err, Linear, Precision, Weights};
+use crate::error::{Error, Result};
+use crate::gguf::Metadata;
+use crate::pipeline::TensorSource;
+
+/// Sees the input of every matrix product (for the importance matrix).
+pub trait MatmulHook {
+    /// Whether `observe` wants the input of this weight.
+    fn wants(&self, weight: &str) -> bool;
+    /// `x` holds `rows` rows of the weight's input width, in token order.
+    fn observe(&mut self, weight: &str, x: &[f32], rows: usize);
+}
+
+/// Options of the forward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardOptions {
+    /// Round K and V to f16 as llama.cpp's default KV cache stores them.
+    pub kv_f16: bool,
+}
+
+impl Default for ForwardOptions {
+    fn default() -> Self {
+        ForwardOptions { kv_f16: true }
+    }
+}
+
+/// A model ready to evaluate: its architecture and its weights' source.
+pub struct Model<'a> {
+    pub config: Config,
+    pub weights: Weights<'a>,
+    pub options: ForwardOptions,
+    freq_factors: Option<Vec<f32>>,
+}
+
+impl<'a> Model<'a> {
+    pub fn new(
+        md: &Metadata,
+        source: &'a dyn TensorSource,
+        precision: Precision,
+        options: ForwardOptions,
+    ) -> Result<Self> {
+        let config = Config::from_metadata(md, source.tensors()).map_err(|e| match e {
+            Error::Unsupported(m) => Error::Unsupported(format!("{}: {m}", source.describe())),
+            Error::Other(m) => Error::Other(format!("{}: {m}", source.describe())),
+            e => e,
+        })?;
+        let weights = Weights::new(source, precision);
+        let freq_factors = if config.rope.freq_factors { Some(weights.vector("rope_freqs.weight")?) } else { None };
+        Ok(Model { config, weights, options, freq_factors })
+    }
+
+    pub fn describe(&self) -> String {
+        self.weights.source.describe()
+    }
+
+    fn matmul(&self, w: &Linear, x: &[f32], rows: usize, hook: &mut Option<&mut dyn MatmulHook>) -> Result<Vec<f32>> {
+        if let Some(h) = hook.as_deref_mut() {
+            if h.wants(&w.name) {
+                h.observe(&w.name, x, rows);
+            }
+        }
+        w.forward(x, rows)
+    }
+
+    /// Evaluates `tokens` (positions 0..n) and returns the logits of
+    /// positions `out_from..n`, `n_vocab` per position.
+    pub fn forward(&self, tokens: &[u32], out_from: usize, mut hook: Option<&mut dyn MatmulHook>) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let n = tokens.len();
+        if n == 0 || out_from > n {
+            return Err(Error::Other(format!("forward pass: {n} tokens, outputs from {out_from}")));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(Error::Other(format!(
+                "token id {bad} is outside the vocabulary of {} ({})",
+                self.describe(),
+                c.n_vocab
+            )));
+        }
+        let e = c.n_embd;
+        let mut x = vec![0f32; n * e];
+        for (row, &t) in x.chunks_mut(e).zip(tokens) {
+            row.copy_from_slice(&self.weights.rows("token_embd.weight", t as u64, 1)?);
+        }
+        let rope = RopeCache::new(&c.rope, n, self.freq_factors.as_deref());
+        for b in 0..c.n_layer {
+            self.block(b, &mut x, n, &rope, &mut hook)?;
+        }
+        let norm = self.weights.vector("output_norm.weight")?;
+        ops::rms_norm(&mut x, e, c.eps, &norm);
+        let out_name = if c.tied_output { "token_embd.weight" } else { "output.weight" };
+        let out = self.weights.linear(out_name)?;
+        if let Some(h) = hook.as_deref_mut() {
+            // A tied output keeps the embedding's name, as in llama.cpp.
+            if h.wants(out_name) {
+                h.observe(out_name, &x, n);
+            }
+        }
+        out.forward(&x[out_from * e..], n - out_from)
+    }
+
+    fn block(
+        &self,
+        b: usize,
+        x: &mut [f32],
+        n: usize,
+        rope: &RopeCache,
+        hook: &mut Option<&mut dyn MatmulHook>,
+    ) -> Result<()> {
+        let c = &self.config;
+        let w = &self.weights;
+        let e = c.n_embd;
+        let name = |s: &str| format!("blk.{b}.{s}");
+
+        // Attention.
+        let mut h = x.to_vec();
+        ops::rms_norm(&mut h, e, c.eps, &w.vector(&name("attn_norm.weight"))?);
+        let mut q = self.matmul(&w.linear(&name("attn_q.weight"))?, &h, n, hook)?;
+        let mut k = self.matmul(&w.linear(&name("attn_k.weight"))?, &h, n, hook)?;
+        let mut v = self.matmul(&w.linear(&name("attn_v.weight"))?, &h, n, hook)?;
+        drop(h);
+        for (t, s) in [(&mut q, "attn_q.bias"), (&mut k, "attn_k.bias"), (&mut v, "attn_v.bias")] {
+            if let Some(bias) = w.vector_opt(&name(s))? {
+                ops::add_bias(t, &bias);
+            }
+        }
+        if let Some(g) = w.vector_opt(&name("attn_q_norm.weight"))? {
+            ops::rms_norm(&mut q, c.head_dim, c.eps, &g);
+        }
+        if let Some(g) = w.vector_opt(&name("attn_k_norm.weight"))? {
+            ops::rms_norm(&mut k, c.head_dim, c.eps, &g);
+        }
+        rope.apply(c.rope.kind, &mut q, c.n_head, c.head_dim);
+        rope.apply(c.rope.kind, &mut k, c.n_head_kv, c.head_dim);
+        if self.options.kv_f16 {
+            for t in [&mut k, &mut v] {
+                for a in t.iter_mut() {
+                    *a = half::f16::from_f32(*a).to_f32();
+                }
+            }
+        }
+        let attn = self.attention(&q, &k, &v, n)?;
+        drop((q, k, v));
+        let mut o = self.matmul(&w.linear(&name("attn_output.weight"))?, &attn, n, hook)?;
+        drop(attn);
+        if let Some(bias) = w.vector_opt(&name("attn_output.bias"))? {
+            ops::add_bias(&mut o, &bias);
+        }
+        ops::add_assign(x, &o);
+        drop(o);
+
+        // Feed-forward.
+        let mut h = x.to_vec();
+        ops::rms_norm(&mut h, e, c.eps, &w.vector(&name("ffn_norm.weight"))?);
+        let mut gate = self.matmul(&w.linear(&name("ffn_gate.weight"))?, &h, n, hook)?;
+        let up = self.matmul(&w.linear(&name("ffn_up.weight"))?, &h, n, hook)?;
+        drop(h);
+        ops::swiglu(&mut gate, &up);
+        drop(up);
+        let down = self.matmul(&w.linear(&name("ffn_down.weight"))?, &gate, n, hook)?;
+        ops::add_assign(x, &down);
+        Ok(())
+    }
+
+    /// Causal multi-head attention with grouped K/V heads: for each K/V head,
+    /// the queries of its heads stacked as one `(group·n, d)` matrix, scores
+    /// against K, causal softmax, times V (candle GEMMs).
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], n: usize) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let (d, dv) = (c.head_dim, c.head_dim_v);
+        let g = c.n_head / c.n_head_kv;
+        let scale = 1.0f32 / (d as f32).sqrt();
+        let ce = |e| candle_err("attention", e);
+        let mut out = vec![0f32; n * c.n_head * dv];
+        for kvh in 0..c.n_head_kv {
+            // Queries of heads kvh*g .. kvh*g+g, head-major.
+            let mut qs = Vec::with_capacity(g * n * d);
+            for hh in 0..g {
+                let head = kvh * g + hh;
+                for t in 0..n {
+                    let base = t * c.n_head * d + head * d;
+                    qs.extend_from_slice(&q[base..base + d]);
+                }
+            }
+            let mut ks = Vec::with_capacity(n * d);
+            let mut vs = Vec::with_capacity(n * dv);
+            for t in 0..n {
+                let kb = t * c.n_head_kv * d + kvh * d;
+                ks.extend_from_slice(&k[kb..kb + d]);
+                let vb = t * c.n_head_kv * dv + kvh * dv;
+                vs.extend_from_slice(&v[vb..vb + dv]);
+            }
+            let qt = Tensor::from_vec(qs, (g * n, d), &Device::Cpu).map_err(ce)?;
+            let kt = Tensor::from_vec(ks, (n, d), &Device::Cpu).map_err(ce)?;
+            let vt = Tensor::from_vec(vs, (n, dv), &Device::Cpu).map_err(ce)?;
+            let mut scores = qt
+                .matmul(&kt.t().map_err(ce)?)
+                .and_then(|s| s.flatten_all())
+                .and_then(|s| s.to_vec1::<f32>())
+                .map_err(ce)?;
+            ops::causal_softmax(&mut scores, n, scale);
+            let pt = Tensor::from_vec(scores, (g * n, n), &Device::Cpu).map_err(ce)?;
+            let o = pt.matmul(&vt).and_then(|s| s.flatten_all()).and_then(|s| s.to_vec1::<f32>()).map_err(ce)?;
+            for hh in 0..g {
+                let head = kvh * g + hh;
+                for t in 0..n {
+                    let src = &o[(hh * n + t) * dv..(hh * n + t + 1) * dv];
+                    let base = t * c.n_head * dv + head * dv;
+                    out[base..base + dv].copy_from_slice(src);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

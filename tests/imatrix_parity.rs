@@ -1,0 +1,131 @@
+//! `ggufkit imatrix` against `llama-imatrix` on the same model, text and ctx:
+//! the same entries, identical counts and chunk keys, `in_sum2` within 1e-3
+//! relative; and both `ggufkit quantize --imatrix` and `llama-quantize
+//! --imatrix` read the result (giving the same bytes).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ggufkit::imatrix::parse_gguf;
+
+mod common;
+
+const CTX: &str = "128";
+const CHUNKS: &str = "4";
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+fn out_dir() -> PathBuf {
+    common::cache_dir("imatrix-parity")
+}
+
+fn fixture_gguf() -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in ["scripts/gen_eval_fixture.py", "scripts/gen_fixtures.py"] {
+        h.update(std::fs::read(common::repo_root().join(f)).unwrap());
+    }
+    let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("eval-fixture-{key}"));
+    let out = common::run_ref_python(
+        &common::repo_root().join("scripts/gen_eval_fixture.py"),
+        &[os("--llama-src"), common::ref_src().as_os_str(), os("--out"), dir.as_os_str()],
+    );
+    let model = PathBuf::from(out.lines().last().unwrap().trim());
+    let gguf = out_dir().join("llama-eval-256-f32.gguf");
+    if !gguf.exists() {
+        common::ggufkit_ok(&[os("convert"), model.as_os_str(), gguf.as_os_str(), os("--outtype"), os("f32")]);
+    }
+    gguf
+}
+
+fn text() -> PathBuf {
+    common::ref_src().join("README.md")
+}
+
+fn run(tool: &Path, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{} failed:\n{all}", tool.display());
+    all
+}
+
+#[test]
+fn imatrix_matches_llama_imatrix_and_both_quantizers_read_it() {
+    if !common::parity_enabled("imatrix_parity") {
+        return;
+    }
+    let gguf = fixture_gguf();
+    let theirs = out_dir().join("llama.imatrix.gguf");
+    let ours = out_dir().join("ours.imatrix.gguf");
+    run(
+        &common::ref_tools().join("llama-imatrix"),
+        &[
+            os("-m"),
+            gguf.as_os_str(),
+            os("-f"),
+            text().as_os_str(),
+            os("-c"),
+            os(CTX),
+            os("-b"),
+            os(CTX),
+            os("--chunks"),
+            os(CHUNKS),
+            os("-t"),
+            os("2"),
+            os("-o"),
+            theirs.as_os_str(),
+        ],
+    );
+    common::ggufkit_ok(&[
+        os("imatrix"),
+        gguf.as_os_str(),
+        os("--text"),
+        text().as_os_str(),
+        os("--ctx"),
+        os(CTX),
+        os("--chunks"),
+        os(CHUNKS),
+        os("-o"),
+        ours.as_os_str(),
+        os("--quiet"),
+    ]);
+    let a = parse_gguf(&std::fs::read(&theirs).unwrap()).unwrap();
+    let b = parse_gguf(&std::fs::read(&ours).unwrap()).unwrap();
+    assert_eq!(a.entries.keys().collect::<Vec<_>>(), b.entries.keys().collect::<Vec<_>>(), "entries");
+    assert_eq!((a.chunk_count, a.chunk_size), (b.chunk_count, b.chunk_size), "chunk keys");
+    let mut worst = (0f64, String::new());
+    for (name, ea) in &a.entries {
+        let eb = &b.entries[name];
+        assert_eq!(ea.counts, eb.counts, "counts of {}", String::from_utf8_lossy(name));
+        assert_eq!(ea.sums.len(), eb.sums.len());
+        for (x, y) in ea.sums.iter().zip(&eb.sums) {
+            let rel = ((x - y).abs() / x.abs().max(1e-30)) as f64;
+            if rel > worst.0 {
+                worst = (rel, String::from_utf8_lossy(name).into_owned());
+            }
+        }
+    }
+    eprintln!("{} entries; max relative in_sum2 difference {:.3e} ({})", a.entries.len(), worst.0, worst.1);
+    assert!(worst.0 < 1e-3, "in_sum2 differs by {:.3e} in {}", worst.0, worst.1);
+
+    // Both quantizers take it, and agree byte for byte.
+    let q_ours = out_dir().join("iq4xs-ggufkit.gguf");
+    let q_theirs = out_dir().join("iq4xs-llama.gguf");
+    common::ggufkit_ok(&[
+        os("quantize"),
+        os("--imatrix"),
+        ours.as_os_str(),
+        gguf.as_os_str(),
+        q_ours.as_os_str(),
+        os("IQ4_XS"),
+        os("--quiet"),
+    ]);
+    run(
+        &common::ref_tools().join("llama-quantize"),
+        &[os("--imatrix"), ours.as_os_str(), gguf.as_os_str(), q_theirs.as_os_str(), os("IQ4_XS"), os("2")],
+    );
+    assert!(std::fs::read(&q_ours).unwrap() == std::fs::read(&q_theirs).unwrap(), "IQ4_XS outputs differ");
+}
