@@ -11,7 +11,6 @@ pub mod gguf;
 pub mod hf;
 pub mod imatrix;
 pub mod infer;
-pub mod inspect;
 pub mod lora;
 pub mod modelfile;
 pub mod pack;
