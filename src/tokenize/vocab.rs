@@ -452,7 +452,7 @@ impl Vocab {
         let eog_has = |t: &str| eog.iter().any(|&id| &*self.texts[id as usize] == t.as_bytes());
         if let Some(end) = self.id("<|end|>").filter(|id| eog.contains(id)) {
             let call = eog_has("<|call|>") || eog_has("<|calls|>");
-            if (eog_has("<|return|>") && call) || (call && eog_has("<|flush|>")) {
+            if call && (eog_has("<|return|>") || eog_has("<|flush|>")) {
                 self.attrs[end as usize] = attr::USER_DEFINED;
             }
         }
