@@ -23,6 +23,32 @@ const SOURCES: &[(&str, &str)] = &[
     ),
     (include_str!("../../formats/templates/gemma.json"), include_str!("../../formats/templates/gemma.gotmpl")),
     (include_str!("../../formats/templates/phi3.json"), include_str!("../../formats/templates/phi3.gotmpl")),
+    (include_str!("../../formats/templates/phi4.json"), include_str!("../../formats/templates/phi4.gotmpl")),
+    (
+        include_str!("../../formats/templates/deepseek-r1.json"),
+        include_str!("../../formats/templates/deepseek-r1.gotmpl"),
+    ),
+    (
+        include_str!("../../formats/templates/deepseek-r1-llama.json"),
+        include_str!("../../formats/templates/deepseek-r1-llama.gotmpl"),
+    ),
+    (include_str!("../../formats/templates/qwq.json"), include_str!("../../formats/templates/qwq.gotmpl")),
+    (include_str!("../../formats/templates/qwen3.json"), include_str!("../../formats/templates/qwen3.gotmpl")),
+    (include_str!("../../formats/templates/smollm3.json"), include_str!("../../formats/templates/smollm3.gotmpl")),
+    (
+        include_str!("../../formats/templates/granite3.3.json"),
+        include_str!("../../formats/templates/granite3.3.gotmpl"),
+    ),
+    (include_str!("../../formats/templates/hermes3.json"), include_str!("../../formats/templates/hermes3.gotmpl")),
+    (
+        include_str!("../../formats/templates/mistral-small3.2.json"),
+        include_str!("../../formats/templates/mistral-small3.2.gotmpl"),
+    ),
+    (include_str!("../../formats/templates/devstral.json"), include_str!("../../formats/templates/devstral.gotmpl")),
+    (
+        include_str!("../../formats/templates/ministral3.json"),
+        include_str!("../../formats/templates/ministral3.gotmpl"),
+    ),
     (include_str!("../../formats/templates/chatml.json"), include_str!("../../formats/templates/chatml.gotmpl")),
 ];
 
@@ -53,6 +79,12 @@ pub struct JinjaSource {
     pub sha256: String,
     #[serde(default)]
     pub origin: Option<String>,
+    /// The `bos_token` this source is rendered with, when it differs from the family's.
+    #[serde(default)]
+    pub bos_token: Option<String>,
+    /// Capabilities of the family this source does not have (its conversations are skipped).
+    #[serde(default)]
+    pub lacks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +97,10 @@ struct FamilyFile {
     system_regex: Option<String>,
     #[serde(default)]
     bos: Option<String>,
+    #[serde(default)]
+    bos_token: Option<String>,
+    #[serde(default)]
+    eos_token: Option<String>,
     #[serde(default)]
     capabilities: Vec<String>,
     detect: Detect,
@@ -86,6 +122,10 @@ pub struct Family {
     pub system: Option<String>,
     /// BOS token the Jinja template writes and Ollama's runtime adds itself.
     pub bos: Option<String>,
+    /// The `bos_token` / `eos_token` texts of the vocabularies this family's Jinja sources
+    /// are tested with.
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
     /// `system`, `tools`, `parallel_tool_calls`, `insert` (fill-in-the-middle).
     pub capabilities: Vec<String>,
     /// The Jinja templates this family is tested against.
@@ -131,6 +171,8 @@ fn load() -> Result<Vec<Family>, String> {
             stop: f.stop,
             system: f.system,
             bos: f.bos,
+            bos_token: f.bos_token,
+            eos_token: f.eos_token,
             capabilities: f.capabilities,
             jinja: f.jinja,
             detect: f.detect,

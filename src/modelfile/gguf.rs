@@ -94,6 +94,7 @@ pub fn from_gguf(meta: &Metadata, opts: &FromGgufOptions) -> Result<(ModelfileSp
     );
 
     let mut spec = ModelfileSpec::new(opts.from.clone());
+    let mut translated: Option<(String, Vec<String>)> = None;
     let mut stops: Vec<String>;
     let family_system: Option<String>;
 
@@ -113,21 +114,31 @@ pub fn from_gguf(meta: &Metadata, opts: &FromGgufOptions) -> Result<(ModelfileSp
                 has_token: if vocab.is_some() { Some(has) } else { None },
                 names: names.clone(),
             };
-            match families::detect(&input) {
-                Some((f, how)) => {
-                    let how = match how {
-                        Match::Exact => "the GGUF's chat template is a known one",
-                        Match::Markers => "recognised from the GGUF's chat template",
-                    };
-                    spec.comments.push(format!("Chat template: {} ({}), {how}", f.name, f.title));
-                    Some(f)
+            let detected = families::detect(&input);
+            // The family and a translation of the Jinja template compete on the rendering
+            // comparison; the family wins ties (its stops and tool tags are curated).
+            match chat_template.map(|j| super::translate::choose(meta, j, detected.as_ref().map(|(f, _)| *f))) {
+                Some(super::translate::Choice::Translated { template, stops: t_stops, note }) => {
+                    spec.comments.push(format!("Chat template: {note}"));
+                    translated = Some((template, t_stops));
+                    None
                 }
-                None => None,
+                Some(super::translate::Choice::Family { note: Some(note) }) => {
+                    warnings.push(note);
+                    detected.map(|(f, how)| family_comment(&mut spec, f, how))
+                }
+                _ => detected.map(|(f, how)| family_comment(&mut spec, f, how)),
             }
         }
     };
 
     match chosen {
+        _ if translated.is_some() => {
+            let (template, t_stops) = translated.take().unwrap_or_default();
+            spec.template = Some(template);
+            stops = t_stops;
+            family_system = None;
+        }
         Some(f) => {
             spec.template = Some(f.template.clone());
             stops = f.stop.iter().filter(|s| has_token(s)).cloned().collect();
@@ -218,6 +229,15 @@ pub fn from_gguf(meta: &Metadata, opts: &FromGgufOptions) -> Result<(ModelfileSp
     }
 
     Ok((spec, warnings))
+}
+
+fn family_comment(spec: &mut ModelfileSpec, f: &'static families::Family, how: Match) -> &'static families::Family {
+    let how = match how {
+        Match::Exact => "the GGUF's chat template is a known one",
+        Match::Markers => "recognised from the GGUF's chat template",
+    };
+    spec.comments.push(format!("Chat template: {} ({}), {how}", f.name, f.title));
+    f
 }
 
 /// The FROM/ADAPTER value for `target` in a Modelfile written to `modelfile_dir`: a relative

@@ -44,6 +44,7 @@ mod gguf;
 pub mod params;
 mod parser;
 pub mod render;
+pub mod translate;
 pub mod verify;
 mod writer;
 

@@ -69,13 +69,20 @@ _ORDER = ("Ollama decodes tool-call arguments into a Go map, so the template can
           "in sorted order; Jinja keeps the order the client sent", "sort-jinja-arguments")
 _TRIM_ASSISTANT = ("Go templates cannot trim strings and Ollama passes message content unchanged; "
                    "this Jinja template applies |trim to assistant content", "trim-go-assistant-input")
-KNOWN_DIFFERENCES = {("mistral", "mistral-7b-instruct-v0.3.jinja", "limit-untrimmed-content"): _TRIM_ASSISTANT}
+_LSTRIP_ASSISTANT = ("Go templates cannot trim strings and Ollama passes message content unchanged; "
+                     "this Jinja template strips leading newlines from earlier assistant turns "
+                     "(what is left after </think>)", "lstrip-newline-go-assistant-input")
+KNOWN_DIFFERENCES = {("mistral", "mistral-7b-instruct-v0.3.jinja", "limit-untrimmed-content"): _TRIM_ASSISTANT,
+                     ("qwq", "*", "limit-untrimmed-content"): _LSTRIP_ASSISTANT,
+                     ("smollm3", "*", "limit-untrimmed-content"): _LSTRIP_ASSISTANT}
 for fam, src in [("llama3.1", "*"), ("llama3.2", "*"), ("gemma", "gemma3.jinja"),
                  ("gemma", "ref:google-gemma-2-2b-it.jinja")]:
     KNOWN_DIFFERENCES[(fam, src, "limit-untrimmed-content")] = _TRIM
-for fam in ["qwen2.5", "qwen2.5-coder", "llama3.1", "llama3.2", "phi3", "chatml"]:
+for fam in ["qwen2.5", "qwen2.5-coder", "llama3.1", "llama3.2", "phi3", "chatml", "phi4", "deepseek-r1",
+            "deepseek-r1-llama", "qwq", "qwen3", "smollm3", "hermes3", "granite3.3", "devstral"]:
     KNOWN_DIFFERENCES[(fam, "*", "limit-consecutive-user")] = _MERGE
-for fam in ["qwen2.5", "qwen2.5-coder", "llama3.1", "llama3.2", "mistral", "mistral-nemo"]:
+for fam in ["qwen2.5", "qwen2.5-coder", "llama3.1", "llama3.2", "mistral", "mistral-nemo", "deepseek-r1", "qwq",
+            "qwen3", "hermes3", "mistral-small3.2", "devstral", "ministral3"]:
     KNOWN_DIFFERENCES[(fam, "*", "limit-unsorted-arguments")] = _ORDER
 
 
@@ -92,6 +99,8 @@ def normalize(kind, messages):
         return msgs, [dict(m, content=m["content"].strip()) for m in msgs]
     if kind == "trim-go-assistant-input":
         return msgs, [dict(m, content=m["content"].strip()) if m["role"] == "assistant" else m for m in msgs]
+    if kind == "lstrip-newline-go-assistant-input":
+        return msgs, [dict(m, content=m["content"].lstrip("\n")) if m["role"] == "assistant" else m for m in msgs]
     if kind == "merge-jinja-input":
         merged = []
         for m in msgs:
@@ -256,6 +265,7 @@ def main():
                     gotmpl = gotmpl[:-1]
                 caps = set(fam.get("capabilities", []))
                 compared = {}
+                rejected = set()
                 for src in fam["jinja"]:
                     text = load_source(src["source"], ref_src)
                     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -282,7 +292,10 @@ def main():
                                 bos_token=src.get("bos_token", fam.get("bos_token", "")),
                                 eos_token=fam.get("eos_token", ""),
                             )
-                        except jinja2.exceptions.TemplateError as e:
+                        except (jinja2.exceptions.TemplateError, TypeError) as e:
+                            # raise_exception, or a template that cannot run on this input at all
+                            # (e.g. Hermes-3's tool-use template iterates tools=None).
+                            rejected.add(cname)
                             row["status"] = "jinja-rejects"
                             row["detail"] = str(e)
                             report.append(row)
@@ -335,7 +348,8 @@ def main():
                         report.append(row)
                 # Every supported conversation must be compared against at least one source.
                 for conv in conversations:
-                    if not conv.get("limit") and all(n in caps for n in conv.get("needs", [])) and conv["name"] not in compared:
+                    if (not conv.get("limit") and all(n in caps for n in conv.get("needs", []))
+                            and conv["name"] not in compared and conv["name"] not in rejected):
                         failures.append(f"{name}: conversation {conv['name']} compared against no Jinja source")
                 # The tag Ollama's tool-call parser derives from the template must be what the
                 # model writes before a call (family JSON "tool_call_tag").
