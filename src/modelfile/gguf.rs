@@ -124,8 +124,10 @@ pub fn from_gguf(meta: &Metadata, opts: &FromGgufOptions) -> Result<(ModelfileSp
                     None
                 }
                 Some(super::translate::Choice::Family { note: Some(note) }) => {
-                    warnings.push(note);
-                    detected.map(|(f, how)| family_comment(&mut spec, f, how))
+                    // Informative: the verification lines say whether the family renders right.
+                    let chosen = detected.map(|(f, how)| family_comment(&mut spec, f, how));
+                    spec.comments.push(note);
+                    chosen
                 }
                 _ => detected.map(|(f, how)| family_comment(&mut spec, f, how)),
             }

@@ -121,7 +121,6 @@ impl JinjaTemplate {
         env.add_test("iterable", |v: Value| !v.is_none() && !v.is_undefined() && v.try_iter().is_ok());
         // Python's str() of what a template prints: True/None, and repr() inside lists and dicts.
         env.set_formatter(|out: &mut minijinja::Output, _state: &minijinja::State, v: &Value| {
-            use std::fmt::Write as _;
             let text = match v.kind() {
                 ValueKind::Undefined => return Ok(()),
                 ValueKind::String => return out.write_str(v.as_str().unwrap_or("")).map_err(Error::from),
