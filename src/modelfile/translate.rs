@@ -96,7 +96,9 @@ pub fn choose(meta: &crate::gguf::Metadata, jinja: &str, family: Option<&super::
     let fam_identical = match &fam_score {
         Some(Some(v)) if v.is_verified() => return Choice::Family { note: None },
         Some(Some(v)) => Some(v.identical),
-        _ => None,
+        // The chat template itself does not parse: nothing to translate.
+        Some(None) => return Choice::Family { note: None },
+        None => None,
     };
     let ctx = context_from_gguf(meta, None);
     let t = match translate(jinja, &TranslateOptions { eos_token: ctx.eos_token.clone() }) {
