@@ -83,8 +83,14 @@ fn translations_render_like_the_jinja_templates() {
          {different} different, {untranslated} untranslated",
         items.len()
     );
-    std::env::var("GGUFKIT_TRANSLATE_REPORT").ok().map(|p| std::fs::write(p, serde_json::to_string_pretty(&rows).unwrap()));
+    std::env::var("GGUFKIT_TRANSLATE_REPORT")
+        .ok()
+        .map(|p| std::fs::write(p, serde_json::to_string_pretty(&rows).unwrap()));
     // What the translator covers today: keep it from regressing.
     assert!(translated >= 20, "only {translated} templates translate");
-    assert!(equal * 10 >= (equal + different) * 9, "only {equal} of {} translated pairs render identically", equal + different);
+    assert!(
+        equal * 10 >= (equal + different) * 9,
+        "only {equal} of {} translated pairs render identically",
+        equal + different
+    );
 }
