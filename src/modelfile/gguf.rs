@@ -95,6 +95,7 @@ pub fn from_gguf(meta: &Metadata, opts: &FromGgufOptions) -> Result<(ModelfileSp
 
     let mut spec = ModelfileSpec::new(opts.from.clone());
     let mut translated: Option<(String, Vec<String>)> = None;
+    let mut translate_note: Option<String> = None;
     let mut stops: Vec<String>;
     let family_system: Option<String>;
 
@@ -124,10 +125,8 @@ pub fn from_gguf(meta: &Metadata, opts: &FromGgufOptions) -> Result<(ModelfileSp
                     None
                 }
                 Some(super::translate::Choice::Family { note: Some(note) }) => {
-                    // Informative: the verification lines say whether the family renders right.
-                    let chosen = detected.map(|(f, how)| family_comment(&mut spec, f, how));
-                    spec.comments.push(note);
-                    chosen
+                    translate_note = Some(note);
+                    detected.map(|(f, how)| family_comment(&mut spec, f, how))
                 }
                 _ => detected.map(|(f, how)| family_comment(&mut spec, f, how)),
             }
@@ -142,6 +141,7 @@ pub fn from_gguf(meta: &Metadata, opts: &FromGgufOptions) -> Result<(ModelfileSp
             family_system = None;
         }
         Some(f) => {
+            warnings.extend(translate_note.take());
             spec.template = Some(f.template.clone());
             stops = f.stop.iter().filter(|s| has_token(s)).cloned().collect();
             family_system = match chat_template {
@@ -161,6 +161,10 @@ pub fn from_gguf(meta: &Metadata, opts: &FromGgufOptions) -> Result<(ModelfileSp
                 )));
             }
             let (tmpl, fallback_stops, desc) = families::fallback(&has_token);
+            let why = match translate_note.take() {
+                Some(n) => format!("{why} and {n}"),
+                None => why.to_string(),
+            };
             warnings
                 .push(format!("{why}; writing a minimal template for {desc}. Check it, or choose a family explicitly"));
             spec.comments.push(format!(

@@ -96,7 +96,9 @@ pub fn choose(meta: &crate::gguf::Metadata, jinja: &str, family: Option<&super::
     let fam_identical = match &fam_score {
         Some(Some(v)) if v.is_verified() => return Choice::Family { note: None },
         Some(Some(v)) => Some(v.identical),
-        _ => None,
+        // The chat template itself does not parse: nothing to translate.
+        Some(None) => return Choice::Family { note: None },
+        None => None,
     };
     let ctx = context_from_gguf(meta, None);
     let t = match translate(jinja, &TranslateOptions { eos_token: ctx.eos_token.clone() }) {
@@ -165,6 +167,8 @@ pub fn stops(template: &str, control_tokens: &[String], eog: &[String]) -> Vec<S
 /// Translates a Jinja chat template into an Ollama Go template.
 pub fn translate(jinja: &str, opts: &TranslateOptions) -> Result<Translation, Untranslatable> {
     let ws = WhitespaceConfig { keep_trailing_newline: false, lstrip_blocks: true, trim_blocks: true };
+    // A unit struct unless minijinja's custom_syntax feature is on (then a real default).
+    #[allow(clippy::default_constructed_unit_structs)]
     let syntax = minijinja::syntax::SyntaxConfig::default();
     let tree = parse(jinja, "chat_template", syntax, ws).map_err(|e| Untranslatable {
         construct: format!("template does not parse: {e}"),
