@@ -92,7 +92,7 @@ impl Sink for GgufSink {
         }
         // Padding between tensors is never written (a region never written
         // reads as zeros); the file still has to reach its full size.
-        let end = match self.layout.offsets.iter().zip(&self.layout.sizes).last() {
+        let end = match self.layout.offsets.last().zip(self.layout.sizes.last()) {
             Some((o, s)) => self.layout.data_offset + o + s,
             None => self.layout.total_size.min(self.layout.data_offset),
         };
