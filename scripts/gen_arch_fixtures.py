@@ -183,6 +183,26 @@ FIXTURES = {
                                       "bos_token_id": 128000, "eos_token_id": 128009},
                               dtype="bfloat16", shards=2, seed=53, vocab="phi4",
                               template="microsoft-Phi-3.5-mini-instruct.jinja"),
+    # Rows of 256 (the K-quant block): for quantize parity with llama-quantize on each architecture.
+    "qwen3moe-k256-bf16": dict(config={**QWEN3_30B_A3B, **SHRINK_QWEN3MOE, "hidden_size": 256, "head_dim": 64,
+                                       "intermediate_size": 768, "moe_intermediate_size": 256,
+                                       "tie_word_embeddings": True},
+                               dtype="bfloat16", shards=1, seed=35, vocab="qwen3", template="Qwen3-Coder.jinja"),
+    "gemma3-k256-bf16": dict(config={**GEMMA_3_1B, "hidden_size": 256, "intermediate_size": 512,
+                                     "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 128,
+                                     "num_hidden_layers": 2, "sliding_window": 8, "vocab_size": GEMMA_VOCAB},
+                             dtype="bfloat16", shards=1, seed=47, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
+    "gemma2-k256-bf16": dict(config={**GEMMA_2_2B, "hidden_size": 256, "intermediate_size": 512,
+                                     "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 128,
+                                     "num_hidden_layers": 2, "sliding_window": 8, "vocab_size": GEMMA_VOCAB,
+                                     "torch_dtype": "bfloat16"},
+                             dtype="bfloat16", shards=1, seed=48, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
+    "phi3.5-k256-bf16": dict(config={**PHI_35_MINI, **SHRINK_PHI, "hidden_size": 256, "intermediate_size": 512,
+                                     "rope_scaling": {"type": "longrope",
+                                                      "long_factor": [1.0 + 0.5 * i for i in range(32)],
+                                                      "short_factor": [1.0 + 0.01 * i for i in range(32)]}},
+                             dtype="bfloat16", shards=1, seed=54, vocab="phi3",
+                             template="microsoft-Phi-3.5-mini-instruct.jinja"),
 }
 
 # Built only when named: the Qwen3-30B-A3B expert layout (128 experts of

@@ -121,3 +121,40 @@ fn identical_to_convert_hf_to_gguf() {
     let g = ggufkit::gguf::GgufFile::open(out_dir().join("gemma3-4b-mm-bf16-auto.gguf")).unwrap();
     assert_eq!(g.header.metadata.get_str("gemma3.rope.scaling.type"), Some("linear"));
 }
+
+/// `quantize` Q4_K_M / Q6_K / Q8_0 byte-identical to llama-quantize on each
+/// architecture's converted model (rows of 256, so the K-quants are used; the
+/// MoE rules of an 8-expert model apply to qwen3moe).
+#[test]
+fn quantize_identical_to_llama_quantize() {
+    if !common::parity_enabled("arch_parity::quantize_identical_to_llama_quantize") {
+        return;
+    }
+    let tool = common::ref_tools().join("llama-quantize");
+    let mut failures = Vec::new();
+    for fixture in ["qwen3moe-k256-bf16", "gemma3-k256-bf16", "gemma2-k256-bf16", "phi3.5-k256-bf16"] {
+        let f32 = ours(fixture, "f32");
+        for q in ["Q4_K_M", "Q6_K", "Q8_0"] {
+            let reference = out_dir().join(format!("{fixture}-{q}.ref.gguf"));
+            let res = Command::new(&tool).arg(&f32).arg(&reference).arg(q).output().unwrap();
+            assert!(res.status.success(), "llama-quantize {fixture} {q}:\n{}", String::from_utf8_lossy(&res.stderr));
+            let mine = out_dir().join(format!("{fixture}-{q}.gguf"));
+            common::ggufkit_ok(&[
+                "quantize".as_ref(),
+                f32.as_os_str(),
+                mine.as_os_str(),
+                q.as_ref(),
+            ]);
+            let same = std::fs::read(&reference).unwrap() == std::fs::read(&mine).unwrap();
+            eprintln!("{fixture} {q}: {}", if same { "identical" } else { "DIFFERENT" });
+            if !same {
+                failures.push(format!("{fixture} {q}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "differ from llama-quantize: {failures:?}");
+    // The MoE rules were exercised: an 8-expert model's attn_k is Q8_0 in Q4_K_M.
+    let g = ggufkit::gguf::GgufFile::open(out_dir().join("qwen3moe-k256-bf16-Q4_K_M.gguf")).unwrap();
+    assert_eq!(g.header.tensor("blk.0.attn_k.weight").unwrap().ty, ggufkit::gguf::GgmlType::Q8_0);
+    assert_ne!(g.header.tensor("blk.0.ffn_gate_exps.weight").unwrap().ty, ggufkit::gguf::GgmlType::F32);
+}
