@@ -158,3 +158,38 @@ fn quantize_identical_to_llama_quantize() {
     assert_eq!(g.header.tensor("blk.0.attn_k.weight").unwrap().ty, ggufkit::gguf::GgmlType::Q8_0);
     assert_ne!(g.header.tensor("blk.0.ffn_gate_exps.weight").unwrap().ty, ggufkit::gguf::GgmlType::F32);
 }
+
+/// llama.cpp (llama-cpp-python) runs the converted models: its logits match an
+/// independent float64 numpy forward pass of the HF weights
+/// (tests/parity/convert_check.py: Qwen3-MoE routing with renormalized top-k;
+/// Gemma's scaled embeddings, 1 + w norms, sandwich norms, sliding-window
+/// layers with their own rope base, attention and final logit softcaps).
+/// F32 output: within 1e-4 of the largest |logit| (at least 1e-3); the
+/// source's 16-bit type: within 1%.
+#[test]
+fn logits_match_float64_reference() {
+    if !common::parity_enabled("arch_parity::logits_match_float64_reference") {
+        return;
+    }
+    let script = common::repo_root().join("tests/parity/convert_check.py");
+    let mut report = Vec::new();
+    for fixture in ["qwen3moe-f32", "qwen3moe-30b-a3b-bf16", "gemma3-1b-f32", "gemma3-1b-bf16", "gemma3-4b-mm-bf16", "gemma2-2b-f32"] {
+        for outtype in ["f32", "auto"] {
+            let gguf = ours(fixture, outtype);
+            let fx = fixtures().join(fixture);
+            let out = common::run_ref_python(&script, &["logits".as_ref(), fx.as_os_str(), gguf.as_os_str()]);
+            let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
+            for p in r["prompts"].as_array().unwrap() {
+                let diff = p["max_abs_diff"].as_f64().unwrap();
+                let maxl = p["max_abs_logit"].as_f64().unwrap();
+                let bound = if outtype == "f32" { (1e-4 * maxl).max(1e-3) } else { 0.01 * maxl.max(1.0) };
+                report.push(format!("{fixture} {outtype}: {} tokens, max |diff| {diff:.3e} (max |logit| {maxl:.1})", p["n_tokens"]));
+                assert!(diff < bound, "{fixture} {outtype}: logits differ by {diff} (bound {bound})\n{r}");
+                if outtype == "f32" {
+                    assert_eq!(p["argmax_agree"].as_f64(), Some(1.0), "{fixture}: argmax differs");
+                }
+            }
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+}
