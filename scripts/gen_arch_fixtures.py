@@ -210,11 +210,16 @@ FIXTURES = {
                              template="microsoft-Phi-3.5-mini-instruct.jinja"),
 }
 
-# Built only when named: the Qwen3-30B-A3B expert layout (128 experts of
-# 768 x 2048) in a few blocks, for measuring conversion memory and time.
+# Built only when named: a Qwen3-MoE shape with 128 experts (8 used) at half of Qwen3-30B-A3B's widths
+# (hidden 1024, experts of 384), two blocks, untied: 1.2 GB of bf16 in 2 shards, for measuring
+# conversion memory and time (BENCHMARKS.md).
 LARGE_FIXTURES = {
-    "qwen3moe-128x-large-bf16": dict(config={**QWEN3_30B_A3B, "num_hidden_layers": 4}, dtype="bfloat16", shards=4,
-                                     seed=34, vocab="qwen3", template="Qwen-Qwen3-0.6B.jinja"),
+    "qwen3moe-128x-large-bf16": dict(config={**QWEN3_30B_A3B, "num_hidden_layers": 2, "hidden_size": 1024,
+                                             "moe_intermediate_size": 384, "intermediate_size": 3072,
+                                             "num_attention_heads": 16, "num_key_value_heads": 4,
+                                             "max_window_layers": 2},
+                                     dtype="bfloat16", shards=2, seed=34, vocab="qwen3",
+                                     template="Qwen-Qwen3-0.6B.jinja"),
 }
 
 
