@@ -139,12 +139,7 @@ fn quantize_identical_to_llama_quantize() {
             let res = Command::new(&tool).arg(&f32).arg(&reference).arg(q).output().unwrap();
             assert!(res.status.success(), "llama-quantize {fixture} {q}:\n{}", String::from_utf8_lossy(&res.stderr));
             let mine = out_dir().join(format!("{fixture}-{q}.gguf"));
-            common::ggufkit_ok(&[
-                "quantize".as_ref(),
-                f32.as_os_str(),
-                mine.as_os_str(),
-                q.as_ref(),
-            ]);
+            common::ggufkit_ok(&["quantize".as_ref(), f32.as_os_str(), mine.as_os_str(), q.as_ref()]);
             let same = std::fs::read(&reference).unwrap() == std::fs::read(&mine).unwrap();
             eprintln!("{fixture} {q}: {}", if same { "identical" } else { "DIFFERENT" });
             if !same {
@@ -173,7 +168,14 @@ fn logits_match_float64_reference() {
     }
     let script = common::repo_root().join("tests/parity/convert_check.py");
     let mut report = Vec::new();
-    for fixture in ["qwen3moe-f32", "qwen3moe-30b-a3b-bf16", "gemma3-1b-f32", "gemma3-1b-bf16", "gemma3-4b-mm-bf16", "gemma2-2b-f32"] {
+    for fixture in [
+        "qwen3moe-f32",
+        "qwen3moe-30b-a3b-bf16",
+        "gemma3-1b-f32",
+        "gemma3-1b-bf16",
+        "gemma3-4b-mm-bf16",
+        "gemma2-2b-f32",
+    ] {
         for outtype in ["f32", "auto"] {
             let gguf = ours(fixture, outtype);
             let fx = fixtures().join(fixture);
@@ -183,7 +185,10 @@ fn logits_match_float64_reference() {
                 let diff = p["max_abs_diff"].as_f64().unwrap();
                 let maxl = p["max_abs_logit"].as_f64().unwrap();
                 let bound = if outtype == "f32" { (1e-4 * maxl).max(1e-3) } else { 0.01 * maxl.max(1.0) };
-                report.push(format!("{fixture} {outtype}: {} tokens, max |diff| {diff:.3e} (max |logit| {maxl:.1})", p["n_tokens"]));
+                report.push(format!(
+                    "{fixture} {outtype}: {} tokens, max |diff| {diff:.3e} (max |logit| {maxl:.1})",
+                    p["n_tokens"]
+                ));
                 assert!(diff < bound, "{fixture} {outtype}: logits differ by {diff} (bound {bound})\n{r}");
                 if outtype == "f32" {
                     assert_eq!(p["argmax_agree"].as_f64(), Some(1.0), "{fixture}: argmax differs");
@@ -192,4 +197,37 @@ fn logits_match_float64_reference() {
         }
     }
     eprintln!("{}", report.join("\n"));
+}
+
+/// `merge` of a PEFT LoRA adapter on every expert's gate/up/down projections
+/// (and q_proj) of a Qwen3-MoE base: merged per expert as PEFT's
+/// `W + alpha/r * B @ A`, then stacked into `ffn_*_exps`.
+#[test]
+fn merge_lora_on_experts() {
+    if !common::parity_enabled("arch_parity::merge_lora_on_experts") {
+        return;
+    }
+    let script = common::repo_root().join("tests/parity/arch_merge_check.py");
+    let base = fixtures().join("qwen3moe-f32");
+    let adapter = out_dir().join("qwen3moe-experts-lora");
+    common::run_ref_python(&script, &["make".as_ref(), base.as_os_str(), adapter.as_os_str()]);
+    let merged = out_dir().join("qwen3moe-experts-merged.gguf");
+    common::ggufkit_ok(&[
+        "merge".as_ref(),
+        base.as_os_str(),
+        "--lora".as_ref(),
+        adapter.as_os_str(),
+        "-o".as_ref(),
+        merged.as_os_str(),
+        "--outtype".as_ref(),
+        "f32".as_ref(),
+    ]);
+    let out = common::run_ref_python(
+        &script,
+        &["check".as_ref(), base.as_os_str(), adapter.as_os_str(), common::ref_src().as_os_str(), merged.as_os_str()],
+    );
+    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
+    eprintln!("merge on experts: {r}");
+    assert_eq!(r["n_experts"], 2 * 3 * 16);
+    assert!(r["max_abs_diff"].as_f64().unwrap() < 1e-6, "{r}");
 }
