@@ -101,8 +101,10 @@ GEMMA_3_4B = {
 }
 
 # Gemma sizes shrunk; vocab_size is the trained SentencePiece model's size (GEMMA_VOCAB), plus padding rows.
+# query_pre_attn_scalar stays equal to head_dim as in the real 2B/1B/4B models (llama.cpp scales
+# attention by 1/sqrt(head_dim) and does not store it).
 SHRINK_GEMMA = {"head_dim": 32, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-                "num_key_value_heads": 2}
+                "num_key_value_heads": 2, "query_pre_attn_scalar": 32}
 GEMMA_VOCAB = 1000
 
 # microsoft/Phi-3.5-mini-instruct (long_factor / short_factor: 8 of the 48 values, for head_dim 16).
@@ -153,12 +155,13 @@ FIXTURES = {
     "gemma3-1b-bf16": dict(config={**GEMMA_3_1B, **SHRINK_GEMMA, "num_key_value_heads": 1, "num_hidden_layers": 6,
                                    "sliding_window": 8, "vocab_size": GEMMA_VOCAB + 24},
                            dtype="bfloat16", shards=1, seed=41, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
-    # The same in f16 (norm + 1 rounded to f16) and f32 (the 1e-3 logit check).
+    # The same in f16 (norm + 1 rounded to f16) and f32 (the tight logit check); the sliding-window
+    # pattern stays 6 (llama.cpp hard-codes Gemma 3's).
     "gemma3-1b-f16": dict(config={**GEMMA_3_1B, **SHRINK_GEMMA, "num_hidden_layers": 3, "sliding_window": 8,
-                                  "sliding_window_pattern": 3, "vocab_size": GEMMA_VOCAB, "torch_dtype": "float16"},
+                                  "vocab_size": GEMMA_VOCAB, "torch_dtype": "float16"},
                           dtype="float16", shards=1, seed=42, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
-    "gemma3-1b-f32": dict(config={**GEMMA_3_1B, **SHRINK_GEMMA, "num_hidden_layers": 3, "sliding_window": 8,
-                                  "sliding_window_pattern": 3, "vocab_size": GEMMA_VOCAB, "torch_dtype": "float32"},
+    "gemma3-1b-f32": dict(config={**GEMMA_3_1B, **SHRINK_GEMMA, "num_hidden_layers": 6, "sliding_window": 8,
+                                  "vocab_size": GEMMA_VOCAB, "torch_dtype": "float32"},
                           dtype="float32", shards=1, seed=43, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
     # Gemma-3-4B-it (Gemma3ForConditionalGeneration): text model with linear rope scaling, plus a
     # (tiny) vision tower and projector that conversion skips; bf16, two shards.
@@ -183,13 +186,40 @@ FIXTURES = {
                                       "bos_token_id": 128000, "eos_token_id": 128009},
                               dtype="bfloat16", shards=2, seed=53, vocab="phi4",
                               template="microsoft-Phi-3.5-mini-instruct.jinja"),
+    # Rows of 256 (the K-quant block): for quantize parity with llama-quantize on each architecture.
+    "qwen3moe-k256-bf16": dict(config={**QWEN3_30B_A3B, **SHRINK_QWEN3MOE, "hidden_size": 256, "head_dim": 64,
+                                       "intermediate_size": 768, "moe_intermediate_size": 256,
+                                       "tie_word_embeddings": True},
+                               dtype="bfloat16", shards=1, seed=35, vocab="qwen3", template="Qwen3-Coder.jinja"),
+    "gemma3-k256-bf16": dict(config={**GEMMA_3_1B, "hidden_size": 256, "intermediate_size": 512,
+                                     "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 128,
+                                     "query_pre_attn_scalar": 128,
+                                     "num_hidden_layers": 2, "sliding_window": 8, "vocab_size": GEMMA_VOCAB},
+                             dtype="bfloat16", shards=1, seed=47, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
+    "gemma2-k256-bf16": dict(config={**GEMMA_2_2B, "hidden_size": 256, "intermediate_size": 512,
+                                     "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 128,
+                                     "query_pre_attn_scalar": 128,
+                                     "num_hidden_layers": 2, "sliding_window": 8, "vocab_size": GEMMA_VOCAB,
+                                     "torch_dtype": "bfloat16"},
+                             dtype="bfloat16", shards=1, seed=48, vocab="gemma", template="google-gemma-2-2b-it.jinja"),
+    "phi3.5-k256-bf16": dict(config={**PHI_35_MINI, **SHRINK_PHI, "hidden_size": 256, "intermediate_size": 512,
+                                     "rope_scaling": {"type": "longrope",
+                                                      "long_factor": [1.0 + 0.5 * i for i in range(32)],
+                                                      "short_factor": [1.0 + 0.01 * i for i in range(32)]}},
+                             dtype="bfloat16", shards=1, seed=54, vocab="phi3",
+                             template="microsoft-Phi-3.5-mini-instruct.jinja"),
 }
 
-# Built only when named: the Qwen3-30B-A3B expert layout (128 experts of
-# 768 x 2048) in a few blocks, for measuring conversion memory and time.
+# Built only when named: a Qwen3-MoE shape with 128 experts (8 used) at half of Qwen3-30B-A3B's widths
+# (hidden 1024, experts of 384), two blocks, untied: 1.2 GB of bf16 in 2 shards, for measuring
+# conversion memory and time (BENCHMARKS.md).
 LARGE_FIXTURES = {
-    "qwen3moe-128x-large-bf16": dict(config={**QWEN3_30B_A3B, "num_hidden_layers": 4}, dtype="bfloat16", shards=4,
-                                     seed=34, vocab="qwen3", template="Qwen-Qwen3-0.6B.jinja"),
+    "qwen3moe-128x-large-bf16": dict(config={**QWEN3_30B_A3B, "num_hidden_layers": 2, "hidden_size": 1024,
+                                             "moe_intermediate_size": 384, "intermediate_size": 3072,
+                                             "num_attention_heads": 16, "num_key_value_heads": 4,
+                                             "max_window_layers": 2},
+                                     dtype="bfloat16", shards=2, seed=34, vocab="qwen3",
+                                     template="Qwen-Qwen3-0.6B.jinja"),
 }
 
 

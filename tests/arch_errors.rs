@@ -29,7 +29,8 @@ fn varint(mut v: u64, out: &mut Vec<u8>) {
 
 /// A SentencePiece model with V pieces.
 fn spm_model() -> Vec<u8> {
-    let pieces = [("<pad>", 3u64), ("<eos>", 3), ("<bos>", 3), ("<unk>", 2), ("▁a", 1), ("a", 1), ("b", 1), ("<0x0A>", 6)];
+    let pieces =
+        [("<pad>", 3u64), ("<eos>", 3), ("<bos>", 3), ("<unk>", 2), ("▁a", 1), ("a", 1), ("b", 1), ("<0x0A>", 6)];
     let mut out = Vec::new();
     for (i, (p, t)) in pieces.iter().enumerate() {
         let mut m = vec![0x0a];
@@ -48,8 +49,11 @@ fn spm_model() -> Vec<u8> {
 
 /// A byte-level BPE tokenizer.json of V tokens (converted with `--vocab-pre gpt-2`).
 fn bpe_tokenizer() -> serde_json::Value {
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        ["a", "b", "c", "Ġ", "ab", "<|end|>", "d", "e"].iter().enumerate().map(|(i, t)| (t.to_string(), i.into())).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = ["a", "b", "c", "Ġ", "ab", "<|end|>", "d", "e"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i.into()))
+        .collect();
     serde_json::json!({
         "version": "1.0", "added_tokens": [{"id": 5, "content": "<|end|>", "special": true, "normalized": false,
                                             "single_word": false, "lstrip": false, "rstrip": false}],
@@ -138,10 +142,15 @@ fn qwen3moe(dir: &Path, n_expert_config: usize, tensors: &Tensors) -> PathBuf {
 }
 
 fn gemma_tensors(qk_norm: bool, prefix: &str) -> Tensors {
-    let mut t = vec![(format!("{prefix}model.embed_tokens.weight"), vec![V, H]), (format!("{prefix}model.norm.weight"), vec![H])];
+    let mut t = vec![
+        (format!("{prefix}model.embed_tokens.weight"), vec![V, H]),
+        (format!("{prefix}model.norm.weight"), vec![H]),
+    ];
     for b in 0..2 {
         let p = format!("{prefix}model.layers.{b}.");
-        for n in ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"] {
+        for n in
+            ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"]
+        {
             t.push((format!("{p}{n}.weight"), vec![H]));
         }
         attention(&mut t, &p, qk_norm);

@@ -121,3 +121,114 @@ fn identical_to_convert_hf_to_gguf() {
     let g = ggufkit::gguf::GgufFile::open(out_dir().join("gemma3-4b-mm-bf16-auto.gguf")).unwrap();
     assert_eq!(g.header.metadata.get_str("gemma3.rope.scaling.type"), Some("linear"));
 }
+
+/// `quantize` Q4_K_M / Q6_K / Q8_0 byte-identical to llama-quantize on each
+/// architecture's converted model (rows of 256, so the K-quants are used; the
+/// MoE rules of an 8-expert model apply to qwen3moe).
+#[test]
+fn quantize_identical_to_llama_quantize() {
+    if !common::parity_enabled("arch_parity::quantize_identical_to_llama_quantize") {
+        return;
+    }
+    let tool = common::ref_tools().join("llama-quantize");
+    let mut failures = Vec::new();
+    for fixture in ["qwen3moe-k256-bf16", "gemma3-k256-bf16", "gemma2-k256-bf16", "phi3.5-k256-bf16"] {
+        let f32 = ours(fixture, "f32");
+        for q in ["Q4_K_M", "Q6_K", "Q8_0"] {
+            let reference = out_dir().join(format!("{fixture}-{q}.ref.gguf"));
+            let res = Command::new(&tool).arg(&f32).arg(&reference).arg(q).output().unwrap();
+            assert!(res.status.success(), "llama-quantize {fixture} {q}:\n{}", String::from_utf8_lossy(&res.stderr));
+            let mine = out_dir().join(format!("{fixture}-{q}.gguf"));
+            common::ggufkit_ok(&["quantize".as_ref(), f32.as_os_str(), mine.as_os_str(), q.as_ref()]);
+            let same = std::fs::read(&reference).unwrap() == std::fs::read(&mine).unwrap();
+            eprintln!("{fixture} {q}: {}", if same { "identical" } else { "DIFFERENT" });
+            if !same {
+                failures.push(format!("{fixture} {q}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "differ from llama-quantize: {failures:?}");
+    // The MoE rules were exercised: an 8-expert model's attn_k is Q8_0 in Q4_K_M.
+    let g = ggufkit::gguf::GgufFile::open(out_dir().join("qwen3moe-k256-bf16-Q4_K_M.gguf")).unwrap();
+    assert_eq!(g.header.tensor("blk.0.attn_k.weight").unwrap().ty, ggufkit::gguf::GgmlType::Q8_0);
+    assert_ne!(g.header.tensor("blk.0.ffn_gate_exps.weight").unwrap().ty, ggufkit::gguf::GgmlType::F32);
+}
+
+/// llama.cpp (llama-cpp-python) runs the converted models: its logits match an
+/// independent float64 numpy forward pass of the HF weights
+/// (tests/parity/convert_check.py: Qwen3-MoE routing with renormalized top-k;
+/// Gemma's scaled embeddings, 1 + w norms, sandwich norms, sliding-window
+/// layers with their own rope base, attention and final logit softcaps).
+/// F32 output: within 5e-4 of the largest |logit| (at least 1e-3: Gemma's
+/// scaled embeddings make activations of ~100, and llama.cpp accumulates in
+/// F32; measured up to 1.0e-4 relative); the source's 16-bit type: within 1%.
+#[test]
+fn logits_match_float64_reference() {
+    if !common::parity_enabled("arch_parity::logits_match_float64_reference") {
+        return;
+    }
+    let script = common::repo_root().join("tests/parity/convert_check.py");
+    let mut report = Vec::new();
+    for fixture in [
+        "qwen3moe-f32",
+        "qwen3moe-30b-a3b-bf16",
+        "gemma3-1b-f32",
+        "gemma3-1b-bf16",
+        "gemma3-4b-mm-bf16",
+        "gemma2-2b-f32",
+    ] {
+        for outtype in ["f32", "auto"] {
+            let gguf = ours(fixture, outtype);
+            let fx = fixtures().join(fixture);
+            let out = common::run_ref_python(&script, &["logits".as_ref(), fx.as_os_str(), gguf.as_os_str()]);
+            let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
+            for p in r["prompts"].as_array().unwrap() {
+                let diff = p["max_abs_diff"].as_f64().unwrap();
+                let maxl = p["max_abs_logit"].as_f64().unwrap();
+                let bound = if outtype == "f32" { (5e-4 * maxl).max(1e-3) } else { 0.01 * maxl.max(1.0) };
+                report.push(format!(
+                    "{fixture} {outtype}: {} tokens, max |diff| {diff:.3e} (max |logit| {maxl:.1})",
+                    p["n_tokens"]
+                ));
+                assert!(diff < bound, "{fixture} {outtype}: logits differ by {diff} (bound {bound})\n{r}");
+                if outtype == "f32" {
+                    assert_eq!(p["argmax_agree"].as_f64(), Some(1.0), "{fixture}: argmax differs");
+                }
+            }
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+/// `merge` of a PEFT LoRA adapter on every expert's gate/up/down projections
+/// (and q_proj) of a Qwen3-MoE base: merged per expert as PEFT's
+/// `W + alpha/r * B @ A`, then stacked into `ffn_*_exps`.
+#[test]
+fn merge_lora_on_experts() {
+    if !common::parity_enabled("arch_parity::merge_lora_on_experts") {
+        return;
+    }
+    let script = common::repo_root().join("tests/parity/arch_merge_check.py");
+    let base = fixtures().join("qwen3moe-f32");
+    let adapter = out_dir().join("qwen3moe-experts-lora");
+    common::run_ref_python(&script, &["make".as_ref(), base.as_os_str(), adapter.as_os_str()]);
+    let merged = out_dir().join("qwen3moe-experts-merged.gguf");
+    common::ggufkit_ok(&[
+        "merge".as_ref(),
+        base.as_os_str(),
+        "--lora".as_ref(),
+        adapter.as_os_str(),
+        "-o".as_ref(),
+        merged.as_os_str(),
+        "--outtype".as_ref(),
+        "f32".as_ref(),
+    ]);
+    let out = common::run_ref_python(
+        &script,
+        &["check".as_ref(), base.as_os_str(), adapter.as_os_str(), common::ref_src().as_os_str(), merged.as_os_str()],
+    );
+    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
+    eprintln!("merge on experts: {r}");
+    assert_eq!(r["n_experts"], 2 * 3 * 16);
+    assert!(r["max_abs_diff"].as_f64().unwrap() < 1e-6, "{r}");
+}

@@ -249,13 +249,35 @@ pub struct ParamKey {
 /// `language_model.` is removed (Gemma3ForConditionalGeneration's text model).
 pub fn text_model_name(name: &str) -> Option<String> {
     const PREFIXES: &[&str] = &[
-        "mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger.", "resampler.", "sound_encoder.",
-        "sound_projection.", "speech_embeddings.",
+        "mlp",
+        "vit.",
+        "vpm.",
+        "siglip2.",
+        "conformer.",
+        "merger.",
+        "resampler.",
+        "sound_encoder.",
+        "sound_projection.",
+        "speech_embeddings.",
     ];
     const PARTS: &[&str] = &[
-        "visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.", "code2wav.", "projector.",
-        "pre_mm_projector_norm", "image_newline", "view_seperator", "patch_embed", "patch_embedding", "patch_merger.",
-        "patch_merge_mlp.", "model.connector.",
+        "visual.",
+        "vision.",
+        "audio.",
+        "talker.",
+        "vision_",
+        "audio_",
+        "token2wav.",
+        "code2wav.",
+        "projector.",
+        "pre_mm_projector_norm",
+        "image_newline",
+        "view_seperator",
+        "patch_embed",
+        "patch_embedding",
+        "patch_merger.",
+        "patch_merge_mlp.",
+        "model.connector.",
     ];
     if PREFIXES.iter().any(|p| name.starts_with(p)) || PARTS.iter().any(|p| name.contains(p)) {
         return None;
@@ -417,7 +439,10 @@ mod tests {
         assert_eq!(llama.match_tensor("lm_head.weight").unwrap().gguf_name(), "output.weight");
         assert!(llama.skipped("model.layers.0.self_attn.rotary_emb.inv_freq"));
         assert!(spec_for("GPT2LMHeadModel").unwrap().is_none());
-        assert_eq!(text_model_name("language_model.model.layers.0.mlp.up_proj.weight").unwrap(), "model.layers.0.mlp.up_proj.weight");
+        assert_eq!(
+            text_model_name("language_model.model.layers.0.mlp.up_proj.weight").unwrap(),
+            "model.layers.0.mlp.up_proj.weight"
+        );
         assert_eq!(text_model_name("model.language_model.norm.weight").unwrap(), "model.norm.weight");
         assert!(text_model_name("vision_tower.vision_model.embeddings.patch_embedding.weight").is_none());
         assert!(text_model_name("multi_modal_projector.mm_input_projection_weight").is_none());

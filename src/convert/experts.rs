@@ -39,17 +39,13 @@ pub struct ExpertStacker<'a> {
 impl<'a> ExpertStacker<'a> {
     /// Reads the expert count (and the dense blocks) from the config.
     pub fn new(spec: &'a ExpertSpec, config: &Map<String, Value>, config_path: &Path) -> Result<Self> {
-        let (count_key, v) = spec
-            .count
-            .iter()
-            .find_map(|k| config.get(k).filter(|v| !v.is_null()).map(|v| (k.clone(), v)))
-            .ok_or_else(|| {
-                Error::input(config_path, format!("missing the number of experts (one of {:?})", spec.count))
-            })?;
-        let n_expert = v
-            .as_u64()
-            .filter(|n| (1..=1 << 16).contains(n))
-            .ok_or_else(|| Error::input(config_path, format!("\"{count_key}\" must be an integer in 1..=65536, not {v}")))?;
+        let (count_key, v) =
+            spec.count.iter().find_map(|k| config.get(k).filter(|v| !v.is_null()).map(|v| (k.clone(), v))).ok_or_else(
+                || Error::input(config_path, format!("missing the number of experts (one of {:?})", spec.count)),
+            )?;
+        let n_expert = v.as_u64().filter(|n| (1..=1 << 16).contains(n)).ok_or_else(|| {
+            Error::input(config_path, format!("\"{count_key}\" must be an integer in 1..=65536, not {v}"))
+        })?;
         let mut dense = BTreeSet::new();
         if let Some(key) = &spec.dense_layers {
             match config.get(key) {
@@ -148,7 +144,10 @@ impl<'a> ExpertStacker<'a> {
         if shape != expect {
             return Err(Error::input(
                 file,
-                format!("tensor '{name}' has shape {shape:?}, but {config} implies {expect:?} ({})", rule.shape.join(", ")),
+                format!(
+                    "tensor '{name}' has shape {shape:?}, but {config} implies {expect:?} ({})",
+                    rule.shape.join(", ")
+                ),
             ));
         }
         let (n_rules, n_expert) = (self.spec.stack.len(), self.n_expert as usize);
@@ -256,7 +255,10 @@ mod tests {
             }
             _ => panic!(),
         }
-        assert!(s.offer("model.layers.1.mlp.gate.weight", "model.layers.1.mlp.gate.weight", &[2, 4], f, &hp, 2).unwrap().is_none());
+        assert!(s
+            .offer("model.layers.1.mlp.gate.weight", "model.layers.1.mlp.gate.weight", &[2, 4], f, &hp, 2)
+            .unwrap()
+            .is_none());
         s.finish(&[]).unwrap();
     }
 
@@ -267,13 +269,39 @@ mod tests {
         let cfg: Map<String, Value> = serde_json::from_str(r#"{"num_experts": 2}"#).unwrap();
         let mut s = ExpertStacker::new(ex, &cfg, Path::new("config.json")).unwrap();
         let f = Path::new("model.safetensors");
-        let e = s.offer("model.layers.0.mlp.experts.2.up_proj.weight", "model.layers.0.mlp.experts.2.up_proj.weight", &[8, 4], f, &hp(), 2).unwrap_err();
+        let e = s
+            .offer(
+                "model.layers.0.mlp.experts.2.up_proj.weight",
+                "model.layers.0.mlp.experts.2.up_proj.weight",
+                &[8, 4],
+                f,
+                &hp(),
+                2,
+            )
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("config.json") && msg.contains("num_experts") && msg.contains("expert 2"), "{msg}");
-        s.offer("model.layers.0.mlp.experts.0.up_proj.weight", "model.layers.0.mlp.experts.0.up_proj.weight", &[8, 4], f, &hp(), 2).unwrap();
+        s.offer(
+            "model.layers.0.mlp.experts.0.up_proj.weight",
+            "model.layers.0.mlp.experts.0.up_proj.weight",
+            &[8, 4],
+            f,
+            &hp(),
+            2,
+        )
+        .unwrap();
         let msg = s.finish(&["model.safetensors".into()]).unwrap_err().to_string();
         assert!(msg.contains("model.layers.0.mlp.experts.1.up_proj.weight") && msg.contains("num_experts"), "{msg}");
-        let e = s.offer("model.layers.0.mlp.experts.1.up_proj.weight", "model.layers.0.mlp.experts.1.up_proj.weight", &[4, 8], f, &hp(), 2).unwrap_err();
+        let e = s
+            .offer(
+                "model.layers.0.mlp.experts.1.up_proj.weight",
+                "model.layers.0.mlp.experts.1.up_proj.weight",
+                &[4, 8],
+                f,
+                &hp(),
+                2,
+            )
+            .unwrap_err();
         assert!(e.to_string().contains("shape"));
         let bad: Map<String, Value> = serde_json::from_str(r#"{"num_experts": 0}"#).unwrap();
         assert!(ExpertStacker::new(ex, &bad, Path::new("config.json")).is_err());

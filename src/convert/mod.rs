@@ -397,8 +397,7 @@ impl<W: HfTensors> HfToGguf<W> {
             VocabKind::Gemma3 => Some(gemma3_vocab_rows(&model, &vocab)?),
             _ => None,
         };
-        let tensors_plan =
-            plan_tensors(&model, &spec, &hparams, &config, &config_path, n_vocab_real, &mut warnings)?;
+        let tensors_plan = plan_tensors(&model, &spec, &hparams, &config, &config_path, n_vocab_real, &mut warnings)?;
 
         // Output type.
         let outtype = match opts.outtype {
@@ -523,7 +522,8 @@ impl<W: HfTensors> HfToGguf<W> {
                     let r = first_row + done;
                     let (x, local) = ((r / rows_each) as usize, r % rows_each);
                     let take = (rows_each - local).min(n_rows - done);
-                    let name = names.get(x).ok_or_else(|| Error::Other(format!("tensor '{}': rows out of range", t.name)))?;
+                    let name =
+                        names.get(x).ok_or_else(|| Error::Other(format!("tensor '{}': rows out of range", t.name)))?;
                     let index = w.index_of(name).ok_or_else(|| Error::Other(format!("tensor '{name}' vanished")))?;
                     let dst = &mut out[(done as usize) * row..((done + take) as usize) * row];
                     w.read_rows_f32(index, local, dst)?;
@@ -691,7 +691,8 @@ fn plan_tensors<W: HfTensors>(
         }
     }
     if spec.rope_factor_tensors {
-        if let Some(f) = rope_factors::RopeFactors::from_config(&full_attention_rope(config), config, hp, config_path)? {
+        if let Some(f) = rope_factors::RopeFactors::from_config(&full_attention_rope(config), config, hp, config_path)?
+        {
             let n = f.long.len() as u64;
             out.push(("rope_factors_long.weight".into(), vec![n], 1, Origin::Generated(f.long)));
             out.push(("rope_factors_short.weight".into(), vec![n], 1, Origin::Generated(f.short)));
@@ -717,7 +718,10 @@ fn plan_tensors<W: HfTensors>(
                 if !e.dtype.is_readable_float() {
                     return Err(Error::input(
                         path,
-                        format!("tensor '{}' has dtype {}; only F32, F16 and BF16 weights are supported", e.name, e.dtype),
+                        format!(
+                            "tensor '{}' has dtype {}; only F32, F16 and BF16 weights are supported",
+                            e.name, e.dtype
+                        ),
                     ));
                 }
                 for t in stacked {
@@ -1115,7 +1119,10 @@ fn load_vocab<W>(
     if spec.vocab == VocabKind::Gemma && !spm.is_file() {
         return Err(Error::input(
             &spm,
-            format!("missing: {} needs its SentencePiece tokenizer.model (the vocabulary is read from it)", spec.gguf_arch),
+            format!(
+                "missing: {} needs its SentencePiece tokenizer.model (the vocabulary is read from it)",
+                spec.gguf_arch
+            ),
         ));
     }
     if spec.vocab == VocabKind::Phi3 {

@@ -292,7 +292,7 @@ impl ParamCounts {
                 shared += size;
             }
         }
-        ParamCounts { total: total as i64, shared, expert, expert_count: if n > 0 { sum / n } else { 0 } }
+        ParamCounts { total: total as i64, shared, expert, expert_count: sum.checked_div(n).unwrap_or(0) }
     }
 
     /// A dense model (or adapter) of `total` parameters.

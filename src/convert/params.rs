@@ -41,10 +41,7 @@ pub fn write_keys(md: &mut Metadata, arch: &str, keys: &[ParamKey], cx: &Context
                 let key = &r["=rope.".len()..];
                 cx.rope.get(key).filter(|v| !v.is_null()).map(|v| (format!("rope_scaling.{key}"), v.clone()))
             }
-            _ => k
-                .from
-                .iter()
-                .find_map(|f| cx.config.get(f).filter(|v| !v.is_null()).map(|v| (f.clone(), v.clone()))),
+            _ => k.from.iter().find_map(|f| cx.config.get(f).filter(|v| !v.is_null()).map(|v| (f.clone(), v.clone()))),
         };
         let (name, v) = match (found, &k.default) {
             (Some(x), _) => x,
@@ -61,11 +58,9 @@ pub fn write_keys(md: &mut Metadata, arch: &str, keys: &[ParamKey], cx: &Context
             continue;
         }
         let value = match k.ty {
-            ParamType::U32 => GValue::U32(
-                v.as_u64()
-                    .and_then(|x| u32::try_from(x).ok())
-                    .ok_or_else(|| Error::input(cx.path, format!("\"{name}\" must be a 32-bit unsigned integer, not {v}")))?,
-            ),
+            ParamType::U32 => GValue::U32(v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| {
+                Error::input(cx.path, format!("\"{name}\" must be a 32-bit unsigned integer, not {v}"))
+            })?),
             ParamType::F32 => GValue::F32(
                 v.as_f64()
                     .filter(|x| x.is_finite())
@@ -111,7 +106,13 @@ mod tests {
         let names: Vec<&str> = md.keys().collect();
         assert_eq!(
             names,
-            ["g.block_count", "g.context_length", "general.file_type", "g.attention.sliding_window", "g.rope.freq_base"]
+            [
+                "g.block_count",
+                "g.context_length",
+                "general.file_type",
+                "g.attention.sliding_window",
+                "g.rope.freq_base"
+            ]
         );
         assert_eq!(md.get("g.block_count"), Some(&GValue::U32(3)));
         assert_eq!(md.get("g.context_length"), Some(&GValue::U32(131072)));

@@ -57,12 +57,14 @@ impl RopeFactors {
             "su" | "longrope" if scale > 1.0 => (1.0 + scale.ln() / orig.ln()).sqrt(),
             "yarn" if scale > 1.0 => 0.1 * scale.ln() + 1.0,
             "su" | "longrope" | "yarn" => 1.0,
-            t => return Err(Error::input(path, format!("rope_scaling type \"{t}\" is not supported with long_factor"))),
+            t => {
+                return Err(Error::input(path, format!("rope_scaling type \"{t}\" is not supported with long_factor")))
+            }
         };
         let list = |key: &str, v: Option<&Value>| -> Result<Vec<f32>> {
-            let a = v.and_then(Value::as_array).ok_or_else(|| {
-                Error::input(path, format!("\"rope_scaling.{key}\" must be a list of numbers"))
-            })?;
+            let a = v
+                .and_then(Value::as_array)
+                .ok_or_else(|| Error::input(path, format!("\"rope_scaling.{key}\" must be a list of numbers")))?;
             a.iter()
                 .map(|x| {
                     x.as_f64().filter(|f| f.is_finite()).map(|f| f as f32).ok_or_else(|| {

@@ -354,7 +354,13 @@ pub fn convert_adapter(
         },
         Err(_) => None,
     };
-    let info = GeneralInfo::derive(&dir_name, &hf_params, gen_config.as_ref(), card.as_ref(), ParamCounts::dense(-total_params));
+    let info = GeneralInfo::derive(
+        &dir_name,
+        &hf_params,
+        gen_config.as_ref(),
+        card.as_ref(),
+        ParamCounts::dense(-total_params),
+    );
     warnings.extend(info.warnings.iter().cloned());
     info.write_metadata(&mut md);
     md.set("adapter.lora.alpha", GValue::F32(alpha));

@@ -31,7 +31,7 @@ def load_safetensors(d: Path) -> dict[str, np.ndarray]:
         header = json.loads(raw[8:8 + n])
         base = 8 + n
         for name, info in header.items():
-            if name == "__metadata__":
+            if name == "__metadata__" or name.startswith(("vision_tower.", "multi_modal_projector.")):
                 continue
             b, e = info["data_offsets"]
             buf = raw[base + b:base + e]
@@ -44,7 +44,7 @@ def load_safetensors(d: Path) -> dict[str, np.ndarray]:
                 a = (np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
             else:
                 raise ValueError(f"{f}: {name}: dtype {dt}")
-            out[name] = a.reshape(info["shape"]).astype(np.float64)
+            out[name.replace("language_model.", "")] = a.reshape(info["shape"]).astype(np.float64)
     return out
 
 
@@ -80,9 +80,91 @@ def apply_rope(x, pos, inv):
     return x * cos + rot * sin
 
 
+def gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def moe(m, W, p, cfg):
+    """Qwen3-MoE sparse block: softmax router, top-k experts, renormalized when norm_topk_prob."""
+    r = m @ W[p + "mlp.gate.weight"].T
+    r = np.exp(r - r.max(axis=-1, keepdims=True))
+    r = r / r.sum(axis=-1, keepdims=True)
+    k = cfg["num_experts_per_tok"]
+    out = np.zeros_like(m)
+    for t in range(m.shape[0]):
+        top = np.argsort(-r[t], kind="stable")[:k]
+        w = r[t, top]
+        if cfg.get("norm_topk_prob"):
+            w = w / w.sum()
+        for e, we in zip(top, w):
+            q = f"{p}mlp.experts.{e}."
+            g = m[t] @ W[q + "gate_proj.weight"].T
+            u = m[t] @ W[q + "up_proj.weight"].T
+            out[t] += we * (((g / (1 + np.exp(-g))) * u) @ W[q + "down_proj.weight"].T)
+    return out
+
+
+def gemma_logits(cfg, W, ids):
+    """Gemma 2 / 3: embeddings scaled by sqrt(hidden), norms scale by 1 + w, sandwich norms, GELU-tanh MLP,
+    query_pre_attn_scalar, sliding-window layers (with their own rope base on Gemma 3), logit softcaps."""
+    gemma3 = "Gemma3" in cfg["architectures"][0]
+    h, nh, nkv, hd = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    eps = cfg["rms_norm_eps"]
+    T = len(ids)
+    pos = np.arange(T, dtype=np.float64)
+    norm = lambda x, w: rms_norm(x, 1.0 + w, eps)  # noqa: E731
+    x = W["model.embed_tokens.weight"][ids] * np.float64(np.float32(np.sqrt(h)))
+    causal = np.triu(np.full((T, T), -np.inf), 1)
+    i_, j_ = np.arange(T)[:, None], np.arange(T)[None, :]
+    swa = np.where(i_ - j_ >= cfg["sliding_window"], -np.inf, 0.0) + causal
+    pattern = cfg.get("sliding_window_pattern", 6) if gemma3 else 2
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        sliding = (i % pattern) < pattern - 1
+        a = norm(x, W[p + "input_layernorm.weight"])
+        q = (a @ W[p + "self_attn.q_proj.weight"].T).reshape(T, nh, hd).transpose(1, 0, 2)
+        k = (a @ W[p + "self_attn.k_proj.weight"].T).reshape(T, nkv, hd).transpose(1, 0, 2)
+        v = (a @ W[p + "self_attn.v_proj.weight"].T).reshape(T, nkv, hd).transpose(1, 0, 2)
+        if gemma3:
+            q = norm(q, W[p + "self_attn.q_norm.weight"])
+            k = norm(k, W[p + "self_attn.k_norm.weight"])
+            theta = cfg["rope_local_base_freq"] if sliding else cfg["rope_theta"]
+            rs = cfg.get("rope_scaling") or {}
+            ppos = pos if sliding or rs.get("rope_type") != "linear" else pos / rs["factor"]
+        else:
+            theta, ppos = cfg["rope_theta"], pos
+        inv = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+        q, k = apply_rope(q, ppos, inv), apply_rope(k, ppos, inv)
+        rep = nh // nkv
+        k, v = np.repeat(k, rep, axis=0), np.repeat(v, rep, axis=0)
+        s = q @ k.transpose(0, 2, 1) * cfg["query_pre_attn_scalar"] ** -0.5
+        if cfg.get("attn_logit_softcapping"):
+            c = cfg["attn_logit_softcapping"]
+            s = np.tanh(s / c) * c
+        s = s + (swa if sliding else causal)
+        s = np.exp(s - s.max(axis=-1, keepdims=True))
+        s = s / s.sum(axis=-1, keepdims=True)
+        o = (s @ v).transpose(1, 0, 2).reshape(T, nh * hd) @ W[p + "self_attn.o_proj.weight"].T
+        x = x + norm(o, W[p + "post_attention_layernorm.weight"])
+        m = norm(x, W[p + "pre_feedforward_layernorm.weight"])
+        g = m @ W[p + "mlp.gate_proj.weight"].T
+        u = m @ W[p + "mlp.up_proj.weight"].T
+        f = (gelu_tanh(g) * u) @ W[p + "mlp.down_proj.weight"].T
+        x = x + norm(f, W[p + "post_feedforward_layernorm.weight"])
+    x = norm(x, W["model.norm.weight"])
+    logits = x @ W["model.embed_tokens.weight"].T
+    if cfg.get("final_logit_softcapping"):
+        c = cfg["final_logit_softcapping"]
+        logits = np.tanh(logits / c) * c
+    return logits
+
+
 def reference_logits(d: Path, ids: list[int]) -> np.ndarray:
     cfg = json.loads((d / "config.json").read_text())
+    cfg = {**cfg, **cfg.get("text_config", {})}
     W = load_safetensors(d)
+    if cfg["architectures"][0].startswith("Gemma"):
+        return gemma_logits(cfg, W, ids)
     h, nh = cfg["hidden_size"], cfg["num_attention_heads"]
     nkv = cfg.get("num_key_value_heads") or nh
     hd = cfg.get("head_dim") or h // nh
@@ -122,6 +204,9 @@ def reference_logits(d: Path, ids: list[int]) -> np.ndarray:
             o = o + W[p + "self_attn.o_proj.bias"]
         x = x + o
         m = rms_norm(x, W[p + "post_attention_layernorm.weight"], eps)
+        if p + "mlp.gate.weight" in W:
+            x = x + moe(m, W, p, cfg)
+            continue
         g = m @ W[p + "mlp.gate_proj.weight"].T
         u = m @ W[p + "mlp.up_proj.weight"].T
         x = x + ((g / (1 + np.exp(-g))) * u) @ W[p + "mlp.down_proj.weight"].T
@@ -142,7 +227,8 @@ def prompt_ids(d: Path) -> list[list[int]]:
         return [tok.encode(t, add_special_tokens=True).ids for t in texts]
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
-    return [[1] + sp.encode(t) for t in texts]
+    bos = sp.bos_id() if sp.bos_id() >= 0 else 1
+    return [[bos] + sp.encode(t) for t in texts]
 
 
 def cmd_logits(fixture: str, gguf_path: str):
