@@ -228,3 +228,14 @@ fn malformed_metadata_errors_name_the_key() {
     md.push("tokenizer.ggml.add_bos_token", Value::Bool(true));
     assert!(err(&md).contains("bos_token_id"));
 }
+
+#[test]
+fn phi3_special_tokens_strip_spaces_to_their_right() {
+    let mut md = spm_md(&[("▁", -1.0, 1), ("a", -2.0, 1), ("▁a", -1.5, 1), ("<ctrl>", 0.0, CONTROL)], true);
+    let plain = Tokenizer::from_metadata(&md).unwrap();
+    let ctrl = plain.token_id("<ctrl>").unwrap();
+    assert_eq!(plain.encode("<ctrl> a", false, true).unwrap(), [vec![ctrl], ids(&plain, &["▁", "▁a"])].concat());
+    md.push("general.name", Value::string("Phi-3 Mini"));
+    let phi3 = Tokenizer::from_metadata(&md).unwrap();
+    assert_eq!(phi3.encode("<ctrl> a", false, true).unwrap(), [vec![ctrl], ids(&phi3, &["▁a"])].concat());
+}

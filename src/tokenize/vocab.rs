@@ -3,7 +3,7 @@
 //! tokenization, with the defaults and per-model adjustments llama.cpp's
 //! `llama_vocab::impl::load` applies.
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 
 use crate::error::{Error, Result};
 use crate::gguf::{Metadata, Value, ValueType};
@@ -260,7 +260,7 @@ impl Vocab {
         }
 
         // Merges.
-        let mut merges = HashMap::new();
+        let mut merges = HashMap::default();
         if kind == Kind::Bpe {
             let m = get_array(md, K_MERGES, &[ValueType::String])?.ok_or_else(|| bad(K_MERGES, "missing"))?;
             merges.reserve(m.len());
@@ -452,7 +452,7 @@ impl Vocab {
         let eog_has = |t: &str| eog.iter().any(|&id| &*self.texts[id as usize] == t.as_bytes());
         if let Some(end) = self.id("<|end|>").filter(|id| eog.contains(id)) {
             let call = eog_has("<|call|>") || eog_has("<|calls|>");
-            if (eog_has("<|return|>") && call) || (call && eog_has("<|flush|>")) {
+            if call && (eog_has("<|return|>") || eog_has("<|flush|>")) {
                 self.attrs[end as usize] = attr::USER_DEFINED;
             }
         }
