@@ -105,7 +105,7 @@ impl<'a> Model<'a> {
         ops::rms_norm(&mut x, e, c.eps, &norm);
         let out_name = if c.tied_output { "token_embd.weight" } else { "output.weight" };
         let out = self.weights.linear(out_name)?;
-        if let Some(h) = hook.as_deref_mut() {
+        if let Some(h) = hook {
             // A tied output keeps the embedding's name, as in llama.cpp.
             if h.wants(out_name) {
                 h.observe(out_name, &x, n);

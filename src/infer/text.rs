@@ -12,8 +12,12 @@ use crate::gguf::Metadata;
 use crate::tokenize::Tokenizer;
 
 /// The BOS token llama.cpp writes over the first token of each chunk, when
-/// the vocabulary adds one (`llama_vocab_get_add_bos`).
+/// the vocabulary adds one (`llama_vocab_get_add_bos`). A model without a
+/// vocabulary (token ids given directly) gets none.
 pub fn chunk_bos(md: &Metadata) -> Result<Option<u32>> {
+    if md.get("tokenizer.ggml.model").is_none() {
+        return Ok(None);
+    }
     let t = Tokenizer::from_metadata(md)?;
     Ok(if t.add_bos() { t.bos() } else { None })
 }
