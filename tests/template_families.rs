@@ -71,7 +71,8 @@ fn families_render_exactly_like_their_jinja_sources() {
             for d in &v.differences {
                 let lacks_system = src.lacks.iter().any(|l| l == "system")
                     && (d.conversation.contains("system") || d.conversation == "unicode-multiline");
-                if lacks_system || KNOWN.iter().any(|k| (k.0, k.1, k.2) == (&*fam.name, &*src.source, &*d.conversation)) {
+                if lacks_system || KNOWN.iter().any(|k| (k.0, k.1, k.2) == (&*fam.name, &*src.source, &*d.conversation))
+                {
                     println!("  known difference: {} / {} / {}", fam.name, src.source, d.conversation);
                     continue;
                 }
