@@ -53,8 +53,17 @@ fn phi3_vocab_gets_phi3() {
     if !common::parity_enabled("modelfile_gguf::phi3_vocab_gets_phi3") {
         return;
     }
-    let (spec, _, _) = write(&vocab("phi-3"), &opts());
-    assert_eq!(spec.template.as_deref(), Some(modelfile::family("phi3").unwrap().template.as_str()));
+    let f = vocab("phi-3");
+    let (spec, _, _) = write(&f, &opts());
+    // This vocabulary's chat template (Phi-3 mini) has no system role. The phi3 family
+    // renders a system turn, so the translation of the Jinja template wins the rendering
+    // comparison; either way the TEMPLATE must render as the Jinja does everywhere.
+    let family = modelfile::family("phi3").unwrap().template.as_str();
+    let t = spec.template.as_deref().unwrap();
+    assert!(t == family || t.contains("<|user|>"), "{t}");
+    let v = modelfile::verify_gguf(&f.header.metadata, &spec).unwrap().expect("a chat template to verify against");
+    assert!(v.conversations > 0);
+    assert_eq!(v.identical, v.conversations, "{:?}", v.differences);
     assert_eq!(spec.system, None);
     assert!(spec.parameter("stop").contains(&"<|end|>"));
 }
