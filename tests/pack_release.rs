@@ -694,3 +694,141 @@ fn interrupted_pack_leaves_nothing() {
     assert_eq!(status.code(), Some(130));
     assert!(leftovers(tmp.path()).is_empty(), "left {:?}", leftovers(tmp.path()));
 }
+
+/// A text for `--eval` / `--imatrix-text`: the repository's README, repeated
+/// (several chunks at a small context).
+fn eval_text(dir: &Path) -> PathBuf {
+    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
+    let text: String = std::iter::repeat(readme.as_str()).take(3).collect::<Vec<_>>().join("\n\n");
+    let p = dir.join("eval.txt");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn eval_scores_every_output_and_records_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = eval_text(tmp.path());
+    let dest = tmp.path().join("rel");
+    let args = ["--types", "Q8_0,F16,Q4_K_M", "--eval", text.to_str().unwrap(), "--eval-ctx", "64"];
+    let mut a = args.to_vec();
+    a.extend(["--eval-chunks", "6", "--threads", "2", "-q"]);
+    ok(&pack(&example(), &dest, &a), "pack --eval");
+    let m: Value = serde_json::from_slice(&std::fs::read(dest.join("manifest.json")).unwrap()).unwrap();
+    let ev = &m["eval"];
+    assert_eq!(ev["text"]["file"], "eval.txt");
+    assert_eq!(ev["text"]["sha256"].as_str().unwrap(), sha(&text));
+    assert_eq!((ev["ctx"].as_u64(), ev["chunks"].as_u64()), (Some(64), Some(6)));
+    assert!(m.get("imatrix").is_none());
+    for o in m["outputs"].as_array().unwrap() {
+        let ty = o["type"].as_str().unwrap();
+        let e = &o["eval"];
+        assert_eq!(e["chunks"].as_u64(), Some(6), "{ty}");
+        assert_eq!(e["tokens"].as_u64(), Some(6 * (64 - 1 - 32)), "{ty}");
+        let ppl = e["ppl"].as_f64().unwrap();
+        assert!(ppl.is_finite() && ppl > 1.0, "{ty}: PPL {ppl}");
+        let kld = e["kld"]["mean"].as_f64().unwrap();
+        for key in ["same_top", "rms_dp", "ppl_ratio"] {
+            assert!(e[key].as_f64().unwrap().is_finite(), "{ty}: {key}");
+        }
+        match ty {
+            "Q8_0" => assert!(kld > 0.0 && kld < 0.01, "Q8_0: mean KLD {kld}"),
+            "F16" => assert!(kld.abs() < 1e-4, "F16: mean KLD {kld}"),
+            _ => assert!(kld > 0.0 && kld < 0.5, "{ty}: mean KLD {kld}"),
+        }
+        // The Modelfile's verification, in the manifest and its header comment.
+        let v = &o["modelfile"]["verified"];
+        assert!(v["conversations"].as_u64().unwrap() > 0, "{ty}");
+        assert_eq!(v["identical"], v["conversations"], "{ty}");
+        assert_eq!(v["differences"].as_array().unwrap().len(), 0);
+        let mf = std::fs::read_to_string(dest.join(o["modelfile"]["file"].as_str().unwrap())).unwrap();
+        assert!(mf.contains("# TEMPLATE verified: renders exactly like the GGUF's chat template"), "{mf}");
+    }
+    // The same run again gives the same manifest (the evaluation is reproducible).
+    let dest2 = tmp.path().join("rel2");
+    ok(&pack(&example(), &dest2, &a), "pack --eval again");
+    assert_eq!(dir_hashes(&dest), dir_hashes(&dest2));
+
+    // Bad texts: a clear error, exit 2, nothing left behind.
+    let short = tmp.path().join("short.txt");
+    std::fs::write(&short, "Just a few words.").unwrap();
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, " \n").unwrap();
+    let bad = tmp.path().join("bad");
+    for (flag, file, msg) in [
+        ("--eval", "/nonexistent/text.txt", "/nonexistent/text.txt"),
+        ("--eval", short.to_str().unwrap(), "two chunks"),
+        ("--eval", empty.to_str().unwrap(), "empty"),
+        ("--imatrix-text", short.to_str().unwrap(), "two chunks"),
+    ] {
+        let o = pack(&example(), &bad, &["--types", "Q4_K_M", flag, file, "-q"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag} {file}: {err}");
+        assert!(err.contains(msg), "{flag} {file}: {err}");
+        assert!(!bad.exists());
+    }
+    let o = pack(&example(), &bad, &["--types", "Q8_0", "--imatrix-text", text.to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("quantized output types"));
+    assert!(!bad.exists());
+}
+
+#[test]
+fn imatrix_text_ships_and_is_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = eval_text(tmp.path());
+    let dest = tmp.path().join("rel");
+    let t = text.to_str().unwrap();
+    let args = ["--types", "IQ4_XS,Q4_K_M,Q8_0", "--imatrix-text", t, "--imatrix-ctx", "64", "-q"];
+    ok(&pack(&example(), &dest, &args), "pack --imatrix-text");
+    let m: Value = serde_json::from_slice(&std::fs::read(dest.join("manifest.json")).unwrap()).unwrap();
+    let name = m["name"].as_str().unwrap();
+    let file = format!("{name}.imatrix.gguf");
+    let im = &m["imatrix"];
+    assert_eq!(im["file"].as_str(), Some(file.as_str()));
+    assert_eq!(im["sha256"].as_str().unwrap(), sha(&dest.join(&file)));
+    assert_eq!(im["text"]["sha256"].as_str().unwrap(), sha(&text));
+    assert!(im["chunks"].as_u64().unwrap() >= 2);
+    assert_eq!(im["ctx"].as_u64(), Some(64));
+    assert_eq!(im["used_by"], serde_json::json!(["IQ4_XS", "Q4_K_M"]));
+    let sums = std::fs::read_to_string(dest.join("SHA256SUMS")).unwrap();
+    assert!(sums.contains(&format!("{}  {file}\n", sha(&dest.join(&file)))), "{sums}");
+    // Each quantized output is what `quantize --imatrix` writes from that file.
+    let f32 = tmp.path().join("f32.gguf");
+    ok(
+        &run(&[
+            "convert".as_ref(),
+            example().as_os_str(),
+            f32.as_os_str(),
+            "--outtype".as_ref(),
+            "f32".as_ref(),
+            "-q".as_ref(),
+        ]),
+        "convert",
+    );
+    for ty in ["IQ4_XS", "Q4_K_M"] {
+        let o = m["outputs"].as_array().unwrap().iter().find(|o| o["type"] == ty).unwrap();
+        assert_eq!(o["made_as"], format!("convert --outtype f32 | quantize --imatrix {file} {ty}"));
+        let g = ggufkit::gguf::GgufFile::open(dest.join(o["file"].as_str().unwrap())).unwrap();
+        assert_eq!(g.header.metadata.get_str("quantize.imatrix.file"), Some(file.as_str()));
+        assert_eq!(g.header.metadata.get_str("quantize.imatrix.dataset"), Some("eval.txt"));
+        let q = tmp.path().join(format!("{ty}.gguf"));
+        let out = bin()
+            .current_dir(&dest)
+            .args([
+                "quantize".as_ref(),
+                f32.as_os_str(),
+                q.as_os_str(),
+                ty.as_ref(),
+                "--imatrix".as_ref(),
+                file.as_ref(),
+                "-q".as_ref(),
+            ])
+            .output()
+            .unwrap();
+        ok(&out, "quantize --imatrix");
+        assert_eq!(sha(&q), o["sha256"].as_str().unwrap(), "{ty}");
+    }
+    // The imatrix reader loads the shipped file.
+    assert!(!ggufkit::imatrix::Imatrix::load(dest.join(&file)).unwrap().is_empty());
+}

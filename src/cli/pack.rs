@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ggufkit::commands::inspect::human_bytes;
+use ggufkit::infer::EvalOptions;
 use ggufkit::pack::{self, AdapterSpec, PackOptions};
 use ggufkit::{modelfile, Error, Result};
 
@@ -44,6 +45,26 @@ pub struct Args {
     /// Extra Modelfile PARAMETER (repeatable): KEY=VALUE, e.g. temperature=0.2, num_ctx=16384.
     #[arg(long = "parameter", value_name = "KEY=VALUE")]
     parameters: Vec<String>,
+    /// Score every output against the unquantized (merged) model on this text (PPL and KL
+    /// divergence, as `ggufkit eval OUTPUT --ref HF_DIR`); recorded in manifest.json.
+    #[arg(long = "eval", value_name = "TEXT")]
+    eval: Option<PathBuf>,
+    /// Tokens per chunk of the --eval text.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    eval_ctx: usize,
+    /// Evaluate at most this many chunks of the --eval text.
+    #[arg(long, value_name = "N")]
+    eval_chunks: Option<usize>,
+    /// Compute the importance matrix from the (merged) model on this text, ship it as
+    /// NAME.imatrix.gguf and use it for every quantized type (as quantize --imatrix does).
+    #[arg(long, value_name = "TEXT")]
+    imatrix_text: Option<PathBuf>,
+    /// Tokens per chunk of the --imatrix-text text.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    imatrix_ctx: usize,
+    /// Use at most this many chunks of the --imatrix-text text.
+    #[arg(long, value_name = "N")]
+    imatrix_chunks: Option<usize>,
     /// Print a JSON summary (files, hashes, the manifest) on standard output.
     #[arg(long)]
     json: bool,
@@ -64,6 +85,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         threads: args.threads.unwrap_or(0),
         system: args.system.clone(),
         parameters: args.parameters.iter().map(|p| modelfile::parse_parameter_arg(p)).collect::<Result<Vec<_>>>()?,
+        eval_text: args.eval.clone(),
+        eval: EvalOptions { ctx: args.eval_ctx, max_chunks: args.eval_chunks },
+        imatrix_text: args.imatrix_text.clone(),
+        imatrix: EvalOptions { ctx: args.imatrix_ctx, max_chunks: args.imatrix_chunks },
     };
     let progress = TermProgress::new(args.quiet, args.json);
     let summary = pack::pack(&args.hf_dir, &args.output, &opts, &progress)?;
@@ -80,17 +105,54 @@ pub fn run(args: Args) -> Result<ExitCode> {
         for f in &summary.files {
             eprintln!("  {:<width$}  {:>10}  sha256 {}…", f.path, human_bytes(f.size), &f.sha256[..16]);
         }
-        if let Some(outputs) = summary.manifest["outputs"].as_array() {
+        let m = &summary.manifest;
+        if let Some(im) = m.get("imatrix") {
+            eprintln!(
+                "  imatrix  {}: {} entries from {} chunks of {} tokens of {}",
+                im["file"].as_str().unwrap_or("?"),
+                im["entries"],
+                im["chunks"],
+                im["ctx"],
+                im["text"]["file"].as_str().unwrap_or("?")
+            );
+        }
+        if let Some(ev) = m.get("eval") {
+            eprintln!(
+                "  eval     {}: {} chunks of {} tokens; reference (F32) PPL {}",
+                ev["text"]["file"].as_str().unwrap_or("?"),
+                ev["chunks"],
+                ev["ctx"],
+                ev["reference_ppl"]
+            );
+        }
+        if let Some(outputs) = m["outputs"].as_array() {
             for o in outputs {
                 let q = &o["quality"];
+                let v = &o["modelfile"]["verified"];
+                let verified = match (v["conversations"].as_u64(), v["identical"].as_u64()) {
+                    (Some(n), Some(k)) if n > 0 && n == k => format!("verified on {n} conversations"),
+                    (Some(n), Some(k)) => format!("NOT verified ({k} of {n} conversations identical)"),
+                    _ => "not verified (no chat template)".to_string(),
+                };
                 eprintln!(
-                    "  {:<8} {:>6.2} bits/weight, error vs F32: relative RMS {}, max {}; Modelfile: {} template",
+                    "  {:<8} {:>6.2} bits/weight, error vs F32: relative RMS {}, max {}; Modelfile: {} template, {verified}",
                     o["type"].as_str().unwrap_or("?"),
                     o["bits_per_weight"].as_f64().unwrap_or(0.0),
                     q["relative_rms_error"],
                     q["max_abs_error"],
                     o["modelfile"]["family"].as_str().unwrap_or("fallback")
                 );
+                if let Some(e) = o.get("eval") {
+                    eprintln!(
+                        "  {:<8} PPL {:.4} ± {:.4}, mean KLD {:.6} ± {:.6}, same top {:.2} %",
+                        "",
+                        e["ppl"].as_f64().unwrap_or(f64::NAN),
+                        e["ppl_stderr"].as_f64().unwrap_or(f64::NAN),
+                        e["kld"]["mean"].as_f64().unwrap_or(f64::NAN),
+                        e["kld"]["stderr"].as_f64().unwrap_or(f64::NAN),
+                        100.0 * e["same_top"].as_f64().unwrap_or(f64::NAN)
+                    );
+                }
             }
             if let Some(first) = outputs.first() {
                 eprintln!(

@@ -26,6 +26,51 @@ pub struct Manifest {
     pub source: SourceRecord,
     pub adapters: Vec<AdapterRecord>,
     pub outputs: Vec<OutputRecord>,
+    /// `--imatrix-text`: the importance matrix computed from the (merged) model and
+    /// shipped in the release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imatrix: Option<ImatrixRecord>,
+    /// `--eval`: the text every output was scored on (per output: [`OutputRecord::eval`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalRecord>,
+}
+
+/// A text file given to `pack` (recorded by its name, never its path).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TextRecord {
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The importance matrix of a release (`--imatrix-text`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ImatrixRecord {
+    /// `NAME.imatrix.gguf`, in the release.
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+    /// The calibration text.
+    pub text: TextRecord,
+    /// Tensors with statistics (`quantize.imatrix.entries_count`).
+    pub entries: usize,
+    /// Chunks evaluated (`imatrix.chunk_count`) and tokens per chunk.
+    pub chunks: u32,
+    pub ctx: u32,
+    /// The quantized types it was used for.
+    pub used_by: Vec<String>,
+}
+
+/// The evaluation of a release (`--eval`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EvalRecord {
+    pub text: TextRecord,
+    /// What the outputs are scored against.
+    pub reference: String,
+    pub ctx: usize,
+    pub chunks: usize,
+    /// Perplexity of the reference itself on the same tokens.
+    pub reference_ppl: f64,
 }
 
 /// The tool that wrote the release.
@@ -74,6 +119,10 @@ pub struct OutputRecord {
     pub tensor_types: serde_json::Map<String, serde_json::Value>,
     pub quality: Quality,
     pub modelfile: ModelfileRecord,
+    /// `--eval`: perplexity and KL divergence against the unquantized model
+    /// (the keys of `ggufkit eval --json`, figures to 6 significant digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval: Option<crate::infer::eval::EvalReport>,
 }
 
 /// The error of an output against the F32 weights it was made from.
@@ -118,6 +167,18 @@ pub struct ModelfileRecord {
     pub num_ctx: Option<String>,
     /// Whether it has a SYSTEM prompt.
     pub system: bool,
+    /// The TEMPLATE rendered against the GGUF's chat template on the built-in
+    /// conversations (absent when the GGUF has no chat template).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<VerifiedRecord>,
+}
+
+/// The result of the Modelfile verification (as `modelfile --json` reports it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VerifiedRecord {
+    pub conversations: usize,
+    pub identical: usize,
+    pub differences: Vec<crate::modelfile::verify::Difference>,
 }
 
 impl Manifest {

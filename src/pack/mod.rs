@@ -5,8 +5,10 @@
 //! RELEASE/
 //!   NAME-Q4_K_M.gguf   Modelfile.Q4_K_M     one GGUF and one Modelfile per type
 //!   NAME-Q8_0.gguf     Modelfile.Q8_0
+//!   NAME.imatrix.gguf  with --imatrix-text: the importance matrix the quantized types used
 //!   manifest.json      tool, sources and adapters with hashes, per output: type, size,
 //!                      hash, tensor types, error against the F32 weights, Modelfile family
+//!                      and its verification, with --eval: PPL and KL divergence
 //!   SHA256SUMS         `sha256sum -c SHA256SUMS` verifies every other file
 //! ```
 //!
@@ -24,6 +26,11 @@
 //!   destination ([`AtomicDir`]) and renamed into place at the end; an error
 //!   leaves nothing, and an existing non-empty destination is replaced only
 //!   with `force`.
+//! * Quality: every Modelfile's TEMPLATE is verified against the GGUF's
+//!   chat template ([`crate::modelfile::verify_gguf`]); with `--eval TEXT`
+//!   every output is scored against the unquantized (merged) model
+//!   ([`evaluate_release`]); with `--imatrix-text TEXT` the importance matrix
+//!   is computed from that model first and used for every quantized type.
 //! * LoRA adapters enter through one call, [`open_model`]: the model to pack,
 //!   opened as a conversion source ([`Model`]) for one output type.
 //!   Everything after it (plans, the single pass, error figures, Modelfiles,
@@ -43,14 +50,17 @@ use crate::convert::{ConvertOptions, HfToGguf, OutType};
 use crate::error::{Error, Result};
 use crate::fileio::AtomicDir;
 use crate::gguf::{GgmlType, GgufFile, Metadata};
+use crate::imatrix::Imatrix;
+use crate::infer::eval::{EvalOptions, EvalReport};
+use crate::infer::{Chunks, ForwardOptions, Precision};
 use crate::modelfile::{self, FromGgufOptions, ModelfileSpec};
 use crate::pipeline::{self, ErrorStats, MultiOutput, Planned, TensorSource, WriteOptions, WriteSummary};
 use crate::progress::{CollectWarnings, Progress};
 
 pub use crate::target::{Model, Target};
 pub use manifest::{
-    AdapterRecord, FileRecord, Manifest, ModelfileRecord, OutputRecord, Quality, SourceRecord, Tool, TypeQuality,
-    WorstTensor, MANIFEST, SHA256SUMS,
+    AdapterRecord, EvalRecord, FileRecord, ImatrixRecord, Manifest, ModelfileRecord, OutputRecord, Quality,
+    SourceRecord, TextRecord, Tool, TypeQuality, VerifiedRecord, WorstTensor, MANIFEST, SHA256SUMS,
 };
 pub use types::{parse_types, OutputType};
 
@@ -99,6 +109,15 @@ pub struct PackOptions {
     pub system: Option<String>,
     /// Extra PARAMETER lines of the Modelfiles (`stop` adds, others replace).
     pub parameters: Vec<(String, String)>,
+    /// `--eval TEXT`: score every output against the unquantized (merged) model on this text.
+    pub eval_text: Option<PathBuf>,
+    /// How the `--eval` text is cut (`eval`'s `--ctx` and `--chunks`).
+    pub eval: EvalOptions,
+    /// `--imatrix-text TEXT`: compute the importance matrix from the (merged) model on
+    /// this text, ship it and use it for every quantized type.
+    pub imatrix_text: Option<PathBuf>,
+    /// How the `--imatrix-text` text is cut (`imatrix`'s `--ctx` and `--chunks`).
+    pub imatrix: EvalOptions,
 }
 
 /// What [`pack`] made.
@@ -329,7 +348,8 @@ pub fn pack(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, progress: &dy
     let plan = plan_release(hf_dir, release_dir, opts, &rec)?;
     let dir = AtomicDir::create(release_dir, opts.force)?;
     let written = write_release(&plan, dir.path(), opts, &rec)?;
-    let (manifest, files) = describe_release(&plan, &written, dir.path(), opts, &rec)?;
+    let evaluation = evaluate_release(&plan, dir.path(), opts, &rec)?;
+    let (manifest, files) = describe_release(&plan, &written, evaluation.as_ref(), dir.path(), opts, &rec)?;
     dir.commit()?;
     Ok(PackSummary {
         release_dir: release_dir.to_path_buf(),
@@ -356,6 +376,79 @@ pub struct ReleasePlan {
     source_list: Vec<(String, PathBuf)>,
     adapter_lists: Vec<Vec<(String, PathBuf)>>,
     adapters: Vec<AdapterSpec>,
+    /// `--eval`: the text's record and its chunks.
+    eval: Option<(TextRecord, Chunks)>,
+    /// `--imatrix-text`: the importance matrix, computed.
+    imatrix: Option<ReleaseImatrix>,
+}
+
+/// The importance matrix of a release (`--imatrix-text`).
+struct ReleaseImatrix {
+    /// `NAME.imatrix.gguf`.
+    file: String,
+    /// The file's bytes (llama-imatrix's GGUF format).
+    bytes: Vec<u8>,
+    /// As `quantize --imatrix NAME.imatrix.gguf` loads it, in the release directory.
+    loaded: Imatrix,
+    text: TextRecord,
+    chunks: u32,
+    ctx: u32,
+}
+
+/// Reads a text file given to `--eval` / `--imatrix-text` and tokenizes it
+/// with the model's vocabulary, cut into chunks as `eval` / `imatrix` cut it.
+fn read_text(path: &Path, flag: &str, md: &Metadata, eopts: &EvalOptions) -> Result<(TextRecord, Chunks)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::input(path, format!("{flag}: the text is not UTF-8")))?;
+    if text.trim().is_empty() {
+        return Err(Error::input(path, format!("{flag}: the text is empty")));
+    }
+    let tokens = crate::infer::text::tokenize(md, &text)?;
+    let chunks = Chunks::new(tokens, crate::infer::text::chunk_bos(md)?, eopts).map_err(|e| match e {
+        Error::Usage(m) => Error::input(path, format!("{flag}: {m}")),
+        other => other,
+    })?;
+    let record = TextRecord {
+        file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        size: text.len() as u64,
+        sha256: manifest::hash_bytes(text.as_bytes()),
+    };
+    Ok((record, chunks))
+}
+
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))
+}
+
+/// The forward pass's options in `pack`: those of `eval` and `imatrix` by default.
+const FORWARD: ForwardOptions = ForwardOptions { kv_f16: true };
+
+/// `--imatrix-text`: the importance matrix of the (merged) F32 model, as
+/// `ggufkit imatrix` computes it, written to bytes and loaded back as
+/// `quantize --imatrix NAME.imatrix.gguf` loads it (that relative name is
+/// what the quantized GGUFs record in `quantize.imatrix.file`).
+fn compute_imatrix(
+    reader: &dyn PackModel,
+    name: &str,
+    text: TextRecord,
+    chunks: &Chunks,
+    threads: usize,
+    rec: &dyn Progress,
+) -> Result<ReleaseImatrix> {
+    let pool = thread_pool(threads)?;
+    let model = crate::infer::Model::new(reader.metadata(), reader.source(), Precision::F32, FORWARD)?;
+    let run = pool.install(|| crate::infer::imatrix::collect(&model, chunks, false, rec))?;
+    let file = format!("{name}.imatrix.gguf");
+    let tmp = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), "create temporary directory", e))?;
+    let path = tmp.path().join(&file);
+    crate::infer::imatrix::write_gguf(&run, std::slice::from_ref(&text.file), &path, &[])?;
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;
+    let parsed = crate::imatrix::parse(&bytes).map_err(|e| Error::parse(&path, "imatrix GGUF", e))?;
+    let loaded = Imatrix::from_file(&file, parsed)?;
+    Ok(ReleaseImatrix { file, bytes, loaded, text, chunks: run.chunk_count, ctx: run.chunk_size })
 }
 
 impl ReleasePlan {
@@ -396,6 +489,27 @@ pub fn plan_release(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, rec: 
     };
     let reader: &dyn PackModel = merged.as_deref().unwrap_or(&base);
     let src = reader.source();
+
+    // The texts, checked before anything is computed.
+    let eval = match &opts.eval_text {
+        Some(p) => Some(read_text(p, "--eval", reader.metadata(), &opts.eval)?),
+        None => None,
+    };
+    let imatrix_text = match &opts.imatrix_text {
+        Some(p) => {
+            if !requested.iter().any(|r| matches!(r.target, Target::Quantize(_))) {
+                return Err(Error::usage(
+                    "--imatrix-text applies to quantized output types (e.g. --types IQ4_XS,Q4_K_M)",
+                ));
+            }
+            Some(read_text(p, "--imatrix-text", reader.metadata(), &opts.imatrix)?)
+        }
+        None => None,
+    };
+    let imatrix = match imatrix_text {
+        Some((text, chunks)) => Some(compute_imatrix(reader, &name, text, &chunks, opts.threads, rec)?),
+        None => None,
+    };
 
     let mut outputs: Vec<Output> = Vec::with_capacity(requested.len());
     let mut auto: Option<OutType> = None;
@@ -456,7 +570,11 @@ pub fn plan_release(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, rec: 
                 model.outtype()
             )));
         }
-        let resolved = target.resolve(model, None)?;
+        let im = match target {
+            Target::Quantize(_) => imatrix.as_ref().map(|m| &m.loaded),
+            Target::Convert(_) => None,
+        };
+        let resolved = target.resolve(model, im)?;
         for w in &resolved.warnings {
             rec.warn(&format!("{label}: {w}"));
         }
@@ -491,6 +609,8 @@ pub fn plan_release(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, rec: 
         source_list,
         adapter_lists,
         adapters: opts.adapters.clone(),
+        eval,
+        imatrix,
     })
 }
 
@@ -502,6 +622,8 @@ pub struct Written {
     hashes: Vec<(u64, String)>,
     source_records: Vec<FileRecord>,
     adapter_records: Vec<Vec<FileRecord>>,
+    /// `--imatrix-text`: the imatrix file written.
+    imatrix: Option<FileRecord>,
 }
 
 /// Phase 2: the single pass over the weights into `tmp` (every output
@@ -542,7 +664,87 @@ pub fn write_release(plan: &ReleasePlan, tmp: &Path, opts: &PackOptions, rec: &d
     let hashes: Vec<(u64, String)> =
         pool.install(|| dests.par_iter().map(|d| manifest::hash_file(d, Some(rec))).collect::<Result<Vec<_>>>())?;
     rec.finish();
-    Ok(Written { summaries, hashes, source_records, adapter_records })
+    let imatrix = match &plan.imatrix {
+        Some(m) => {
+            let path = tmp.join(&m.file);
+            std::fs::write(&path, &m.bytes).map_err(|e| Error::io(&path, "write", e))?;
+            Some(FileRecord {
+                path: m.file.clone(),
+                size: m.bytes.len() as u64,
+                sha256: manifest::hash_bytes(&m.bytes),
+            })
+        }
+        None => None,
+    };
+    Ok(Written { summaries, hashes, source_records, adapter_records, imatrix })
+}
+
+/// What [`evaluate_release`] measured.
+pub struct Evaluation {
+    pub record: EvalRecord,
+    /// Per output (in the plan's order), figures to 6 significant digits.
+    pub reports: Vec<EvalReport>,
+}
+
+/// The figures of a report to 6 significant digits (the manifest shows
+/// figures, not float noise).
+fn rounded(mut r: EvalReport) -> EvalReport {
+    let s = manifest::sig6;
+    r.ppl = s(r.ppl);
+    r.ppl_stderr = s(r.ppl_stderr);
+    if let Some(k) = &mut r.kld {
+        k.mean = s(k.mean);
+        k.stderr = s(k.stderr);
+        k.median = s(k.median);
+        k.p99 = s(k.p99);
+        k.max = s(k.max);
+    }
+    r.same_top = r.same_top.map(s);
+    r.rms_dp = r.rms_dp.map(s);
+    r.ppl_ratio = r.ppl_ratio.map(s);
+    r
+}
+
+/// Phase 2b (`--eval`): the unquantized (merged) F32 model evaluated once on
+/// the text, then every output GGUF in `tmp` scored against it, as `ggufkit
+/// eval OUTPUT --ref HF_DIR` scores it.
+pub fn evaluate_release(
+    plan: &ReleasePlan,
+    tmp: &Path,
+    opts: &PackOptions,
+    rec: &dyn Progress,
+) -> Result<Option<Evaluation>> {
+    let Some((text, chunks)) = &plan.eval else {
+        return Ok(None);
+    };
+    let pool = thread_pool(opts.threads)?;
+    let reader = plan.reader();
+    let reference = {
+        let model = crate::infer::Model::new(reader.metadata(), reader.source(), Precision::F32, FORWARD)?;
+        pool.install(|| crate::infer::Reference::compute(&model, chunks, rec))?
+    };
+    let mut reports = Vec::with_capacity(plan.outputs.len());
+    for o in &plan.outputs {
+        let path = tmp.join(&o.file);
+        let file = GgufFile::open(&path)?;
+        let src = pipeline::GgufSource::new(&file);
+        let model =
+            crate::infer::Model::new(&file.header.metadata, &src as &dyn TensorSource, Precision::AsStored, FORWARD)?;
+        let report = pool.install(|| crate::infer::eval::score(&model, &reference, rec))?;
+        reports.push(rounded(report));
+    }
+    let record = EvalRecord {
+        text: text.clone(),
+        reference: if plan.adapters.is_empty() {
+            "the F32 conversion of the source (what convert --outtype f32 writes)".into()
+        } else {
+            "the F32 conversion of the source with the adapters merged (what merge --outtype f32 writes)".into()
+        },
+        ctx: chunks.ctx,
+        chunks: chunks.n_chunks,
+        reference_ppl: manifest::sig6(reference.ppl),
+    };
+    Ok(Some(Evaluation { record, reports }))
 }
 
 /// Phase 3: the Modelfiles (from the metadata as written), `manifest.json`
@@ -551,18 +753,25 @@ pub fn write_release(plan: &ReleasePlan, tmp: &Path, opts: &PackOptions, rec: &d
 pub fn describe_release(
     plan: &ReleasePlan,
     written: &Written,
+    evaluation: Option<&Evaluation>,
     tmp: &Path,
     opts: &PackOptions,
     rec: &dyn Progress,
 ) -> Result<(Manifest, Vec<FileRecord>)> {
     let mut files: Vec<FileRecord> = Vec::new();
     let mut outputs = Vec::with_capacity(plan.outputs.len());
-    for ((o, w), (size, sha)) in plan.outputs.iter().zip(&written.summaries).zip(&written.hashes) {
+    for (i, ((o, w), (size, sha))) in plan.outputs.iter().zip(&written.summaries).zip(&written.hashes).enumerate() {
         let gguf = GgufFile::open(tmp.join(&o.file))?;
-        let (spec, mwarn) =
+        let (mut spec, mwarn) =
             modelfile::from_gguf(&gguf.header.metadata, &modelfile_options(opts, &format!("./{}", o.file)))?;
         for m in &mwarn {
             rec.warn(&format!("Modelfile: {m}"));
+        }
+        // The TEMPLATE against the GGUF's chat template, as `modelfile` verifies it.
+        let verification = modelfile::verify_gguf(&gguf.header.metadata, &spec)?;
+        modelfile::annotate(&mut spec, verification.as_ref());
+        if let Some(v) = verification.as_ref().filter(|v| !v.is_verified()) {
+            rec.warn(&format!("Modelfile: {}", v.summary()));
         }
         let text = modelfile::render(&spec)?;
         let mpath = tmp.join(&o.modelfile);
@@ -571,6 +780,16 @@ pub fn describe_release(
         files.push(FileRecord { path: o.file.clone(), size: *size, sha256: sha.clone() });
         files.push(FileRecord { path: o.modelfile.clone(), size: text.len() as u64, sha256: msha.clone() });
         let mut r = output_record(o, w, *size, sha, &spec, &msha);
+        r.modelfile.verified = verification.map(|v| VerifiedRecord {
+            conversations: v.conversations,
+            identical: v.identical,
+            differences: v.differences,
+        });
+        r.eval = evaluation.map(|e| e.reports[i].clone());
+        let with_imatrix = plan.imatrix.as_ref().filter(|_| matches!(o.target, Target::Quantize(_)));
+        if let Some(m) = with_imatrix {
+            r.made_as = format!("convert --outtype f32 | quantize --imatrix {} {}", m.file, o.label);
+        }
         if !plan.adapters.is_empty() {
             // The separate command that writes the same file.
             let t = match o.target {
@@ -579,6 +798,9 @@ pub fn describe_release(
             };
             let loras: Vec<String> = plan.adapters.iter().map(|a| format!("--lora ADAPTER={}", a.weight)).collect();
             r.made_as = format!("merge BASE {} -o {} --outtype {t}", loras.join(" "), o.file);
+            if let Some(m) = with_imatrix {
+                r.made_as.push_str(&format!(" --imatrix {}", m.file));
+            }
         }
         outputs.push(r);
     }
@@ -601,8 +823,26 @@ pub fn describe_release(
             .zip(&written.adapter_records)
             .map(|(a, recs)| AdapterRecord { dir: dir_name(&a.dir), weight: a.weight, files: recs.clone() })
             .collect(),
+        imatrix: plan.imatrix.as_ref().zip(written.imatrix.as_ref()).map(|(m, f)| ImatrixRecord {
+            file: f.path.clone(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+            text: m.text.clone(),
+            entries: m.loaded.data.len(),
+            chunks: m.chunks,
+            ctx: m.ctx,
+            used_by: outputs
+                .iter()
+                .filter(|r| plan.outputs.iter().any(|o| o.file == r.file && matches!(o.target, Target::Quantize(_))))
+                .map(|r| r.ty.clone())
+                .collect(),
+        }),
+        eval: evaluation.map(|e| e.record.clone()),
         outputs,
     };
+    if let Some(f) = &written.imatrix {
+        files.push(f.clone());
+    }
     let text = manifest.to_text();
     let mpath = tmp.join(MANIFEST);
     std::fs::write(&mpath, text.as_bytes()).map_err(|e| Error::io(&mpath, "write", e))?;
@@ -713,7 +953,9 @@ fn output_record(o: &Output, w: &WriteSummary, size: u64, sha: &str, spec: &Mode
             stop: spec.parameter("stop").into_iter().map(str::to_string).collect(),
             num_ctx: spec.parameter("num_ctx").first().map(|s| s.to_string()),
             system: spec.system.is_some(),
+            verified: None,
         },
+        eval: None,
     }
 }
 
