@@ -6,6 +6,7 @@ use ggufkit::infer::source::ModelInput;
 use ggufkit::infer::text;
 use ggufkit::infer::ForwardOptions;
 use ggufkit::lora::AdapterSpec;
+use ggufkit::pipeline::thread_pool;
 use ggufkit::{Error, Result};
 
 use super::output::{print_json, TermProgress};
@@ -54,15 +55,7 @@ pub fn text_tokens(text: Option<&Path>, ids: Option<&Path>, md: &ggufkit::gguf::
         return text::read_token_ids(p);
     }
     let p = text.ok_or_else(|| Error::usage("--text FILE is required"))?;
-    let s = std::fs::read_to_string(p).map_err(|e| Error::io(p, "read", e))?;
-    if s.trim().is_empty() {
-        return Err(Error::Input { path: p.to_path_buf(), msg: "the text is empty".into() });
-    }
-    text::tokenize(md, &s)
-}
-
-pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| Error::Other(format!("thread pool: {e}")))
+    text::tokenize(md, &text::read_text(p)?)
 }
 
 fn vocab_check(a: &ModelInput, b: &ModelInput, opts: ForwardOptions) -> Result<()> {

@@ -9,8 +9,9 @@ use ggufkit::infer::ForwardOptions;
 use ggufkit::lora::AdapterSpec;
 use ggufkit::Result;
 
-use super::eval::{text_tokens, thread_pool};
+use super::eval::text_tokens;
 use super::output::{print_json, TermProgress};
+use ggufkit::pipeline::thread_pool;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -42,6 +42,16 @@ pub fn tokenize(md: &Metadata, text: &str) -> Result<Vec<u32>> {
     t.encode(text, true, false)
 }
 
+/// Reads a text to evaluate: UTF-8, not empty (an error naming the file otherwise).
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::input(path, "the text is not UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(Error::input(path, "the text is empty"));
+    }
+    Ok(text)
+}
+
 /// Reads token ids: a JSON array or integers separated by white space or commas
 /// (`llama-tokenize --ids` prints `[1, 2, 3]`).
 pub fn read_token_ids(path: &Path) -> Result<Vec<u32>> {

@@ -54,7 +54,7 @@ use crate::imatrix::Imatrix;
 use crate::infer::eval::{EvalOptions, EvalReport};
 use crate::infer::{Chunks, ForwardOptions, Precision};
 use crate::modelfile::{self, FromGgufOptions, ModelfileSpec};
-use crate::pipeline::{self, ErrorStats, MultiOutput, Planned, TensorSource, WriteOptions, WriteSummary};
+use crate::pipeline::{self, thread_pool, ErrorStats, MultiOutput, Planned, TensorSource, WriteOptions, WriteSummary};
 use crate::progress::{CollectWarnings, Progress};
 
 pub use crate::target::{Model, Target};
@@ -398,11 +398,10 @@ struct ReleaseImatrix {
 /// Reads a text file given to `--eval` / `--imatrix-text` and tokenizes it
 /// with the model's vocabulary, cut into chunks as `eval` / `imatrix` cut it.
 fn read_text(path: &Path, flag: &str, md: &Metadata, eopts: &EvalOptions) -> Result<(TextRecord, Chunks)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
-    let text = String::from_utf8(bytes).map_err(|_| Error::input(path, format!("{flag}: the text is not UTF-8")))?;
-    if text.trim().is_empty() {
-        return Err(Error::input(path, format!("{flag}: the text is empty")));
-    }
+    let text = crate::infer::text::read_text(path).map_err(|e| match e {
+        Error::Input { path, msg } => Error::Input { path, msg: format!("{flag}: {msg}") },
+        other => other,
+    })?;
     let tokens = crate::infer::text::tokenize(md, &text)?;
     let chunks = Chunks::new(tokens, crate::infer::text::chunk_bos(md)?, eopts).map_err(|e| match e {
         Error::Usage(m) => Error::input(path, format!("{flag}: {m}")),
@@ -414,13 +413,6 @@ fn read_text(path: &Path, flag: &str, md: &Metadata, eopts: &EvalOptions) -> Res
         sha256: manifest::hash_bytes(text.as_bytes()),
     };
     Ok((record, chunks))
-}
-
-fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))
 }
 
 /// The forward pass's options in `pack`: those of `eval` and `imatrix` by default.

@@ -36,7 +36,8 @@ pub struct Job<'a> {
     pub sink: Box<dyn Sink + 'a>,
 }
 
-fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+/// The worker pool of every command that computes over tensors (`threads` 0: all cores).
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("ggufkit-worker-{i}"))

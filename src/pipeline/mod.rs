@@ -23,7 +23,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{run, Job};
+pub use engine::{run, thread_pool, Job};
 pub use plan::{check_plan, layout, specs, Planned};
 pub use sink::{GgufSink, Sink};
 pub use source::{GgufSource, SourceTensor, TensorSource};
