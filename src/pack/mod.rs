@@ -722,7 +722,8 @@ pub fn evaluate_release(
         let src = pipeline::GgufSource::new(&file);
         let model =
             crate::infer::Model::new(&file.header.metadata, &src as &dyn TensorSource, Precision::AsStored, FORWARD)?;
-        let report = pool.install(|| crate::infer::eval::score(&model, &reference, rec))?;
+        let labeled = crate::progress::Labeled { inner: rec, label: &o.label };
+        let report = pool.install(|| crate::infer::eval::score(&model, &reference, &labeled))?;
         reports.push(rounded(report));
     }
     let record = EvalRecord {
