@@ -32,11 +32,11 @@ use serde_json::{Map, Value};
 use self::arch::{ArchSpec, Hparams, Transform, VocabKind};
 use self::vocab::Vocab;
 use crate::error::{Error, Result};
-use crate::shape::Shape;
 use crate::gguf::{GgmlType, Metadata, TensorSpec, Value as GValue};
 use crate::hf::{HfModelDir, HfTensors, SafetensorsModel};
 use crate::pipeline::{Planned, SourceTensor, TensorSource, WriteOptions};
 use crate::progress::Progress;
+use crate::shape::Shape;
 
 /// `general.quantization_version` written by gguf-py.
 pub const QUANTIZATION_VERSION: u32 = 2;
