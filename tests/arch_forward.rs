@@ -1,0 +1,225 @@
+//! The forward pass of gemma2, gemma3 and phi3 against llama.cpp, on the tiny
+//! random-weight models of scripts/gen_arch_fixtures.py (real configs of
+//! Gemma-2-2B, Gemma-3-1B, Gemma-3-4B's text model, Phi-3.5-mini and Phi-4,
+//! shrunk; sliding window 8 in the Gemma fixtures, so the 64-token sequences
+//! cross it):
+//!
+//! * logits: llama-cpp-python (logits_all, f32 KV cache, no flash attention)
+//!   on F32 and F16 conversions vs our forward pass: argmax everywhere, mean
+//!   KLD(llama.cpp ‖ ours) < 1e-5 on F32 (1e-4 on F16), max |Δlogit| reported;
+//! * `ggufkit eval` PPL within 0.5% of `llama-perplexity` (F32 model, its
+//!   default F16 KV cache on both sides).
+//!
+//! Needs the reference environment; runs under scripts/test.sh (GGUFKIT_PARITY=1).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use ggufkit::infer::source::ModelInput;
+use ggufkit::infer::ForwardOptions;
+use ggufkit::progress::NoProgress;
+
+mod common;
+
+/// Fixture, output types for the logit comparison.
+const RUNS: &[(&str, &[&str])] = &[
+    ("gemma2-2b-f32", &["f32", "f16"]),
+    ("gemma3-1b-f32", &["f32", "f16"]),
+    ("gemma3-4b-mm-bf16", &["f32", "f16"]),
+    ("phi3.5-mini-f32", &["f32", "f16"]),
+    ("phi4-bf16-sharded", &["f32", "f16"]),
+];
+
+/// Tokens per logit comparison (the Gemma fixtures' window is 8).
+const N_TOKENS: usize = 64;
+/// `eval` / `llama-perplexity` context and chunks.
+const CTX: usize = 64;
+const CHUNKS: usize = 3;
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+fn out_dir() -> PathBuf {
+    common::cache_dir("arch-forward")
+}
+
+/// The fixtures of scripts/gen_arch_fixtures.py, in the directory
+/// tests/arch_parity.rs uses (same key: the generator scripts' hash).
+fn fixtures() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let root = common::repo_root();
+        let mut h = Sha256::new();
+        for f in ["scripts/gen_arch_fixtures.py", "scripts/gen_fixtures.py", "formats/pretokenizers.json"] {
+            h.update(std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}")));
+        }
+        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("arch-fixtures-{key}"));
+        let status = Command::new(common::ref_python())
+            .arg(root.join("scripts/gen_arch_fixtures.py"))
+            .arg("--llama-src")
+            .arg(common::ref_src())
+            .arg("--out")
+            .arg(&dir)
+            .args(RUNS.iter().map(|(f, _)| *f))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run gen_arch_fixtures.py");
+        assert!(status.success(), "gen_arch_fixtures.py failed");
+        dir
+    })
+}
+
+fn converted(fixture: &str, outtype: &str) -> PathBuf {
+    let out = out_dir().join(format!("{fixture}-{outtype}.gguf"));
+    if !out.exists() {
+        let dir = fixtures().join(fixture);
+        common::ggufkit_ok(&[os("convert"), dir.as_os_str(), out.as_os_str(), os("--outtype"), os(outtype)]);
+    }
+    out
+}
+
+fn text() -> PathBuf {
+    common::ref_src().join("README.md")
+}
+
+fn eval_ref_py() -> PathBuf {
+    common::repo_root().join("tests/parity/eval_ref.py")
+}
+
+fn token_ids(gguf: &Path) -> Vec<u32> {
+    let out = out_dir().join(format!("{}.ids.json", gguf.file_stem().unwrap().to_string_lossy()));
+    common::run_ref_python(&eval_ref_py(), &[os("tokenize"), gguf.as_os_str(), text().as_os_str(), out.as_os_str()]);
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+fn llama_logits(gguf: &Path, ids: &[u32]) -> (Vec<f32>, usize) {
+    let stem = gguf.file_stem().unwrap().to_string_lossy().into_owned();
+    let ids_path = out_dir().join(format!("{stem}.logit-ids.json"));
+    std::fs::write(&ids_path, serde_json::to_string(ids).unwrap()).unwrap();
+    let out = out_dir().join(format!("{stem}.logits.f32"));
+    let nv: usize = common::run_ref_python(
+        &eval_ref_py(),
+        &[os("logits"), gguf.as_os_str(), ids_path.as_os_str(), out.as_os_str()],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    (bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), nv)
+}
+
+fn our_logits(model: &Path, ids: &[u32]) -> Vec<f32> {
+    let m = ModelInput::open(model, &[], &NoProgress).unwrap();
+    m.with_model(ForwardOptions { kv_f16: false }, |m| m.forward(ids, 0, None)).unwrap()
+}
+
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// (argmax mismatches, mean KLD(ref ‖ ours), max |Δlogit|, max |logit|).
+fn compare(reference: &[f32], ours: &[f32], nv: usize) -> (usize, f64, f32, f32) {
+    assert_eq!(reference.len(), ours.len(), "logit counts differ");
+    let (mut mism, mut kld, mut maxd, mut maxl) = (0, 0f64, 0f32, 0f32);
+    let n = reference.len() / nv;
+    for (a, b) in reference.chunks(nv).zip(ours.chunks(nv)) {
+        if argmax(a) != argmax(b) {
+            mism += 1;
+        }
+        let (la, lb) = (log_softmax(a), log_softmax(b));
+        kld += la.iter().zip(&lb).map(|(&p, &q)| p.exp() * (p - q)).sum::<f64>();
+        maxd = a.iter().zip(b).fold(maxd, |m, (x, y)| m.max((x - y).abs()));
+        maxl = a.iter().fold(maxl, |m, x| m.max(x.abs()));
+    }
+    (mism, kld / n as f64, maxd, maxl)
+}
+
+#[test]
+fn logits_match_llama_cpp() {
+    if !common::parity_enabled("arch_forward") {
+        return;
+    }
+    let mut failures = vec![];
+    for (fixture, types) in RUNS {
+        for outtype in *types {
+            let gguf = converted(fixture, outtype);
+            let ids = token_ids(&gguf);
+            assert!(ids.len() >= N_TOKENS, "{fixture}: only {} tokens", ids.len());
+            let ids = &ids[..N_TOKENS];
+            let (reference, nv) = llama_logits(&gguf, ids);
+            let ours = our_logits(&gguf, ids);
+            let (mism, kld, maxd, maxl) = compare(&reference, &ours, nv);
+            eprintln!(
+                "{fixture} {outtype}: {N_TOKENS} tokens, argmax mismatches {mism}, mean KLD {kld:.3e}, \
+                 max |Δlogit| {maxd:.3e} (max |logit| {maxl:.2})"
+            );
+            let kld_limit = if *outtype == "f32" { 1e-5 } else { 1e-4 };
+            if mism != 0 || !(kld < kld_limit) {
+                failures.push(format!("{fixture} {outtype}: argmax mismatches {mism}, mean KLD {kld:.3e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+fn number_after(text: &str, label: &str) -> f64 {
+    let i = text.find(label).unwrap_or_else(|| panic!("'{label}' not in:\n{text}"));
+    text[i + label.len()..].split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn eval_ppl_matches_llama_perplexity() {
+    if !common::parity_enabled("arch_forward") {
+        return;
+    }
+    let (ctx, chunks) = (CTX.to_string(), CHUNKS.to_string());
+    let mut failures = vec![];
+    for (fixture, _) in RUNS {
+        let gguf = converted(fixture, "f32");
+        let out = Command::new(common::ref_tools().join("llama-perplexity"))
+            .args([os("-m"), gguf.as_os_str(), os("-f"), text().as_os_str()])
+            .args(["-c", &ctx, "-b", &ctx, "--chunks", &chunks, "-t", "2"])
+            .output()
+            .expect("run llama-perplexity");
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "llama-perplexity {fixture} failed:\n{all}");
+        let ref_ppl = number_after(&all, "Final estimate: PPL =");
+        let run = common::ggufkit_ok(&[
+            os("eval"),
+            gguf.as_os_str(),
+            os("--text"),
+            text().as_os_str(),
+            os("--ctx"),
+            os(&ctx),
+            os("--chunks"),
+            os(&chunks),
+            os("--json"),
+            os("--threads"),
+            os("2"),
+        ]);
+        let r: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let ppl = r["ppl"].as_f64().unwrap();
+        let rel = (ppl / ref_ppl - 1.0).abs();
+        eprintln!("{fixture} f32: PPL ours {ppl:.4} llama-perplexity {ref_ppl:.4} (rel {rel:.2e})");
+        if !(rel < 0.005) {
+            failures.push(format!("{fixture}: PPL {ppl} vs {ref_ppl}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
