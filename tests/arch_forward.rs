@@ -164,6 +164,10 @@ fn logits_match_llama_cpp() {
             let ids = &ids[..N_TOKENS];
             let (reference, nv) = llama_logits(&gguf, ids);
             let ours = our_logits(&gguf, ids);
+            if std::env::var_os("GGUFKIT_ARCH_FORWARD_DUMP").is_some() {
+                let b: Vec<u8> = ours.iter().flat_map(|v| v.to_le_bytes()).collect();
+                std::fs::write(out_dir().join(format!("{fixture}-{outtype}.ours.f32")), b).unwrap();
+            }
             let (mism, kld, maxd, maxl) = compare(&reference, &ours, nv);
             eprintln!(
                 "{fixture} {outtype}: {N_TOKENS} tokens, argmax mismatches {mism}, mean KLD {kld:.3e}, \
@@ -192,13 +196,19 @@ fn eval_ppl_matches_llama_perplexity() {
     let mut failures = vec![];
     for (fixture, _) in RUNS {
         let gguf = converted(fixture, "f32");
-        let out = Command::new(common::ref_tools().join("llama-perplexity"))
+        // Into a file: through a pipe, llama-perplexity's last log lines (its
+        // logger thread) are sometimes lost at exit.
+        let log_path = out_dir().join(format!("{fixture}.perplexity.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let status = Command::new(common::ref_tools().join("llama-perplexity"))
             .args([os("-m"), gguf.as_os_str(), os("-f"), text().as_os_str()])
             .args(["-c", &ctx, "-b", &ctx, "--chunks", &chunks, "-t", "2"])
-            .output()
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .status()
             .expect("run llama-perplexity");
-        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "llama-perplexity {fixture} failed:\n{all}");
+        let all = std::fs::read_to_string(&log_path).unwrap();
+        assert!(status.success(), "llama-perplexity {fixture} failed:\n{all}");
         let ref_ppl = number_after(&all, "Final estimate: PPL =");
         let run = common::ggufkit_ok(&[
             os("eval"),
