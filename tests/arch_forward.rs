@@ -174,7 +174,7 @@ fn logits_match_llama_cpp() {
                  max |Δlogit| {maxd:.3e} (max |logit| {maxl:.2})"
             );
             let kld_limit = if *outtype == "f32" { 1e-5 } else { 1e-4 };
-            if mism != 0 || !(kld < kld_limit) {
+            if mism != 0 || kld.is_nan() || kld >= kld_limit {
                 failures.push(format!("{fixture} {outtype}: argmax mismatches {mism}, mean KLD {kld:.3e}"));
             }
         }
@@ -227,7 +227,7 @@ fn eval_ppl_matches_llama_perplexity() {
         let ppl = r["ppl"].as_f64().unwrap();
         let rel = (ppl / ref_ppl - 1.0).abs();
         eprintln!("{fixture} f32: PPL ours {ppl:.4} llama-perplexity {ref_ppl:.4} (rel {rel:.2e})");
-        if !(rel < 0.005) {
+        if rel.is_nan() || rel >= 0.005 {
             failures.push(format!("{fixture}: PPL {ppl} vs {ref_ppl}"));
         }
     }

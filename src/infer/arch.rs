@@ -289,7 +289,9 @@ impl Config {
             None => None,
             Some(s) => Self::read_swa(md, arch, s, n_layer, &rope)?,
         };
-        let rope_long_short = if find("rope_factors_long.weight").is_some() || find("rope_factors_short.weight").is_some() {
+        let rope_long_short = if find("rope_factors_long.weight").is_some()
+            || find("rope_factors_short.weight").is_some()
+        {
             let orig = key_u(md, &format!("{arch}.rope.scaling.original_context_length"))?
                 .or(key_u(md, &format!("{arch}.context_length"))?)
                 .ok_or_else(|| {
@@ -326,7 +328,8 @@ impl Config {
             swa,
             rope_long_short,
         };
-        for (what, v) in [("attn_logit_softcapping", cfg.attn_softcap), ("final_logit_softcapping", cfg.final_softcap)] {
+        for (what, v) in [("attn_logit_softcapping", cfg.attn_softcap), ("final_logit_softcapping", cfg.final_softcap)]
+        {
             if v.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
                 return Err(Error::Other(format!("metadata key '{arch}.{what}' = {v:?}: expected a positive number")));
             }
@@ -500,5 +503,124 @@ mod tests {
         ts[4].dims = vec![8, 8];
         let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
         assert!(e.contains("blk.0.attn_k.weight"), "{e}");
+    }
+
+    /// A gemma-style model: post-norms, q/k norms (gemma3), 3 blocks.
+    fn gemma(arch: &str) -> (Metadata, Vec<SourceTensor>) {
+        let (mut md, mut ts) = tiny(arch);
+        md.set(format!("{arch}.block_count"), Value::U32(3));
+        ts.retain(|t| !t.name.starts_with("blk."));
+        for b in 0..3 {
+            for (n, d) in [
+                ("attn_norm.weight", vec![8]),
+                ("attn_q.weight", vec![8, 8]),
+                ("attn_k.weight", vec![8, 4]),
+                ("attn_v.weight", vec![8, 4]),
+                ("attn_output.weight", vec![8, 8]),
+                ("post_attention_norm.weight", vec![8]),
+                ("ffn_norm.weight", vec![8]),
+                ("ffn_gate.weight", vec![8, 16]),
+                ("ffn_up.weight", vec![8, 16]),
+                ("ffn_down.weight", vec![16, 8]),
+                ("post_ffw_norm.weight", vec![8]),
+            ] {
+                ts.push(t(&format!("blk.{b}.{n}"), &d));
+            }
+        }
+        (md, ts)
+    }
+
+    #[test]
+    fn gemma2_defaults_follow_llama_cpp() {
+        let (md, ts) = gemma("gemma2");
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        assert_eq!(
+            (c.ffn, c.post_norms, c.scale_q, c.fused_qkv, c.fused_gate_up),
+            (FfnKind::Geglu, true, true, false, false)
+        );
+        assert_eq!(c.embd_scale, Some(8f32.sqrt()));
+        assert_eq!((c.attn_softcap, c.final_softcap), (Some(50.0), Some(30.0)));
+        assert_eq!(c.attn_scale, 1.0 / 4f32.sqrt());
+        let swa = c.swa.as_ref().unwrap();
+        // No window key: Gemma 2's 4096; pattern 2: even layers slide; rope as the global layers'.
+        assert_eq!((swa.window, swa.layers.clone()), (4096, vec![true, false, true]));
+        assert_eq!(swa.rope, c.rope);
+        assert!(c.is_swa(0) && !c.is_swa(1));
+        let (mut md, ts) = gemma("gemma2");
+        md.push("gemma2.attention.sliding_window", Value::U32(8));
+        md.push("gemma2.attn_logit_softcapping", Value::F32(20.0));
+        md.push("gemma2.final_logit_softcapping", Value::F32(0.0));
+        let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
+        assert!(e.contains("gemma2.final_logit_softcapping"), "{e}");
+        md.set("gemma2.final_logit_softcapping", Value::F32(15.0));
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        assert_eq!((c.attn_softcap, c.final_softcap, c.swa.unwrap().window), (Some(20.0), Some(15.0), 8));
+        // A missing post-norm is named.
+        let (md, mut ts) = gemma("gemma2");
+        ts.retain(|t| t.name != "blk.1.post_ffw_norm.weight");
+        let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
+        assert!(e.contains("blk.1.post_ffw_norm.weight"), "{e}");
+    }
+
+    #[test]
+    fn gemma3_sliding_window_only_with_the_key_and_its_own_rope() {
+        let (mut md, mut ts) = gemma("gemma3");
+        for b in 0..3 {
+            ts.push(t(&format!("blk.{b}.attn_q_norm.weight"), &[4]));
+            ts.push(t(&format!("blk.{b}.attn_k_norm.weight"), &[4]));
+        }
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        assert_eq!((c.swa.is_none(), c.attn_softcap, c.final_softcap), (true, None, None));
+        md.push("gemma3.attention.sliding_window", Value::U32(8));
+        md.push("gemma3.rope.freq_base", Value::F32(1e6));
+        md.push("gemma3.rope.scaling.type", Value::string("linear"));
+        md.push("gemma3.rope.scaling.factor", Value::F32(8.0));
+        md.push("gemma3.attention.sliding_window_pattern", Value::U32(2));
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        let swa = c.swa.as_ref().unwrap();
+        assert_eq!(swa.layers, vec![true, false, true]);
+        assert_eq!((c.rope.freq_base, c.rope.freq_scale), (1e6, 0.125));
+        // Sliding layers: llama.cpp's defaults (base 10000, unscaled) unless rope.freq_base_swa says.
+        assert_eq!((swa.rope.freq_base, swa.rope.freq_scale), (10000.0, 1.0));
+        md.push("gemma3.rope.freq_base_swa", Value::F32(5000.0));
+        md.remove("gemma3.attention.sliding_window_pattern");
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        let swa = c.swa.as_ref().unwrap();
+        assert_eq!((swa.rope.freq_base, swa.layers.clone()), (5000.0, vec![true, true, true]));
+        assert_eq!(swa_pattern(6, 7), vec![true, true, true, true, true, false, true]);
+        md.push("gemma3.final_logit_softcapping", Value::F32(30.0));
+        assert_eq!(Config::from_metadata(&md, &ts).unwrap().final_softcap, Some(30.0));
+    }
+
+    #[test]
+    fn phi3_fused_tensors_and_long_short_factors() {
+        let (mut md, mut ts) = tiny("phi3");
+        md.push("phi3.attention.sliding_window", Value::U32(262144));
+        md.push("phi3.rope.scaling.attn_factor", Value::F32(1.25));
+        ts.retain(|t| !t.name.starts_with("blk.0.attn_") || t.name.ends_with("norm.weight"));
+        ts.retain(|t| t.name != "blk.0.ffn_gate.weight" && t.name != "blk.0.ffn_up.weight");
+        ts.push(t("blk.0.attn_qkv.weight", &[8, 16]));
+        ts.push(t("blk.0.attn_output.weight", &[8, 8]));
+        ts.push(t("blk.0.ffn_up.weight", &[8, 32]));
+        ts.push(t("rope_factors_long.weight", &[2]));
+        ts.push(t("rope_factors_short.weight", &[2]));
+        let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
+        assert!(e.contains("original_context_length"), "{e}");
+        md.push("phi3.context_length", Value::U32(4096));
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        assert_eq!((c.fused_qkv, c.fused_gate_up, c.rope_long_short), (true, true, Some(4096)));
+        assert_eq!((c.rope.kind, c.rope.attn_factor, c.swa.is_none()), (RopeKind::Neox, 1.25, true));
+        let ts2: Vec<_> = ts
+            .iter()
+            .cloned()
+            .map(|mut x| {
+                if x.name == "blk.0.ffn_up.weight" {
+                    x.dims = vec![8, 16];
+                }
+                x
+            })
+            .collect();
+        let e = Config::from_metadata(&md, &ts2).unwrap_err().to_string();
+        assert!(e.contains("blk.0.ffn_up.weight") && e.contains("[8, 32]"), "{e}");
     }
 }

@@ -68,7 +68,9 @@ impl<'a> Model<'a> {
         let weights = Weights::new(source, precision);
         let freq_factors = if config.rope.freq_factors { Some(weights.vector("rope_freqs.weight")?) } else { None };
         let long_short = match config.rope_long_short {
-            Some(_) => Some((weights.vector("rope_factors_long.weight")?, weights.vector("rope_factors_short.weight")?)),
+            Some(_) => {
+                Some((weights.vector("rope_factors_long.weight")?, weights.vector("rope_factors_short.weight")?))
+            }
             None => None,
         };
         Ok(Model { config, weights, options, freq_factors, long_short })
@@ -337,6 +339,74 @@ fn split_columns(x: &[f32], rows: usize, widths: &[usize]) -> Vec<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gguf::{GgmlType, Value};
+    use crate::pipeline::SourceTensor;
+
+    /// F32 tensors in memory: value `i` of tensor `t` is `0.5 + 0.1 * ((3t + i) % 7)`.
+    struct Mem(Vec<SourceTensor>);
+
+    impl TensorSource for Mem {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        fn tensors(&self) -> &[SourceTensor] {
+            &self.0
+        }
+        fn read_rows(&self, index: usize, row0: u64, out: &mut [f32]) -> Result<()> {
+            let row = self.0[index].row_len() as usize;
+            for (i, v) in out.iter_mut().enumerate() {
+                *v = 0.5 + 0.1 * ((3 * index + row0 as usize * row + i) % 7) as f32;
+            }
+            Ok(())
+        }
+        fn raw(&self, _: usize) -> Option<&[u8]> {
+            None
+        }
+    }
+
+    fn phi3() -> (Metadata, Mem) {
+        let mut md = Metadata::new();
+        md.push("general.architecture", Value::string("phi3"));
+        for (k, v) in [
+            ("embedding_length", 8),
+            ("block_count", 1),
+            ("attention.head_count", 2),
+            ("feed_forward_length", 16),
+            ("rope.scaling.original_context_length", 300),
+        ] {
+            md.push(format!("phi3.{k}"), Value::U32(v));
+        }
+        md.push("phi3.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+        let t = |name: &str, dims: &[u64]| SourceTensor { name: name.into(), dims: dims.to_vec(), ty: GgmlType::F32 };
+        let ts = vec![
+            t("rope_factors_long.weight", &[2]),
+            t("rope_factors_short.weight", &[2]),
+            t("token_embd.weight", &[8, 10]),
+            t("output_norm.weight", &[8]),
+            t("blk.0.attn_norm.weight", &[8]),
+            t("blk.0.attn_qkv.weight", &[8, 24]),
+            t("blk.0.attn_output.weight", &[8, 8]),
+            t("blk.0.ffn_norm.weight", &[8]),
+            t("blk.0.ffn_up.weight", &[8, 32]),
+            t("blk.0.ffn_down.weight", &[16, 8]),
+        ];
+        (md, Mem(ts))
+    }
+
+    #[test]
+    fn phi3_uses_long_factors_past_the_original_context_padded_to_256() {
+        let (md, src) = phi3();
+        let m = Model::new(&md, &src, Precision::F32, ForwardOptions::default()).unwrap();
+        let (long, short) = m.long_short.clone().unwrap();
+        assert_ne!(long, short);
+        // llama.cpp pads n_ctx to 256: 300 tokens → 512 > 300 → long; 200 → 256 → short.
+        assert_eq!(m.rope_factors(300), Some(&long[..]));
+        assert_eq!(m.rope_factors(200), Some(&short[..]));
+        // The fused model runs and gives finite logits.
+        let logits = m.forward(&[1, 2, 3], 0, None).unwrap();
+        assert_eq!(logits.len(), 30);
+        assert!(logits.iter().all(|v| v.is_finite()));
+    }
 
     #[test]
     fn split_columns_takes_each_block_of_every_row() {

@@ -135,9 +135,7 @@ pub fn gelu_tanh(x: f32) -> f32 {
 fn gelu_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        (0..=u16::MAX)
-            .map(|b| half::f16::from_f32(gelu_tanh(half::f16::from_bits(b).to_f32())).to_f32())
-            .collect()
+        (0..=u16::MAX).map(|b| half::f16::from_f32(gelu_tanh(half::f16::from_bits(b).to_f32())).to_f32()).collect()
     })
 }
 
@@ -204,7 +202,14 @@ mod tests {
 
     #[test]
     fn rope_rotates_pairs_by_position_times_frequency() {
-        let rope = Rope { kind: RopeKind::Neox, n_rot: 4, freq_base: 10000.0, freq_scale: 1.0, freq_factors: false, attn_factor: 1.0 };
+        let rope = Rope {
+            kind: RopeKind::Neox,
+            n_rot: 4,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            freq_factors: false,
+            attn_factor: 1.0,
+        };
         let cache = RopeCache::new(&rope, 3, None);
         // position 0: identity
         let mut x = vec![1.0f32, 2.0, 3.0, 4.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
@@ -281,7 +286,14 @@ mod tests {
 
     #[test]
     fn rope_attn_factor_scales_cos_and_sin() {
-        let rope = Rope { kind: RopeKind::Neox, n_rot: 4, freq_base: 10000.0, freq_scale: 1.0, freq_factors: false, attn_factor: 2.0 };
+        let rope = Rope {
+            kind: RopeKind::Neox,
+            n_rot: 4,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            freq_factors: false,
+            attn_factor: 2.0,
+        };
         let cache = RopeCache::new(&rope, 1, None);
         let mut x = vec![1.0f32, 2.0, 3.0, 4.0];
         cache.apply(RopeKind::Neox, &mut x, 1, 4);
