@@ -190,13 +190,13 @@ fn number_after(text: &str, label: &str) -> f64 {
 /// `llama-perplexity` on the F32 model; its output. Its last log lines come
 /// from a logger thread and are sometimes lost at exit (exit status 0 all the
 /// same): run again, up to 3 times, until the final estimate is there.
-fn llama_perplexity(fixture: &str, gguf: &Path, ctx: &str, chunks: &str) -> String {
-    let log_path = out_dir().join(format!("{fixture}.perplexity.log"));
+fn llama_perplexity(fixture: &str, gguf: &Path, text: &Path, ctx: &str, chunks: &str) -> String {
+    let log_path = out_dir().join(format!("{fixture}-{ctx}.perplexity.log"));
     let mut all = String::new();
     for _ in 0..3 {
         let log = std::fs::File::create(&log_path).unwrap();
         let status = Command::new(common::ref_tools().join("llama-perplexity"))
-            .args([os("-m"), gguf.as_os_str(), os("-f"), text().as_os_str()])
+            .args([os("-m"), gguf.as_os_str(), os("-f"), text.as_os_str()])
             .args(["-c", ctx, "-b", ctx, "--chunks", chunks, "-t", "2"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -220,7 +220,7 @@ fn eval_ppl_matches_llama_perplexity() {
     let mut failures = vec![];
     for (fixture, _) in RUNS {
         let gguf = converted(fixture, "f32");
-        let all = llama_perplexity(fixture, &gguf, &ctx, &chunks);
+        let all = llama_perplexity(fixture, &gguf, &text(), &ctx, &chunks);
         let ref_ppl = number_after(&all, "Final estimate: PPL =");
         let run = common::ggufkit_ok(&[
             os("eval"),
@@ -322,4 +322,44 @@ fn gelu_table_matches_libggml_cpu() {
         })
         .collect();
     assert!(differ.is_empty(), "{} entries differ, first at f16 bits {:#06x}", differ.len(), differ[0]);
+}
+
+/// Phi-3.5's longrope past its original context (4096): at ctx 4352 llama.cpp
+/// divides by `rope_factors_long` (the short factors give a PPL 1% higher on
+/// this model); `eval` must agree within 1e-4. The text is llama.cpp's README
+/// and three of its docs (≥ 2 chunks of 4352 tokens).
+#[test]
+fn phi3_long_rope_factors_past_the_original_context() {
+    if !common::parity_enabled("arch_forward") {
+        return;
+    }
+    let text = out_dir().join("long.txt");
+    let mut all = Vec::new();
+    for f in ["README.md", "docs/build.md", "docs/docker.md", "docs/install.md"] {
+        all.extend(std::fs::read(common::ref_src().join(f)).unwrap());
+    }
+    std::fs::write(&text, all).unwrap();
+    let gguf = converted("phi3.5-mini-f32", "f32");
+    let log = llama_perplexity("phi3.5-mini-f32", &gguf, &text, "4352", "1");
+    let ref_ppl = number_after(&log, "Final estimate: PPL =");
+    let run = common::ggufkit_ok(&[
+        os("eval"),
+        gguf.as_os_str(),
+        os("--text"),
+        text.as_os_str(),
+        os("--ctx"),
+        os("4352"),
+        os("--chunks"),
+        os("1"),
+        os("--json"),
+        os("--threads"),
+        os("2"),
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let ppl = r["ppl"].as_f64().unwrap();
+    let rel = (ppl / ref_ppl - 1.0).abs();
+    eprintln!(
+        "phi3.5-mini-f32 ctx 4352 (long factors): PPL ours {ppl:.4} llama-perplexity {ref_ppl:.4} (rel {rel:.2e})"
+    );
+    assert!(rel < 1e-4, "PPL {ppl} vs {ref_ppl}");
 }
