@@ -262,6 +262,11 @@ impl Config {
             }
         };
         let attn_factor = md.get_f64(&format!("{arch}.rope.scaling.attn_factor")).unwrap_or(1.0) as f32;
+        if !(attn_factor.is_finite() && attn_factor > 0.0) {
+            return Err(Error::Other(format!(
+                "metadata key '{arch}.rope.scaling.attn_factor' = {attn_factor}: expected a positive number"
+            )));
+        }
         let find = |name: &str| tensors.iter().find(|t| t.name == name);
         let embd =
             find("token_embd.weight").ok_or_else(|| Error::Other("tensor 'token_embd.weight' is missing".into()))?;
@@ -448,7 +453,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::{GgmlType, Value};
+    use crate::gguf::{GgmlType, Value, ValueType};
 
     fn t(name: &str, dims: &[u64]) -> SourceTensor {
         SourceTensor { name: name.into(), dims: dims.to_vec(), ty: GgmlType::F32 }
@@ -588,6 +593,15 @@ mod tests {
         let swa = c.swa.as_ref().unwrap();
         assert_eq!((swa.rope.freq_base, swa.layers.clone()), (5000.0, vec![true, true, true]));
         assert_eq!(swa_pattern(6, 7), vec![true, true, true, true, true, false, true]);
+        let mut bad = md.clone();
+        bad.push("gemma3.attention.sliding_window_pattern", Value::string("six"));
+        let e = Config::from_metadata(&bad, &ts).unwrap_err().to_string();
+        assert!(e.contains("gemma3.attention.sliding_window_pattern"), "{e}");
+        bad.set(
+            "gemma3.attention.sliding_window_pattern",
+            Value::array(ValueType::Bool, vec![Value::Bool(false), Value::Bool(true), Value::Bool(false)]),
+        );
+        assert_eq!(Config::from_metadata(&bad, &ts).unwrap().swa.unwrap().layers, vec![false, true, false]);
         md.push("gemma3.final_logit_softcapping", Value::F32(30.0));
         assert_eq!(Config::from_metadata(&md, &ts).unwrap().final_softcap, Some(30.0));
     }
@@ -606,6 +620,11 @@ mod tests {
         ts.push(t("rope_factors_short.weight", &[2]));
         let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
         assert!(e.contains("original_context_length"), "{e}");
+        let mut bad = md.clone();
+        bad.set("phi3.rope.scaling.attn_factor", Value::F32(f32::NAN));
+        bad.push("phi3.context_length", Value::U32(4096));
+        let e = Config::from_metadata(&bad, &ts).unwrap_err().to_string();
+        assert!(e.contains("phi3.rope.scaling.attn_factor"), "{e}");
         md.push("phi3.context_length", Value::U32(4096));
         let c = Config::from_metadata(&md, &ts).unwrap();
         assert_eq!((c.fused_qkv, c.fused_gate_up, c.rope_long_short), (true, true, Some(4096)));
