@@ -253,6 +253,7 @@ pub fn run(
             tensors,
             errors,
             seconds,
+            sha256: sink.sha256(),
         });
         done.push(sink);
     }
