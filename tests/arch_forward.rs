@@ -187,28 +187,26 @@ fn number_after(text: &str, label: &str) -> f64 {
     text[i + label.len()..].split_whitespace().next().unwrap().parse().unwrap()
 }
 
-/// `llama-perplexity` on the F32 model; its output. Its last log lines come
-/// from a logger thread and are sometimes lost at exit (exit status 0 all the
-/// same): run again, up to 3 times, until the final estimate is there.
-fn llama_perplexity(fixture: &str, gguf: &Path, text: &Path, ctx: &str, chunks: &str) -> String {
-    let log_path = out_dir().join(format!("{fixture}-{ctx}.perplexity.log"));
-    let mut all = String::new();
-    for _ in 0..3 {
-        let log = std::fs::File::create(&log_path).unwrap();
-        let status = Command::new(common::ref_tools().join("llama-perplexity"))
-            .args([os("-m"), gguf.as_os_str(), os("-f"), text.as_os_str()])
-            .args(["-c", ctx, "-b", ctx, "--chunks", chunks, "-t", "2"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .status()
-            .expect("run llama-perplexity");
-        all = std::fs::read_to_string(&log_path).unwrap();
-        assert!(status.success(), "llama-perplexity {fixture} failed:\n{all}");
-        if all.contains("Final estimate: PPL =") {
-            break;
-        }
-    }
-    all
+/// `llama-perplexity` on the F32 model; its log.
+fn llama_perplexity(gguf: &Path, text: &Path, ctx: &str, chunks: &str) -> String {
+    common::llama_tool_log(
+        "llama-perplexity",
+        &[
+            os("-m"),
+            gguf.as_os_str(),
+            os("-f"),
+            text.as_os_str(),
+            os("-c"),
+            os(ctx),
+            os("-b"),
+            os(ctx),
+            os("--chunks"),
+            os(chunks),
+            os("-t"),
+            os("2"),
+        ],
+        "Final estimate: PPL =",
+    )
 }
 
 #[test]
@@ -220,7 +218,7 @@ fn eval_ppl_matches_llama_perplexity() {
     let mut failures = vec![];
     for (fixture, _) in RUNS {
         let gguf = converted(fixture, "f32");
-        let all = llama_perplexity(fixture, &gguf, &text(), &ctx, &chunks);
+        let all = llama_perplexity(&gguf, &text(), &ctx, &chunks);
         let ref_ppl = number_after(&all, "Final estimate: PPL =");
         let run = common::ggufkit_ok(&[
             os("eval"),
@@ -340,7 +338,7 @@ fn phi3_long_rope_factors_past_the_original_context() {
     }
     std::fs::write(&text, all).unwrap();
     let gguf = converted("phi3.5-mini-f32", "f32");
-    let log = llama_perplexity("phi3.5-mini-f32", &gguf, &text, "4352", "1");
+    let log = llama_perplexity(&gguf, &text, "4352", "1");
     let ref_ppl = number_after(&log, "Final estimate: PPL =");
     let run = common::ggufkit_ok(&[
         os("eval"),
