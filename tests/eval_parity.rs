@@ -51,6 +51,23 @@ pub fn eval_fixture() -> &'static Path {
     })
 }
 
+/// The qwen2-f32 fixture with Qwen2.5's YaRN rope scaling in its config
+/// (factor 4 over 32768 positions, as Qwen2.5's model cards tell users to add).
+fn yarn_fixture() -> PathBuf {
+    let src = common::fixtures_dir().join("qwen2-f32");
+    let dir = out_dir().join("qwen2-f32-yarn");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap().filter_map(|e| e.ok()) {
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let path = dir.join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["rope_scaling"] =
+        serde_json::json!({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768});
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    dir
+}
+
 /// `ggufkit convert DIR --outtype T` (once per test binary).
 fn converted(dir: &Path, outtype: &str) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -157,6 +174,7 @@ fn logits_match_llama_cpp_for_every_architecture() {
             .map(|n| fx.join(n))
             .collect();
     dirs.push(eval_fixture().to_path_buf());
+    dirs.push(yarn_fixture());
     // GGUFKIT_EVAL_ONLY=name[,name] / GGUFKIT_EVAL_TYPES=f16 narrow the run (for investigating).
     if let Ok(only) = std::env::var("GGUFKIT_EVAL_ONLY") {
         dirs.retain(|d| only.split(',').any(|n| d.ends_with(n)));

@@ -130,6 +130,42 @@ pub struct Rope {
     pub freq_factors: bool,
     /// Multiplies cos and sin (`rope.scaling.attn_factor`, ggml's `mscale`; 1 without).
     pub attn_factor: f32,
+    /// YaRN (`rope.scaling.type = yarn`): how interpolation and extrapolation mix per pair.
+    pub yarn: Option<Yarn>,
+}
+
+/// YaRN's per-pair mix of interpolated (`freq_scale · θ`) and extrapolated (`θ`)
+/// angles, as ggml's `rope_yarn` computes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    /// llama.cpp's `yarn_ext_factor` (1 for YaRN models).
+    pub ext_factor: f32,
+    /// The pairs below `corr_dims[0]` extrapolate, those above `corr_dims[1]`
+    /// interpolate (`ggml_rope_yarn_corr_dims`).
+    pub corr_dims: [f32; 2],
+}
+
+impl Yarn {
+    /// llama.cpp's defaults: `yarn_ext_factor` 1, `beta_fast` 32, `beta_slow` 1 (the
+    /// `rope.scaling.yarn_*` keys are written by the converter but not read by the
+    /// pinned llama.cpp, so they are not read here either).
+    pub fn new(n_rot: usize, n_ctx_orig: usize, freq_base: f32) -> Yarn {
+        // ggml_rope_yarn_corr_dim: the pair whose wavelength fits n_rot times in the context.
+        let dim = |beta: f32| {
+            n_rot as f32 * (n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln() / (2.0 * freq_base.ln())
+        };
+        let start = dim(32.0).floor();
+        let end = dim(1.0).ceil();
+        Yarn { ext_factor: 1.0, corr_dims: [start.max(0.0), end.min(n_rot as f32 - 1.0)] }
+    }
+
+    /// The mscale llama.cpp passes to ggml for YaRN (`yarn_attn_factor` after
+    /// llama_context's cancellation of ggml's own `1 + 0.1 ln(factor)`), times
+    /// `rope.scaling.attn_factor`.
+    pub fn attn_factor(factor: f32, rope_attn_factor: f32) -> f32 {
+        let mscale = if factor <= 1.0 { 1.0 } else { 0.1f32 * 1.0 * factor.ln() + 1.0 };
+        mscale * (1.0f32 / (1.0f32 + 0.1f32 * factor.ln())) * rope_attn_factor
+    }
 }
 
 /// The sliding-window layers.
@@ -253,11 +289,11 @@ impl Config {
         let factor = md.get_f64(&format!("{arch}.rope.scaling.factor")).unwrap_or(0.0) as f32;
         let freq_scale = match scaling {
             "none" => 1.0,
-            "linear" if factor > 0.0 => 1.0 / factor,
-            "linear" => 1.0,
+            "linear" | "yarn" if factor > 0.0 => 1.0 / factor,
+            "linear" | "yarn" => 1.0,
             other => {
                 return Err(Error::Unsupported(format!(
-                    "{arch}.rope.scaling.type = '{other}' is not supported by the forward pass yet (none, linear, rope_freqs)"
+                    "{arch}.rope.scaling.type = '{other}' is not supported by the forward pass yet (none, linear, yarn, rope_freqs)"
                 )))
             }
         };
@@ -278,7 +314,23 @@ impl Config {
         }
         let n_vocab = embd.dims[1] as usize;
         let freq_factors = find("rope_freqs.weight").is_some();
-        let rope = Rope { kind: spec.rope, n_rot, freq_base, freq_scale, freq_factors, attn_factor };
+        let yarn = if scaling == "yarn" {
+            let n_ctx_orig = key_u(md, &format!("{arch}.rope.scaling.original_context_length"))?
+                .or(key_u(md, &format!("{arch}.context_length"))?)
+                .ok_or_else(|| {
+                    Error::Other(format!(
+                        "metadata key '{arch}.rope.scaling.original_context_length' (or '{arch}.context_length') is missing"
+                    ))
+                })?;
+            Some(Yarn::new(n_rot, n_ctx_orig, freq_base))
+        } else {
+            None
+        };
+        let attn_factor = match yarn {
+            Some(_) => Yarn::attn_factor(1.0 / freq_scale, attn_factor),
+            None => attn_factor,
+        };
+        let rope = Rope { kind: spec.rope, n_rot, freq_base, freq_scale, freq_factors, attn_factor, yarn };
         let f32_key = |k: &str, default: f32| md.get_f64(&format!("{arch}.{k}")).map_or(default, |v| v as f32);
         let attn_scale = if spec.attn_scale_embd_per_head_at.contains(&n_layer) {
             1.0f32 / ((n_embd / n_head) as f32).sqrt()

@@ -51,16 +51,35 @@ impl RopeCache {
     /// As ggml's `ggml_rope_cache_init` without YaRN: theta starts at the
     /// position and is multiplied by `base^(-2/n_rot)` pair after pair; cos and
     /// sin are multiplied by `attn_factor` (ggml's `mscale`).
+    ///
+    /// With YaRN, pair `i` takes `θ·s·(1 − r) + θ·r` where `r` ramps from 1
+    /// (below `corr_dims[0]`: extrapolate) to 0 (above `corr_dims[1]`:
+    /// interpolate), and the magnitude gets `1 + 0.1 ln(1/s)` more.
     pub fn new(rope: &Rope, n_pos: usize, freq_factors: Option<&[f32]>) -> RopeCache {
         let n_pairs = rope.n_rot / 2;
         let theta_scale = rope.freq_base.powf(-2.0f32 / rope.n_rot as f32);
+        let s = rope.freq_scale;
+        let mscale = match rope.yarn {
+            Some(y) if y.ext_factor != 0.0 => rope.attn_factor * (1.0f32 + 0.1f32 * (1.0f32 / s).ln()),
+            _ => rope.attn_factor,
+        };
         let mut table = Vec::with_capacity(n_pos * n_pairs);
         for p in 0..n_pos {
             let mut theta = p as f32;
             for i in 0..n_pairs {
                 let ff = freq_factors.map_or(1.0, |f| f[i]);
-                let t = rope.freq_scale * (theta / ff);
-                table.push((t.cos() * rope.attn_factor, t.sin() * rope.attn_factor));
+                let extrap = theta / ff;
+                let interp = s * extrap;
+                let t = match rope.yarn {
+                    Some(y) if y.ext_factor != 0.0 => {
+                        let [low, high] = y.corr_dims;
+                        let ramp = (i as f32 - low) / (high - low).max(0.001);
+                        let mix = (1.0 - ramp.clamp(0.0, 1.0)) * y.ext_factor;
+                        interp * (1.0 - mix) + extrap * mix
+                    }
+                    _ => interp,
+                };
+                table.push((t.cos() * mscale, t.sin() * mscale));
                 theta *= theta_scale;
             }
         }
@@ -213,6 +232,7 @@ mod tests {
             freq_scale: 1.0,
             freq_factors: false,
             attn_factor: 1.0,
+            yarn: None,
         };
         let cache = RopeCache::new(&rope, 3, None);
         // position 0: identity
@@ -289,6 +309,43 @@ mod tests {
     }
 
     #[test]
+    fn yarn_extrapolates_fast_pairs_and_interpolates_slow_ones() {
+        use crate::infer::arch::Yarn;
+        let yarn = Yarn { ext_factor: 1.0, corr_dims: [2.0, 5.0] };
+        let rope = Rope {
+            kind: RopeKind::Neox,
+            n_rot: 16,
+            freq_base: 10000.0,
+            freq_scale: 0.25,
+            freq_factors: false,
+            attn_factor: 1.0,
+            yarn: Some(yarn),
+        };
+        let cache = RopeCache::new(&rope, 8, None);
+        let mscale = 1.0f32 + 0.1 * 4.0f32.ln();
+        let theta_scale = 10000f32.powf(-2.0 / 16.0);
+        let p = 7usize;
+        let mut theta = p as f32;
+        for i in 0..8 {
+            let (c, s) = cache.table[p * 8 + i];
+            let want = match i {
+                0..=2 => theta,        // ramp 1: extrapolated
+                5..=7 => 0.25 * theta, // ramp 0: interpolated
+                _ => {
+                    let mix = 1.0 - (i as f32 - 2.0) / 3.0;
+                    0.25 * theta * (1.0 - mix) + theta * mix
+                }
+            };
+            assert_eq!((c, s), (want.cos() * mscale, want.sin() * mscale), "pair {i}");
+            theta *= theta_scale;
+        }
+        // Qwen2.5's YaRN (factor 4 over 32768 positions, base 1e6, 128-wide heads).
+        let y = Yarn::new(128, 32768, 1e6);
+        assert_eq!(y.corr_dims, [23.0, 40.0]);
+        assert!((Yarn::attn_factor(4.0, 1.0) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
     fn rope_attn_factor_scales_cos_and_sin() {
         let rope = Rope {
             kind: RopeKind::Neox,
@@ -297,6 +354,7 @@ mod tests {
             freq_scale: 1.0,
             freq_factors: false,
             attn_factor: 2.0,
+            yarn: None,
         };
         let cache = RopeCache::new(&rope, 1, None);
         let mut x = vec![1.0f32, 2.0, 3.0, 4.0];
