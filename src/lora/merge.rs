@@ -196,7 +196,7 @@ impl LoraMerged {
             let a = &wa.adapter;
             let cfg = &a.config;
             let file = a.file();
-            let cfg_file = a.path().join(super::adapter::CONFIG_FILE);
+            let cfg_file = a.path().join(super::config::CONFIG_FILE);
             if cfg.fan_in_fan_out && a.modules.iter().any(|m| m.kind == ModuleKind::Linear) {
                 report.warnings.push(format!(
                     "{}: fan_in_fan_out = true is ignored for nn.Linear layers, as PEFT does (\"Setting fan_in_fan_out to False\")",
@@ -604,7 +604,7 @@ fn base_name_check(
     config: &serde_json::Map<String, serde_json::Value>,
     adapters: &[WeightedAdapter],
 ) -> Vec<String> {
-    use super::adapter::normalize_model_name as norm;
+    use super::config::normalize_model_name as norm;
     let mut known = Vec::new();
     if let Some(n) = base_dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
     {

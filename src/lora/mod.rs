@@ -3,7 +3,9 @@
 //! to a GGUF LoRA adapter that llama.cpp (`--lora`) and Ollama (`ADAPTER`)
 //! apply at load time.
 //!
-//! * [`adapter`]: reading and validating an adapter directory.
+//! * [`config`]: `adapter_config.json` (LoraConfig, module selectors).
+//! * [`adapter`]: reading an adapter directory, classifying its keys into
+//!   modules and validating them.
 //! * [`merge`]: the merged view of a base ([`LoraMerged`], an
 //!   [`crate::hf::HfTensors`]), computed row chunk by row chunk.
 //! * [`to_gguf`]: the GGUF LoRA adapter, as llama.cpp's
@@ -15,6 +17,7 @@
 //! `convert`. Format notes: `formats/peft-adapter.md`.
 
 pub mod adapter;
+pub mod config;
 pub mod merge;
 pub mod to_gguf;
 
@@ -22,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-pub use self::adapter::{Adapter, LoraConfig};
+pub use self::adapter::Adapter;
+pub use self::config::LoraConfig;
 pub use self::merge::{LoraMerged, MergeReport, WeightedAdapter};
 use crate::convert::{ConvertOptions, HfToGguf, ModelIdentity, OutType};
 use crate::error::{Error, IoContext, Result};
