@@ -276,7 +276,10 @@ fn merge_lora_on_gemma_and_phi3() {
         let base = fixtures().join(fixture);
         let adapter = out_dir().join(format!("{case}-lora"));
         let _ = std::fs::remove_dir_all(&adapter);
-        common::run_ref_python(&script, &[os("make-case").as_os_str(), os(case).as_os_str(), base.as_os_str(), adapter.as_os_str()]);
+        common::run_ref_python(
+            &script,
+            &[os("make-case").as_os_str(), os(case).as_os_str(), base.as_os_str(), adapter.as_os_str()],
+        );
         let dir = out_dir().join("merged-dir").join(format!("{case}-merged"));
         common::ggufkit_ok(&[
             os("merge").as_os_str(),
@@ -292,7 +295,13 @@ fn merge_lora_on_gemma_and_phi3() {
         ]);
         let out = common::run_ref_python(
             &script,
-            &[os("check-dir").as_os_str(), os(case).as_os_str(), base.as_os_str(), adapter.as_os_str(), dir.as_os_str()],
+            &[
+                os("check-dir").as_os_str(),
+                os(case).as_os_str(),
+                base.as_os_str(),
+                adapter.as_os_str(),
+                dir.as_os_str(),
+            ],
         );
         let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
         assert!(r["problems"].as_array().unwrap().is_empty(), "{case}: {r:#}");
@@ -337,7 +346,10 @@ fn merge_lora_on_gemma_and_phi3() {
     let base = fixtures().join("gemma2-2b-f32");
     let adapter = out_dir().join("gemma2-mts-lora");
     let _ = std::fs::remove_dir_all(&adapter);
-    common::run_ref_python(&script, &[os("make-case").as_os_str(), os("gemma2-mts").as_os_str(), base.as_os_str(), adapter.as_os_str()]);
+    common::run_ref_python(
+        &script,
+        &[os("make-case").as_os_str(), os("gemma2-mts").as_os_str(), base.as_os_str(), adapter.as_os_str()],
+    );
     let gguf = out_dir().join("gemma2-mts-merged.gguf");
     let _ = std::fs::remove_file(&gguf);
     let run = common::ggufkit(&[
@@ -368,7 +380,13 @@ fn merge_lora_on_gemma_and_phi3() {
     ]);
     let out = common::run_ref_python(
         &script,
-        &[os("check-dir").as_os_str(), os("gemma2-mts").as_os_str(), base.as_os_str(), adapter.as_os_str(), dir.as_os_str()],
+        &[
+            os("check-dir").as_os_str(),
+            os("gemma2-mts").as_os_str(),
+            base.as_os_str(),
+            adapter.as_os_str(),
+            dir.as_os_str(),
+        ],
     );
     let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
     assert!(r["problems"].as_array().unwrap().is_empty(), "gemma2-mts: {r:#}");

@@ -288,10 +288,22 @@ pub fn open_merged_conversion(
         _ => weights_dtype(model.weights.base()),
     };
     model.config = merged_config(&model.config, dtype, model.weights.report.untied);
+    model.weights.order_as_written(dtype, writer::DEFAULT_MAX_SHARD_SIZE)?;
     let report = model.weights.report.clone();
     let identity = ModelIdentity { dir_name: stem.to_string(), model_card: false };
     let copts = ConvertOptions { outtype, threads, vocab_pre: None };
-    Ok((HfToGguf::from_model(model, &identity, &copts, progress)?, report))
+    let conv = HfToGguf::from_model(model, &identity, &copts, progress)?;
+    if report.untied && !conv.tensors.iter().any(|t| t.name == "output.weight") {
+        // Gemma 2: convert_hf_to_gguf.py drops lm_head.weight and llama.cpp
+        // always uses the token embeddings as the output layer.
+        return Err(Error::Unsupported(format!(
+            "the merge gives the output layer its own values (the adapter replaces one side of the tied \
+             embeddings), but llama.cpp's {} has no separate output layer: the GGUF would silently use the \
+             embeddings; merge to a directory instead",
+            conv.spec.gguf_arch
+        )));
+    }
+    Ok((conv, report))
 }
 
 /// Merges adapters into a base model and converts the result to GGUF in one
