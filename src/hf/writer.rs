@@ -55,10 +55,12 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num(t)
 }
 
-/// Submodules of a llama/qwen2/qwen3/mistral decoder layer in registration
-/// order (`self_attn` (q, k, v, o, q_norm, k_norm), `mlp` (gate, up, down),
-/// `input_layernorm`, `post_attention_layernorm`); a Linear registers
-/// `weight` before `bias`.
+/// Submodules of a llama/qwen2/qwen3/mistral/gemma/phi3 decoder layer in
+/// registration order (`self_attn` (q, k, v, o, Phi-3's qkv after its o,
+/// q_norm, k_norm), `mlp` (gate, up, Phi-3's gate_up, down),
+/// `input_layernorm`, `post_attention_layernorm`, Gemma's
+/// `pre_feedforward_layernorm`, `post_feedforward_layernorm`); a Linear
+/// registers `weight` before `bias`.
 const LAYER_ORDER: &[&str] = &[
     "self_attn.q_proj.weight",
     "self_attn.q_proj.bias",
@@ -68,16 +70,20 @@ const LAYER_ORDER: &[&str] = &[
     "self_attn.v_proj.bias",
     "self_attn.o_proj.weight",
     "self_attn.o_proj.bias",
+    "self_attn.qkv_proj.weight",
     "self_attn.q_norm.weight",
     "self_attn.k_norm.weight",
     "mlp.gate_proj.weight",
     "mlp.gate_proj.bias",
     "mlp.up_proj.weight",
     "mlp.up_proj.bias",
+    "mlp.gate_up_proj.weight",
     "mlp.down_proj.weight",
     "mlp.down_proj.bias",
     "input_layernorm.weight",
     "post_attention_layernorm.weight",
+    "pre_feedforward_layernorm.weight",
+    "post_feedforward_layernorm.weight",
 ];
 
 /// The position of a tensor in a `*ForCausalLM` state dict: `model.embed_tokens`,
@@ -353,6 +359,12 @@ mod tests {
             meta("model.layers.2.self_attn.q_proj.weight", &[4, 4]),
             meta("model.norm.weight", &[4]),
             meta("model.embed_tokens.weight", &[8, 4]),
+            meta("model.layers.3.post_feedforward_layernorm.weight", &[4]),
+            meta("model.layers.3.pre_feedforward_layernorm.weight", &[4]),
+            meta("model.layers.3.mlp.gate_up_proj.weight", &[8, 4]),
+            meta("model.layers.3.mlp.down_proj.weight", &[4, 4]),
+            meta("model.layers.3.self_attn.qkv_proj.weight", &[12, 4]),
+            meta("model.layers.3.self_attn.o_proj.weight", &[4, 4]),
         ];
         let names: Vec<&str> = state_dict_order(&ts).into_iter().map(|i| ts[i].name.as_str()).collect();
         assert_eq!(
@@ -362,6 +374,12 @@ mod tests {
                 "model.layers.2.self_attn.q_proj.weight",
                 "model.layers.2.self_attn.q_proj.bias",
                 "model.layers.2.input_layernorm.weight",
+                "model.layers.3.self_attn.o_proj.weight",
+                "model.layers.3.self_attn.qkv_proj.weight",
+                "model.layers.3.mlp.gate_up_proj.weight",
+                "model.layers.3.mlp.down_proj.weight",
+                "model.layers.3.pre_feedforward_layernorm.weight",
+                "model.layers.3.post_feedforward_layernorm.weight",
                 "model.layers.10.mlp.down_proj.weight",
                 "model.norm.weight",
                 "lm_head.weight",
