@@ -5,6 +5,12 @@
 //! real configs of Qwen3-30B-A3B, Qwen3-Coder-30B-A3B, Gemma-2-2B, Gemma-3-1B,
 //! Gemma-3-4B (Gemma3ForConditionalGeneration), Phi-3.5-mini and Phi-4, shrunk.
 //!
+//! Also: llama.cpp's logits against a float64 numpy forward pass, and
+//! `merge` of PEFT LoRA adapters on each architecture (Qwen3-MoE experts;
+//! Gemma's tied embeddings; Gemma3ForConditionalGeneration in both
+//! transformers module namings; Phi-3's fused projections) against PEFT's
+//! formulas (tests/parity/arch_merge_check.py).
+//!
 //! Needs the reference environment (scripts/ref-env.sh) and llama.cpp's source
 //! (scripts/ref-src.sh); runs under scripts/test.sh (GGUFKIT_PARITY=1).
 
