@@ -416,6 +416,19 @@ impl LoraMerged {
                         ),
                     ));
                 }
+                if target == Target::TiedHead
+                    && cfg.ensure_weight_tying
+                    && is_tied_copy(a, m, names, naming, embed_name)?
+                {
+                    // PEFT's ensure_weight_tying: the output layer's LoRA is the embedding's own
+                    // (A = Bₑᵀ, B = Aₑᵀ), so the trained model computed W + ΔW on both sides; merged once.
+                    report.warnings.push(format!(
+                        "{}: ensure_weight_tying: the LoRA of '{}' is the embeddings' (tied), merged once",
+                        cfg_file.display(),
+                        m.path
+                    ));
+                    continue;
+                }
                 let scale = (wa.weight * m.scaling) as f32;
                 let rep = &mut report.adapters[ai];
                 rep.lora_modules += 1;
@@ -742,6 +755,37 @@ fn delta_transposed(
     Ok(())
 }
 
+/// True when Linear module `m` (the tied output layer) holds exactly the
+/// transposes of the adapter's embedding LoRA (A = Bₑᵀ, B = Aₑᵀ, same
+/// scaling): the tied adapter PEFT creates with `ensure_weight_tying`.
+fn is_tied_copy(
+    a: &Adapter,
+    m: &super::adapter::LoraModule,
+    names: Naming,
+    naming: Naming,
+    embed_name: &str,
+) -> Result<bool> {
+    let Some(e) = a.modules.iter().find(|e| {
+        e.kind == ModuleKind::Embedding && format!("{}.weight", names.convert(&e.path, naming)) == embed_name
+    }) else {
+        return Ok(false);
+    };
+    if m.kind != ModuleKind::Linear || m.rank != e.rank || m.scaling != e.scaling || m.bias.is_some() {
+        return Ok(false);
+    }
+    let r = m.rank as usize;
+    let (hidden, vocab) = (e.b_rows as usize, e.a_cols as usize);
+    if (m.a_cols as usize, m.b_rows as usize) != (hidden, vocab) {
+        return Ok(false);
+    }
+    let (ha, hb) = (f32s(&a.weights, &m.a, 0, r * hidden)?, f32s(&a.weights, &m.b, 0, vocab * r)?);
+    let (ea, eb) = (f32s(&a.weights, &e.a, 0, r * vocab)?, f32s(&a.weights, &e.b, 0, hidden * r)?);
+    // A (r, hidden) = Bₑᵀ where Bₑ is (hidden, r); B (vocab, r) = Aₑᵀ where Aₑ is (r, vocab).
+    let a_ok = (0..r).all(|k| (0..hidden).all(|h| ha[k * hidden + h] == eb[h * r + k]));
+    let b_ok = (0..vocab).all(|t| (0..r).all(|k| hb[t * r + k] == ea[k * vocab + t]));
+    Ok(a_ok && b_ok)
+}
+
 fn check_same_shape(a: &Adapter, key: &str, t: &HfTensor, file: &Path) -> Result<()> {
     let e = a.entry(key)?;
     if e.shape != t.shape {
@@ -932,5 +976,84 @@ mod tests {
         assert!(untied);
         assert_eq!(ids(&e), ["bl", "mts", "d3"]);
         assert_eq!(ids(&h), ["bl", "d2"]);
+    }
+
+    /// A safetensors file in memory from (name, shape, f32 values).
+    fn st(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+        use ::safetensors::tensor::TensorView;
+        let data: Vec<Vec<u8>> = tensors.iter().map(|t| t.2.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+        let views: Vec<(&str, TensorView)> = tensors
+            .iter()
+            .zip(&data)
+            .map(|(t, d)| (t.0, TensorView::new(::safetensors::Dtype::F32, t.1.clone(), d).unwrap()))
+            .collect();
+        ::safetensors::serialize(views, None).unwrap()
+    }
+
+    /// ensure_weight_tying on a tied base: lm_head's LoRA is the transposed
+    /// embedding LoRA and is merged once; a different lm_head LoRA is merged
+    /// into the shared weight too.
+    #[test]
+    fn ensure_weight_tying_merges_the_tied_adapter_once() {
+        let (vocab, hidden, r) = (5usize, 3usize, 2usize);
+        let w: Vec<f32> = (0..vocab * hidden).map(|i| i as f32 * 0.25 - 1.0).collect();
+        let ea: Vec<f32> = (0..r * vocab).map(|i| (i as f32 * 0.5).sin()).collect(); // (r, vocab)
+        let eb: Vec<f32> = (0..hidden * r).map(|i| (i as f32 * 0.7).cos()).collect(); // (hidden, r)
+        let ha: Vec<f32> = (0..r * hidden).map(|i| eb[(i % hidden) * r + i / hidden]).collect(); // Bₑᵀ
+        let hb: Vec<f32> = (0..vocab * r).map(|i| ea[(i % r) * vocab + i / r]).collect(); // Aₑᵀ
+        let cfg = r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["embed_tokens", "lm_head"],
+                      "ensure_weight_tying": true}"#;
+        let merged = |hb: Vec<f32>| {
+            let base = SafetensorsModel::from_bytes(
+                Path::new("mem/model.safetensors"),
+                st(&[
+                    ("model.embed_tokens.weight", vec![vocab, hidden], w.clone()),
+                    ("model.norm.weight", vec![hidden], vec![1.0; 3]),
+                ]),
+            )
+            .unwrap();
+            let p = "base_model.model.";
+            let ad = SafetensorsModel::from_bytes(
+                Path::new("ad/adapter_model.safetensors"),
+                st(&[
+                    (&format!("{p}model.embed_tokens.lora_embedding_A"), vec![r, vocab], ea.clone()),
+                    (&format!("{p}model.embed_tokens.lora_embedding_B"), vec![hidden, r], eb.clone()),
+                    (&format!("{p}lm_head.lora_A.weight"), vec![r, hidden], ha.clone()),
+                    (&format!("{p}lm_head.lora_B.weight"), vec![vocab, r], hb),
+                ]),
+            )
+            .unwrap();
+            let adapter = Adapter::from_parts("ad".into(), cfg, ad, &crate::progress::NoProgress).unwrap();
+            let m = LoraMerged::new(
+                base,
+                Path::new("mem"),
+                &serde_json::Map::new(),
+                vec![WeightedAdapter { adapter, weight: 1.0 }],
+                &crate::progress::NoProgress,
+            )
+            .unwrap();
+            assert!(!m.report.untied);
+            assert!(m.index_of("lm_head.weight").is_none());
+            let mut out = vec![0f32; vocab * hidden];
+            HfTensors::read_rows_f32(&m, m.index_of("model.embed_tokens.weight").unwrap(), 0, &mut out).unwrap();
+            (out, m.report.warnings.iter().any(|w| w.contains("merged once")))
+        };
+        // ΔW (vocab, hidden) = 2 · (Bₑ @ Aₑ)ᵀ.
+        let delta: Vec<f32> = (0..vocab * hidden)
+            .map(|i| {
+                let (t, h) = (i / hidden, i % hidden);
+                2.0 * (0..r).map(|k| eb[h * r + k] as f64 * ea[k * vocab + t] as f64).sum::<f64>() as f32
+            })
+            .collect();
+        let (once, warned) = merged(hb.clone());
+        assert!(warned);
+        for i in 0..vocab * hidden {
+            assert!((once[i] - (w[i] + delta[i])).abs() < 1e-5, "{i}: {} vs {}", once[i], w[i] + delta[i]);
+        }
+        let mut other = hb;
+        other[0] += 1.0;
+        let (twice, warned) = merged(other);
+        assert!(!warned);
+        assert!((twice[5] - (w[5] + 2.0 * delta[5])).abs() < 1e-5);
     }
 }
