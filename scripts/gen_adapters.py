@@ -74,13 +74,16 @@ ADAPTERS = {
     # lora_bias: B's bias added to the q/k/v biases.
     "q-bias": dict(base="qwen2.5-coder-bf16-sharded", seed=19, dtype="float32",
                    cfg=dict(r=8, lora_alpha=16, lora_bias=True, target_modules=["q_proj", "k_proj", "v_proj"])),
-    # Tied-embedding base: LoRA on lm_head (the merge unties it).
+    # Tied-embedding base: LoRA on lm_head (merged into the shared weight: the embeddings change too, as PEFT).
     "t-lmhead": dict(base="qwen2-bf16-tied", seed=21, dtype="float32",
                      cfg=dict(r=8, lora_alpha=16, target_modules=["lm_head", "q_proj"],
                               base_model_name_or_path="Qwen/Qwen2.5-0.5B")),
-    # Tied-embedding base: LoRA on the embeddings (lm_head keeps the original).
+    # Tied-embedding base: LoRA on the embeddings (the tied output changes too, as PEFT).
     "t-embed": dict(base="qwen2-bf16-tied", seed=22, dtype="float32",
                     cfg=dict(r=8, lora_alpha=16, target_modules=["embed_tokens", "o_proj"])),
+    # Tied-embedding base: modules_to_save replaces the embeddings only (the merge unties lm_head).
+    "t-mts": dict(base="qwen2-bf16-tied", seed=23, dtype="float32",
+                  cfg=dict(r=8, lora_alpha=16, target_modules=["q_proj"], modules_to_save=["embed_tokens"])),
     # Llama (Q/K permutation in GGUF).
     "l-plain": dict(base="llama3-bf16-sharded", seed=31, dtype="float32",
                     cfg=dict(r=8, lora_alpha=16, target_modules=ALL_LINEAR,

@@ -5,6 +5,12 @@
 //! real configs of Qwen3-30B-A3B, Qwen3-Coder-30B-A3B, Gemma-2-2B, Gemma-3-1B,
 //! Gemma-3-4B (Gemma3ForConditionalGeneration), Phi-3.5-mini and Phi-4, shrunk.
 //!
+//! Also: llama.cpp's logits against a float64 numpy forward pass, and
+//! `merge` of PEFT LoRA adapters on each architecture (Qwen3-MoE experts;
+//! Gemma's tied embeddings; Gemma3ForConditionalGeneration in both
+//! transformers module namings; Phi-3's fused projections) against PEFT's
+//! formulas (tests/parity/arch_merge_check.py).
+//!
 //! Needs the reference environment (scripts/ref-env.sh) and llama.cpp's source
 //! (scripts/ref-src.sh); runs under scripts/test.sh (GGUFKIT_PARITY=1).
 
@@ -158,7 +164,9 @@ fn quantize_identical_to_llama_quantize() {
 /// independent float64 numpy forward pass of the HF weights
 /// (tests/parity/convert_check.py: Qwen3-MoE routing with renormalized top-k;
 /// Gemma's scaled embeddings, 1 + w norms, sandwich norms, sliding-window
-/// layers with their own rope base, attention and final logit softcaps).
+/// layers with their own rope base, attention and final logit softcaps;
+/// Phi-3's fused qkv and gate_up projections and LongRoPE short factors with
+/// their attention factor, Phi-4's plain rope and GQA).
 /// F32 output: within 5e-4 of the largest |logit| (at least 1e-3: Gemma's
 /// scaled embeddings make activations of ~100, and llama.cpp accumulates in
 /// F32; measured up to 1.0e-4 relative); the source's 16-bit type: within 1%.
@@ -176,6 +184,9 @@ fn logits_match_float64_reference() {
         "gemma3-1b-bf16",
         "gemma3-4b-mm-bf16",
         "gemma2-2b-f32",
+        "phi3.5-mini-f32",
+        "phi3.5-mini-bf16",
+        "phi4-bf16-sharded",
     ] {
         for outtype in ["f32", "auto"] {
             let gguf = ours(fixture, outtype);
@@ -240,4 +251,151 @@ fn merge_lora_on_experts() {
     eprintln!("merge on experts: {r}");
     assert_eq!(r["n_experts"], 2 * 3 * 16);
     assert!(r["max_abs_diff"].as_f64().unwrap() < 1e-6, "{r}");
+}
+
+/// `merge` of PEFT LoRA adapters on Gemma 2, Gemma 3 (Gemma3ForCausalLM, and
+/// Gemma3ForConditionalGeneration's text model with the module names of
+/// transformers 4.50 and of ≥ 4.52), Phi-3.5-mini and Phi-4 (the fused
+/// qkv_proj / gate_up_proj), against PEFT's merge in float64
+/// (tests/parity/arch_merge_check.py `check-dir`): Gemma's tied embeddings as
+/// PEFT leaves them (LoRA on embed_tokens or lm_head changes the one shared
+/// weight; a modules_to_save replacement unties). The merged GGUF equals
+/// `convert` of the merged directory, byte for byte.
+#[test]
+fn merge_lora_on_gemma_and_phi3() {
+    if !common::parity_enabled("arch_parity::merge_lora_on_gemma_and_phi3") {
+        return;
+    }
+    let script = common::repo_root().join("tests/parity/arch_merge_check.py");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    // (case, base fixture, untied by the merge, GGUF has output.weight)
+    let cases = [
+        ("gemma2", "gemma2-2b-f32", false, false),
+        ("gemma3", "gemma3-1b-f32", false, false),
+        ("gemma3-mm-new", "gemma3-4b-mm-bf16", false, false),
+        ("gemma3-mm-old", "gemma3-4b-mm-bf16", true, true),
+        ("phi3", "phi3.5-mini-f32", false, true),
+        ("phi4", "phi4-bf16-sharded", false, true),
+    ];
+    let mut report = Vec::new();
+    for (case, fixture, untied, has_output) in cases {
+        let base = fixtures().join(fixture);
+        let adapter = out_dir().join(format!("{case}-lora"));
+        let _ = std::fs::remove_dir_all(&adapter);
+        common::run_ref_python(
+            &script,
+            &[os("make-case").as_os_str(), os(case).as_os_str(), base.as_os_str(), adapter.as_os_str()],
+        );
+        let dir = out_dir().join("merged-dir").join(format!("{case}-merged"));
+        common::ggufkit_ok(&[
+            os("merge").as_os_str(),
+            base.as_os_str(),
+            os("--lora").as_os_str(),
+            adapter.as_os_str(),
+            os("-o").as_os_str(),
+            dir.as_os_str(),
+            os("--dtype").as_os_str(),
+            os("f32").as_os_str(),
+            os("--force").as_os_str(),
+            os("-q").as_os_str(),
+        ]);
+        let out = common::run_ref_python(
+            &script,
+            &[
+                os("check-dir").as_os_str(),
+                os(case).as_os_str(),
+                base.as_os_str(),
+                adapter.as_os_str(),
+                dir.as_os_str(),
+            ],
+        );
+        let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
+        assert!(r["problems"].as_array().unwrap().is_empty(), "{case}: {r:#}");
+        assert_eq!(r["untied"], untied, "{case}: {r}");
+        if untied {
+            assert_eq!(r["config_tie_word_embeddings"], false, "{case}");
+        }
+        let changed = r["changed"].as_array().unwrap();
+        assert!(changed.len() >= 4, "{case}: too few tensors changed: {r}");
+        // The merged GGUF in one pass == convert of the merged directory.
+        let gguf_dir = out_dir().join("merged-gguf");
+        std::fs::create_dir_all(&gguf_dir).unwrap();
+        let gguf = gguf_dir.join(format!("{case}-merged.gguf"));
+        common::ggufkit_ok(&[
+            os("merge").as_os_str(),
+            base.as_os_str(),
+            os("--lora").as_os_str(),
+            adapter.as_os_str(),
+            os("-o").as_os_str(),
+            gguf.as_os_str(),
+            os("--outtype").as_os_str(),
+            os("f32").as_os_str(),
+            os("-q").as_os_str(),
+        ]);
+        let conv = out_dir().join(format!("{case}-merged-converted.gguf"));
+        let opts = ConvertOptions { outtype: "f32".parse().unwrap(), ..Default::default() };
+        convert_dir(&dir, &conv, &opts, &CollectWarnings::default()).unwrap_or_else(|e| panic!("convert {case}: {e}"));
+        assert!(
+            std::fs::read(&gguf).unwrap() == std::fs::read(&conv).unwrap(),
+            "{case}: merged GGUF differs from convert of the merged directory"
+        );
+        let g = ggufkit::gguf::GgufFile::open(&gguf).unwrap();
+        assert_eq!(g.header.tensor("output.weight").is_some(), has_output, "{case}: output.weight");
+        report.push(format!(
+            "{case} on {fixture}: {} tensors changed, max |ours - float64 PEFT| {:.2e}, untied {untied}; GGUF == convert(merged dir)",
+            changed.len(),
+            r["max_abs_diff"].as_f64().unwrap()
+        ));
+    }
+    // Gemma 2 with a replaced (modules_to_save) embedding: the directory unties lm_head; a
+    // GGUF cannot hold it (llama.cpp's gemma2 has no output layer of its own), so merge refuses.
+    let base = fixtures().join("gemma2-2b-f32");
+    let adapter = out_dir().join("gemma2-mts-lora");
+    let _ = std::fs::remove_dir_all(&adapter);
+    common::run_ref_python(
+        &script,
+        &[os("make-case").as_os_str(), os("gemma2-mts").as_os_str(), base.as_os_str(), adapter.as_os_str()],
+    );
+    let gguf = out_dir().join("gemma2-mts-merged.gguf");
+    let _ = std::fs::remove_file(&gguf);
+    let run = common::ggufkit(&[
+        os("merge").as_os_str(),
+        base.as_os_str(),
+        os("--lora").as_os_str(),
+        adapter.as_os_str(),
+        os("-o").as_os_str(),
+        gguf.as_os_str(),
+        os("--outtype").as_os_str(),
+        os("f32").as_os_str(),
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("gemma2") && run.stderr.contains("output layer"), "{}", run.stderr);
+    assert!(!gguf.exists());
+    let dir = out_dir().join("merged-dir").join("gemma2-mts-merged");
+    common::ggufkit_ok(&[
+        os("merge").as_os_str(),
+        base.as_os_str(),
+        os("--lora").as_os_str(),
+        adapter.as_os_str(),
+        os("-o").as_os_str(),
+        dir.as_os_str(),
+        os("--dtype").as_os_str(),
+        os("f32").as_os_str(),
+        os("--force").as_os_str(),
+        os("-q").as_os_str(),
+    ]);
+    let out = common::run_ref_python(
+        &script,
+        &[
+            os("check-dir").as_os_str(),
+            os("gemma2-mts").as_os_str(),
+            base.as_os_str(),
+            adapter.as_os_str(),
+            dir.as_os_str(),
+        ],
+    );
+    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
+    assert!(r["problems"].as_array().unwrap().is_empty(), "gemma2-mts: {r:#}");
+    assert_eq!(r["untied"], true);
+    eprintln!("{}", report.join("\n"));
 }

@@ -74,6 +74,7 @@ const CASES: &[(&str, &[&str], Option<&str>)] = &[
     (Q, &["q-plain=0.7", "q-dora"], Some("f16")),
     ("qwen2-bf16-tied", &["t-lmhead"], None),
     ("qwen2-bf16-tied", &["t-embed"], None),
+    ("qwen2-bf16-tied", &["t-mts"], None),
     ("llama3-bf16-sharded", &["l-plain"], None),
     ("qwen2-f32", &["f-plain"], None),
     ("qwen3-f16-tied", &["h-plain"], None),
@@ -118,7 +119,8 @@ fn merged_tensors_match_peft_formulas() {
             },
         };
         assert_eq!(r["config_torch_dtype"], want_dtype, "{label}");
-        // The untied lm_head of a tied base: its own tensor, config says so.
+        // A tied base stays tied unless a side was replaced (modules_to_save): then
+        // lm_head is its own tensor and config.json says so.
         assert_eq!(summary["untied"], r["untied"], "{label}");
         if r["untied"] == true {
             assert_eq!(r["config_tie_word_embeddings"], false, "{label}");
@@ -341,25 +343,29 @@ fn one_pass_quantized_equals_three_steps() {
     }
 }
 
-/// The merged GGUF of a tied base has its own output.weight.
+/// The merged GGUF of a tied base: LoRA on the embeddings changes the shared
+/// weight and the output stays tied (no output.weight, as converting PEFT's
+/// merged model gives); a modules_to_save embedding unties it.
 #[test]
-fn tied_base_gets_its_own_output() {
-    if !common::parity_enabled("merge_parity::tied_base_gets_its_own_output") {
+fn tied_base_output() {
+    if !common::parity_enabled("merge_parity::tied_base_output") {
         return;
     }
-    let out = out_dir("tied-f16.gguf");
-    ggufkit_ok(&[
-        os("merge"),
-        base("qwen2-bf16-tied").as_os_str(),
-        os("--lora"),
-        os(&adapter("t-embed")),
-        os("-o"),
-        out.as_os_str(),
-        os("--outtype"),
-        os("f16"),
-        os("-q"),
-    ]);
-    let g = ggufkit::gguf::GgufFile::open(&out).unwrap();
-    assert!(g.header.tensor("output.weight").is_some());
-    assert!(g.header.tensor("token_embd.weight").is_some());
+    for (a, own_output) in [("t-embed", false), ("t-mts", true)] {
+        let out = out_dir(&format!("tied-{a}-f16.gguf"));
+        ggufkit_ok(&[
+            os("merge"),
+            base("qwen2-bf16-tied").as_os_str(),
+            os("--lora"),
+            os(&adapter(a)),
+            os("-o"),
+            out.as_os_str(),
+            os("--outtype"),
+            os("f16"),
+            os("-q"),
+        ]);
+        let g = ggufkit::gguf::GgufFile::open(&out).unwrap();
+        assert_eq!(g.header.tensor("output.weight").is_some(), own_output, "{a}");
+        assert!(g.header.tensor("token_embd.weight").is_some());
+    }
 }

@@ -20,6 +20,7 @@
 //! Format notes as implemented: `formats/safetensors.md`.
 
 pub mod safetensors;
+pub mod source;
 pub mod tensors;
 pub mod writer;
 

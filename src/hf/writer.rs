@@ -16,21 +16,19 @@
 //!   itself (the same code Python's `safetensors.torch.save_file` runs),
 //!   `__metadata__` = `{"format": "pt"}`, data ordered by name.
 //!
-//! Data is streamed: rows are read from an [`HfTensors`] source in chunks
-//! (in parallel), encoded to the output dtype and written, so memory stays
-//! bounded by a few chunks whatever the model size.
+//! Data is streamed through the one write engine ([`crate::pipeline::run`],
+//! the source [`super::source::HfSource`], a
+//! [`crate::pipeline::SafetensorsSink`]): rows are read in chunks (in
+//! parallel), encoded to the output dtype and written at their place, so
+//! memory stays bounded by a few chunks whatever the model size.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use rayon::prelude::*;
-
+use super::source::ggml_type;
 use super::tensors::{HfTensor, HfTensors};
 use super::DType;
 use crate::error::{Error, IoContext, Result};
-use crate::gguf::GgmlType;
 use crate::progress::Progress;
 
 /// transformers' default `max_shard_size` ("5GB").
@@ -57,10 +55,12 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num(t)
 }
 
-/// Submodules of a llama/qwen2/qwen3/mistral decoder layer in registration
-/// order (`self_attn` (q, k, v, o, q_norm, k_norm), `mlp` (gate, up, down),
-/// `input_layernorm`, `post_attention_layernorm`); a Linear registers
-/// `weight` before `bias`.
+/// Submodules of a llama/qwen2/qwen3/mistral/gemma/phi3 decoder layer in
+/// registration order (`self_attn` (q, k, v, o, Phi-3's qkv after its o,
+/// q_norm, k_norm), `mlp` (gate, up, Phi-3's gate_up, down),
+/// `input_layernorm`, `post_attention_layernorm`, Gemma's
+/// `pre_feedforward_layernorm`, `post_feedforward_layernorm`); a Linear
+/// registers `weight` before `bias`.
 const LAYER_ORDER: &[&str] = &[
     "self_attn.q_proj.weight",
     "self_attn.q_proj.bias",
@@ -70,16 +70,20 @@ const LAYER_ORDER: &[&str] = &[
     "self_attn.v_proj.bias",
     "self_attn.o_proj.weight",
     "self_attn.o_proj.bias",
+    "self_attn.qkv_proj.weight",
     "self_attn.q_norm.weight",
     "self_attn.k_norm.weight",
     "mlp.gate_proj.weight",
     "mlp.gate_proj.bias",
     "mlp.up_proj.weight",
     "mlp.up_proj.bias",
+    "mlp.gate_up_proj.weight",
     "mlp.down_proj.weight",
     "mlp.down_proj.bias",
     "input_layernorm.weight",
     "post_attention_layernorm.weight",
+    "pre_feedforward_layernorm.weight",
+    "post_feedforward_layernorm.weight",
 ];
 
 /// The position of a tensor in a `*ForCausalLM` state dict: `model.embed_tokens`,
@@ -186,15 +190,6 @@ fn st_dtype(d: DType) -> Result<::safetensors::Dtype> {
     })
 }
 
-fn ggml_type(d: DType) -> Result<GgmlType> {
-    Ok(match d {
-        DType::F32 => GgmlType::F32,
-        DType::F16 => GgmlType::F16,
-        DType::BF16 => GgmlType::BF16,
-        other => return Err(Error::Unsupported(format!("cannot write {other} tensors"))),
-    })
-}
-
 /// The header of a safetensors file holding `entries` (name, dtype, shape,
 /// bytes) in this order, with `__metadata__` = `{"format": "pt"}`: the JSON
 /// the `safetensors` crate writes, padded with spaces to a multiple of 8.
@@ -251,49 +246,36 @@ pub fn plan_for(src: &dyn HfTensors, dtype: DType, max_shard_size: u64) -> Resul
 
 /// Writes every tensor of `src` into `dir` (an existing, empty directory)
 /// as safetensors files in `opts.dtype`, sharded as transformers does, with
-/// the index file when there are several shards.
+/// the index file when there are several shards. The bytes go through the
+/// one write engine ([`crate::pipeline::run`]) into a
+/// [`crate::pipeline::SafetensorsSink`]: each file is committed only when
+/// every file is complete.
 pub fn write_weights(
     src: &dyn HfTensors,
     dir: &Path,
     opts: &WeightsOptions,
     progress: &dyn Progress,
 ) -> Result<WeightsSummary> {
+    use crate::pipeline::{Job, Planned, SafetensorsFile, SafetensorsSink, WriteOptions};
     let plan = plan_for(src, opts.dtype, opts.max_shard_size)?;
     let tensors = src.tensors();
     let out_ty = ggml_type(opts.dtype)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads)
-        .thread_name(|i| format!("ggufkit-worker-{i}"))
-        .build()
-        .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
-    progress.begin("writing", plan.total_size);
-    let mut copied = 0;
+    let source = super::source::HfSource::new(src)?;
+    let mut planned = Vec::with_capacity(tensors.len());
+    let mut files = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
-        let path = dir.join(&file.name);
-        let entries: Vec<(&str, DType, &[u64], u64)> = file
-            .tensors
-            .iter()
-            .map(|&i| {
-                let t = &tensors[i];
-                (t.name.as_str(), opts.dtype, t.shape.as_slice(), t.n_elements() * out_ty.type_size())
-            })
-            .collect();
-        let head = header(&entries)?;
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&path).at(&path, "create")?);
-        out.write_all(&(head.len() as u64).to_le_bytes()).at(&path, "write")?;
-        out.write_all(&head).at(&path, "write")?;
+        let mut entries = Vec::with_capacity(file.tensors.len());
         for &i in &file.tensors {
             let t = &tensors[i];
-            progress.item(&t.name);
-            if write_tensor(src, i, t, out_ty, opts, &pool, &mut out, &path, progress)? {
-                copied += 1;
-            }
-            src.release(i);
+            entries.push((t.name.clone(), opts.dtype, t.shape.clone(), t.n_elements() * out_ty.type_size()));
+            planned.push(Planned::new(i, out_ty));
         }
-        let f = out.into_inner().map_err(|e| Error::io(&path, "write", e.into_error()))?;
-        f.sync_all().at(&path, "sync")?;
+        files.push(SafetensorsFile { name: file.name.clone(), tensors: entries });
     }
-    progress.finish();
+    let sink = SafetensorsSink::create(dir, &files, &src.inputs())?;
+    let wopts = WriteOptions { threads: opts.threads, chunk_bytes: opts.chunk_bytes, ..Default::default() };
+    let written = crate::pipeline::run(&source, vec![Job { plan: &planned, sink: Box::new(sink) }], &wopts, progress)?;
+    let copied = written.first().map_or(0, |w| w.tensors.iter().filter(|t| t.copied).count());
     if plan.files.len() > 1 {
         let mut weight_map = BTreeMap::new();
         for f in &plan.files {
@@ -347,74 +329,6 @@ pub fn to_json_pretty_sorted(v: &serde_json::Value) -> String {
     out
 }
 
-/// Streams one tensor; returns true when its stored bytes were copied.
-#[allow(clippy::too_many_arguments)]
-fn write_tensor(
-    src: &dyn HfTensors,
-    index: usize,
-    t: &HfTensor,
-    out_ty: GgmlType,
-    opts: &WeightsOptions,
-    pool: &rayon::ThreadPool,
-    out: &mut impl Write,
-    path: &Path,
-    progress: &dyn Progress,
-) -> Result<bool> {
-    if t.dtype == opts.dtype {
-        if let Some(raw) = src.raw(index) {
-            for piece in raw.chunks(opts.chunk_bytes.max(1)) {
-                out.write_all(piece).at(path, "write")?;
-                progress.advance(piece.len() as u64);
-            }
-            return Ok(true);
-        }
-    }
-    let row_len = usize::try_from(t.row_len()).map_err(|_| Error::Other("tensor too large".into()))?.max(1);
-    let rows = usize::try_from(t.n_rows()).map_err(|_| Error::Other("tensor too large".into()))?;
-    let out_row = out_ty.row_size(row_len as u64).unwrap_or(0) as usize;
-    let rows_per_chunk = (opts.chunk_bytes / (row_len * 4)).clamp(1, rows.max(1));
-    let rows_per_task = (rows_per_chunk / (pool.current_num_threads() * 4)).max(1);
-    let mut scratch: Vec<f32> = Vec::new();
-    let mut bytes: Vec<u8> = Vec::new();
-    let mut r0 = 0usize;
-    while r0 < rows {
-        let n = rows_per_chunk.min(rows - r0);
-        scratch.resize(n * row_len, 0.0);
-        bytes.resize(n * out_row, 0);
-        pool.install(|| {
-            scratch
-                .par_chunks_mut(rows_per_task * row_len)
-                .zip(bytes.par_chunks_mut(rows_per_task * out_row))
-                .enumerate()
-                .try_for_each(|(k, (f, o))| -> Result<()> {
-                    let first = (r0 + k * rows_per_task) as u64;
-                    src.read_rows_f32(index, first, f)?;
-                    if let Some(pos) = f.iter().position(|v| !v.is_finite()) {
-                        return Err(non_finite(src, index, t, first + (pos / row_len) as u64, f[pos]));
-                    }
-                    crate::quant::quantize_rows(out_ty, f, row_len, None, o)?;
-                    if let Some(bad) = crate::quant::validate::validate_rows(out_ty, o) {
-                        let row = first + (bad.block * out_ty.block_size() as usize / row_len) as u64;
-                        return Err(Error::Other(format!(
-                            "tensor '{}' row {row}: {} when written as {}",
-                            t.name, bad.what, opts.dtype
-                        )));
-                    }
-                    Ok(())
-                })
-        })?;
-        out.write_all(&bytes).at(path, "write")?;
-        progress.advance(bytes.len() as u64);
-        src.release_rows(index, r0 as u64, n as u64);
-        r0 += n;
-    }
-    Ok(false)
-}
-
-fn non_finite(src: &dyn HfTensors, index: usize, t: &HfTensor, row: u64, value: f32) -> Error {
-    Error::NonFinite { source_name: src.file_of(index).display().to_string(), tensor: t.name.clone(), row, value }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,6 +359,12 @@ mod tests {
             meta("model.layers.2.self_attn.q_proj.weight", &[4, 4]),
             meta("model.norm.weight", &[4]),
             meta("model.embed_tokens.weight", &[8, 4]),
+            meta("model.layers.3.post_feedforward_layernorm.weight", &[4]),
+            meta("model.layers.3.pre_feedforward_layernorm.weight", &[4]),
+            meta("model.layers.3.mlp.gate_up_proj.weight", &[8, 4]),
+            meta("model.layers.3.mlp.down_proj.weight", &[4, 4]),
+            meta("model.layers.3.self_attn.qkv_proj.weight", &[12, 4]),
+            meta("model.layers.3.self_attn.o_proj.weight", &[4, 4]),
         ];
         let names: Vec<&str> = state_dict_order(&ts).into_iter().map(|i| ts[i].name.as_str()).collect();
         assert_eq!(
@@ -454,6 +374,12 @@ mod tests {
                 "model.layers.2.self_attn.q_proj.weight",
                 "model.layers.2.self_attn.q_proj.bias",
                 "model.layers.2.input_layernorm.weight",
+                "model.layers.3.self_attn.o_proj.weight",
+                "model.layers.3.self_attn.qkv_proj.weight",
+                "model.layers.3.mlp.gate_up_proj.weight",
+                "model.layers.3.mlp.down_proj.weight",
+                "model.layers.3.pre_feedforward_layernorm.weight",
+                "model.layers.3.post_feedforward_layernorm.weight",
                 "model.layers.10.mlp.down_proj.weight",
                 "model.norm.weight",
                 "lm_head.weight",
@@ -497,6 +423,61 @@ mod tests {
         let ours = header(&[("a.weight", DType::BF16, &[2, 3], 12), ("b.weight", DType::BF16, &[4], 8)]).unwrap();
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         assert_eq!(&bytes[8..8 + n], ours.as_slice());
+    }
+
+    /// Through the engine and its SafetensorsSink: a copy (f32 → f32) is the
+    /// file `safetensors.serialize` writes; a conversion (→ bf16) rounds to
+    /// nearest even; a failure leaves no file.
+    #[test]
+    fn weights_through_the_engine() {
+        let vals: Vec<f32> = (0..24).map(|i| i as f32 * 0.37 - 3.1).collect();
+        let raw: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = vec![
+            (
+                "model.norm.weight",
+                ::safetensors::tensor::TensorView::new(::safetensors::Dtype::F32, vec![4], &raw[..16]).unwrap(),
+            ),
+            (
+                "lm_head.weight",
+                ::safetensors::tensor::TensorView::new(::safetensors::Dtype::F32, vec![5, 4], &raw[16..]).unwrap(),
+            ),
+        ];
+        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+        let bytes = ::safetensors::serialize(views, Some(meta)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let src =
+            super::super::SafetensorsModel::from_bytes(&dir.path().join("in.safetensors"), bytes.clone()).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let opts =
+            WeightsOptions { dtype: DType::F32, max_shard_size: DEFAULT_MAX_SHARD_SIZE, threads: 1, chunk_bytes: 64 };
+        let w = write_weights(&src, &out, &opts, &crate::progress::NoProgress).unwrap();
+        assert_eq!((w.files.len(), w.copied), (1, 2));
+        assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), bytes);
+        // bf16, two shards of one tensor each.
+        let out = dir.path().join("bf16");
+        std::fs::create_dir(&out).unwrap();
+        let opts = WeightsOptions { dtype: DType::BF16, max_shard_size: 40, ..opts };
+        let w = write_weights(&src, &out, &opts, &crate::progress::NoProgress).unwrap();
+        assert_eq!((w.files.len(), w.copied), (2, 0));
+        let shard = std::fs::read(out.join("model-00002-of-00002.safetensors")).unwrap();
+        let n = u64::from_le_bytes(shard[..8].try_into().unwrap()) as usize;
+        let data = &shard[8 + n..];
+        let want: Vec<u8> = vals[4..]
+            .iter()
+            .flat_map(|v| {
+                let b = v.to_bits();
+                (((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16).to_le_bytes()
+            })
+            .collect();
+        assert_eq!(data, want.as_slice());
+        assert!(out.join(super::super::safetensors::INDEX_FILE).is_file());
+        // An output that cannot be written (f64) fails before creating anything.
+        let out = dir.path().join("bad");
+        std::fs::create_dir(&out).unwrap();
+        assert!(write_weights(&src, &out, &WeightsOptions { dtype: DType::F64, ..opts }, &crate::progress::NoProgress)
+            .is_err());
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
     }
 
     #[test]

@@ -26,6 +26,11 @@
 //! stays in f32 between adapters and is rounded to the output dtype once, by
 //! the writer.
 //!
+//! Tied embeddings: LoRA on either side (and a saved `base_layer` copy) goes
+//! into the one shared weight and the model stays tied; a `modules_to_save`
+//! replacement unties (see [`resolve_tied`]). Multimodal module names are
+//! mapped between transformers' two namings ([`Naming`]).
+//!
 //! Memory: ΔW is never materialized; each read computes the requested rows
 //! from B's rows and A (or A's columns, for embeddings). Only DoRA on an
 //! embedding needs a first pass (its column norms, one vector).
@@ -36,7 +41,7 @@ use std::sync::{Arc, Mutex};
 
 use super::adapter::{Adapter, ModuleKind};
 use crate::error::{Error, Result};
-use crate::hf::{HfTensor, HfTensors, SafetensorsModel};
+use crate::hf::{DType, HfTensor, HfTensors, SafetensorsModel};
 use crate::progress::Progress;
 
 /// One adapter and the weight its ΔW is scaled by.
@@ -104,8 +109,150 @@ pub struct LoraMerged {
     pub report: MergeReport,
 }
 
-const EMBED: &str = "model.embed_tokens";
-const LM_HEAD: &str = "lm_head";
+/// Module names of a multimodal checkpoint. transformers ≥ 4.52 loads a
+/// Gemma3ForConditionalGeneration checkpoint (`language_model.model.…`,
+/// `vision_tower.…`) under new module names (`model.language_model.…`,
+/// `_checkpoint_conversion_mapping`) and saves it back under the old ones;
+/// PEFT names an adapter's keys after the live modules, and maps old-style
+/// keys on load. Both forms are accepted. (old prefix, new prefix).
+const VLM_RENAMES: [(&str, &str); 4] = [
+    ("language_model.model", "model.language_model"),
+    ("vision_tower", "model.vision_tower"),
+    ("multi_modal_projector", "model.multi_modal_projector"),
+    ("language_model.lm_head", "lm_head"),
+];
+
+/// How a name set spells the modules of a multimodal model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    /// A text-only model (`model.…`, `lm_head`).
+    Plain,
+    /// transformers < 4.52 / checkpoint names (`language_model.model.…`).
+    Old,
+    /// transformers ≥ 4.52 module names (`model.language_model.…`).
+    New,
+}
+
+impl Naming {
+    /// The naming of a base checkpoint, from its tensor names.
+    fn of_base<'a>(mut names: impl Iterator<Item = &'a str>) -> Naming {
+        let mut n = Naming::Plain;
+        for name in &mut names {
+            if name.starts_with("language_model.") {
+                return Naming::Old;
+            }
+            if name.starts_with("model.language_model.") {
+                n = Naming::New;
+            }
+        }
+        n
+    }
+
+    /// The naming of an adapter's module paths on a base named `base`.
+    fn of_adapter(a: &Adapter, base: Naming) -> Naming {
+        if base == Naming::Plain {
+            return Naming::Plain;
+        }
+        let paths = a.modules.iter().map(|m| m.path.as_str()).chain(a.full.iter().map(|f| f.target.as_str()));
+        let mut found = base;
+        for p in paths {
+            if VLM_RENAMES.iter().any(|(_, new)| prefixed(p, new).is_some()) {
+                return Naming::New;
+            }
+            if VLM_RENAMES.iter().any(|(old, _)| prefixed(p, old).is_some()) {
+                found = Naming::Old;
+            }
+        }
+        found
+    }
+
+    /// `name` (in this naming) in naming `to`.
+    fn convert(self, name: &str, to: Naming) -> String {
+        if self == to || self == Naming::Plain || to == Naming::Plain {
+            return name.to_string();
+        }
+        for (old, new) in VLM_RENAMES {
+            let (from, into) = if self == Naming::Old { (old, new) } else { (new, old) };
+            if let Some(rest) = prefixed(name, from) {
+                return format!("{into}{rest}");
+            }
+        }
+        name.to_string()
+    }
+
+    /// The input embeddings' and the output layer's weight names.
+    fn embed_and_head(self) -> (&'static str, &'static str) {
+        match self {
+            Naming::Plain => ("model.embed_tokens.weight", "lm_head.weight"),
+            Naming::Old => ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"),
+            Naming::New => ("model.language_model.embed_tokens.weight", "lm_head.weight"),
+        }
+    }
+}
+
+/// The rest of `name` after the dotted prefix `prefix` (empty or starting with '.').
+fn prefixed<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    name.strip_prefix(prefix).filter(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// Where an op goes: a base tensor, or the output layer tied to the embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Tensor(usize),
+    TiedHead,
+}
+
+/// Which side of tied embeddings an op was planned on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Embed,
+    Head,
+}
+
+impl Op {
+    /// The same change, with no cached DoRA factors.
+    fn fresh(&self) -> Op {
+        match self {
+            Op::Replace { adapter, key, weight } => {
+                Op::Replace { adapter: *adapter, key: key.clone(), weight: *weight }
+            }
+            Op::Delta { adapter, module, transposed, scale, dora, .. } => Op::Delta {
+                adapter: *adapter,
+                module: *module,
+                transposed: *transposed,
+                scale: *scale,
+                dora: *dora,
+                factors: Mutex::new(None),
+            },
+            Op::Bias { adapter, module, scale } => Op::Bias { adapter: *adapter, module: *module, scale: *scale },
+        }
+    }
+}
+
+/// The ops of a tied embedding / output pair, in merge order, resolved as
+/// PEFT's `merge_and_unload` leaves them: the two modules share one
+/// Parameter, so a LoRA merged into either (and a saved `base_layer` copy
+/// loaded into either) changes both; a `modules_to_save` replacement swaps
+/// in a new module on its side only, after which the two are separate
+/// tensors (PEFT then sets `tie_word_embeddings = false`).
+/// Returns (embedding ops, output ops, untied).
+fn resolve_tied(events: Vec<(Side, Op, bool)>) -> (Vec<Op>, Vec<Op>, bool) {
+    let (mut e_ops, mut h_ops) = (Vec::new(), Vec::new());
+    let (mut e_own, mut h_own) = (false, false);
+    for (side, op, detaches) in events {
+        let (mine, other, own) = match side {
+            Side::Embed => (&mut e_ops, &mut h_ops, &mut e_own),
+            Side::Head => (&mut h_ops, &mut e_ops, &mut h_own),
+        };
+        if detaches {
+            *own = true;
+        } else if !e_own && !h_own {
+            other.push(op.fresh());
+        }
+        mine.push(op);
+    }
+    (e_ops, h_ops, e_own || h_own)
+}
 
 fn f32s(w: &SafetensorsModel, name: &str, first: u64, n: usize) -> Result<Vec<f32>> {
     let e = w.tensor(name).ok_or_else(|| Error::Other(format!("adapter tensor '{name}' vanished")))?;
@@ -129,74 +276,82 @@ impl LoraMerged {
         let mut plans: Vec<TensorPlan> =
             (0..tensors.len()).map(|i| TensorPlan { source: i, ops: Vec::new() }).collect();
         let mut report = MergeReport::default();
-        let tied = base.index_of(&format!("{LM_HEAD}.weight")).is_none();
-        let embed_index = base.index_of(&format!("{EMBED}.weight"));
+        let naming = Naming::of_base(tensors.iter().map(|t| t.name.as_str()));
+        let (embed_name, head_name) = naming.embed_and_head();
+        let embed_index = base.index_of(embed_name);
+        let tied = base.index_of(head_name).is_none() && embed_index.is_some();
+        let head_path = head_name.trim_end_matches(".weight");
 
-        // The modules PEFT could wrap: every 2-D weight, plus the tied lm_head.
+        // The modules PEFT could wrap (base names): every 2-D weight, plus the tied lm_head.
         let mut modules: Vec<(String, bool, bool)> = Vec::new(); // (path, is_linear, is_output)
         for t in base.tensors() {
             if let Some(p) = t.name.strip_suffix(".weight") {
                 if t.shape.len() == 2 {
-                    modules.push((p.to_string(), !p.ends_with("embed_tokens"), p == LM_HEAD));
+                    modules.push((p.to_string(), !p.ends_with("embed_tokens"), p == head_path));
                 }
             }
         }
-        if tied && embed_index.is_some() {
-            modules.push((LM_HEAD.to_string(), true, true));
+        if tied {
+            modules.push((head_path.to_string(), true, true));
         }
 
-        // Base tensor index for a name; the tied lm_head resolves to a new,
-        // untied tensor (created on first use) starting from the embeddings.
-        let resolve = |name: &str, tensors: &mut Vec<HfTensor>, plans: &mut Vec<TensorPlan>| -> Option<usize> {
-            if let Some(i) = tensors.iter().position(|t| t.name == name) {
-                return Some(i);
+        // The base tensor a name (base naming) refers to.
+        let resolve = |name: &str| -> Option<Target> {
+            if let Some(i) = base.index_of(name) {
+                return Some(Target::Tensor(i));
             }
-            if tied && name == format!("{LM_HEAD}.weight") {
-                let e = embed_index?;
-                let mut t = HfTensors::tensors(&base)[e].clone();
-                t.name = name.to_string();
-                tensors.push(t);
-                plans.push(TensorPlan { source: e, ops: Vec::new() });
-                return Some(tensors.len() - 1);
-            }
-            None
+            (tied && name == head_name).then_some(Target::TiedHead)
+        };
+        // The tensor whose shape and values a target has.
+        let shape_of = |t: Target| match t {
+            Target::Tensor(i) => i,
+            Target::TiedHead => embed_index.unwrap_or_default(),
+        };
+        // Ops on either side of tied embeddings are resolved at the end.
+        let mut tied_events: Vec<(Side, Op, bool)> = Vec::new();
+        let mut push = |plans: &mut Vec<TensorPlan>, t: Target, op: Op, detaches: bool| match t {
+            Target::Tensor(i) if tied && Some(i) == embed_index => tied_events.push((Side::Embed, op, detaches)),
+            Target::Tensor(i) => plans[i].ops.push(op),
+            Target::TiedHead => tied_events.push((Side::Head, op, detaches)),
         };
 
         let base_name_warning = base_name_check(base_dir, config, &adapters);
         report.warnings.extend(base_name_warning);
+        let namings: Vec<Naming> = adapters.iter().map(|wa| Naming::of_adapter(&wa.adapter, naming)).collect();
 
         // Base-layer copies first (PEFT loads every adapter's state dict before merging).
-        let mut pending: Vec<(usize, Op)> = Vec::new();
+        let mut pending: Vec<(Target, Op)> = Vec::new();
         for (ai, wa) in adapters.iter().enumerate() {
             let a = &wa.adapter;
             let file = a.file();
             let mut rep = AdapterReport { path: a.path().to_path_buf(), weight: wa.weight, ..Default::default() };
             for f in a.full.iter().filter(|f| f.base_layer) {
-                let idx = resolve(&f.target, &mut tensors, &mut plans).ok_or_else(|| {
-                    Error::input(
-                        &file,
-                        format!("'{}' replaces '{}', which the base model does not have", f.key, f.target),
-                    )
+                let target = namings[ai].convert(&f.target, naming);
+                let t = resolve(&target).ok_or_else(|| {
+                    Error::input(&file, format!("'{}' replaces '{target}', which the base model does not have", f.key))
                 })?;
+                let idx = shape_of(t);
                 check_same_shape(a, &f.key, &tensors[idx], &file)?;
-                if same_values(&base, plans[idx].source, a, &f.key)? {
+                if same_values(&base, idx, a, &f.key)? {
                     rep.unchanged_base_layer_copies += 1;
                     continue;
                 }
                 rep.full_tensors += 1;
-                pending.push((idx, Op::Replace { adapter: ai, key: f.key.clone(), weight: 1.0 }));
+                pending.push((t, Op::Replace { adapter: ai, key: f.key.clone(), weight: 1.0 }));
             }
             report.adapters.push(rep);
         }
-        for (idx, op) in pending {
-            plans[idx].ops.push(op);
+        for (t, op) in pending {
+            // Loaded into the wrapped layer's Parameter: shared by a tied pair.
+            push(&mut plans, t, op, false);
         }
 
         for (ai, wa) in adapters.iter().enumerate() {
             let a = &wa.adapter;
             let cfg = &a.config;
             let file = a.file();
-            let cfg_file = a.path().join(super::adapter::CONFIG_FILE);
+            let cfg_file = a.path().join(super::config::CONFIG_FILE);
+            let names = namings[ai];
             if cfg.fan_in_fan_out && a.modules.iter().any(|m| m.kind == ModuleKind::Linear) {
                 report.warnings.push(format!(
                     "{}: fan_in_fan_out = true is ignored for nn.Linear layers, as PEFT does (\"Setting fan_in_fan_out to False\")",
@@ -204,12 +359,13 @@ impl LoraMerged {
                 ));
             }
             for (mi, m) in a.modules.iter().enumerate() {
-                let Some((_, is_linear, is_output)) = modules.iter().find(|(p, ..)| *p == m.path) else {
+                let path = names.convert(&m.path, naming);
+                let Some((_, is_linear, is_output)) = modules.iter().find(|(p, ..)| *p == path) else {
                     return Err(Error::input(
                         &file,
                         format!(
-                            "module '{}' of the adapter is not in the base model (no tensor '{}.weight')",
-                            m.path, m.path
+                            "module '{}' of the adapter is not in the base model (no tensor '{path}.weight')",
+                            m.path
                         ),
                     ));
                 };
@@ -235,10 +391,10 @@ impl LoraMerged {
                         ),
                     ));
                 }
-                let wname = format!("{}.weight", m.path);
-                let idx = resolve(&wname, &mut tensors, &mut plans)
+                let wname = format!("{path}.weight");
+                let target = resolve(&wname)
                     .ok_or_else(|| Error::input(&file, format!("module '{}' is not in the base model", m.path)))?;
-                let t = &tensors[idx];
+                let t = &tensors[shape_of(target)];
                 let expect = match m.kind {
                     ModuleKind::Linear => vec![m.b_rows, m.a_cols],
                     ModuleKind::Embedding => vec![m.a_cols, m.b_rows],
@@ -260,22 +416,36 @@ impl LoraMerged {
                         ),
                     ));
                 }
+                if target == Target::TiedHead
+                    && cfg.ensure_weight_tying
+                    && is_tied_copy(a, m, names, naming, embed_name)?
+                {
+                    // PEFT's ensure_weight_tying: the output layer's LoRA is the embedding's own
+                    // (A = Bₑᵀ, B = Aₑᵀ), so the trained model computed W + ΔW on both sides; merged once.
+                    report.warnings.push(format!(
+                        "{}: ensure_weight_tying: the LoRA of '{}' is the embeddings' (tied), merged once",
+                        cfg_file.display(),
+                        m.path
+                    ));
+                    continue;
+                }
                 let scale = (wa.weight * m.scaling) as f32;
                 let rep = &mut report.adapters[ai];
                 rep.lora_modules += 1;
                 rep.dora_modules += usize::from(m.magnitude.is_some());
                 rep.embedding_modules += usize::from(m.kind == ModuleKind::Embedding);
-                plans[idx].ops.push(Op::Delta {
+                let op = Op::Delta {
                     adapter: ai,
                     module: mi,
                     transposed: m.kind == ModuleKind::Embedding,
                     scale,
                     dora: m.magnitude.is_some(),
                     factors: Mutex::new(None),
-                });
+                };
+                push(&mut plans, target, op, false);
                 if m.bias.is_some() {
-                    let bname = format!("{}.bias", m.path);
-                    let bidx = tensors.iter().position(|t| t.name == bname).ok_or_else(|| {
+                    let bname = format!("{path}.bias");
+                    let bidx = base.index_of(&bname).ok_or_else(|| {
                         Error::input(
                             &file,
                             format!(
@@ -299,25 +469,29 @@ impl LoraMerged {
                 }
             }
             for f in a.full.iter().filter(|f| !f.base_layer) {
-                let idx = resolve(&f.target, &mut tensors, &mut plans).ok_or_else(|| {
+                let target = names.convert(&f.target, naming);
+                let t = resolve(&target).ok_or_else(|| {
                     Error::input(
                         &file,
-                        format!("full tensor '{}' replaces '{}', which the base model does not have", f.key, f.target),
+                        format!("full tensor '{}' replaces '{target}', which the base model does not have", f.key),
                     )
                 })?;
-                check_same_shape(a, &f.key, &tensors[idx], &file)?;
+                check_same_shape(a, &f.key, &tensors[shape_of(t)], &file)?;
                 report.adapters[ai].full_tensors += 1;
-                plans[idx].ops.push(Op::Replace { adapter: ai, key: f.key.clone(), weight: wa.weight as f32 });
+                // modules_to_save: a new module on its side only.
+                push(&mut plans, t, Op::Replace { adapter: ai, key: f.key.clone(), weight: wa.weight as f32 }, true);
             }
             // Every module target_modules selects must have tensors.
-            let lora_paths: std::collections::HashSet<&str> = a.modules.iter().map(|m| m.path.as_str()).collect();
+            let lora_paths: std::collections::HashSet<String> =
+                a.modules.iter().map(|m| names.convert(&m.path, naming)).collect();
             for (path, is_linear, is_output) in &modules {
-                if cfg.targets(path, *is_linear, *is_output)? == Some(true) && !lora_paths.contains(path.as_str()) {
+                let live = naming.convert(path, names);
+                if cfg.targets(&live, *is_linear, *is_output)? == Some(true) && !lora_paths.contains(path.as_str()) {
                     return Err(Error::input(
                         &file,
                         format!(
-                            "missing LoRA tensors for module '{path}': target_modules in {} selects it but there is \
-                             no '{}{path}.lora_A.weight' (or lora_embedding_A)",
+                            "missing LoRA tensors for module '{live}': target_modules in {} selects it but there is \
+                             no '{}{live}.lora_A.weight' (or lora_embedding_A)",
                             cfg_file.display(),
                             super::adapter::KEY_PREFIX
                         ),
@@ -326,17 +500,23 @@ impl LoraMerged {
             }
         }
 
-        // Untie: a tied lm_head that stayed unchanged while the embeddings changed
-        // must keep the original embeddings.
-        if tied {
-            if let Some(e) = embed_index {
-                let embed_changed = !plans[e].ops.is_empty();
-                let head = format!("{LM_HEAD}.weight");
-                if embed_changed && resolve(&head, &mut tensors, &mut plans).is_none() {
-                    return Err(Error::Other("cannot untie lm_head".into()));
-                }
-                report.untied = tensors.iter().any(|t| t.name == head);
+        if let (true, Some(e)) = (tied, embed_index) {
+            let shared_lora = tied_events.iter().any(|(_, op, detaches)| !detaches && matches!(op, Op::Delta { .. }));
+            let (e_ops, h_ops, untied) = resolve_tied(tied_events);
+            if shared_lora {
+                report.warnings.push(format!(
+                    "the base ties the output layer to the token embeddings ({embed_name}): the LoRA merged into one \
+                     changes both, as PEFT's merge_and_unload does"
+                ));
             }
+            plans[e].ops = e_ops;
+            if untied {
+                let mut t = tensors[e].clone();
+                t.name = head_name.to_string();
+                tensors.push(t);
+                plans.push(TensorPlan { source: e, ops: h_ops });
+            }
+            report.untied = untied;
         }
         if report.untied && adapters.iter().any(|a| a.adapter.config.ensure_weight_tying) {
             report.warnings.push(
@@ -361,6 +541,32 @@ impl LoraMerged {
         }
         let by_name = tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         Ok(LoraMerged { base, adapters, tensors, by_name, plans, report })
+    }
+
+    /// Puts the tensors in the order a conversion of the merged directory
+    /// (written in `dtype`, in shards of at most `max_shard_size`, as
+    /// [`crate::hf::writer`] writes it) reads them: shard by shard, by name
+    /// within a shard. A sharded base otherwise keeps its own order, and the
+    /// GGUF's tensor order would differ from converting the written directory.
+    pub fn order_as_written(&mut self, dtype: DType, max_shard_size: u64) -> Result<()> {
+        let plan = crate::hf::writer::plan_for(self, dtype, max_shard_size)?;
+        let mut order = Vec::with_capacity(self.tensors.len());
+        for f in &plan.files {
+            let mut idx = f.tensors.clone();
+            idx.sort_by(|&a, &b| self.tensors[a].name.cmp(&self.tensors[b].name));
+            order.extend(idx);
+        }
+        let mut plans: Vec<Option<TensorPlan>> = std::mem::take(&mut self.plans).into_iter().map(Some).collect();
+        let tensors = std::mem::take(&mut self.tensors);
+        for &i in &order {
+            self.tensors.push(tensors[i].clone());
+            self.plans.push(plans[i].take().ok_or_else(|| Error::Other("shard plan repeats a tensor".into()))?);
+        }
+        if self.tensors.len() != tensors.len() {
+            return Err(Error::Other("shard plan misses tensors".into()));
+        }
+        self.by_name = self.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(())
     }
 
     /// The base model's weights.
@@ -549,6 +755,37 @@ fn delta_transposed(
     Ok(())
 }
 
+/// True when Linear module `m` (the tied output layer) holds exactly the
+/// transposes of the adapter's embedding LoRA (A = Bₑᵀ, B = Aₑᵀ, same
+/// scaling): the tied adapter PEFT creates with `ensure_weight_tying`.
+fn is_tied_copy(
+    a: &Adapter,
+    m: &super::adapter::LoraModule,
+    names: Naming,
+    naming: Naming,
+    embed_name: &str,
+) -> Result<bool> {
+    let Some(e) = a.modules.iter().find(|e| {
+        e.kind == ModuleKind::Embedding && format!("{}.weight", names.convert(&e.path, naming)) == embed_name
+    }) else {
+        return Ok(false);
+    };
+    if m.kind != ModuleKind::Linear || m.rank != e.rank || m.scaling != e.scaling || m.bias.is_some() {
+        return Ok(false);
+    }
+    let r = m.rank as usize;
+    let (hidden, vocab) = (e.b_rows as usize, e.a_cols as usize);
+    if (m.a_cols as usize, m.b_rows as usize) != (hidden, vocab) {
+        return Ok(false);
+    }
+    let (ha, hb) = (f32s(&a.weights, &m.a, 0, r * hidden)?, f32s(&a.weights, &m.b, 0, vocab * r)?);
+    let (ea, eb) = (f32s(&a.weights, &e.a, 0, r * vocab)?, f32s(&a.weights, &e.b, 0, hidden * r)?);
+    // A (r, hidden) = Bₑᵀ where Bₑ is (hidden, r); B (vocab, r) = Aₑᵀ where Aₑ is (r, vocab).
+    let a_ok = (0..r).all(|k| (0..hidden).all(|h| ha[k * hidden + h] == eb[h * r + k]));
+    let b_ok = (0..vocab).all(|t| (0..r).all(|k| hb[t * r + k] == ea[k * vocab + t]));
+    Ok(a_ok && b_ok)
+}
+
 fn check_same_shape(a: &Adapter, key: &str, t: &HfTensor, file: &Path) -> Result<()> {
     let e = a.entry(key)?;
     if e.shape != t.shape {
@@ -559,7 +796,7 @@ fn check_same_shape(a: &Adapter, key: &str, t: &HfTensor, file: &Path) -> Result
                 e.shape,
                 t.name,
                 t.shape,
-                if t.name.contains("embed_tokens") || t.name.starts_with(LM_HEAD) {
+                if t.name.contains("embed_tokens") || t.name.contains("lm_head") {
                     " (an adapter that resized the vocabulary is not supported)"
                 } else {
                     ""
@@ -604,7 +841,7 @@ fn base_name_check(
     config: &serde_json::Map<String, serde_json::Value>,
     adapters: &[WeightedAdapter],
 ) -> Vec<String> {
-    use super::adapter::normalize_model_name as norm;
+    use super::config::normalize_model_name as norm;
     let mut known = Vec::new();
     if let Some(n) = base_dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
     {
@@ -676,5 +913,147 @@ impl HfTensors for LoraMerged {
             v.extend(a.adapter.weights.files());
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multimodal_names_map_both_ways() {
+        let old = Naming::of_base(["language_model.model.norm.weight", "vision_tower.x.weight"].into_iter());
+        assert_eq!(old, Naming::Old);
+        assert_eq!(Naming::of_base(["model.language_model.norm.weight"].into_iter()), Naming::New);
+        assert_eq!(Naming::of_base(["model.norm.weight", "lm_head.weight"].into_iter()), Naming::Plain);
+        let n = Naming::New;
+        assert_eq!(
+            n.convert("model.language_model.layers.0.self_attn.q_proj", old),
+            "language_model.model.layers.0.self_attn.q_proj"
+        );
+        assert_eq!(n.convert("lm_head", old), "language_model.lm_head");
+        assert_eq!(n.convert("lm_head.weight", old), "language_model.lm_head.weight");
+        assert_eq!(n.convert("model.vision_tower.a.b", old), "vision_tower.a.b");
+        assert_eq!(old.convert("language_model.model.embed_tokens", n), "model.language_model.embed_tokens");
+        assert_eq!(old.convert("language_model.lm_head.weight", n), "lm_head.weight");
+        // Only whole dotted prefixes.
+        assert_eq!(n.convert("lm_heads.weight", old), "lm_heads.weight");
+        assert_eq!(Naming::Plain.convert("model.layers.0.mlp.up_proj", n), "model.layers.0.mlp.up_proj");
+        assert_eq!(old.embed_and_head(), ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"));
+    }
+
+    fn delta(module: usize) -> Op {
+        Op::Delta { adapter: 0, module, transposed: false, scale: 1.0, dora: false, factors: Mutex::new(None) }
+    }
+
+    fn replace(key: &str) -> Op {
+        Op::Replace { adapter: 0, key: key.into(), weight: 1.0 }
+    }
+
+    fn ids(ops: &[Op]) -> Vec<String> {
+        ops.iter()
+            .map(|o| match o {
+                Op::Delta { module, .. } => format!("d{module}"),
+                Op::Replace { key, .. } => key.clone(),
+                Op::Bias { .. } => "b".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tied_pairs_resolve_as_peft() {
+        // LoRA on either side: one shared weight, still tied.
+        let (e, h, untied) = resolve_tied(vec![(Side::Embed, delta(0), false), (Side::Head, delta(1), false)]);
+        assert!(!untied);
+        assert_eq!((ids(&e), ids(&h)), (vec!["d0".to_string(), "d1".into()], vec!["d0".to_string(), "d1".into()]));
+        // A base-layer copy is shared too; a modules_to_save replacement detaches its side.
+        let (e, h, untied) = resolve_tied(vec![
+            (Side::Embed, replace("bl"), false),
+            (Side::Embed, replace("mts"), true),
+            (Side::Head, delta(2), false),
+            (Side::Embed, delta(3), false),
+        ]);
+        assert!(untied);
+        assert_eq!(ids(&e), ["bl", "mts", "d3"]);
+        assert_eq!(ids(&h), ["bl", "d2"]);
+    }
+
+    /// A safetensors file in memory from (name, shape, f32 values).
+    fn st(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+        use ::safetensors::tensor::TensorView;
+        let data: Vec<Vec<u8>> = tensors.iter().map(|t| t.2.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+        let views: Vec<(&str, TensorView)> = tensors
+            .iter()
+            .zip(&data)
+            .map(|(t, d)| (t.0, TensorView::new(::safetensors::Dtype::F32, t.1.clone(), d).unwrap()))
+            .collect();
+        ::safetensors::serialize(views, None).unwrap()
+    }
+
+    /// ensure_weight_tying on a tied base: lm_head's LoRA is the transposed
+    /// embedding LoRA and is merged once; a different lm_head LoRA is merged
+    /// into the shared weight too.
+    #[test]
+    fn ensure_weight_tying_merges_the_tied_adapter_once() {
+        let (vocab, hidden, r) = (5usize, 3usize, 2usize);
+        let w: Vec<f32> = (0..vocab * hidden).map(|i| i as f32 * 0.25 - 1.0).collect();
+        let ea: Vec<f32> = (0..r * vocab).map(|i| (i as f32 * 0.5).sin()).collect(); // (r, vocab)
+        let eb: Vec<f32> = (0..hidden * r).map(|i| (i as f32 * 0.7).cos()).collect(); // (hidden, r)
+        let ha: Vec<f32> = (0..r * hidden).map(|i| eb[(i % hidden) * r + i / hidden]).collect(); // Bₑᵀ
+        let hb: Vec<f32> = (0..vocab * r).map(|i| ea[(i % r) * vocab + i / r]).collect(); // Aₑᵀ
+        let cfg = r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["embed_tokens", "lm_head"],
+                      "ensure_weight_tying": true}"#;
+        let merged = |hb: Vec<f32>| {
+            let base = SafetensorsModel::from_bytes(
+                Path::new("mem/model.safetensors"),
+                st(&[
+                    ("model.embed_tokens.weight", vec![vocab, hidden], w.clone()),
+                    ("model.norm.weight", vec![hidden], vec![1.0; 3]),
+                ]),
+            )
+            .unwrap();
+            let p = "base_model.model.";
+            let ad = SafetensorsModel::from_bytes(
+                Path::new("ad/adapter_model.safetensors"),
+                st(&[
+                    (&format!("{p}model.embed_tokens.lora_embedding_A"), vec![r, vocab], ea.clone()),
+                    (&format!("{p}model.embed_tokens.lora_embedding_B"), vec![hidden, r], eb.clone()),
+                    (&format!("{p}lm_head.lora_A.weight"), vec![r, hidden], ha.clone()),
+                    (&format!("{p}lm_head.lora_B.weight"), vec![vocab, r], hb),
+                ]),
+            )
+            .unwrap();
+            let adapter = Adapter::from_parts("ad".into(), cfg, ad, &crate::progress::NoProgress).unwrap();
+            let m = LoraMerged::new(
+                base,
+                Path::new("mem"),
+                &serde_json::Map::new(),
+                vec![WeightedAdapter { adapter, weight: 1.0 }],
+                &crate::progress::NoProgress,
+            )
+            .unwrap();
+            assert!(!m.report.untied);
+            assert!(m.index_of("lm_head.weight").is_none());
+            let mut out = vec![0f32; vocab * hidden];
+            HfTensors::read_rows_f32(&m, m.index_of("model.embed_tokens.weight").unwrap(), 0, &mut out).unwrap();
+            (out, m.report.warnings.iter().any(|w| w.contains("merged once")))
+        };
+        // ΔW (vocab, hidden) = 2 · (Bₑ @ Aₑ)ᵀ.
+        let delta: Vec<f32> = (0..vocab * hidden)
+            .map(|i| {
+                let (t, h) = (i / hidden, i % hidden);
+                2.0 * (0..r).map(|k| eb[h * r + k] as f64 * ea[k * vocab + t] as f64).sum::<f64>() as f32
+            })
+            .collect();
+        let (once, warned) = merged(hb.clone());
+        assert!(warned);
+        for i in 0..vocab * hidden {
+            assert!((once[i] - (w[i] + delta[i])).abs() < 1e-5, "{i}: {} vs {}", once[i], w[i] + delta[i]);
+        }
+        let mut other = hb;
+        other[0] += 1.0;
+        let (twice, warned) = merged(other);
+        assert!(!warned);
+        assert!((twice[5] - (w[5] + 2.0 * delta[5])).abs() < 1e-5);
     }
 }

@@ -3,7 +3,9 @@
 //! to a GGUF LoRA adapter that llama.cpp (`--lora`) and Ollama (`ADAPTER`)
 //! apply at load time.
 //!
-//! * [`adapter`]: reading and validating an adapter directory.
+//! * [`config`]: `adapter_config.json` (LoraConfig, module selectors).
+//! * [`adapter`]: reading an adapter directory, classifying its keys into
+//!   modules and validating them.
 //! * [`merge`]: the merged view of a base ([`LoraMerged`], an
 //!   [`crate::hf::HfTensors`]), computed row chunk by row chunk.
 //! * [`to_gguf`]: the GGUF LoRA adapter, as llama.cpp's
@@ -15,6 +17,7 @@
 //! `convert`. Format notes: `formats/peft-adapter.md`.
 
 pub mod adapter;
+pub mod config;
 pub mod merge;
 pub mod to_gguf;
 
@@ -22,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-pub use self::adapter::{Adapter, LoraConfig};
+pub use self::adapter::Adapter;
+pub use self::config::LoraConfig;
 pub use self::merge::{LoraMerged, MergeReport, WeightedAdapter};
 use crate::convert::{ConvertOptions, HfToGguf, ModelIdentity, OutType};
 use crate::error::{Error, IoContext, Result};
@@ -284,10 +288,22 @@ pub fn open_merged_conversion(
         _ => weights_dtype(model.weights.base()),
     };
     model.config = merged_config(&model.config, dtype, model.weights.report.untied);
+    model.weights.order_as_written(dtype, writer::DEFAULT_MAX_SHARD_SIZE)?;
     let report = model.weights.report.clone();
     let identity = ModelIdentity { dir_name: stem.to_string(), model_card: false };
     let copts = ConvertOptions { outtype, threads, vocab_pre: None };
-    Ok((HfToGguf::from_model(model, &identity, &copts, progress)?, report))
+    let conv = HfToGguf::from_model(model, &identity, &copts, progress)?;
+    if report.untied && !conv.tensors.iter().any(|t| t.name == "output.weight") {
+        // Gemma 2: convert_hf_to_gguf.py drops lm_head.weight and llama.cpp
+        // always uses the token embeddings as the output layer.
+        return Err(Error::Unsupported(format!(
+            "the merge gives the output layer its own values (the adapter replaces one side of the tied \
+             embeddings), but llama.cpp's {} has no separate output layer: the GGUF would silently use the \
+             embeddings; merge to a directory instead",
+            conv.spec.gguf_arch
+        )));
+    }
+    Ok((conv, report))
 }
 
 /// Merges adapters into a base model and converts the result to GGUF in one

@@ -157,7 +157,7 @@ pub fn convert_adapter(
     let adapter = Adapter::open(adapter_dir, progress)?;
     let cfg = adapter.config.clone();
     let file = adapter.file();
-    let cfg_file = adapter_dir.join(super::adapter::CONFIG_FILE);
+    let cfg_file = adapter_dir.join(super::config::CONFIG_FILE);
     if !base_dir.is_dir() {
         return Err(Error::input(base_dir, "not a directory (expected the base model's Hugging Face directory)"));
     }

@@ -10,7 +10,7 @@
 //! which source tensor each output tensor comes from and what type it is
 //! written as. The engine ([`run`]) reads each source tensor once, decodes
 //! each chunk of rows once and encodes it for every output, measuring the
-//! error when asked; [`Sink`]s ([`GgufSink`]) put the bytes at their place,
+//! error when asked; [`Sink`]s ([`GgufSink`], [`SafetensorsSink`]) put the bytes at their place,
 //! with writeback windows and an atomic commit. [`write_gguf`] and
 //! [`write_gguf_multi`] are the engine with GGUF sinks. See ARCHITECTURE.md.
 
@@ -25,6 +25,6 @@ mod tests;
 
 pub use engine::{run, thread_pool, Job};
 pub use plan::{check_plan, layout, specs, Planned};
-pub use sink::{GgufSink, Sink};
+pub use sink::{GgufSink, SafetensorsFile, SafetensorsSink, Sink};
 pub use source::{GgufSource, SourceTensor, TensorSource};
 pub use write::{write_gguf, write_gguf_multi, ErrorStats, MultiOutput, TensorReport, WriteOptions, WriteSummary};

@@ -67,14 +67,31 @@ def rope_inv_freq(cfg, head_dim):
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = (wl >= high_wl) & (wl <= low_wl)
         inv = np.where(medium, smoothed, scaled)
+    if rs.get("rope_type", rs.get("type")) == "longrope":
+        # Phi-3 LongRoPE (transformers' _compute_longrope_parameters): per-frequency factors, the short ones
+        # for contexts within original_max_position_embeddings (the prompts here; llama.cpp picks
+        # rope_factors_short when n_ctx <= n_ctx_orig).
+        inv = inv / np.asarray(rs["short_factor"], dtype=np.float64)
     return inv
 
 
-def apply_rope(x, pos, inv):
+def rope_mscale(cfg):
+    """LongRoPE's attention factor: sqrt(1 + ln(s) / ln(original)) on cos and sin, s = max / original positions."""
+    rs = cfg.get("rope_scaling") or {}
+    if rs.get("rope_type", rs.get("type")) != "longrope":
+        return 1.0
+    orig = cfg["original_max_position_embeddings"]
+    factor = cfg["max_position_embeddings"] / orig
+    if rs.get("attention_factor") is not None:
+        return rs["attention_factor"]
+    return 1.0 if factor <= 1.0 else float(np.sqrt(1 + np.log(factor) / np.log(orig)))
+
+
+def apply_rope(x, pos, inv, mscale=1.0):
     # x: (n_head, T, hd); HF rotate_half convention (first half / second half).
     ang = pos[:, None] * inv[None, :]  # (T, hd/2)
-    cos = np.concatenate([np.cos(ang), np.cos(ang)], axis=-1)
-    sin = np.concatenate([np.sin(ang), np.sin(ang)], axis=-1)
+    cos = np.concatenate([np.cos(ang), np.cos(ang)], axis=-1) * mscale
+    sin = np.concatenate([np.sin(ang), np.sin(ang)], axis=-1) * mscale
     half = x.shape[-1] // 2
     rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos + rot * sin
@@ -172,6 +189,7 @@ def reference_logits(d: Path, ids: list[int]) -> np.ndarray:
     T = len(ids)
     pos = np.arange(T, dtype=np.float64)
     inv = rope_inv_freq(cfg, hd)
+    mscale = rope_mscale(cfg)
     x = W["model.embed_tokens.weight"][ids]
     mask = np.triu(np.full((T, T), -np.inf), 1)
     for i in range(cfg["num_hidden_layers"]):
@@ -184,14 +202,20 @@ def reference_logits(d: Path, ids: list[int]) -> np.ndarray:
                 y = y + W[p + f"self_attn.{name}.bias"]
             return y
 
-        q = proj("q_proj").reshape(T, nh, hd).transpose(1, 0, 2)
-        k = proj("k_proj").reshape(T, nkv, hd).transpose(1, 0, 2)
-        v = proj("v_proj").reshape(T, nkv, hd).transpose(1, 0, 2)
+        if p + "self_attn.qkv_proj.weight" in W:
+            # Phi-3: fused q, k, v rows.
+            qkv = proj("qkv_proj")
+            q, k, v = np.split(qkv, [nh * hd, (nh + nkv) * hd], axis=-1)
+        else:
+            q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
+        q = q.reshape(T, nh, hd).transpose(1, 0, 2)
+        k = k.reshape(T, nkv, hd).transpose(1, 0, 2)
+        v = v.reshape(T, nkv, hd).transpose(1, 0, 2)
         if p + "self_attn.q_norm.weight" in W:
             q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps)
-        q = apply_rope(q, pos, inv)
-        k = apply_rope(k, pos, inv)
+        q = apply_rope(q, pos, inv, mscale)
+        k = apply_rope(k, pos, inv, mscale)
         rep = nh // nkv
         k = np.repeat(k, rep, axis=0)
         v = np.repeat(v, rep, axis=0)
@@ -207,8 +231,12 @@ def reference_logits(d: Path, ids: list[int]) -> np.ndarray:
         if p + "mlp.gate.weight" in W:
             x = x + moe(m, W, p, cfg)
             continue
-        g = m @ W[p + "mlp.gate_proj.weight"].T
-        u = m @ W[p + "mlp.up_proj.weight"].T
+        if p + "mlp.gate_up_proj.weight" in W:
+            # Phi-3: fused gate (first half) and up (second half) rows, SwiGLU.
+            g, u = np.split(m @ W[p + "mlp.gate_up_proj.weight"].T, 2, axis=-1)
+        else:
+            g = m @ W[p + "mlp.gate_proj.weight"].T
+            u = m @ W[p + "mlp.up_proj.weight"].T
         x = x + ((g / (1 + np.exp(-g))) * u) @ W[p + "mlp.down_proj.weight"].T
     x = rms_norm(x, W["model.norm.weight"], eps)
     head = W.get("lm_head.weight", W["model.embed_tokens.weight"])

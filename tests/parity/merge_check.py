@@ -136,36 +136,52 @@ def scaling(cfg, module):
     return alpha / np.sqrt(r) if cfg.get("use_rslora") else alpha / r
 
 
-def reference(base: dict, adapters: list[tuple[Path, float]]):
+def reference(base: dict, adapters: list[tuple[Path, float]], embed="model.embed_tokens.weight",
+              head="lm_head.weight", rename=lambda name: name):
     """Expected tensors (float64), the magnitude M per element for the error
-    bound, whether DoRA touched each tensor, and the set of changed names."""
+    bound, whether DoRA touched each tensor, and the set of changed names.
+
+    A tied base (no `head` tensor) is PEFT's model after merge_and_unload: the
+    embeddings and the output layer share one Parameter, so LoRA merged into
+    either (and a saved base layer loaded into either) changes both and the
+    model stays tied; a modules_to_save replacement is a new module on its
+    side only, after which the two are separate (tie_word_embeddings false).
+    `rename` maps an adapter's module names to the base's."""
     W = {k: f64(v) for k, v in base.items()}
     M = {k: np.abs(v) for k, v in W.items()}
     dora = {k: False for k in W}
     changed = set()
-    tied = "lm_head.weight" not in W
+    tied = head not in W
+    shared = [tied]
     loaded = [(load_adapter(d), w) for d, w in adapters]
 
+    def key(name):
+        """The tensor `name` lives in (the embeddings, while tied)."""
+        return embed if (shared[0] and name == head) else name
+
+    def detach():
+        if shared[0]:
+            shared[0] = False
+            W[head], M[head], dora[head] = W[embed].copy(), M[embed].copy(), dora[embed]
+            if embed in changed:
+                changed.add(head)
+
     def touch(name):
-        if name not in W and tied and name == "lm_head.weight":
-            W[name] = W["model.embed_tokens.weight"].copy()
-            M[name] = M["model.embed_tokens.weight"].copy()
-            dora[name] = False
-        changed.add(name)
+        changed.add(key(name))
+        return key(name)
 
     # PEFT loads every adapter's state dict (saved base layers included) before merging.
     for (cfg, modules, full), w in loaded:
         for name, R, is_base_layer in full:
+            name = rename(name)
             if is_base_layer:
-                src = "model.embed_tokens.weight" if (tied and name == "lm_head.weight") else name
-                if np.array_equal(R, W.get(name, W[src])):
+                if np.array_equal(R, W[key(name)]):
                     continue
-                touch(name)
+                name = touch(name)
                 W[name], M[name] = R.copy(), np.abs(R)
     for (cfg, modules, full), w in loaded:
         for mod, p in modules.items():
-            name = mod + ".weight"
-            touch(name)
+            name = touch(rename(mod) + ".weight")
             s = w * scaling(cfg, mod)
             if "A" in p:  # nn.Linear; PEFT forces fan_in_fan_out off for nn.Linear
                 delta = s * (p["B"] @ p["A"])
@@ -178,8 +194,7 @@ def reference(base: dict, adapters: list[tuple[Path, float]]):
                 else:
                     W[name], M[name] = V, M[name] + np.abs(delta)
                 if "bias" in p:
-                    b = mod + ".bias"
-                    touch(b)
+                    b = touch(rename(mod) + ".bias")
                     db = s * p["bias"]
                     W[b], M[b] = W[b] + db, M[b] + np.abs(db)
             else:  # nn.Embedding: ΔW = (B @ A)ᵀ, DoRA norms per embedding dimension
@@ -193,19 +208,18 @@ def reference(base: dict, adapters: list[tuple[Path, float]]):
                 else:
                     W[name], M[name] = V, M[name] + np.abs(delta)
         for name, R, is_base_layer in full:
+            name = rename(name)
             if is_base_layer:
                 continue
+            if tied and name in (embed, head):
+                detach()
             touch(name)
             if w == 1.0:
                 W[name], M[name] = R.copy(), np.abs(R)
             else:
                 W[name] = W[name] + w * (R - W[name])
                 M[name] = M[name] + abs(w) * (np.abs(R) + M[name])
-    untied = tied and ("lm_head.weight" in changed or "model.embed_tokens.weight" in changed)
-    if untied and "lm_head.weight" not in W:
-        W["lm_head.weight"] = f64(base["model.embed_tokens.weight"])
-        M["lm_head.weight"] = np.abs(W["lm_head.weight"])
-        dora["lm_head.weight"] = False
+    untied = tied and not shared[0]
     return W, M, dora, changed, untied
 
 
