@@ -178,7 +178,7 @@ impl AtomicFile {
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let id = register_temp(&tmp);
-        let file = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+        let file = match OpenOptions::new().read(true).write(true).create_new(true).open(&tmp) {
             Ok(f) => f,
             Err(e) => {
                 unregister_temp(id);
@@ -210,6 +210,14 @@ impl AtomicFile {
             self.start_writeback_all().at(&self.dest, "write")?;
         }
         Ok(())
+    }
+
+    /// Reads back bytes already written (from the page cache, as a rule).
+    pub fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let out = self.out.as_mut().ok_or_else(|| Error::Other("read after commit".into()))?;
+        out.flush().at(&self.dest, "write")?;
+        out.get_ref().read_exact_at(buf, offset).at(&self.dest, "read back")
     }
 
     /// The writeback window of positioned writes: the dirty pages are not in

@@ -41,62 +41,80 @@ pub trait Sink: Send {
 }
 
 /// SHA-256 of a file written at known positions, computed as the bytes are
-/// written: in order it hashes them at once; out of order it keeps them until
-/// the gap before them is filled, up to [`StreamHash::MAX_PENDING`] bytes,
-/// after which it gives up (the caller reads the file back instead). Regions
-/// never written (padding) are zeros, as they read back.
+/// written: bytes that continue the hashed prefix are hashed at once; bytes
+/// written ahead of it are only noted, and read back from the file (the page
+/// cache, as a rule) once the gap before them is filled, so memory stays
+/// bounded whatever the write order. Regions never written (padding) are
+/// zeros, as they read back. Writing over hashed bytes, or a failed read,
+/// gives no hash (the caller reads the file instead).
 pub struct StreamHash {
     hasher: Option<Sha256>,
     /// Everything before this position has been hashed.
     next: u64,
-    pending: BTreeMap<u64, Vec<u8>>,
-    pending_bytes: usize,
+    /// Written but not yet hashed: start → end.
+    ahead: BTreeMap<u64, u64>,
     /// Sorted, disjoint `[start, end)` ranges that will be written; anything
     /// else up to `total` is zeros.
     regions: Vec<(u64, u64)>,
     total: u64,
 }
 
-impl StreamHash {
-    /// Out-of-order bytes kept at most before giving up.
-    pub const MAX_PENDING: usize = 64 << 20;
+/// Reads bytes already written at a position of the file being hashed.
+pub type ReadBack<'a> = &'a mut dyn FnMut(&mut [u8], u64) -> Result<()>;
 
+impl StreamHash {
     /// A file of `total` bytes whose written parts are `regions` (sorted, disjoint).
     pub fn new(regions: Vec<(u64, u64)>, total: u64) -> StreamHash {
-        StreamHash { hasher: Some(Sha256::new()), next: 0, pending: BTreeMap::new(), pending_bytes: 0, regions, total }
+        StreamHash { hasher: Some(Sha256::new()), next: 0, ahead: BTreeMap::new(), regions, total }
     }
 
-    /// `bytes` written at absolute position `at`.
-    pub fn write(&mut self, at: u64, bytes: &[u8]) {
+    /// `bytes` were written at absolute position `at`.
+    pub fn write(&mut self, at: u64, bytes: &[u8], read: ReadBack<'_>) {
         if self.hasher.is_none() || bytes.is_empty() {
             return;
         }
         self.skip_zeros();
-        if at != self.next {
-            if at < self.next || self.pending_bytes + bytes.len() > Self::MAX_PENDING {
-                self.give_up();
-            } else {
-                self.pending_bytes += bytes.len();
-                self.pending.insert(at, bytes.to_vec());
-            }
+        let end = at + bytes.len() as u64;
+        if at < self.next || self.ahead.range(..end).next_back().is_some_and(|(_, &e)| e > at) {
+            return self.give_up();
+        }
+        if at > self.next {
+            // Ahead of the hashed prefix: noted, hashed when the prefix reaches it.
+            self.ahead.insert(at, end);
             return;
         }
         self.feed(bytes);
-        loop {
-            self.skip_zeros();
-            let Some(chunk) = self.pending.remove(&self.next) else { break };
-            self.pending_bytes -= chunk.len();
-            self.feed(&chunk);
-        }
+        self.catch_up(read);
     }
 
     /// The digest once the whole file went by, else `None`.
-    pub fn finish(&mut self) -> Option<String> {
+    pub fn finish(&mut self, read: ReadBack<'_>) -> Option<String> {
+        self.catch_up(read);
         self.skip_zeros();
-        if self.next != self.total || !self.pending.is_empty() {
+        if self.next != self.total || !self.ahead.is_empty() {
             self.give_up();
         }
         self.hasher.take().map(|h| h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Hashes the noted ranges that now continue the prefix, reading them back.
+    fn catch_up(&mut self, read: ReadBack<'_>) {
+        let mut buf = Vec::new();
+        loop {
+            self.skip_zeros();
+            let Some(end) = self.ahead.remove(&self.next) else { return };
+            buf.resize((1usize << 20).min((end - self.next) as usize), 0);
+            while self.next < end {
+                let n = ((end - self.next) as usize).min(buf.len());
+                if read(&mut buf[..n], self.next).is_err() {
+                    return self.give_up();
+                }
+                if let Some(h) = self.hasher.as_mut() {
+                    h.update(&buf[..n]);
+                }
+                self.next += n as u64;
+            }
+        }
     }
 
     fn feed(&mut self, bytes: &[u8]) {
@@ -123,8 +141,7 @@ impl StreamHash {
 
     fn give_up(&mut self) {
         self.hasher = None;
-        self.pending.clear();
-        self.pending_bytes = 0;
+        self.ahead.clear();
     }
 }
 
@@ -168,7 +185,7 @@ impl GgufSink {
                     .map(|(&o, &s)| (layout.data_offset + o, layout.data_offset + o + s)),
             );
             let mut h = StreamHash::new(regions, layout.total_size);
-            h.write(0, &header);
+            h.write(0, &header, &mut |_, _| Err(Error::Other("nothing to read back".into())));
             h
         });
         Ok(GgufSink { file, layout, dest: dest.to_path_buf(), written: 0, hash, digest: None })
@@ -197,7 +214,8 @@ impl Sink for GgufSink {
         let pos = self.layout.data_offset + self.layout.offsets[k] + at;
         self.file.write_all_at(bytes, pos)?;
         if let Some(h) = self.hash.as_mut() {
-            h.write(pos, bytes);
+            let file = &mut self.file;
+            h.write(pos, bytes, &mut |buf, at| file.read_exact_at(buf, at));
         }
         self.written += bytes.len() as u64;
         Ok(())
@@ -220,7 +238,8 @@ impl Sink for GgufSink {
         if end < self.layout.total_size {
             self.file.write_all_at(&vec![0u8; (self.layout.total_size - end) as usize], end)?;
         }
-        self.digest = self.hash.as_mut().and_then(StreamHash::finish);
+        let file = &mut self.file;
+        self.digest = self.hash.as_mut().and_then(|h| h.finish(&mut |buf, at| file.read_exact_at(buf, at)));
         Ok(())
     }
     fn commit(self: Box<Self>) -> Result<()> {
@@ -228,58 +247,6 @@ impl Sink for GgufSink {
     }
     fn sha256(&self) -> Option<String> {
         self.digest.clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::StreamHash;
-    use sha2::{Digest, Sha256};
-
-    fn hex(b: &[u8]) -> String {
-        Sha256::digest(b).iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// A 40-byte file: bytes 0..8 and 16..30 written, the rest zeros.
-    fn file() -> (Vec<u8>, Vec<(u64, u64)>) {
-        let mut f = vec![0u8; 40];
-        for i in (0..8).chain(16..30) {
-            f[i] = i as u8 + 1;
-        }
-        (f, vec![(0, 8), (16, 30)])
-    }
-
-    #[test]
-    fn in_order_with_padding_is_the_file_hash() {
-        let (f, regions) = file();
-        let mut h = StreamHash::new(regions, 40);
-        h.write(0, &f[0..8]);
-        h.write(16, &f[16..20]);
-        h.write(20, &f[20..30]);
-        assert_eq!(h.finish(), Some(hex(&f)));
-    }
-
-    #[test]
-    fn out_of_order_within_the_bound_is_the_file_hash() {
-        let (f, regions) = file();
-        let mut h = StreamHash::new(regions, 40);
-        h.write(20, &f[20..30]);
-        h.write(16, &f[16..20]);
-        h.write(0, &f[0..8]);
-        assert_eq!(h.finish(), Some(hex(&f)));
-    }
-
-    #[test]
-    fn missing_or_rewritten_bytes_give_no_hash() {
-        let (f, regions) = file();
-        let mut h = StreamHash::new(regions.clone(), 40);
-        h.write(0, &f[0..8]);
-        h.write(20, &f[20..30]);
-        assert_eq!(h.finish(), None);
-        let mut h = StreamHash::new(regions, 40);
-        h.write(0, &f[0..8]);
-        h.write(0, &f[0..8]);
-        assert_eq!(h.finish(), None);
     }
 }
 
@@ -367,5 +334,63 @@ impl Sink for SafetensorsSink {
             f.commit()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamHash;
+    use sha2::{Digest, Sha256};
+
+    fn hex(b: &[u8]) -> String {
+        Sha256::digest(b).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A 40-byte file: bytes 0..8 and 16..30 written, the rest zeros.
+    fn file() -> (Vec<u8>, Vec<(u64, u64)>) {
+        let mut f = vec![0u8; 40];
+        for i in (0..8).chain(16..30) {
+            f[i] = i as u8 + 1;
+        }
+        (f, vec![(0, 8), (16, 30)])
+    }
+
+    /// Writes `pieces` (start, end) of `f` in the given order, reading back from `f`.
+    fn hash_of(f: &[u8], regions: &[(u64, u64)], pieces: &[(usize, usize)]) -> Option<String> {
+        let mut h = StreamHash::new(regions.to_vec(), f.len() as u64);
+        let mut read = |buf: &mut [u8], at: u64| {
+            buf.copy_from_slice(&f[at as usize..at as usize + buf.len()]);
+            Ok(())
+        };
+        for &(a, b) in pieces {
+            h.write(a as u64, &f[a..b], &mut read);
+        }
+        h.finish(&mut read)
+    }
+
+    #[test]
+    fn in_order_with_padding_is_the_file_hash() {
+        let (f, regions) = file();
+        assert_eq!(hash_of(&f, &regions, &[(0, 8), (16, 20), (20, 30)]), Some(hex(&f)));
+    }
+
+    #[test]
+    fn out_of_order_is_the_file_hash() {
+        let (f, regions) = file();
+        assert_eq!(hash_of(&f, &regions, &[(20, 30), (16, 20), (0, 8)]), Some(hex(&f)));
+        assert_eq!(hash_of(&f, &regions, &[(16, 18), (24, 30), (0, 8), (18, 24)]), Some(hex(&f)));
+    }
+
+    #[test]
+    fn missing_overlapping_or_unreadable_bytes_give_no_hash() {
+        let (f, regions) = file();
+        assert_eq!(hash_of(&f, &regions, &[(0, 8), (20, 30)]), None);
+        assert_eq!(hash_of(&f, &regions, &[(0, 8), (0, 8), (16, 30)]), None);
+        assert_eq!(hash_of(&f, &regions, &[(20, 30), (18, 22), (0, 8), (16, 18)]), None);
+        let mut h = StreamHash::new(regions, 40);
+        let mut fail = |_: &mut [u8], _: u64| Err(crate::Error::Other("unreadable".into()));
+        h.write(16, &f[16..30], &mut fail);
+        h.write(0, &f[0..8], &mut fail);
+        assert_eq!(h.finish(&mut fail), None);
     }
 }
