@@ -16,6 +16,7 @@ pub mod arch;
 pub mod eval;
 pub mod forward;
 pub mod imatrix;
+pub mod moe;
 pub mod ops;
 pub mod source;
 pub mod text;
