@@ -1,0 +1,330 @@
+//! The Qwen3-MoE forward pass, `ggufkit eval` and `ggufkit imatrix` against
+//! llama.cpp on the qwen3moe fixtures of scripts/gen_arch_fixtures.py:
+//!
+//! * logits: llama.cpp (llama-cpp-python, logits_all, f32 KV cache) vs ours
+//!   on F32 and F16 conversions of `qwen3moe-f32` (16 experts, 4 used) and the
+//!   F32 conversion of `qwen3moe-k256-bf16` (8 experts, 2 used, rows of 256):
+//!   argmax everywhere, mean KLD(llama.cpp ‖ ours) < 1e-5 on F32;
+//! * PPL of the k256 model in F32 and Q4_K_M within 0.5% of `llama-perplexity`;
+//! * `ggufkit imatrix` vs `llama-imatrix` on the k256 F32 model (same
+//!   entries, identical per-expert counts, in_sum2 within 1e-3 relative), then
+//!   `quantize --imatrix` to IQ4_XS byte-identical to `llama-quantize --imatrix`
+//!   with the same (our) imatrix.
+//!
+//! Needs the reference environment; runs under scripts/test.sh (GGUFKIT_PARITY=1).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use ggufkit::imatrix::parse_gguf;
+use ggufkit::infer::source::ModelInput;
+use ggufkit::infer::ForwardOptions;
+use ggufkit::progress::NoProgress;
+
+mod common;
+
+const CTX: &str = "128";
+const CHUNKS: &str = "4";
+const SMALL: &str = "qwen3moe-f32";
+const K256: &str = "qwen3moe-k256-bf16";
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+fn out_dir() -> PathBuf {
+    common::cache_dir("moe-forward")
+}
+
+/// The two qwen3moe fixtures (cached by the generators' hash; the same
+/// directory tests/arch_parity.rs uses).
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let root = common::repo_root();
+        let mut h = Sha256::new();
+        for f in ["scripts/gen_arch_fixtures.py", "scripts/gen_fixtures.py", "formats/pretokenizers.json"] {
+            h.update(std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}")));
+        }
+        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("arch-fixtures-{key}"));
+        let status = Command::new(common::ref_python())
+            .arg(root.join("scripts/gen_arch_fixtures.py"))
+            .arg("--llama-src")
+            .arg(common::ref_src())
+            .arg("--out")
+            .arg(&dir)
+            .args([SMALL, K256])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run gen_arch_fixtures.py");
+        assert!(status.success(), "gen_arch_fixtures.py failed");
+        dir
+    })
+}
+
+/// `ggufkit convert FIXTURE --outtype T` (once).
+fn converted(fixture: &str, outtype: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = out_dir().join(format!("{fixture}-{outtype}.gguf"));
+    if !out.exists() {
+        let dir = fixtures().join(fixture);
+        common::ggufkit_ok(&[os("convert"), dir.as_os_str(), out.as_os_str(), os("--outtype"), os(outtype)]);
+    }
+    out
+}
+
+fn text() -> PathBuf {
+    common::ref_src().join("README.md")
+}
+
+fn eval_ref_py() -> PathBuf {
+    common::repo_root().join("tests/parity/eval_ref.py")
+}
+
+fn token_ids(gguf: &Path) -> Vec<u32> {
+    let out = out_dir().join(format!("{}.ids.json", gguf.file_stem().unwrap().to_string_lossy()));
+    common::run_ref_python(&eval_ref_py(), &[os("tokenize"), gguf.as_os_str(), text().as_os_str(), out.as_os_str()]);
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+fn llama_logits(gguf: &Path, ids: &[u32]) -> (Vec<f32>, usize) {
+    let stem = gguf.file_stem().unwrap().to_string_lossy().into_owned();
+    let ids_path = out_dir().join(format!("{stem}.logit-ids.json"));
+    std::fs::write(&ids_path, serde_json::to_string(ids).unwrap()).unwrap();
+    let out = out_dir().join(format!("{stem}.logits.f32"));
+    let nv: usize = common::run_ref_python(
+        &eval_ref_py(),
+        &[os("logits"), gguf.as_os_str(), ids_path.as_os_str(), out.as_os_str()],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    (bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), nv)
+}
+
+fn our_logits(model: &Path, ids: &[u32]) -> Vec<f32> {
+    let m = ModelInput::open(model, &[], &NoProgress).unwrap();
+    m.with_model(ForwardOptions { kv_f16: false }, |m| m.forward(ids, 0, None)).unwrap()
+}
+
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// (argmax mismatches, mean KLD(ref ‖ ours), max |Δlogit|).
+fn compare(reference: &[f32], ours: &[f32], nv: usize) -> (usize, f64, f32) {
+    assert_eq!(reference.len(), ours.len());
+    let (mut mism, mut kld, mut maxd) = (0, 0f64, 0f32);
+    let n = reference.len() / nv;
+    for (a, b) in reference.chunks(nv).zip(ours.chunks(nv)) {
+        let (ia, ib) = (argmax(a), argmax(b));
+        // A flip between top logits closer than 1e-3 (a near-tie) is not counted.
+        if ia != ib && a[ia] - a[ib] > 1e-3 {
+            mism += 1;
+        }
+        let (la, lb) = (log_softmax(a), log_softmax(b));
+        kld += la.iter().zip(&lb).map(|(&p, &q)| p.exp() * (p - q)).sum::<f64>();
+        maxd = a.iter().zip(b).fold(maxd, |m, (x, y)| m.max((x - y).abs()));
+    }
+    (mism, kld / n as f64, maxd)
+}
+
+#[test]
+fn logits_match_llama_cpp() {
+    if !common::parity_enabled("moe_forward") {
+        return;
+    }
+    let mut failures = vec![];
+    for (fixture, outtype) in [(SMALL, "f32"), (SMALL, "f16"), (K256, "f32")] {
+        let gguf = converted(fixture, outtype);
+        let ids = token_ids(&gguf);
+        let ids = &ids[..ids.len().min(96)];
+        let (reference, nv) = llama_logits(&gguf, ids);
+        let ours = our_logits(&gguf, ids);
+        let (mism, kld, maxd) = compare(&reference, &ours, nv);
+        eprintln!(
+            "{fixture} {outtype}: {} tokens, argmax mismatches {mism}, mean KLD {kld:.3e}, max |Δlogit| {maxd:.3e}",
+            ids.len()
+        );
+        let kld_limit = if outtype == "f32" { 1e-5 } else { 1e-4 };
+        if mism != 0 || kld >= kld_limit {
+            failures.push(format!("{fixture} {outtype}: mism {mism} kld {kld:.3e} max {maxd:.3e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+fn run(tool: &str, args: &[&std::ffi::OsStr]) -> String {
+    let tool = common::ref_tools().join(tool);
+    let out = Command::new(&tool).args(args).output().unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{} failed:\n{all}", tool.display());
+    all
+}
+
+fn number_after(text: &str, label: &str) -> f64 {
+    let i = text.find(label).unwrap_or_else(|| panic!("'{label}' not in:\n{text}"));
+    text[i + label.len()..].split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn ppl_matches_llama_perplexity() {
+    if !common::parity_enabled("moe_forward") {
+        return;
+    }
+    let f32_gguf = converted(K256, "f32");
+    let q4 = out_dir().join(format!("{K256}-Q4_K_M.gguf"));
+    if !q4.exists() {
+        common::ggufkit_ok(&[os("quantize"), f32_gguf.as_os_str(), q4.as_os_str(), os("Q4_K_M"), os("--quiet")]);
+    }
+    let mut failures = vec![];
+    for (ty, gguf) in [("F32", &f32_gguf), ("Q4_K_M", &q4)] {
+        let t = run(
+            "llama-perplexity",
+            &[
+                os("-m"),
+                gguf.as_os_str(),
+                os("-f"),
+                text().as_os_str(),
+                os("-c"),
+                os(CTX),
+                os("-b"),
+                os(CTX),
+                os("--chunks"),
+                os(CHUNKS),
+                os("-t"),
+                os("2"),
+            ],
+        );
+        let ref_ppl = number_after(&t, "Final estimate: PPL =");
+        let r = common::ggufkit_ok(&[
+            os("eval"),
+            gguf.as_os_str(),
+            os("--text"),
+            text().as_os_str(),
+            os("--ctx"),
+            os(CTX),
+            os("--chunks"),
+            os(CHUNKS),
+            os("--json"),
+            os("--threads"),
+            os("2"),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let ppl = v["ppl"].as_f64().unwrap();
+        let rel = (ppl / ref_ppl - 1.0).abs();
+        eprintln!("{K256} {ty}: PPL ours {ppl:.6} llama-perplexity {ref_ppl:.6} (rel {rel:.2e})");
+        if rel > 0.005 {
+            failures.push(format!("{ty}: rel {rel:.3e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn imatrix_matches_llama_imatrix_per_expert() {
+    if !common::parity_enabled("moe_forward") {
+        return;
+    }
+    let gguf = converted(K256, "f32");
+    let theirs = out_dir().join("llama.imatrix.gguf");
+    let ours = out_dir().join("ours.imatrix.gguf");
+    run(
+        "llama-imatrix",
+        &[
+            os("-m"),
+            gguf.as_os_str(),
+            os("-f"),
+            text().as_os_str(),
+            os("-c"),
+            os(CTX),
+            os("-b"),
+            os(CTX),
+            os("--chunks"),
+            os(CHUNKS),
+            os("-t"),
+            os("2"),
+            os("-o"),
+            theirs.as_os_str(),
+        ],
+    );
+    common::ggufkit_ok(&[
+        os("imatrix"),
+        gguf.as_os_str(),
+        os("--text"),
+        text().as_os_str(),
+        os("--ctx"),
+        os(CTX),
+        os("--chunks"),
+        os(CHUNKS),
+        os("-o"),
+        ours.as_os_str(),
+        os("--quiet"),
+    ]);
+    let a = parse_gguf(&std::fs::read(&theirs).unwrap()).unwrap();
+    let b = parse_gguf(&std::fs::read(&ours).unwrap()).unwrap();
+    assert_eq!(a.entries.keys().collect::<Vec<_>>(), b.entries.keys().collect::<Vec<_>>(), "entries");
+    assert_eq!((a.chunk_count, a.chunk_size), (b.chunk_count, b.chunk_size), "chunk keys");
+    let (mut worst, mut n_expert_entries) = ((0f64, String::new()), 0);
+    for (name, ea) in &a.entries {
+        let shown = String::from_utf8_lossy(name).into_owned();
+        let eb = &b.entries[name];
+        assert_eq!(ea.counts, eb.counts, "counts of {shown}");
+        assert_eq!(ea.sums.len(), eb.sums.len(), "{shown}");
+        if shown.contains("_exps.") {
+            n_expert_entries += 1;
+            assert_eq!(ea.counts.len(), 8, "{shown}: one count per expert");
+        }
+        for (x, y) in ea.sums.iter().zip(&eb.sums) {
+            let rel = ((x - y).abs() / x.abs().max(1e-30)) as f64;
+            if rel > worst.0 {
+                worst = (rel, shown.clone());
+            }
+        }
+    }
+    eprintln!(
+        "{} entries ({n_expert_entries} per-expert); max relative in_sum2 difference {:.3e} ({})",
+        a.entries.len(),
+        worst.0,
+        worst.1
+    );
+    assert_eq!(n_expert_entries, 2 * 3, "gate/up/down experts of both blocks");
+    assert!(worst.0 < 1e-3, "in_sum2 differs by {:.3e} in {}", worst.0, worst.1);
+
+    // Both quantizers use the per-expert vectors the same way.
+    let q_ours = out_dir().join("iq4xs-ggufkit.gguf");
+    let q_theirs = out_dir().join("iq4xs-llama.gguf");
+    common::ggufkit_ok(&[
+        os("quantize"),
+        os("--imatrix"),
+        ours.as_os_str(),
+        gguf.as_os_str(),
+        q_ours.as_os_str(),
+        os("IQ4_XS"),
+        os("--quiet"),
+    ]);
+    run(
+        "llama-quantize",
+        &[os("--imatrix"), ours.as_os_str(), gguf.as_os_str(), q_theirs.as_os_str(), os("IQ4_XS"), os("2")],
+    );
+    assert!(std::fs::read(&q_ours).unwrap() == std::fs::read(&q_theirs).unwrap(), "IQ4_XS outputs differ");
+    let g = ggufkit::gguf::GgufFile::open(&q_ours).unwrap();
+    assert_eq!(g.header.tensor("blk.0.ffn_up_exps.weight").unwrap().ty, ggufkit::gguf::GgmlType::IQ4_XS);
+}
