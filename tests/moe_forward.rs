@@ -8,7 +8,8 @@
 //!   KLD(llama.cpp ‖ ours) < 1e-5 on F32, < 1e-4 on F16; Q8_0 looser (see
 //!   the test: the dense Q8_0 kernels' activation rounding, amplified by
 //!   routing);
-//! * PPL of the eval model in F32 and Q4_K_M within 0.5% of `llama-perplexity`;
+//! * PPL of the eval model in F32 and Q4_K_M within 0.5% of `llama-perplexity`,
+//!   and `eval GGUF --ref HF_DIR` (F32) mean KLD < 1e-6;
 //! * `ggufkit imatrix` vs `llama-imatrix` on the eval F32 model (same
 //!   entries, identical per-expert counts, in_sum2 within 1e-3 relative), then
 //!   `quantize --imatrix` to IQ4_XS byte-identical to `llama-quantize --imatrix`
@@ -277,6 +278,29 @@ fn ppl_matches_llama_perplexity() {
         if rel > 0.005 {
             failures.push(format!("{ty}: rel {rel:.3e}"));
         }
+    }
+    // The user's own check: the F32 GGUF computes what its HF directory computes
+    // (the experts read from the safetensors and stacked on the fly).
+    let small = converted(SMALL, "f32");
+    let hf = fixtures().join(SMALL);
+    let r = common::ggufkit_ok(&[
+        os("eval"),
+        small.as_os_str(),
+        os("--text"),
+        text().as_os_str(),
+        os("--ref"),
+        hf.as_os_str(),
+        os("--ctx"),
+        os(CTX),
+        os("--chunks"),
+        os("2"),
+        os("--json"),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let kld = v["kld"]["mean"].as_f64().unwrap();
+    eprintln!("{SMALL} F32 GGUF vs HF dir: mean KLD {kld:.3e}, same top {}", v["same_top"]);
+    if kld >= 1e-6 {
+        failures.push(format!("GGUF vs HF dir: kld {kld:.3e}"));
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }

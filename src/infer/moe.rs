@@ -62,11 +62,14 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
+/// 2⁻¹⁴ = 6.103515625e-5, the smallest normal f16: llama.cpp's floor for the sum of weights.
+const MIN_WEIGHT_SUM: f32 = 1.0 / 16384.0;
+
 /// The top-k weights divided by their sum (`ggml_sum_rows` in f64, clamped
 /// below at the smallest normal f16, then `ggml_div`).
 pub fn normalize(weights: &mut [f32]) {
     let sum = weights.iter().map(|&w| w as f64).sum::<f64>() as f32;
-    let sum = sum.max(6.103515625e-5);
+    let sum = sum.max(MIN_WEIGHT_SUM);
     for w in weights {
         *w /= sum;
     }
@@ -220,7 +223,8 @@ mod tests {
         assert_eq!(w, vec![0.2f32 / 0.5, 0.3f32 / 0.5]);
         let mut tiny = vec![1e-6f32, 1e-6];
         normalize(&mut tiny);
-        assert_eq!(tiny, vec![1e-6f32 / 6.103515625e-5; 2]);
+        assert_eq!(MIN_WEIGHT_SUM as f64, 6.103515625e-5);
+        assert_eq!(tiny, vec![1e-6f32 / MIN_WEIGHT_SUM; 2]);
     }
 
     #[test]
