@@ -255,6 +255,40 @@ mod tests {
     }
 
     #[test]
+    fn experts_get_their_own_sums_and_counts_whatever_the_batch() {
+        let mut c = Collector::new(false);
+        let w = "blk.0.ffn_down_exps.weight";
+        // Expert 1 of 3 sees 2 rows of width 2 (fewer than 16: still collected).
+        c.observe_expert(w, 0, 3, &[], 0);
+        c.observe_expert(w, 1, 3, &[1.0, 2.0, 3.0, 4.0], 2);
+        c.observe_expert(w, 2, 3, &[], 0);
+        c.observe_expert(w, 1, 3, &[1.0, 1.0], 1);
+        let s = &c.stats[w];
+        assert_eq!(s.counts, vec![0, 3, 0]);
+        assert_eq!(s.values, vec![0.0, 0.0, 11.0, 21.0, 0.0, 0.0]);
+        let run = ImatrixRun {
+            collector: c,
+            chunk_count: 1,
+            chunk_size: 16,
+            ppl: EvalReport {
+                tokens: 0,
+                chunks: 0,
+                ctx: 0,
+                ppl: 0.0,
+                ppl_stderr: 0.0,
+                kld: None,
+                same_top: None,
+                rms_dp: None,
+                ppl_ratio: None,
+                details: Default::default(),
+            },
+        };
+        let (_, specs, data) = gguf_layout(&run, &[]);
+        assert_eq!((specs[0].dims.clone(), specs[1].dims.clone()), (vec![2, 3], vec![1, 3]));
+        assert_eq!(data[1], vec![0.0, 3.0, 0.0]);
+    }
+
+    #[test]
     fn gguf_layout_is_sorted_with_sums_then_counts() {
         let mut c = Collector::new(false);
         let x = vec![1.0f32; 32];
