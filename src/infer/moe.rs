@@ -194,6 +194,166 @@ pub fn ffn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gguf::{GgmlType, Metadata, Value};
+    use crate::infer::forward::ForwardOptions;
+    use crate::infer::weights::Precision;
+    use crate::pipeline::{SourceTensor, TensorSource};
+
+    /// F32 tensors in memory.
+    struct Mem(Vec<SourceTensor>, Vec<Vec<f32>>);
+
+    impl TensorSource for Mem {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        fn tensors(&self) -> &[SourceTensor] {
+            &self.0
+        }
+        fn read_rows(&self, index: usize, row0: u64, out: &mut [f32]) -> crate::error::Result<()> {
+            let start = row0 as usize * self.0[index].row_len() as usize;
+            out.copy_from_slice(&self.1[index][start..start + out.len()]);
+            Ok(())
+        }
+    }
+
+    const E: usize = 8; // n_embd
+    const F: usize = 6; // expert width
+    const X: usize = 5; // experts
+    const K: usize = 3; // used
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 + 1.0) * seed).sin()).collect()
+    }
+
+    /// A one-block qwen3moe with deterministic pseudo-random F32 weights.
+    fn tiny_model() -> (Metadata, Mem) {
+        let mut md = Metadata::new();
+        md.push("general.architecture", Value::string("qwen3moe"));
+        for (k, v) in [
+            ("embedding_length", E),
+            ("block_count", 1),
+            ("attention.head_count", 2),
+            ("attention.head_count_kv", 1),
+            ("expert_count", X),
+            ("expert_used_count", K),
+            ("expert_feed_forward_length", F),
+        ] {
+            md.push(format!("qwen3moe.{k}"), Value::U32(v as u32));
+        }
+        md.push("qwen3moe.attention.layer_norm_rms_epsilon", Value::F32(1e-6));
+        let shapes: [(&str, Vec<u64>); 12] = [
+            ("token_embd.weight", vec![E as u64, 10]),
+            ("output_norm.weight", vec![E as u64]),
+            ("blk.0.attn_norm.weight", vec![E as u64]),
+            ("blk.0.attn_q.weight", vec![E as u64, 8]),
+            ("blk.0.attn_k.weight", vec![E as u64, 4]),
+            ("blk.0.attn_v.weight", vec![E as u64, 4]),
+            ("blk.0.attn_output.weight", vec![8, E as u64]),
+            ("blk.0.ffn_norm.weight", vec![E as u64]),
+            ("blk.0.ffn_gate_inp.weight", vec![E as u64, X as u64]),
+            ("blk.0.ffn_gate_exps.weight", vec![E as u64, F as u64, X as u64]),
+            ("blk.0.ffn_up_exps.weight", vec![E as u64, F as u64, X as u64]),
+            ("blk.0.ffn_down_exps.weight", vec![F as u64, E as u64, X as u64]),
+        ];
+        let mut ts = vec![];
+        let mut data = vec![];
+        for (i, (name, dims)) in shapes.into_iter().enumerate() {
+            let n = dims.iter().product::<u64>() as usize;
+            data.push(values(n, 0.7 + i as f32 * 0.31));
+            ts.push(SourceTensor { name: name.into(), dims, ty: GgmlType::F32 });
+        }
+        (md, Mem(ts, data))
+    }
+
+    /// Records what the hook sees.
+    #[derive(Default)]
+    struct Record(Vec<(String, usize, usize, Vec<f32>)>, Vec<String>);
+
+    impl MatmulHook for Record {
+        fn wants(&self, _: &str) -> bool {
+            true
+        }
+        fn observe(&mut self, weight: &str, _: &[f32], _: usize) {
+            self.1.push(weight.to_string());
+        }
+        fn observe_expert(&mut self, weight: &str, expert: usize, n_expert: usize, x: &[f32], rows: usize) {
+            assert_eq!(n_expert, X);
+            self.0.push((weight.to_string(), expert, rows, x.to_vec()));
+        }
+    }
+
+    #[test]
+    fn ffn_matches_a_token_by_token_reference_and_shows_rows_in_slot_order() {
+        let (md, src) = tiny_model();
+        let model = Model::new(&md, &src, Precision::AsStored, ForwardOptions::default()).unwrap();
+        let x = model.config.experts.unwrap();
+        let n = 7;
+        let h = values(n * E, 1.3);
+        let mut rec = Record::default();
+        let out = {
+            let mut hook: Option<&mut dyn MatmulHook> = Some(&mut rec);
+            ffn(&model, &x, 0, &h, n, &mut hook).unwrap()
+        };
+        let w = |name: &str| src.1[src.0.iter().position(|t| t.name == name).unwrap()].clone();
+        let (router, gate, up, down) = (
+            w("blk.0.ffn_gate_inp.weight"),
+            w("blk.0.ffn_gate_exps.weight"),
+            w("blk.0.ffn_up_exps.weight"),
+            w("blk.0.ffn_down_exps.weight"),
+        );
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(&p, &q)| p as f64 * q as f64).sum::<f64>();
+        let mut routes = vec![];
+        for t in 0..n {
+            let ht = &h[t * E..(t + 1) * E];
+            let logits: Vec<f64> = (0..X).map(|e| dot(&router[e * E..(e + 1) * E], ht)).collect();
+            let mut order: Vec<usize> = (0..X).collect();
+            order.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap());
+            let sel = &order[..K];
+            let z: f64 = sel.iter().map(|&e| logits[e].exp()).sum();
+            let mut want = vec![0f64; E];
+            for &e in sel {
+                let act: Vec<f64> = (0..F)
+                    .map(|j| {
+                        let g = dot(&gate[(e * F + j) * E..(e * F + j + 1) * E], ht);
+                        let u = dot(&up[(e * F + j) * E..(e * F + j + 1) * E], ht);
+                        g / (1.0 + (-g).exp()) * u
+                    })
+                    .collect();
+                for (i, o) in want.iter_mut().enumerate() {
+                    let row = &down[(e * E + i) * F..(e * E + i + 1) * F];
+                    *o += logits[e].exp() / z * row.iter().zip(&act).map(|(&a, &b)| a as f64 * b).sum::<f64>();
+                }
+            }
+            for (i, &v) in want.iter().enumerate() {
+                let got = out[t * E + i] as f64;
+                assert!((got - v).abs() < 1e-5 * (1.0 + v.abs()), "token {t} dim {i}: {got} vs {v}");
+            }
+            routes.push(sel.to_vec());
+        }
+        // The router is an ordinary product; every expert of the three stacked
+        // weights is shown, its rows slot by slot, tokens in order within a slot.
+        assert_eq!(rec.1, vec!["blk.0.ffn_gate_inp.weight".to_string()]);
+        assert_eq!(rec.0.len(), 3 * X);
+        for (name, e, rows, xs) in &rec.0 {
+            let mut expect = vec![];
+            for slot in 0..K {
+                for (t, r) in routes.iter().enumerate() {
+                    if r[slot] == *e {
+                        expect.push(t);
+                    }
+                }
+            }
+            assert_eq!(*rows, expect.len(), "{name} expert {e}");
+            if !name.contains("down") {
+                let want: Vec<f32> = expect.iter().flat_map(|&t| h[t * E..(t + 1) * E].to_vec()).collect();
+                assert_eq!(xs, &want, "{name} expert {e}");
+            } else {
+                assert_eq!(xs.len(), rows * F);
+            }
+        }
+        let total: usize = rec.0.iter().filter(|r| r.0.contains("up")).map(|r| r.2).sum();
+        assert_eq!(total, n * K);
+    }
 
     fn cfg(n_expert: usize, n_used: usize, norm: bool) -> Experts {
         Experts { n_expert, n_used, n_ff: 4, gating: Gating::Softmax, norm_weights: norm }
