@@ -310,7 +310,7 @@ mod tests {
             order.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap());
             let sel = &order[..K];
             let z: f64 = sel.iter().map(|&e| logits[e].exp()).sum();
-            let mut want = vec![0f64; E];
+            let mut want = [0f64; E];
             for &e in sel {
                 let act: Vec<f64> = (0..F)
                     .map(|j| {
