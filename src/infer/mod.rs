@@ -13,6 +13,7 @@
 //! directory converted on the fly, LoRA adapters merged (all f32).
 
 pub mod arch;
+pub mod argsort;
 pub mod eval;
 pub mod forward;
 pub mod imatrix;

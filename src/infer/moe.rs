@@ -4,9 +4,10 @@
 //! 1. router logits `ffn_gate_inp · n` (an ordinary matrix product);
 //! 2. probabilities: softmax over the experts (`ggml_soft_max`: max, `exp`,
 //!    sum in f64, times the f32 reciprocal);
-//! 3. the `n_used` most probable experts per token, in descending order, ties
-//!    to the lower expert index (`ggml_argsort_top_k`: `std::sort`, which
-//!    for up to 16 experts is an insertion sort, hence stable);
+//! 3. the `n_used` most probable experts per token, in descending order
+//!    (`ggml_argsort_top_k`: `std::sort`, not stable; equal probabilities come
+//!    out in libstdc++'s order, see `infer::argsort`: the lower index first
+//!    up to 16 experts);
 //! 4. their probabilities, divided by their sum (summed in f64, clamped to at
 //!    least 6.103515625e-5) when the architecture normalizes them;
 //! 5. per selected expert `e`: `down_e · (silu(gate_e · n) ⊙ up_e · n)`,
@@ -22,6 +23,7 @@
 //! llama-imatrix accumulates an expert's inputs, which the hook sees.
 
 use super::arch::{Experts, Gating};
+use super::argsort::argsort_desc;
 use super::forward::{MatmulHook, Model};
 use super::ops;
 use crate::error::Result;
@@ -51,13 +53,11 @@ pub fn softmax(row: &mut [f32]) {
     }
 }
 
-/// Indices of the `k` largest values, largest first; equal values keep
-/// their index order (lower index first).
+/// Indices of the `k` largest values, largest first, equal values in the
+/// order ggml's argsort (libstdc++'s `std::sort`) leaves them: index order
+/// up to 16 values.
 pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    // Stable: ties stay in index order. NaN compares as equal (never produced
-    // by a softmax of finite logits).
-    idx.sort_by(|&a, &b| values[b].partial_cmp(&values[a]).unwrap_or(std::cmp::Ordering::Equal));
+    let mut idx = argsort_desc(values);
     idx.truncate(k);
     idx
 }
@@ -364,6 +364,8 @@ mod tests {
         assert_eq!(top_k(&[0.1, 0.4, 0.2, 0.3], 2), vec![1, 3]);
         assert_eq!(top_k(&[0.25, 0.25, 0.5, 0.25, 0.0], 3), vec![2, 0, 1]);
         assert_eq!(top_k(&[1.0, 1.0, 1.0], 3), vec![0, 1, 2]);
+        // 128 equal probabilities (a zero input row): libstdc++'s introsort order.
+        assert_eq!(top_k(&[1.0 / 128.0; 128], 4), vec![80, 95, 94, 93]);
         assert_eq!(top_k(&[-3.0, -1.0, -2.0], 1), vec![1]);
     }
 
