@@ -14,7 +14,7 @@ llama-cpp-python = real llama.cpp):
 Each command runs in its own subprocess under `/usr/bin/time -v`, so its peak
 RSS is its own (llama.cpp's includes the Python interpreter that calls it; the
 interpreter's own RSS after `import llama_cpp` is reported beside it). Wall
-times are medians over `--repeat` runs, alternating which tool goes first.
+times are the minimum over `--repeat` runs (the least disturbed), alternating which tool goes first.
 The machine's load average is printed before each pair: on a shared machine
 the numbers are only as good as the load was low.
 
@@ -213,6 +213,12 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--scalar", action="store_true", help="also time ggufkit with GGUFKIT_SCALAR=1")
     ap.add_argument("--convert", action="store_true", help="also time `ggufkit convert` bf16 → f16 against cp")
+    ap.add_argument("--outdir", type=Path, default=None,
+                    help="write the outputs here (e.g. /dev/shm: only CPU and memory count) and time the memory "
+                         "floor in the same run: read the input from page cache, then copy a file of the output's size")
+    ap.add_argument("--pack", action="store_true",
+                    help="also time `ggufkit pack --types Q4_K_M,Q8_0` of a BF16 HF directory against the two "
+                         "`ggufkit quantize` runs of its BF16 conversion, one after the other")
     ap.add_argument("--proxy", type=Path, default=None,
                     help="time this stand-in (target/release/deps/quantize_proxy-*) instead of `ggufkit quantize`: "
                          "same pipeline and kernels, approximate type policy, output not comparable byte for byte")
@@ -248,15 +254,17 @@ def main() -> int:
     print(f"input {model.name} ({in_size / 2**30:.2f} GiB), CPU {cpu} × {os.cpu_count()}, "
           f"python+llama_cpp baseline RSS {py_rss / 1024:.0f} MiB", file=sys.stderr)
 
+    outdir = args.outdir or work
+    outdir.mkdir(parents=True, exist_ok=True)
     for ty in types:
         for nt in threads:
-            out_ours, out_llama = work / f"ours-{ty}-{nt}.gguf", work / f"llama-{ty}-{nt}.gguf"
+            out_ours, out_llama = outdir / f"ours-{ty}-{nt}.gguf", outdir / f"llama-{ty}-{nt}.gguf"
             ours_cmd = [str(args.bin), "quantize", str(model), str(out_ours), ty, "--threads", str(nt), "-q"]
             if args.proxy is not None:
                 ours_cmd = [str(args.proxy), str(model), str(out_ours), ty, str(nt)]
             llama_cmd = [sys.executable, "-c", LLAMA_RUNNER, str(model), str(out_llama), str(FTYPES[ty]), str(nt)]
             rec = {"type": ty, "threads": nt, "ours_s": [], "llama_s": [], "scalar_s": [], "ours_rss_kib": [],
-                   "llama_rss_kib": [], "scalar_rss_kib": [], "load": [], "identical": None}
+                   "llama_rss_kib": [], "scalar_rss_kib": [], "floor_s": [], "load": [], "identical": None}
             for rep in range(args.repeat):
                 rec["load"].append(load_avg())
                 order = ["llama", "ours"] if rep % 2 == 0 else ["ours", "llama"]
@@ -269,6 +277,13 @@ def main() -> int:
                         wall, rss, _ = timed(llama_cmd)
                         rec["llama_s"].append(wall)
                         rec["llama_rss_kib"].append(rss)
+                if args.outdir is not None and out_llama.exists():
+                    # The memory floor: the input read from page cache, a file of the output's size copied.
+                    floor_out = outdir / "floor.copy"
+                    wall, _, _ = timed(["sh", "-c", f"cat {shlex.quote(str(model))} > /dev/null && "
+                                                    f"cp {shlex.quote(str(out_llama))} {shlex.quote(str(floor_out))}"])
+                    rec["floor_s"].append(wall)
+                    floor_out.unlink(missing_ok=True)
                 if args.scalar and have_quantize:
                     wall, rss, _ = timed(ours_cmd, env={**os.environ, "GGUFKIT_SCALAR": "1"})
                     rec["scalar_s"].append(wall)
@@ -288,6 +303,8 @@ def main() -> int:
 
     if args.convert:
         results["convert"] = bench_convert(args, work, model)
+    if args.pack:
+        results["pack"] = bench_pack(args, work, outdir)
 
     print_table(results)
     if args.json:
@@ -336,23 +353,66 @@ def bench_convert(args, work: Path, model: Path) -> dict:
     return rec
 
 
+def bench_pack(args, work: Path, outdir: Path) -> dict:
+    """`ggufkit pack HF --types Q4_K_M,Q8_0` (one read of the source, every output, Modelfiles, hashes)
+    against `ggufkit quantize` of the same model's BF16 GGUF to Q4_K_M then to Q8_0 (scripts/gen_fixtures.py
+    qwen2-large-bf16-sharded, real Qwen2 tokenizer). Both write into `outdir`."""
+    src = subprocess.run([str(REPO / "scripts/ref-src.sh")], capture_output=True, text=True, check=True).stdout.strip()
+    hf = work / "qwen2-large-bf16-sharded"
+    if not hf.exists():
+        subprocess.run([sys.executable, str(REPO / "scripts/gen_fixtures.py"), "--llama-src", src, "--out", str(work),
+                        "qwen2-large-bf16-sharded"], check=True, capture_output=True)
+    gguf = work / "pack-source-bf16.gguf"
+    if not gguf.exists():
+        subprocess.run([str(args.bin), "convert", str(hf), str(gguf), "--outtype", "bf16", "-q"], check=True)
+    for f in [*hf.glob("*.safetensors"), gguf]:  # warm the page cache
+        f.read_bytes()
+    nt = str(max(int(t) for t in args.threads.split(",")))
+    rec = {"model": hf.name, "threads": int(nt), "pack_s": [], "pack_rss_kib": [], "quantize2_s": [],
+           "quantize_rss_kib": [], "load": []}
+    for rep in range(args.repeat):
+        rec["load"].append(load_avg())
+        rel = outdir / "pack-release"
+        shutil.rmtree(rel, ignore_errors=True)
+        wall, rss, _ = timed([str(args.bin), "pack", str(hf), "--types", "Q4_K_M,Q8_0", "-o", str(rel),
+                              "--threads", nt, "-q"])
+        rec["pack_s"].append(wall)
+        rec["pack_rss_kib"].append(rss)
+        shutil.rmtree(rel, ignore_errors=True)
+        total, peak = 0.0, 0
+        for ty in ("Q4_K_M", "Q8_0"):
+            out = outdir / f"pack-cmp-{ty}.gguf"
+            wall, rss, _ = timed([str(args.bin), "quantize", str(gguf), str(out), ty, "--threads", nt, "-q"])
+            total += wall
+            peak = max(peak, rss)
+            out.unlink(missing_ok=True)
+        rec["quantize2_s"].append(total)
+        rec["quantize_rss_kib"].append(peak)
+        print(f"pack rep {rep}: load {rec['load'][-1]}  pack {rec['pack_s'][-1]:.2f}s  2×quantize {total:.2f}s",
+              file=sys.stderr)
+    return rec
+
+
 def med(v: list[float]) -> float | None:
     return statistics.median(v) if v else None
 
 
 def print_table(res: dict) -> None:
     print(f"\nCPU: {res['cpu']} × {res['nproc']}; input {res['model']} ({res['input_bytes'] / 2**30:.2f} GiB)")
-    print("| type | threads | llama.cpp s | ggufkit s | speedup | llama.cpp peak RSS MiB | ggufkit peak RSS MiB "
-          "| identical | load avg | runs (llama / ggufkit) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| type | threads | llama.cpp s | ggufkit s | speedup | memory floor s | ggufkit / floor "
+          "| llama.cpp peak RSS MiB | ggufkit peak RSS MiB | identical | load avg | runs (llama / ggufkit / floor) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in res["runs"]:
-        lm, om = med(r["llama_s"]), med(r["ours_s"])
+        # Minimum of the runs: on a shared machine the least disturbed run is the closest to the truth.
+        lm, om, fm = (min(v) if v else None for v in (r["llama_s"], r["ours_s"], r.get("floor_s", [])))
         sp = f"{lm / om:.2f}×" if lm and om else "–"
+        fl = f"{fm:.2f}" if fm else "–"
+        fr = f"{om / fm:.2f}×" if om and fm else "–"
         lr = max(r["llama_rss_kib"]) / 1024 if r["llama_rss_kib"] else 0
         orss = f"{max(r['ours_rss_kib']) / 1024:.0f}" if r["ours_rss_kib"] else "–"
-        runs = " ".join(f"{a:.1f}" for a in r["llama_s"]) + " / " + " ".join(f"{a:.1f}" for a in r["ours_s"])
-        print(f"| {r['type']} | {r['threads']} | {lm:.2f} | {om if om is None else f'{om:.2f}'} | {sp} | {lr:.0f} "
-              f"| {orss} | {r['identical']} | {','.join(r['load'])} | {runs} |")
+        runs = " / ".join(" ".join(f"{a:.2f}" for a in r.get(k, [])) for k in ("llama_s", "ours_s", "floor_s"))
+        print(f"| {r['type']} | {r['threads']} | {lm:.2f} | {om if om is None else f'{om:.2f}'} | {sp} | {fl} | {fr} "
+              f"| {lr:.0f} | {orss} | {r['identical']} | {','.join(r['load'])} | {runs} |")
     if res.get("proxy"):
         print("(ggufkit column: the quantize_proxy stand-in; identical = None: its type policy only approximates "
               "llama.cpp's, so outputs are not compared)")
@@ -367,6 +427,13 @@ def print_table(res: dict) -> None:
               f"runs {c['convert_s']} / {c['cp_s']} / {c['cp_sync_s']}; load {c['load']}")
     elif c:
         print(f"convert: {c}")
+    pk = res.get("pack")
+    if pk:
+        print(f"\npack {pk['model']} --types Q4_K_M,Q8_0 at {pk['threads']} threads: min {min(pk['pack_s']):.2f}s "
+              f"(peak RSS {max(pk['pack_rss_kib']) / 1024:.0f} MiB) vs quantize Q4_K_M + quantize Q8_0 of its BF16 "
+              f"GGUF: min {min(pk['quantize2_s']):.2f}s (peak RSS {max(pk['quantize_rss_kib']) / 1024:.0f} MiB); "
+              f"pack / two quantizes {min(pk['pack_s']) / min(pk['quantize2_s']):.2f}; runs {pk['pack_s']} / "
+              f"{pk['quantize2_s']}; load {pk['load']}")
 
 
 if __name__ == "__main__":

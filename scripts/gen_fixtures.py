@@ -346,7 +346,7 @@ def make_weights(p: dict) -> dict[str, np.ndarray]:
         w[pre + "mlp.down_proj.weight"] = mat(h, ff, 1.0 / np.sqrt(ff))
     w["model.norm.weight"] = vec(h, 1.0, 0.1)
     if not p["tied"]:
-        w["lm_head.weight"] = mat(V, h, 1.0 / np.sqrt(h))
+        w["lm_head.weight"] = mat(V, h, p.get("lm_head_scale", 1.0) / np.sqrt(h))
     return w
 
 

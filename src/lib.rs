@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod progress;
 pub mod quant;
+pub mod shape;
 pub mod target;
 pub mod tokenize;
 

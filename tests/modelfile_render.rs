@@ -29,8 +29,11 @@ const DATE: &str = "2024-09-03";
 /// BOS/EOS texts for a chat template from llama.cpp's corpus (what its tokenizer would
 /// say), guessed from the tokens it writes.
 pub fn bos_eos(text: &str) -> (&'static str, &'static str) {
-    let pairs: [(&str, &str, &str); 8] = [
+    let pairs: [(&str, &str, &str); 9] = [
         ("<|begin_of_text|>", "<|begin_of_text|>", "<|eot_id|>"),
+        // Hermes 2 Pro / Hermes 3: ChatML on a Llama 3 vocabulary (BOS <|begin_of_text|>,
+        // EOS <|im_end|>), the BOS written through bos_token only.
+        ("You are a function calling AI model", "<|begin_of_text|>", "<|im_end|>"),
         ("<｜begin▁of▁sentence｜>", "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
         ("<start_of_turn>", "<bos>", "<eos>"),
         ("<|start_of_role|>", "", "<|end_of_text|>"),
@@ -41,6 +44,9 @@ pub fn bos_eos(text: &str) -> (&'static str, &'static str) {
     ];
     for (marker, bos, eos) in pairs {
         if text.contains(marker) {
+            // A template that writes bos_token has a BOS in its vocabulary (Bielik,
+            // LFM2, MiniCPM: ChatML on SentencePiece-style vocabularies with <s>).
+            let bos = if bos.is_empty() && text.contains("bos_token") { "<s>" } else { bos };
             return (bos, eos);
         }
     }
@@ -380,6 +386,10 @@ fn template_coverage_over_the_llama_cpp_corpus() {
             full += 1;
         }
         let differs: Vec<String> = v.differences.iter().map(|d| d.conversation.clone()).collect();
+        // GGUFKIT_COVERAGE_SHOW=part-of-a-name prints that template's differences.
+        if std::env::var("GGUFKIT_COVERAGE_SHOW").is_ok_and(|n| !n.is_empty() && name.contains(&n)) {
+            eprintln!("{name}: {}\n{:#?}", v.summary(), v.differences);
+        }
         let notes = if v.skipped.is_empty() {
             String::new()
         } else {

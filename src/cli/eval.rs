@@ -13,34 +13,12 @@ use super::output::{print_json, TermProgress};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model: a GGUF file or a Hugging Face directory.
-    model: PathBuf,
-    /// The text to score (tokenized with the model's own vocabulary).
-    #[arg(long, required_unless_present = "tokens")]
-    text: Option<PathBuf>,
-    /// Token ids instead of a text (a JSON array or white-space separated, BOS included).
-    #[arg(long, conflicts_with = "text")]
-    tokens: Option<PathBuf>,
+    #[command(flatten)]
+    input: ForwardArgs,
     /// The reference (unquantized) model, a GGUF or a Hugging Face directory: adds the
     /// KL-divergence statistics of llama-perplexity --kl-divergence.
     #[arg(long = "ref", value_name = "REF")]
     reference: Option<PathBuf>,
-    /// Tokens per chunk (llama-perplexity -c).
-    #[arg(long, default_value_t = 512)]
-    ctx: usize,
-    /// Evaluate at most this many chunks.
-    #[arg(long)]
-    chunks: Option<usize>,
-    /// Worker threads (default: all cores).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// PEFT LoRA adapter merged into MODEL (a Hugging Face directory) first; repeatable, DIR[=WEIGHT].
-    #[arg(long = "lora", value_name = "DIR[=WEIGHT]")]
-    lora: Vec<AdapterSpec>,
-    /// Keep K and V in f32 (llama.cpp -ctk f32 -ctv f32); the default rounds them to f16 like
-    /// llama.cpp's default KV cache.
-    #[arg(long)]
-    kv_f32: bool,
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
@@ -49,8 +27,61 @@ pub struct Args {
     quiet: bool,
 }
 
+/// What `eval` and `imatrix` share: the model, its text and how to run it.
+#[derive(clap::Args)]
+pub struct ForwardArgs {
+    /// The model: a GGUF file or a Hugging Face directory.
+    pub model: PathBuf,
+    /// The text (tokenized with the model's own vocabulary, as llama.cpp does).
+    #[arg(long, required_unless_present = "tokens")]
+    pub text: Option<PathBuf>,
+    /// Token ids instead of a text (a JSON array or white-space separated, BOS included).
+    #[arg(long, conflicts_with = "text")]
+    pub tokens: Option<PathBuf>,
+    /// Tokens per chunk (llama-perplexity / llama-imatrix -c).
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Evaluate at most this many chunks.
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// PEFT LoRA adapter merged into MODEL (a Hugging Face directory) first; repeatable, DIR[=WEIGHT].
+    #[arg(long = "lora", value_name = "DIR[=WEIGHT]")]
+    pub lora: Vec<AdapterSpec>,
+    /// Keep K and V in f32 (llama.cpp -ctk f32 -ctv f32); the default rounds them to f16 like
+    /// llama.cpp's default KV cache.
+    #[arg(long)]
+    pub kv_f32: bool,
+}
+
+impl ForwardArgs {
+    /// The model, with its adapters merged on the fly.
+    pub fn open(&self, progress: &TermProgress) -> Result<ModelInput> {
+        ModelInput::open(&self.model, &self.lora, progress)
+    }
+
+    pub fn forward_options(&self) -> ForwardOptions {
+        ForwardOptions { kv_f16: !self.kv_f32 }
+    }
+
+    /// The text's tokens cut into chunks as llama.cpp's tools cut them, and the text's length in tokens.
+    pub fn chunks(&self, model: &ModelInput) -> Result<(Chunks, usize)> {
+        let tokens = text_tokens(self.text.as_deref(), self.tokens.as_deref(), model.metadata())?;
+        let n_text = tokens.len();
+        let opts = EvalOptions { ctx: self.ctx, max_chunks: self.chunks };
+        Ok((Chunks::new(tokens, text::chunk_bos(model.metadata())?, &opts)?, n_text))
+    }
+
+    /// The text's name as llama-imatrix records it (the path as given).
+    pub fn dataset(&self) -> String {
+        self.text.as_ref().or(self.tokens.as_ref()).map(|p| p.display().to_string()).unwrap_or_default()
+    }
+}
+
 /// The tokens of `--text` (or `--tokens`) for a model.
-pub fn text_tokens(text: Option<&Path>, ids: Option<&Path>, md: &ggufkit::gguf::Metadata) -> Result<Vec<u32>> {
+fn text_tokens(text: Option<&Path>, ids: Option<&Path>, md: &ggufkit::gguf::Metadata) -> Result<Vec<u32>> {
     if let Some(p) = ids {
         return text::read_token_ids(p);
     }
@@ -80,17 +111,14 @@ fn vocab_check(a: &ModelInput, b: &ModelInput, opts: ForwardOptions) -> Result<(
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let progress = TermProgress::new(args.quiet, args.json);
-    let model = ModelInput::open(&args.model, &args.lora, &progress)?;
+    let model = args.input.open(&progress)?;
     let reference = args.reference.as_deref().map(|r| ModelInput::open(r, &[], &progress)).transpose()?;
-    let fopts = ForwardOptions { kv_f16: !args.kv_f32 };
+    let fopts = args.input.forward_options();
     if let Some(r) = &reference {
         vocab_check(&model, r, fopts)?;
     }
-    let tokens = text_tokens(args.text.as_deref(), args.tokens.as_deref(), model.metadata())?;
-    let n_text = tokens.len();
-    let opts = EvalOptions { ctx: args.ctx, max_chunks: args.chunks };
-    let chunks = Chunks::new(tokens, text::chunk_bos(model.metadata())?, &opts)?;
-    let pool = thread_pool(args.threads)?;
+    let (chunks, n_text) = args.input.chunks(&model)?;
+    let pool = thread_pool(args.input.threads)?;
     let report = match &reference {
         Some(r) => {
             let base = r.with_model(fopts, |m| pool.install(|| Reference::compute(m, &chunks, &progress)))?;

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use super::arch::{ExpertSpec, Hparams};
 use super::{Origin, PlannedHf};
 use crate::error::{Error, Result};
+use crate::shape::Shape;
 
 /// The expert tensors seen so far, per block.
 pub struct ExpertStacker<'a> {
@@ -161,8 +162,9 @@ impl<'a> ExpertStacker<'a> {
         let mut out = Vec::with_capacity(n_rules);
         for (rule, names) in self.spec.stack.iter().zip(block) {
             let names: Vec<String> = names.into_iter().flatten().collect();
-            let mut dims: Vec<u64> = expect_dims(rule, hp)?.into_iter().rev().collect();
-            let rows_each = dims.iter().skip(1).product();
+            let expert = expect_dims(rule, hp)?;
+            let rows_each = Shape::RowMajor(&expert).n_rows();
+            let mut dims = Shape::RowMajor(&expert).ggml_dims();
             dims.push(self.n_expert);
             let gguf = rule.gguf.replace("{bid}", &m.bid.to_string());
             out.push((gguf, dims, 3, Origin::Stacked { names, rows_each }));

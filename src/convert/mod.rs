@@ -36,6 +36,7 @@ use crate::gguf::{GgmlType, Metadata, TensorSpec, Value as GValue};
 use crate::hf::{HfModelDir, HfTensors, SafetensorsModel};
 use crate::pipeline::{Planned, SourceTensor, TensorSource, WriteOptions};
 use crate::progress::Progress;
+use crate::shape::Shape;
 
 /// `general.quantization_version` written by gguf-py.
 pub const QUANTIZATION_VERSION: u32 = 2;
@@ -121,14 +122,17 @@ pub struct OutTensor {
 }
 
 impl OutTensor {
+    pub fn shape(&self) -> Shape<'_> {
+        Shape::Ggml(&self.dims)
+    }
     pub fn row_len(&self) -> u64 {
-        self.dims.first().copied().unwrap_or(1)
+        self.shape().row_len()
     }
     pub fn n_rows(&self) -> u64 {
-        self.dims.iter().skip(1).product()
+        self.shape().n_rows()
     }
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.shape().n_elements()
     }
 }
 
@@ -425,7 +429,7 @@ impl<W: HfTensors> HfToGguf<W> {
         };
         let mut tensors = Vec::with_capacity(tensors_plan.len());
         for (name, dims, n_dims_hf, origin) in tensors_plan {
-            let ty = tensor_type(&name, n_dims_hf, dims.first().copied().unwrap_or(1), outtype, &mut warnings);
+            let ty = tensor_type(&name, n_dims_hf, Shape::Ggml(&dims).row_len(), outtype, &mut warnings);
             tensors.push(OutTensor { name, dims, ty, origin });
         }
 
@@ -784,7 +788,7 @@ fn plan_tensors<W: HfTensors>(
         };
         let add_one = m.rule.transform == Some(Transform::AddOne);
         seen.insert(m.gguf_name());
-        let mut dims: Vec<u64> = e.shape.iter().rev().copied().collect();
+        let mut dims = e.shape().ggml_dims();
         if m.rule.transform == Some(Transform::TruncateToVocab) {
             if let (Some(n), Some(rows)) = (n_vocab_real, dims.last_mut()) {
                 *rows = (*rows).min(n);

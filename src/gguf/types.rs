@@ -157,8 +157,7 @@ impl GgmlType {
     /// Bytes of a tensor with these dimensions (ne0 first), or `None` when
     /// ne0 is not a whole number of blocks or the size overflows.
     pub fn tensor_size(self, dims: &[u64]) -> Option<u64> {
-        let ne0 = dims.first().copied().unwrap_or(1);
-        let mut size = self.row_size(ne0)?;
+        let mut size = self.row_size(crate::shape::Shape::Ggml(dims).row_len())?;
         for &d in dims.iter().skip(1) {
             size = size.checked_mul(d)?;
         }

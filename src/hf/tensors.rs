@@ -13,6 +13,7 @@ use std::path::Path;
 
 use super::DType;
 use crate::error::Result;
+use crate::shape::Shape;
 
 /// Name, element type and shape of one tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,20 +25,21 @@ pub struct HfTensor {
 }
 
 impl HfTensor {
+    /// The shape, row-major.
+    pub fn shape(&self) -> Shape<'_> {
+        Shape::RowMajor(&self.shape)
+    }
     /// Number of elements.
     pub fn n_elements(&self) -> u64 {
-        self.shape.iter().product()
+        self.shape().n_elements()
     }
     /// Length of a row: the last dimension (1 for a scalar).
     pub fn row_len(&self) -> u64 {
-        self.shape.last().copied().unwrap_or(1)
+        self.shape().row_len()
     }
     /// Number of rows: the product of all dimensions but the last.
     pub fn n_rows(&self) -> u64 {
-        match self.shape.split_last() {
-            Some((_, rest)) => rest.iter().product(),
-            None => 1,
-        }
+        self.shape().n_rows()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The architecture of a model as the forward pass needs it: hyperparameters
 //! from the GGUF metadata (`<arch>.*` keys) and per-architecture facts (rope
-//! layout) from the `infer` section of `formats/arch/*.json`.
+//! layout, activation, embedding scale, post-norms, fused tensors, softcaps,
+//! sliding-window layers) from the `infer` section of `formats/arch/*.json`.
 
 use std::collections::BTreeMap;
 
@@ -21,11 +22,86 @@ pub enum RopeKind {
     Neox,
 }
 
+/// The gated activation of the feed-forward block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FfnKind {
+    /// `silu(gate) * up` (llama.cpp `LLM_FFN_SILU`, `LLM_FFN_PAR`).
+    #[default]
+    Swiglu,
+    /// `gelu_tanh(gate) * up` with ggml's f16 GELU table (`LLM_FFN_GELU`, `LLM_FFN_PAR`).
+    Geglu,
+}
+
+/// When the logits are soft-capped (`cap * tanh(logits / cap)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalSoftcap {
+    /// Never.
+    #[default]
+    None,
+    /// Always, with `<arch>.final_logit_softcapping` (default 30, llama.cpp's hparams default).
+    Always,
+    /// Only when `<arch>.final_logit_softcapping` is present and not 0.
+    IfSet,
+}
+
+/// The rope of sliding-window layers when `<arch>.rope.freq_base_swa` is absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwaRopeDefault {
+    /// The global layers' base and scale (gemma2).
+    Global,
+    /// Base 10000, no scaling: llama.cpp's `rope_freq_{base,scale}_train_swa` defaults (gemma3).
+    Unscaled,
+}
+
+/// Sliding-window attention as llama.cpp's `load_swa_pattern` sets it up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwaSpec {
+    /// Every `pattern`-th layer (the last of each group) is global, the others
+    /// slide, unless `<arch>.attention.sliding_window_pattern` says otherwise.
+    pub pattern: usize,
+    /// Window when `<arch>.attention.sliding_window` is absent; without one,
+    /// a missing (or 0) window means no sliding window at all.
+    #[serde(default)]
+    pub default_window: Option<usize>,
+    pub rope_default: SwaRopeDefault,
+}
+
 /// The `infer` section of an architecture table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferSpec {
     pub rope: RopeKind,
+    #[serde(default)]
+    pub ffn: FfnKind,
+    /// Token embeddings multiplied by `sqrt(n_embd)` (Gemma).
+    #[serde(default)]
+    pub embd_scale_sqrt: bool,
+    /// `post_attention_norm` / `post_ffw_norm` RMS-normalize each branch's output
+    /// before it is added to the residual stream (Gemma 2/3).
+    #[serde(default)]
+    pub post_norms: bool,
+    /// `ffn_up` holds the gate (first half) and up (second half) projections (Phi-3).
+    #[serde(default)]
+    pub fused_gate_up: bool,
+    /// Q is multiplied by the attention scale after rope (`ggml_scale`) and the
+    /// softmax is unscaled, instead of the softmax scaling the scores.
+    #[serde(default)]
+    pub scale_q: bool,
+    /// Block counts at which llama.cpp scales attention by `1/sqrt(n_embd / n_head)`
+    /// instead of `1/sqrt(head_dim)` (Gemma's 27B models).
+    #[serde(default)]
+    pub attn_scale_embd_per_head_at: Vec<usize>,
+    /// Attention scores soft-capped with `<arch>.attn_logit_softcapping` (default 50).
+    #[serde(default)]
+    pub attn_softcap: bool,
+    #[serde(default)]
+    pub final_softcap: FinalSoftcap,
+    #[serde(default)]
+    pub swa: Option<SwaSpec>,
     /// Every block's feed-forward is a mixture of experts (see `infer::moe`).
     #[serde(default)]
     pub moe: Option<MoeSpec>,
@@ -87,6 +163,19 @@ pub struct Rope {
     pub freq_scale: f32,
     /// Whether a `rope_freqs.weight` tensor divides the frequencies (Llama 3 scaling).
     pub freq_factors: bool,
+    /// Multiplies cos and sin (`rope.scaling.attn_factor`, ggml's `mscale`; 1 without).
+    pub attn_factor: f32,
+}
+
+/// The sliding-window layers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Swa {
+    /// A query at position `p` sees keys at `p - window < pos <= p`.
+    pub window: usize,
+    /// Which blocks slide.
+    pub layers: Vec<bool>,
+    /// The rope of the sliding layers.
+    pub rope: Rope,
 }
 
 /// Hyperparameters of a dense decoder-only transformer.
@@ -107,8 +196,31 @@ pub struct Config {
     pub n_vocab: usize,
     /// No `output.weight`: the logits use `token_embd.weight`.
     pub tied_output: bool,
+    pub ffn: FfnKind,
+    /// Multiplies the token embeddings (Gemma: `sqrtf(n_embd)`).
+    pub embd_scale: Option<f32>,
+    pub post_norms: bool,
+    pub fused_gate_up: bool,
+    /// Fused `attn_qkv` (detected from block 0's tensors, as llama.cpp's `create_tensor_qkv`).
+    pub fused_qkv: bool,
+    /// The attention scale, and whether it multiplies Q (else the softmax scales the scores).
+    pub attn_scale: f32,
+    pub scale_q: bool,
+    pub attn_softcap: Option<f32>,
+    pub final_softcap: Option<f32>,
+    pub swa: Option<Swa>,
+    /// `rope_factors_long/short.weight` exist: llama.cpp uses the long ones when its
+    /// context (padded to 256) exceeds this original context length.
+    pub rope_long_short: Option<usize>,
     /// Every block's feed-forward is a mixture of experts.
     pub experts: Option<Experts>,
+}
+
+impl Config {
+    /// Whether block `b` uses sliding-window attention.
+    pub fn is_swa(&self, b: usize) -> bool {
+        self.swa.as_ref().is_some_and(|s| s.layers.get(b).copied().unwrap_or(false))
+    }
 }
 
 fn key_u(md: &Metadata, key: &str) -> Result<Option<usize>> {
@@ -118,6 +230,20 @@ fn key_u(md: &Metadata, key: &str) -> Result<Option<usize>> {
             Error::Other(format!("metadata key '{key}': expected a positive integer, found {}", v.summary(4)))
         }),
     }
+}
+
+/// Like [`key_u`] but 0 is allowed (Phi-4 writes `sliding_window = 0` for "none").
+fn key_u_or_zero(md: &Metadata, key: &str) -> Result<Option<usize>> {
+    match md.get(key) {
+        Some(v) if v.as_u64() == Some(0) => Ok(Some(0)),
+        _ => key_u(md, key),
+    }
+}
+
+/// llama.cpp's `set_swa_pattern(n, dense_first = false)`: within each group of
+/// `n` layers the last is global; `n = 0` makes every layer slide.
+pub fn swa_pattern(n: usize, n_layer: usize) -> Vec<bool> {
+    (0..n_layer).map(|il| n == 0 || il % n < n - 1).collect()
 }
 
 fn need_u(md: &Metadata, key: &str) -> Result<usize> {
@@ -197,6 +323,12 @@ impl Config {
                 )))
             }
         };
+        let attn_factor = md.get_f64(&format!("{arch}.rope.scaling.attn_factor")).unwrap_or(1.0) as f32;
+        if !(attn_factor.is_finite() && attn_factor > 0.0) {
+            return Err(Error::Other(format!(
+                "metadata key '{arch}.rope.scaling.attn_factor' = {attn_factor}: expected a positive number"
+            )));
+        }
         let find = |name: &str| tensors.iter().find(|t| t.name == name);
         let embd =
             find("token_embd.weight").ok_or_else(|| Error::Other("tensor 'token_embd.weight' is missing".into()))?;
@@ -208,6 +340,36 @@ impl Config {
         }
         let n_vocab = embd.dims[1] as usize;
         let freq_factors = find("rope_freqs.weight").is_some();
+        let rope = Rope { kind: spec.rope, n_rot, freq_base, freq_scale, freq_factors, attn_factor };
+        let f32_key = |k: &str, default: f32| md.get_f64(&format!("{arch}.{k}")).map_or(default, |v| v as f32);
+        let attn_scale = if spec.attn_scale_embd_per_head_at.contains(&n_layer) {
+            1.0f32 / ((n_embd / n_head) as f32).sqrt()
+        } else {
+            1.0f32 / (head_dim as f32).sqrt()
+        };
+        let final_softcap = match spec.final_softcap {
+            FinalSoftcap::None => None,
+            FinalSoftcap::Always => Some(f32_key("final_logit_softcapping", 30.0)),
+            FinalSoftcap::IfSet => Some(f32_key("final_logit_softcapping", 0.0)).filter(|&c| c != 0.0),
+        };
+        let swa = match &spec.swa {
+            None => None,
+            Some(s) => Self::read_swa(md, arch, s, n_layer, &rope)?,
+        };
+        let rope_long_short = if find("rope_factors_long.weight").is_some()
+            || find("rope_factors_short.weight").is_some()
+        {
+            let orig = key_u(md, &format!("{arch}.rope.scaling.original_context_length"))?
+                .or(key_u(md, &format!("{arch}.context_length"))?)
+                .ok_or_else(|| {
+                    Error::Other(format!(
+                        "metadata key '{arch}.rope.scaling.original_context_length' (or '{arch}.context_length') is missing"
+                    ))
+                })?;
+            Some(orig)
+        } else {
+            None
+        };
         let cfg = Config {
             arch: arch.to_string(),
             n_embd,
@@ -218,13 +380,66 @@ impl Config {
             head_dim_v,
             n_ff,
             eps,
-            rope: Rope { kind: spec.rope, n_rot, freq_base, freq_scale, freq_factors },
+            rope,
             n_vocab,
             tied_output: find("output.weight").is_none(),
             experts,
+            ffn: spec.ffn,
+            embd_scale: spec.embd_scale_sqrt.then(|| (n_embd as f32).sqrt()),
+            post_norms: spec.post_norms,
+            fused_gate_up: spec.fused_gate_up,
+            fused_qkv: find("blk.0.attn_qkv.weight").is_some(),
+            attn_scale,
+            scale_q: spec.scale_q,
+            attn_softcap: spec.attn_softcap.then(|| f32_key("attn_logit_softcapping", 50.0)),
+            final_softcap,
+            swa,
+            rope_long_short,
         };
+        for (what, v) in [("attn_logit_softcapping", cfg.attn_softcap), ("final_logit_softcapping", cfg.final_softcap)]
+        {
+            if v.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+                return Err(Error::Other(format!("metadata key '{arch}.{what}' = {v:?}: expected a positive number")));
+            }
+        }
         cfg.check_tensors(tensors)?;
         Ok(cfg)
+    }
+
+    /// The sliding window and its layers, as llama.cpp's `load_swa_pattern`.
+    fn read_swa(md: &Metadata, arch: &str, s: &SwaSpec, n_layer: usize, rope: &Rope) -> Result<Option<Swa>> {
+        let window = match key_u_or_zero(md, &format!("{arch}.attention.sliding_window"))? {
+            Some(w) if w > 0 => w,
+            Some(_) => return Ok(None),
+            None => match s.default_window {
+                Some(w) => w,
+                None => return Ok(None),
+            },
+        };
+        let pkey = format!("{arch}.attention.sliding_window_pattern");
+        let layers = match md.get(&pkey) {
+            Some(v) => match (v.as_u64(), v.as_array()) {
+                (Some(p), _) => swa_pattern(p as usize, n_layer),
+                (None, Some(a)) if a.values.len() >= n_layer && a.values.iter().all(|x| x.as_bool().is_some()) => {
+                    a.values.iter().take(n_layer).map(|x| x.as_bool().unwrap_or(false)).collect()
+                }
+                _ => {
+                    return Err(Error::Other(format!(
+                        "metadata key '{pkey}': expected a layer period or {n_layer} booleans, found {}",
+                        v.summary(4)
+                    )))
+                }
+            },
+            None => swa_pattern(s.pattern, n_layer),
+        };
+        let mut swa_rope = match s.rope_default {
+            SwaRopeDefault::Global => *rope,
+            SwaRopeDefault::Unscaled => Rope { freq_base: 10000.0, freq_scale: 1.0, ..*rope },
+        };
+        if let Some(b) = md.get_f64(&format!("{arch}.rope.freq_base_swa")) {
+            swa_rope.freq_base = b as f32;
+        }
+        Ok(Some(Swa { window, layers, rope: swa_rope }))
     }
 
     /// Every tensor a block needs is present with the expected shape.
@@ -242,13 +457,22 @@ impl Config {
         if self.rope.freq_factors {
             expect.push(("rope_freqs.weight".into(), vec![self.rope.n_rot as u64 / 2], true));
         }
+        if self.rope_long_short.is_some() {
+            for n in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+                expect.push((n.into(), vec![self.rope.n_rot as u64 / 2], true));
+            }
+        }
+        let (sep, fused) = (!self.fused_qkv, self.fused_qkv);
+        let ff = self.n_ff as u64;
         for b in 0..self.n_layer {
             let e = self.n_embd as u64;
             for (n, d, req) in [
                 ("attn_norm.weight", vec![e], true),
-                ("attn_q.weight", vec![e, q as u64], true),
-                ("attn_k.weight", vec![e, k as u64], true),
-                ("attn_v.weight", vec![e, v as u64], true),
+                ("attn_qkv.weight", vec![e, (q + k + v) as u64], fused),
+                ("attn_qkv.bias", vec![(q + k + v) as u64], false),
+                ("attn_q.weight", vec![e, q as u64], sep),
+                ("attn_k.weight", vec![e, k as u64], sep),
+                ("attn_v.weight", vec![e, v as u64], sep),
                 ("attn_output.weight", vec![o as u64, e], true),
                 ("attn_q.bias", vec![q as u64], false),
                 ("attn_k.bias", vec![k as u64], false),
@@ -257,30 +481,29 @@ impl Config {
                 ("attn_q_norm.weight", vec![self.head_dim as u64], false),
                 ("attn_k_norm.weight", vec![self.head_dim as u64], false),
                 ("ffn_norm.weight", vec![e], true),
+                ("post_attention_norm.weight", vec![e], self.post_norms),
+                ("post_ffw_norm.weight", vec![e], self.post_norms),
             ] {
                 expect.push((format!("blk.{b}.{n}"), d, req));
             }
             let ffn = match &self.experts {
-                None => {
-                    let f = self.n_ff as u64;
-                    vec![
-                        ("ffn_gate.weight", vec![e, f]),
-                        ("ffn_up.weight", vec![e, f]),
-                        ("ffn_down.weight", vec![f, e]),
-                    ]
-                }
+                None => vec![
+                    ("ffn_gate.weight", vec![e, ff], !self.fused_gate_up),
+                    ("ffn_up.weight", vec![e, if self.fused_gate_up { 2 * ff } else { ff }], true),
+                    ("ffn_down.weight", vec![ff, e], true),
+                ],
                 Some(x) => {
                     let (f, ne) = (x.n_ff as u64, x.n_expert as u64);
                     vec![
-                        ("ffn_gate_inp.weight", vec![e, ne]),
-                        ("ffn_gate_exps.weight", vec![e, f, ne]),
-                        ("ffn_up_exps.weight", vec![e, f, ne]),
-                        ("ffn_down_exps.weight", vec![f, e, ne]),
+                        ("ffn_gate_inp.weight", vec![e, ne], true),
+                        ("ffn_gate_exps.weight", vec![e, f, ne], true),
+                        ("ffn_up_exps.weight", vec![e, f, ne], true),
+                        ("ffn_down_exps.weight", vec![f, e, ne], true),
                     ]
                 }
             };
-            for (n, d) in ffn {
-                expect.push((format!("blk.{b}.{n}"), d, true));
+            for (n, d, req) in ffn {
+                expect.push((format!("blk.{b}.{n}"), d, req));
             }
         }
         for (name, dims, required) in expect {
@@ -310,7 +533,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::{GgmlType, Value};
+    use crate::gguf::{GgmlType, Value, ValueType};
 
     fn t(name: &str, dims: &[u64]) -> SourceTensor {
         SourceTensor { name: name.into(), dims: dims.to_vec(), ty: GgmlType::F32 }
@@ -418,5 +641,138 @@ mod tests {
         ts[4].dims = vec![8, 8];
         let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
         assert!(e.contains("blk.0.attn_k.weight"), "{e}");
+    }
+
+    /// A gemma-style model: post-norms, q/k norms (gemma3), 3 blocks.
+    fn gemma(arch: &str) -> (Metadata, Vec<SourceTensor>) {
+        let (mut md, mut ts) = tiny(arch);
+        md.set(format!("{arch}.block_count"), Value::U32(3));
+        ts.retain(|t| !t.name.starts_with("blk."));
+        for b in 0..3 {
+            for (n, d) in [
+                ("attn_norm.weight", vec![8]),
+                ("attn_q.weight", vec![8, 8]),
+                ("attn_k.weight", vec![8, 4]),
+                ("attn_v.weight", vec![8, 4]),
+                ("attn_output.weight", vec![8, 8]),
+                ("post_attention_norm.weight", vec![8]),
+                ("ffn_norm.weight", vec![8]),
+                ("ffn_gate.weight", vec![8, 16]),
+                ("ffn_up.weight", vec![8, 16]),
+                ("ffn_down.weight", vec![16, 8]),
+                ("post_ffw_norm.weight", vec![8]),
+            ] {
+                ts.push(t(&format!("blk.{b}.{n}"), &d));
+            }
+        }
+        (md, ts)
+    }
+
+    #[test]
+    fn gemma2_defaults_follow_llama_cpp() {
+        let (md, ts) = gemma("gemma2");
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        assert_eq!(
+            (c.ffn, c.post_norms, c.scale_q, c.fused_qkv, c.fused_gate_up),
+            (FfnKind::Geglu, true, true, false, false)
+        );
+        assert_eq!(c.embd_scale, Some(8f32.sqrt()));
+        assert_eq!((c.attn_softcap, c.final_softcap), (Some(50.0), Some(30.0)));
+        assert_eq!(c.attn_scale, 1.0 / 4f32.sqrt());
+        let swa = c.swa.as_ref().unwrap();
+        // No window key: Gemma 2's 4096; pattern 2: even layers slide; rope as the global layers'.
+        assert_eq!((swa.window, swa.layers.clone()), (4096, vec![true, false, true]));
+        assert_eq!(swa.rope, c.rope);
+        assert!(c.is_swa(0) && !c.is_swa(1));
+        let (mut md, ts) = gemma("gemma2");
+        md.push("gemma2.attention.sliding_window", Value::U32(8));
+        md.push("gemma2.attn_logit_softcapping", Value::F32(20.0));
+        md.push("gemma2.final_logit_softcapping", Value::F32(0.0));
+        let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
+        assert!(e.contains("gemma2.final_logit_softcapping"), "{e}");
+        md.set("gemma2.final_logit_softcapping", Value::F32(15.0));
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        assert_eq!((c.attn_softcap, c.final_softcap, c.swa.unwrap().window), (Some(20.0), Some(15.0), 8));
+        // A missing post-norm is named.
+        let (md, mut ts) = gemma("gemma2");
+        ts.retain(|t| t.name != "blk.1.post_ffw_norm.weight");
+        let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
+        assert!(e.contains("blk.1.post_ffw_norm.weight"), "{e}");
+    }
+
+    #[test]
+    fn gemma3_sliding_window_only_with_the_key_and_its_own_rope() {
+        let (mut md, mut ts) = gemma("gemma3");
+        for b in 0..3 {
+            ts.push(t(&format!("blk.{b}.attn_q_norm.weight"), &[4]));
+            ts.push(t(&format!("blk.{b}.attn_k_norm.weight"), &[4]));
+        }
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        assert_eq!((c.swa.is_none(), c.attn_softcap, c.final_softcap), (true, None, None));
+        md.push("gemma3.attention.sliding_window", Value::U32(8));
+        md.push("gemma3.rope.freq_base", Value::F32(1e6));
+        md.push("gemma3.rope.scaling.type", Value::string("linear"));
+        md.push("gemma3.rope.scaling.factor", Value::F32(8.0));
+        md.push("gemma3.attention.sliding_window_pattern", Value::U32(2));
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        let swa = c.swa.as_ref().unwrap();
+        assert_eq!(swa.layers, vec![true, false, true]);
+        assert_eq!((c.rope.freq_base, c.rope.freq_scale), (1e6, 0.125));
+        // Sliding layers: llama.cpp's defaults (base 10000, unscaled) unless rope.freq_base_swa says.
+        assert_eq!((swa.rope.freq_base, swa.rope.freq_scale), (10000.0, 1.0));
+        md.push("gemma3.rope.freq_base_swa", Value::F32(5000.0));
+        md.remove("gemma3.attention.sliding_window_pattern");
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        let swa = c.swa.as_ref().unwrap();
+        assert_eq!((swa.rope.freq_base, swa.layers.clone()), (5000.0, vec![true, true, true]));
+        assert_eq!(swa_pattern(6, 7), vec![true, true, true, true, true, false, true]);
+        let mut bad = md.clone();
+        bad.push("gemma3.attention.sliding_window_pattern", Value::string("six"));
+        let e = Config::from_metadata(&bad, &ts).unwrap_err().to_string();
+        assert!(e.contains("gemma3.attention.sliding_window_pattern"), "{e}");
+        bad.set(
+            "gemma3.attention.sliding_window_pattern",
+            Value::array(ValueType::Bool, vec![Value::Bool(false), Value::Bool(true), Value::Bool(false)]),
+        );
+        assert_eq!(Config::from_metadata(&bad, &ts).unwrap().swa.unwrap().layers, vec![false, true, false]);
+        md.push("gemma3.final_logit_softcapping", Value::F32(30.0));
+        assert_eq!(Config::from_metadata(&md, &ts).unwrap().final_softcap, Some(30.0));
+    }
+
+    #[test]
+    fn phi3_fused_tensors_and_long_short_factors() {
+        let (mut md, mut ts) = tiny("phi3");
+        md.push("phi3.attention.sliding_window", Value::U32(262144));
+        md.push("phi3.rope.scaling.attn_factor", Value::F32(1.25));
+        ts.retain(|t| !t.name.starts_with("blk.0.attn_") || t.name.ends_with("norm.weight"));
+        ts.retain(|t| t.name != "blk.0.ffn_gate.weight" && t.name != "blk.0.ffn_up.weight");
+        ts.push(t("blk.0.attn_qkv.weight", &[8, 16]));
+        ts.push(t("blk.0.attn_output.weight", &[8, 8]));
+        ts.push(t("blk.0.ffn_up.weight", &[8, 32]));
+        ts.push(t("rope_factors_long.weight", &[2]));
+        ts.push(t("rope_factors_short.weight", &[2]));
+        let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
+        assert!(e.contains("original_context_length"), "{e}");
+        let mut bad = md.clone();
+        bad.set("phi3.rope.scaling.attn_factor", Value::F32(f32::NAN));
+        bad.push("phi3.context_length", Value::U32(4096));
+        let e = Config::from_metadata(&bad, &ts).unwrap_err().to_string();
+        assert!(e.contains("phi3.rope.scaling.attn_factor"), "{e}");
+        md.push("phi3.context_length", Value::U32(4096));
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        assert_eq!((c.fused_qkv, c.fused_gate_up, c.rope_long_short), (true, true, Some(4096)));
+        assert_eq!((c.rope.kind, c.rope.attn_factor, c.swa.is_none()), (RopeKind::Neox, 1.25, true));
+        let ts2: Vec<_> = ts
+            .iter()
+            .cloned()
+            .map(|mut x| {
+                if x.name == "blk.0.ffn_up.weight" {
+                    x.dims = vec![8, 16];
+                }
+                x
+            })
+            .collect();
+        let e = Config::from_metadata(&md, &ts2).unwrap_err().to_string();
+        assert!(e.contains("blk.0.ffn_up.weight") && e.contains("[8, 32]"), "{e}");
     }
 }

@@ -49,7 +49,8 @@ pub struct RopeCache {
 
 impl RopeCache {
     /// As ggml's `ggml_rope_cache_init` without YaRN: theta starts at the
-    /// position and is multiplied by `base^(-2/n_rot)` pair after pair.
+    /// position and is multiplied by `base^(-2/n_rot)` pair after pair; cos and
+    /// sin are multiplied by `attn_factor` (ggml's `mscale`).
     pub fn new(rope: &Rope, n_pos: usize, freq_factors: Option<&[f32]>) -> RopeCache {
         let n_pairs = rope.n_rot / 2;
         let theta_scale = rope.freq_base.powf(-2.0f32 / rope.n_rot as f32);
@@ -59,7 +60,7 @@ impl RopeCache {
             for i in 0..n_pairs {
                 let ff = freq_factors.map_or(1.0, |f| f[i]);
                 let t = rope.freq_scale * (theta / ff);
-                table.push((t.cos(), t.sin()));
+                table.push((t.cos() * rope.attn_factor, t.sin() * rope.attn_factor));
                 theta *= theta_scale;
             }
         }
@@ -111,6 +112,85 @@ pub fn causal_softmax(scores: &mut [f32], n_pos: usize, scale: f32) {
     });
 }
 
+/// `x *= s` (ggml_scale).
+pub fn scale(x: &mut [f32], s: f32) {
+    x.par_iter_mut().for_each(|v| *v *= s);
+}
+
+/// Soft-capping `cap * tanh(x / cap)` as llama.cpp builds it: ggml_scale by
+/// `1/cap` (a multiplication by the f32 reciprocal), ggml_tanh (tanhf), ggml_scale by `cap`.
+pub fn softcap(x: &mut [f32], cap: f32) {
+    let inv = 1.0f32 / cap;
+    x.par_iter_mut().for_each(|v| *v = (*v * inv).tanh() * cap);
+}
+
+/// GELU with the tanh approximation in f32, as ggml's `ggml_gelu_f32` compiles
+/// in llama.cpp's CPU backend on x86-64 (built for the native CPU, FMA): GCC
+/// contracts `1 + a·x·x` into one fused multiply-add. With it the f16 table
+/// equals libggml-cpu's in all 65536 entries (tests/arch_forward.rs); without
+/// it, one entry (x = −1.999) differs.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6; // sqrt(2/pi) rounded to f32
+    const COEF_A: f32 = 0.044715;
+    0.5f32 * x * (1.0f32 + (SQRT_2_OVER_PI * x * (COEF_A * x).mul_add(x, 1.0f32)).tanh())
+}
+
+/// ggml's `ggml_table_gelu_f16`: GELU of every f16 value, rounded to f16 (kept as f32).
+pub fn gelu_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX).map(|b| half::f16::from_f32(gelu_tanh(half::f16::from_bits(b).to_f32())).to_f32()).collect()
+    })
+}
+
+/// GELU as ggml's CPU backend computes it for f32 (GGML_GELU_FP16): 0 at or
+/// below -10, identity at or above 10, else the f16 table at `f16(x)`.
+pub fn gelu_ggml(x: f32, table: &[f32]) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        table[half::f16::from_f32(x).to_bits() as usize]
+    }
+}
+
+/// GEGLU: `gate = gelu(gate) * up` (ggml_geglu_split, ggml_vec_geglu_f32).
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_table();
+    gate.par_iter_mut().zip(up.par_iter()).for_each(|(g, &u)| {
+        *g = if *g <= -10.0 { 0.0 } else { gelu_ggml(*g, table) * u };
+    });
+}
+
+/// Like [`causal_softmax`], with a sliding window when `window` is set: a
+/// query at position `p` sees the keys `q` with `p - q < window` (llama.cpp's
+/// `is_masked_swa`, LLAMA_SWA_TYPE_STANDARD).
+pub fn causal_softmax_window(scores: &mut [f32], n_pos: usize, scale: f32, window: Option<usize>) {
+    scores.par_chunks_mut(n_pos).enumerate().for_each(|(r, row)| {
+        let pos = r % n_pos;
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let (before, rest) = row.split_at_mut(first);
+        let (live, after) = rest.split_at_mut(pos + 1 - first);
+        let mut max = f32::NEG_INFINITY;
+        for v in live.iter_mut() {
+            *v *= scale;
+            max = max.max(*v);
+        }
+        let mut sum = 0f64;
+        for v in live.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        for v in live.iter_mut() {
+            *v *= inv;
+        }
+        before.fill(0.0);
+        after.fill(0.0);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,7 +206,14 @@ mod tests {
 
     #[test]
     fn rope_rotates_pairs_by_position_times_frequency() {
-        let rope = Rope { kind: RopeKind::Neox, n_rot: 4, freq_base: 10000.0, freq_scale: 1.0, freq_factors: false };
+        let rope = Rope {
+            kind: RopeKind::Neox,
+            n_rot: 4,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            freq_factors: false,
+            attn_factor: 1.0,
+        };
         let cache = RopeCache::new(&rope, 3, None);
         // position 0: identity
         let mut x = vec![1.0f32, 2.0, 3.0, 4.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
@@ -158,5 +245,62 @@ mod tests {
         swiglu(&mut g, &[3.0, 2.0]);
         assert_eq!(g[0], 0.0);
         assert!((g[1] - 2.0 / (1.0 + (-1f32).exp())).abs() < 1e-7);
+    }
+
+    #[test]
+    fn softcap_bounds_and_keeps_small_values() {
+        let mut x = vec![0.0f32, 1.0, 1000.0, -1000.0];
+        softcap(&mut x, 30.0);
+        assert_eq!(x[0], 0.0);
+        assert!((x[1] - 30.0 * (1.0f32 / 30.0).tanh()).abs() < 1e-7 && (x[1] - 1.0).abs() < 1e-3);
+        assert_eq!((x[2], x[3]), (30.0, -30.0));
+    }
+
+    #[test]
+    fn gelu_follows_the_f16_table_and_the_cutoffs() {
+        assert_eq!(0.797_884_6_f32, (2.0f64 / std::f64::consts::PI).sqrt() as f32);
+        let t = gelu_table();
+        // gelu(1) = 0.8412 (tanh approximation), rounded to f16.
+        assert!((gelu_ggml(1.0, t) - 0.841_2).abs() < 1e-3);
+        assert_eq!(gelu_ggml(1.0, t), half::f16::from_f32(gelu_tanh(1.0)).to_f32());
+        // The input is rounded to f16 first: 1 + 1e-4 looks up gelu(1).
+        assert_eq!(gelu_ggml(1.0001, t), gelu_ggml(1.0, t));
+        assert_eq!((gelu_ggml(-10.0, t), gelu_ggml(12.5, t)), (0.0, 12.5));
+        assert!(gelu_ggml(-3.0, t) < 0.0 && gelu_ggml(-3.0, t) > -0.01);
+        let mut g = vec![1.0f32, -20.0, 11.0];
+        geglu(&mut g, &[2.0, 5.0, 3.0]);
+        assert_eq!(g, vec![2.0 * gelu_ggml(1.0, t), 0.0, 33.0]);
+    }
+
+    #[test]
+    fn sliding_window_masks_old_keys() {
+        // 4 positions, window 2: position 3 sees keys 2 and 3 only.
+        let mut s = vec![0.0f32; 16];
+        causal_softmax_window(&mut s, 4, 1.0, Some(2));
+        assert_eq!(&s[..4], &[1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(&s[4..8], &[0.5, 0.5, 0.0, 0.0]);
+        assert_eq!(&s[12..], &[0.0, 0.0, 0.5, 0.5]);
+        // Without a window: as causal_softmax.
+        let mut a = vec![1.0f32, 5.0, 2.0, 2.0];
+        let mut b = a.clone();
+        causal_softmax_window(&mut a, 2, 0.5, None);
+        causal_softmax(&mut b, 2, 0.5);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn rope_attn_factor_scales_cos_and_sin() {
+        let rope = Rope {
+            kind: RopeKind::Neox,
+            n_rot: 4,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            freq_factors: false,
+            attn_factor: 2.0,
+        };
+        let cache = RopeCache::new(&rope, 1, None);
+        let mut x = vec![1.0f32, 2.0, 3.0, 4.0];
+        cache.apply(RopeKind::Neox, &mut x, 1, 4);
+        assert_eq!(x, vec![2.0, 4.0, 6.0, 8.0]);
     }
 }

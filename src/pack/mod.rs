@@ -625,8 +625,13 @@ pub fn write_release(plan: &ReleasePlan, tmp: &Path, opts: &PackOptions, rec: &d
     let reader = plan.reader();
     let src = reader.source();
     let weight_files = reader.inputs();
-    let wopts =
-        WriteOptions { threads: opts.threads, chunk_bytes: 16 << 20, measure_error: true, ..Default::default() };
+    let wopts = WriteOptions {
+        threads: opts.threads,
+        chunk_bytes: 16 << 20,
+        measure_error: true,
+        hash: true,
+        ..Default::default()
+    };
     let dests: Vec<PathBuf> = plan.outputs.iter().map(|o| tmp.join(&o.file)).collect();
     let multi: Vec<MultiOutput> = plan
         .outputs
@@ -652,10 +657,25 @@ pub fn write_release(plan: &ReleasePlan, tmp: &Path, opts: &PackOptions, rec: &d
         .num_threads(opts.threads)
         .build()
         .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
-    rec.begin("hashing", summaries.iter().map(|w| w.file_size).sum());
-    let hashes: Vec<(u64, String)> =
-        pool.install(|| dests.par_iter().map(|d| manifest::hash_file(d, Some(rec))).collect::<Result<Vec<_>>>())?;
-    rec.finish();
+    // The sinks hash what they write as it goes by; an output they could not
+    // (written too far out of order) is read back.
+    let unhashed: u64 = summaries.iter().filter(|w| w.sha256.is_none()).map(|w| w.file_size).sum();
+    if unhashed > 0 {
+        rec.begin("hashing", unhashed);
+    }
+    let hashes: Vec<(u64, String)> = pool.install(|| {
+        dests
+            .par_iter()
+            .zip(&summaries)
+            .map(|(d, w)| match &w.sha256 {
+                Some(h) => Ok((w.file_size, h.clone())),
+                None => manifest::hash_file(d, Some(rec)),
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    if unhashed > 0 {
+        rec.finish();
+    }
     let imatrix = match &plan.imatrix {
         Some(m) => {
             let path = tmp.join(&m.file);
@@ -722,7 +742,8 @@ pub fn evaluate_release(
         let src = pipeline::GgufSource::new(&file);
         let model =
             crate::infer::Model::new(&file.header.metadata, &src as &dyn TensorSource, Precision::AsStored, FORWARD)?;
-        let report = pool.install(|| crate::infer::eval::score(&model, &reference, rec))?;
+        let labeled = crate::progress::Labeled { inner: rec, label: &o.label };
+        let report = pool.install(|| crate::infer::eval::score(&model, &reference, &labeled))?;
         reports.push(rounded(report));
     }
     let record = EvalRecord {

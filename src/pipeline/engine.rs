@@ -104,14 +104,16 @@ pub fn run(
         plans.iter().map(|p| if measure { vec![ErrorStats::default(); p.len()] } else { vec![] }).collect();
 
     // The writer thread hands each filled buffer to its sink and returns it for reuse.
-    let (full_tx, full_rx) = sync_channel::<(usize, usize, u64, Vec<u8>)>(2 * jobs.len().max(1));
+    // A buffer travels with the length of its contents: buffers are never
+    // shrunk, so reusing one costs no zeroing.
+    let (full_tx, full_rx) = sync_channel::<(usize, usize, u64, Vec<u8>, usize)>(2 * jobs.len().max(1));
     let (empty_tx, empty_rx) = channel::<Vec<u8>>();
     let mut sinks: Vec<Box<dyn Sink + '_>> = jobs.into_iter().map(|j| j.sink).collect();
     let (produced, written) = std::thread::scope(|scope| {
         let handle = scope.spawn(move || -> Result<Vec<Box<dyn Sink + '_>>> {
-            for (u, k, at, buf) in full_rx {
-                sinks[u].write(k, at, &buf)?;
-                progress.advance(buf.len() as u64);
+            for (u, k, at, buf, len) in full_rx {
+                sinks[u].write(k, at, &buf[..len])?;
+                progress.advance(len as u64);
                 let _ = empty_tx.send(buf);
             }
             for s in sinks.iter_mut() {
@@ -121,9 +123,10 @@ pub fn run(
         });
         let take_buffer = |len: usize| -> Vec<u8> {
             let mut b = empty_rx.try_recv().unwrap_or_default();
-            // Every byte is overwritten by the task that fills it.
-            b.resize(len, 0);
-            b.truncate(len);
+            // Every byte up to `len` is overwritten by the task that fills it.
+            if b.len() < len {
+                b.resize(len, 0);
+            }
             b
         };
         let mut scratch: Vec<f32> = Vec::new();
@@ -155,7 +158,7 @@ pub fn run(
                 while r0 < rows {
                     let n = rows_per_chunk.min(rows - r0);
                     let mut bufs: Vec<Vec<u8>> = uses.iter().map(|x| take_buffer(n * x.out_row)).collect();
-                    if decode {
+                    if decode && scratch.len() < n * row_len {
                         scratch.resize(n * row_len, 0.0);
                     }
                     for e in row_errs.iter_mut().take(if measure { uses.len() } else { 0 }) {
@@ -169,7 +172,7 @@ pub fn run(
                     let mut o_chunks: Vec<_> = bufs
                         .iter_mut()
                         .zip(&uses)
-                        .map(|(b, x)| b.chunks_mut((rows_per_task * x.out_row).max(1)))
+                        .map(|(b, x)| b[..n * x.out_row].chunks_mut((rows_per_task * x.out_row).max(1)))
                         .collect();
                     let mut e_chunks: Vec<_> = row_errs.iter_mut().map(|e| e.chunks_mut(rows_per_task)).collect();
                     let mut tasks = Vec::with_capacity(n_tasks);
@@ -213,7 +216,7 @@ pub fn run(
                                 acc.add(e);
                             }
                         }
-                        if full_tx.send((x.u, x.k, (r0 * x.out_row) as u64, b)).is_err() {
+                        if full_tx.send((x.u, x.k, (r0 * x.out_row) as u64, b, n * x.out_row)).is_err() {
                             return Ok(()); // the writer failed; its error is reported below
                         }
                     }
@@ -253,6 +256,7 @@ pub fn run(
             tensors,
             errors,
             seconds,
+            sha256: sink.sha256(),
         });
         done.push(sink);
     }

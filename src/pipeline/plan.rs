@@ -5,6 +5,7 @@ use super::write::WriteOptions;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Layout, Metadata, TensorSpec};
 use crate::quant;
+use crate::shape::Shape;
 
 /// One output tensor: which source tensor, and as what type.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +48,7 @@ pub fn check_plan(src: &dyn TensorSource, plan: &[Planned]) -> Result<()> {
             return Err(Error::Other(format!("tensor '{}' planned twice", t.name)));
         }
         if let Some(d) = &p.dims {
-            if d.first() != t.dims.first() || d.iter().product::<u64>() != t.n_elements() {
+            if Shape::Ggml(d).row_len() != t.row_len() || Shape::Ggml(d).n_elements() != t.n_elements() {
                 return Err(Error::Other(format!("tensor '{}': dimensions {d:?} do not fit {:?}", t.name, t.dims)));
             }
         }

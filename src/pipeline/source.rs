@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::quant;
+use crate::shape::Shape;
 
 /// A tensor as a source offers it.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,14 +17,17 @@ pub struct SourceTensor {
 }
 
 impl SourceTensor {
+    pub fn shape(&self) -> Shape<'_> {
+        Shape::Ggml(&self.dims)
+    }
     pub fn row_len(&self) -> u64 {
-        self.dims.first().copied().unwrap_or(1)
+        self.shape().row_len()
     }
     pub fn n_rows(&self) -> u64 {
-        self.dims.iter().skip(1).product()
+        self.shape().n_rows()
     }
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.shape().n_elements()
     }
 }
 

@@ -116,7 +116,8 @@ fn multi_writer_equals_single_writes() {
         .map(|((plan, metadata), dest)| MultiOutput { plan, metadata, dest })
         .collect();
     // Small chunks: many chunks per tensor.
-    let opts = WriteOptions { threads: 3, chunk_bytes: 256 * 4 * 2, measure_error: true, ..Default::default() };
+    let opts =
+        WriteOptions { threads: 3, chunk_bytes: 256 * 4 * 2, measure_error: true, hash: true, ..Default::default() };
     let multi = write_gguf_multi(&src, &outputs, &[], &opts, &NoProgress).unwrap();
     for (i, o) in outputs.iter().enumerate() {
         let single = dir.path().join(format!("single{i}.gguf"));
@@ -124,6 +125,10 @@ fn multi_writer_equals_single_writes() {
         assert_eq!(std::fs::read(&single).unwrap(), std::fs::read(o.dest).unwrap(), "output {i}");
         assert_eq!(multi[i].tensors, s.tensors);
         assert_eq!(multi[i].file_size, s.file_size);
+        // The sinks' own hashes, out-of-order outputs included, are the files' hashes.
+        let file_hash = crate::pack::manifest::hash_bytes(&std::fs::read(o.dest).unwrap());
+        assert_eq!(multi[i].sha256.as_deref(), Some(file_hash.as_str()), "output {i}");
+        assert_eq!(s.sha256, None, "single {i}: not asked to hash");
     }
     // Errors: zero for F32 copies; for the others, what decoding the written file gives.
     assert!(multi[0].errors[0].sum_sq_err == 0.0 && multi[0].errors[0].n == 256 * 6);

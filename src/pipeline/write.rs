@@ -28,6 +28,8 @@ pub struct WriteOptions {
     /// Copy stored bytes as they are, without the validation llama-quantize
     /// applies to copied tensors (`edit`).
     pub verbatim: bool,
+    /// Compute each output's SHA-256 as it is written ([`WriteSummary::sha256`]).
+    pub hash: bool,
 }
 
 impl Default for WriteOptions {
@@ -38,6 +40,7 @@ impl Default for WriteOptions {
             container: WriterOptions::default(),
             measure_error: false,
             verbatim: false,
+            hash: false,
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct WriteSummary {
     /// [`WriteOptions::measure_error`]).
     pub errors: Vec<ErrorStats>,
     pub seconds: f64,
+    /// SHA-256 of the output (hex), when the sink computed it as it wrote.
+    pub sha256: Option<String>,
 }
 
 impl WriteSummary {
@@ -211,7 +216,7 @@ pub fn write_gguf_multi(
         if outputs[..i].iter().any(|p| p.dest == o.dest) {
             return Err(crate::Error::usage(format!("output {} is named twice", o.dest.display())));
         }
-        let sink = GgufSink::create(o.dest, o.metadata, &specs(src, o.plan), opts.container, inputs)?;
+        let sink = GgufSink::create(o.dest, o.metadata, &specs(src, o.plan), opts.container, inputs, opts.hash)?;
         jobs.push(Job { plan: o.plan, sink: Box::new(sink) });
     }
     engine::run(src, jobs, opts, progress)

@@ -72,6 +72,33 @@ pub fn ref_tools() -> &'static Path {
     DIR.get_or_init(|| env_or_script("GGUFKIT_LLAMA_TOOLS", "ref-tools.sh"))
 }
 
+/// Runs one of llama.cpp's tools (`ref_tools()/tool`) and returns its whole
+/// log (stdout then stderr, written to a file). Its logger is a thread whose
+/// last lines are sometimes lost at exit: a run whose log lacks `marker` is
+/// repeated, up to three times in all.
+#[allow(dead_code)]
+pub fn llama_tool_log(tool: &str, args: &[&std::ffi::OsStr], marker: &str) -> String {
+    let dir = cache_dir("llama-tool-logs");
+    let mut last = String::new();
+    for attempt in 0..3 {
+        let path = dir.join(format!("{tool}-{}-{attempt}.log", std::process::id()));
+        let log = std::fs::File::create(&path).unwrap();
+        let status = std::process::Command::new(ref_tools().join(tool))
+            .args(args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .status()
+            .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+        last = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        assert!(status.success(), "{tool} failed:\n{last}");
+        if last.contains(marker) {
+            return last;
+        }
+    }
+    panic!("{tool}: '{marker}' not in its log after 3 runs:\n{last}");
+}
+
 /// The reference venv's python (`$GGUFKIT_REF_PYTHON` or `scripts/ref-env.sh`).
 pub fn ref_python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();

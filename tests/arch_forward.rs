@@ -1,0 +1,363 @@
+//! The forward pass of gemma2, gemma3 and phi3 against llama.cpp, on the tiny
+//! random-weight models of scripts/gen_arch_fixtures.py (real configs of
+//! Gemma-2-2B, Gemma-3-1B, Gemma-3-4B's text model, Phi-3.5-mini and Phi-4,
+//! shrunk; sliding window 8 in the Gemma fixtures, so the 64-token sequences
+//! cross it):
+//!
+//! * logits: llama-cpp-python (logits_all, f32 KV cache, no flash attention)
+//!   on F32 and F16 conversions vs our forward pass: argmax everywhere, mean
+//!   KLD(llama.cpp ‖ ours) < 1e-5 on F32 (1e-4 on F16), max |Δlogit| reported;
+//! * `ggufkit eval` PPL within 0.5% of `llama-perplexity` (F32 model, its
+//!   default F16 KV cache on both sides).
+//!
+//! Needs the reference environment; runs under scripts/test.sh (GGUFKIT_PARITY=1).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use ggufkit::infer::source::ModelInput;
+use ggufkit::infer::ForwardOptions;
+use ggufkit::progress::NoProgress;
+
+mod common;
+
+/// Fixture, output types for the logit comparison.
+const RUNS: &[(&str, &[&str])] = &[
+    ("gemma2-2b-f32", &["f32", "f16"]),
+    ("gemma3-1b-f32", &["f32", "f16"]),
+    ("gemma3-4b-mm-bf16", &["f32", "f16"]),
+    ("phi3.5-mini-f32", &["f32", "f16"]),
+    ("phi4-bf16-sharded", &["f32", "f16"]),
+];
+
+/// Tokens per logit comparison (the Gemma fixtures' window is 8).
+const N_TOKENS: usize = 64;
+/// `eval` / `llama-perplexity` context and chunks.
+const CTX: usize = 64;
+const CHUNKS: usize = 3;
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+fn out_dir() -> PathBuf {
+    common::cache_dir("arch-forward")
+}
+
+/// The fixtures of scripts/gen_arch_fixtures.py, in the directory
+/// tests/arch_parity.rs uses (same key: the generator scripts' hash).
+fn fixtures() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let root = common::repo_root();
+        let mut h = Sha256::new();
+        for f in ["scripts/gen_arch_fixtures.py", "scripts/gen_fixtures.py", "formats/pretokenizers.json"] {
+            h.update(std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}")));
+        }
+        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("arch-fixtures-{key}"));
+        let status = Command::new(common::ref_python())
+            .arg(root.join("scripts/gen_arch_fixtures.py"))
+            .arg("--llama-src")
+            .arg(common::ref_src())
+            .arg("--out")
+            .arg(&dir)
+            .args(RUNS.iter().map(|(f, _)| *f))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run gen_arch_fixtures.py");
+        assert!(status.success(), "gen_arch_fixtures.py failed");
+        dir
+    })
+}
+
+fn converted(fixture: &str, outtype: &str) -> PathBuf {
+    let out = out_dir().join(format!("{fixture}-{outtype}.gguf"));
+    if !out.exists() {
+        let dir = fixtures().join(fixture);
+        common::ggufkit_ok(&[os("convert"), dir.as_os_str(), out.as_os_str(), os("--outtype"), os(outtype)]);
+    }
+    out
+}
+
+fn text() -> PathBuf {
+    common::ref_src().join("README.md")
+}
+
+fn eval_ref_py() -> PathBuf {
+    common::repo_root().join("tests/parity/eval_ref.py")
+}
+
+fn token_ids(gguf: &Path) -> Vec<u32> {
+    let out = out_dir().join(format!("{}.ids.json", gguf.file_stem().unwrap().to_string_lossy()));
+    common::run_ref_python(&eval_ref_py(), &[os("tokenize"), gguf.as_os_str(), text().as_os_str(), out.as_os_str()]);
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+fn llama_logits(gguf: &Path, ids: &[u32]) -> (Vec<f32>, usize) {
+    let stem = gguf.file_stem().unwrap().to_string_lossy().into_owned();
+    let ids_path = out_dir().join(format!("{stem}.logit-ids.json"));
+    std::fs::write(&ids_path, serde_json::to_string(ids).unwrap()).unwrap();
+    let out = out_dir().join(format!("{stem}.logits.f32"));
+    let nv: usize = common::run_ref_python(
+        &eval_ref_py(),
+        &[os("logits"), gguf.as_os_str(), ids_path.as_os_str(), out.as_os_str()],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    (bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), nv)
+}
+
+fn our_logits(model: &Path, ids: &[u32]) -> Vec<f32> {
+    let m = ModelInput::open(model, &[], &NoProgress).unwrap();
+    m.with_model(ForwardOptions { kv_f16: false }, |m| m.forward(ids, 0, None)).unwrap()
+}
+
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// (argmax mismatches, mean KLD(ref ‖ ours), max |Δlogit|, max |logit|).
+fn compare(reference: &[f32], ours: &[f32], nv: usize) -> (usize, f64, f32, f32) {
+    assert_eq!(reference.len(), ours.len(), "logit counts differ");
+    let (mut mism, mut kld, mut maxd, mut maxl) = (0, 0f64, 0f32, 0f32);
+    let n = reference.len() / nv;
+    for (a, b) in reference.chunks(nv).zip(ours.chunks(nv)) {
+        if argmax(a) != argmax(b) {
+            mism += 1;
+        }
+        let (la, lb) = (log_softmax(a), log_softmax(b));
+        kld += la.iter().zip(&lb).map(|(&p, &q)| p.exp() * (p - q)).sum::<f64>();
+        maxd = a.iter().zip(b).fold(maxd, |m, (x, y)| m.max((x - y).abs()));
+        maxl = a.iter().fold(maxl, |m, x| m.max(x.abs()));
+    }
+    (mism, kld / n as f64, maxd, maxl)
+}
+
+#[test]
+fn logits_match_llama_cpp() {
+    if !common::parity_enabled("arch_forward") {
+        return;
+    }
+    let mut failures = vec![];
+    for (fixture, types) in RUNS {
+        for outtype in *types {
+            let gguf = converted(fixture, outtype);
+            let ids = token_ids(&gguf);
+            assert!(ids.len() >= N_TOKENS, "{fixture}: only {} tokens", ids.len());
+            let ids = &ids[..N_TOKENS];
+            let (reference, nv) = llama_logits(&gguf, ids);
+            let ours = our_logits(&gguf, ids);
+            if std::env::var_os("GGUFKIT_ARCH_FORWARD_DUMP").is_some() {
+                let b: Vec<u8> = ours.iter().flat_map(|v| v.to_le_bytes()).collect();
+                std::fs::write(out_dir().join(format!("{fixture}-{outtype}.ours.f32")), b).unwrap();
+            }
+            let (mism, kld, maxd, maxl) = compare(&reference, &ours, nv);
+            eprintln!(
+                "{fixture} {outtype}: {N_TOKENS} tokens, argmax mismatches {mism}, mean KLD {kld:.3e}, \
+                 max |Δlogit| {maxd:.3e} (max |logit| {maxl:.2})"
+            );
+            let kld_limit = if *outtype == "f32" { 1e-5 } else { 1e-4 };
+            if mism != 0 || kld.is_nan() || kld >= kld_limit {
+                failures.push(format!("{fixture} {outtype}: argmax mismatches {mism}, mean KLD {kld:.3e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+fn number_after(text: &str, label: &str) -> f64 {
+    let i = text.find(label).unwrap_or_else(|| panic!("'{label}' not in:\n{text}"));
+    text[i + label.len()..].split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// `llama-perplexity` on the F32 model; its log.
+fn llama_perplexity(gguf: &Path, text: &Path, ctx: &str, chunks: &str) -> String {
+    common::llama_tool_log(
+        "llama-perplexity",
+        &[
+            os("-m"),
+            gguf.as_os_str(),
+            os("-f"),
+            text.as_os_str(),
+            os("-c"),
+            os(ctx),
+            os("-b"),
+            os(ctx),
+            os("--chunks"),
+            os(chunks),
+            os("-t"),
+            os("2"),
+        ],
+        "Final estimate: PPL =",
+    )
+}
+
+#[test]
+fn eval_ppl_matches_llama_perplexity() {
+    if !common::parity_enabled("arch_forward") {
+        return;
+    }
+    let (ctx, chunks) = (CTX.to_string(), CHUNKS.to_string());
+    let mut failures = vec![];
+    for (fixture, _) in RUNS {
+        let gguf = converted(fixture, "f32");
+        let all = llama_perplexity(&gguf, &text(), &ctx, &chunks);
+        let ref_ppl = number_after(&all, "Final estimate: PPL =");
+        let run = common::ggufkit_ok(&[
+            os("eval"),
+            gguf.as_os_str(),
+            os("--text"),
+            text().as_os_str(),
+            os("--ctx"),
+            os(&ctx),
+            os("--chunks"),
+            os(&chunks),
+            os("--json"),
+            os("--threads"),
+            os("2"),
+        ]);
+        let r: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let ppl = r["ppl"].as_f64().unwrap();
+        let rel = (ppl / ref_ppl - 1.0).abs();
+        eprintln!("{fixture} f32: PPL ours {ppl:.4} llama-perplexity {ref_ppl:.4} (rel {rel:.2e})");
+        if rel.is_nan() || rel >= 0.005 {
+            failures.push(format!("{fixture}: PPL {ppl} vs {ref_ppl}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// `ggufkit imatrix` against `llama-imatrix` (fused `attn_qkv` / `ffn_up` of
+/// Phi-3 and Gemma's GEGLU feed the same matrices): the same entries and
+/// counts, `in_sum2` within 1e-3 relative.
+#[test]
+fn imatrix_matches_llama_imatrix() {
+    if !common::parity_enabled("arch_forward") {
+        return;
+    }
+    let (ctx, chunks) = (CTX.to_string(), CHUNKS.to_string());
+    for fixture in ["gemma3-1b-f32", "phi3.5-mini-f32"] {
+        let gguf = converted(fixture, "f32");
+        let theirs = out_dir().join(format!("{fixture}.llama.imatrix.gguf"));
+        let ours = out_dir().join(format!("{fixture}.ours.imatrix.gguf"));
+        let out = Command::new(common::ref_tools().join("llama-imatrix"))
+            .args([os("-m"), gguf.as_os_str(), os("-f"), text().as_os_str(), os("-o"), theirs.as_os_str()])
+            .args(["-c", &ctx, "-b", &ctx, "--chunks", &chunks, "-t", "2"])
+            .output()
+            .expect("run llama-imatrix");
+        assert!(out.status.success(), "llama-imatrix {fixture}:\n{}", String::from_utf8_lossy(&out.stderr));
+        common::ggufkit_ok(&[
+            os("imatrix"),
+            gguf.as_os_str(),
+            os("--text"),
+            text().as_os_str(),
+            os("--ctx"),
+            os(&ctx),
+            os("--chunks"),
+            os(&chunks),
+            os("-o"),
+            ours.as_os_str(),
+            os("--quiet"),
+        ]);
+        let a = ggufkit::imatrix::parse_gguf(&std::fs::read(&theirs).unwrap()).unwrap();
+        let b = ggufkit::imatrix::parse_gguf(&std::fs::read(&ours).unwrap()).unwrap();
+        assert_eq!(a.entries.keys().collect::<Vec<_>>(), b.entries.keys().collect::<Vec<_>>(), "{fixture}: entries");
+        let mut worst = (0f64, String::new());
+        for (name, ea) in &a.entries {
+            let eb = &b.entries[name];
+            assert_eq!(ea.counts, eb.counts, "{fixture}: counts of {}", String::from_utf8_lossy(name));
+            assert_eq!(ea.sums.len(), eb.sums.len());
+            for (x, y) in ea.sums.iter().zip(&eb.sums) {
+                let rel = ((x - y).abs() / x.abs().max(1e-30)) as f64;
+                if rel > worst.0 {
+                    worst = (rel, String::from_utf8_lossy(name).into_owned());
+                }
+            }
+        }
+        eprintln!(
+            "{fixture}: {} imatrix entries; max relative in_sum2 difference {:.3e} ({})",
+            a.entries.len(),
+            worst.0,
+            worst.1
+        );
+        assert!(worst.0 < 1e-3, "{fixture}: in_sum2 differs by {:.3e} in {}", worst.0, worst.1);
+    }
+}
+
+/// Our f16 GELU table (Gemma's GEGLU) equals llama.cpp's `ggml_table_gelu_f16`
+/// entry for entry (read from the reference venv's libggml-cpu).
+#[test]
+fn gelu_table_matches_libggml_cpu() {
+    if !common::parity_enabled("arch_forward") {
+        return;
+    }
+    let out = out_dir().join("ggml_gelu_table.bin");
+    common::run_ref_python(&common::repo_root().join("tests/parity/ggml_gelu_table.py"), &[out.as_os_str()]);
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes.len(), 2 * 65536);
+    let ours = ggufkit::infer::ops::gelu_table();
+    let differ: Vec<usize> = (0..65536)
+        .filter(|&i| {
+            let g = half::f16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32();
+            !(g == ours[i] || (g.is_nan() && ours[i].is_nan()))
+        })
+        .collect();
+    assert!(differ.is_empty(), "{} entries differ, first at f16 bits {:#06x}", differ.len(), differ[0]);
+}
+
+/// Phi-3.5's longrope past its original context (4096): at ctx 4352 llama.cpp
+/// divides by `rope_factors_long` (the short factors give a PPL 1% higher on
+/// this model); `eval` must agree within 1e-4. The text is llama.cpp's README
+/// and three of its docs (≥ 2 chunks of 4352 tokens).
+#[test]
+fn phi3_long_rope_factors_past_the_original_context() {
+    if !common::parity_enabled("arch_forward") {
+        return;
+    }
+    let text = out_dir().join("long.txt");
+    let mut all = Vec::new();
+    for f in ["README.md", "docs/build.md", "docs/docker.md", "docs/install.md"] {
+        all.extend(std::fs::read(common::ref_src().join(f)).unwrap());
+    }
+    std::fs::write(&text, all).unwrap();
+    let gguf = converted("phi3.5-mini-f32", "f32");
+    let log = llama_perplexity(&gguf, &text, "4352", "1");
+    let ref_ppl = number_after(&log, "Final estimate: PPL =");
+    let run = common::ggufkit_ok(&[
+        os("eval"),
+        gguf.as_os_str(),
+        os("--text"),
+        text.as_os_str(),
+        os("--ctx"),
+        os("4352"),
+        os("--chunks"),
+        os("1"),
+        os("--json"),
+        os("--threads"),
+        os("2"),
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let ppl = r["ppl"].as_f64().unwrap();
+    let rel = (ppl / ref_ppl - 1.0).abs();
+    eprintln!(
+        "phi3.5-mini-f32 ctx 4352 (long factors): PPL ours {ppl:.4} llama-perplexity {ref_ppl:.4} (rel {rel:.2e})"
+    );
+    assert!(rel < 1e-4, "PPL {ppl} vs {ref_ppl}");
+}
