@@ -191,6 +191,14 @@ FIXTURES = {
                                        "intermediate_size": 768, "moe_intermediate_size": 256,
                                        "tie_word_embeddings": True},
                                dtype="bfloat16", shards=1, seed=35, vocab="qwen3", template="Qwen3-Coder.jinja"),
+    # The forward-pass check (tests/moe_forward.rs): rows of 256, 16 experts with 4 used, and an
+    # embedding (tied output) of std 1/16 so that logits have the spread of a real model's (std ~1)
+    # and perplexity means something; llama-perplexity and llama-imatrix run on it.
+    "qwen3moe-eval-bf16": dict(config={**QWEN3_30B_A3B, **SHRINK_QWEN3MOE, "hidden_size": 256, "head_dim": 64,
+                                       "intermediate_size": 768, "moe_intermediate_size": 256,
+                                       "num_experts": 16, "num_experts_per_tok": 4, "tie_word_embeddings": True},
+                               dtype="bfloat16", shards=1, seed=36, vocab="qwen3", template="Qwen3-Coder.jinja",
+                               embed_scale=1.0 / 16),
     "gemma3-k256-bf16": dict(config={**GEMMA_3_1B, "hidden_size": 256, "intermediate_size": 512,
                                      "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 128,
                                      "query_pre_attn_scalar": 128,
@@ -248,10 +256,10 @@ def attention(w, r: Rng, pre, c, qk_norm):
         w[pre + "self_attn.k_norm.weight"] = r.vec(hd, 1.0, 0.1)
 
 
-def qwen3moe_weights(c: dict, seed: int) -> dict[str, np.ndarray]:
+def qwen3moe_weights(c: dict, seed: int, embed_scale: float = 1.0) -> dict[str, np.ndarray]:
     r = Rng(seed)
     h, V, E, ffe = c["hidden_size"], c["vocab_size"], c["num_experts"], c["moe_intermediate_size"]
-    w = {"model.embed_tokens.weight": r.mat(V, h, 1.0)}
+    w = {"model.embed_tokens.weight": r.mat(V, h, embed_scale)}
     for i in range(c["num_hidden_layers"]):
         pre = f"model.layers.{i}."
         w[pre + "input_layernorm.weight"] = r.vec(h, 1.0, 0.1)
@@ -519,7 +527,7 @@ def build(name: str, out: Path, src: Path, chktxt: str):
     if name in LARGE_FIXTURES:
         write_large_weights(d, c, p["seed"], p["shards"])
     elif arch == "Qwen3MoeForCausalLM":
-        write_weights(d, qwen3moe_weights(c, p["seed"]), p["dtype"], p["shards"])
+        write_weights(d, qwen3moe_weights(c, p["seed"], p.get("embed_scale", 1.0)), p["dtype"], p["shards"])
     elif arch == "Phi3ForCausalLM":
         write_weights(d, phi3_weights(c, p["seed"]), p["dtype"], p["shards"])
     elif arch.startswith("Gemma"):

@@ -102,6 +102,41 @@ pub struct InferSpec {
     pub final_softcap: FinalSoftcap,
     #[serde(default)]
     pub swa: Option<SwaSpec>,
+    /// Every block's feed-forward is a mixture of experts (see `infer::moe`).
+    #[serde(default)]
+    pub moe: Option<MoeSpec>,
+}
+
+/// How the router's logits become expert weights (llama.cpp's
+/// `llama_expert_gating_func_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gating {
+    /// Softmax over all experts, then top-k.
+    Softmax,
+}
+
+/// The `infer.moe` section: what llama.cpp's graph for the architecture
+/// hard-codes in its `build_moe_ffn` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeSpec {
+    pub gating: Gating,
+    /// The top-k weights are divided by their sum (`norm_w`).
+    pub norm_weights: bool,
+}
+
+/// Mixture-of-experts hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Experts {
+    /// `expert_count`: experts per block.
+    pub n_expert: usize,
+    /// `expert_used_count`: experts each token is routed to.
+    pub n_used: usize,
+    /// `expert_feed_forward_length` (default `feed_forward_length / n_used`).
+    pub n_ff: usize,
+    pub gating: Gating,
+    pub norm_weights: bool,
 }
 
 /// Per-architecture inference facts, by GGUF architecture name.
@@ -213,6 +248,8 @@ pub struct Config {
     /// `rope_factors_long/short.weight` exist: llama.cpp uses the long ones when its
     /// context (padded to 256) exceeds this original context length.
     pub rope_long_short: Option<usize>,
+    /// Every block's feed-forward is a mixture of experts.
+    pub experts: Option<Experts>,
 }
 
 impl Config {
@@ -273,7 +310,32 @@ impl Config {
         }
         let head_dim = key_u(md, &format!("{arch}.attention.key_length"))?.unwrap_or(n_embd / n_head);
         let head_dim_v = key_u(md, &format!("{arch}.attention.value_length"))?.unwrap_or(head_dim);
-        let n_ff = need_u(md, &format!("{arch}.feed_forward_length"))?;
+        let experts = match spec.moe {
+            None => None,
+            Some(m) => {
+                let n_expert = need_u(md, &format!("{arch}.expert_count"))?;
+                let n_used = need_u(md, &format!("{arch}.expert_used_count"))?;
+                if n_used > n_expert {
+                    return Err(Error::Other(format!(
+                        "{arch}.expert_used_count ({n_used}) exceeds {arch}.expert_count ({n_expert})"
+                    )));
+                }
+                let n_ff = match key_u(md, &format!("{arch}.expert_feed_forward_length"))? {
+                    Some(n) => n,
+                    None => need_u(md, &format!("{arch}.feed_forward_length"))? / n_used,
+                };
+                if n_ff == 0 {
+                    return Err(Error::Other(format!("metadata key '{arch}.expert_feed_forward_length' is missing")));
+                }
+                Some(Experts { n_expert, n_used, n_ff, gating: m.gating, norm_weights: m.norm_weights })
+            }
+        };
+        // A mixture of experts has no dense feed-forward: its length is not needed.
+        let n_ff = if experts.is_some() {
+            key_u(md, &format!("{arch}.feed_forward_length"))?.unwrap_or(0)
+        } else {
+            need_u(md, &format!("{arch}.feed_forward_length"))?
+        };
         let eps = md
             .get_f64(&format!("{arch}.attention.layer_norm_rms_epsilon"))
             .ok_or_else(|| Error::Other(format!("metadata key '{arch}.attention.layer_norm_rms_epsilon' is missing")))?
@@ -373,6 +435,7 @@ impl Config {
             rope,
             n_vocab,
             tied_output: find("output.weight").is_none(),
+            experts,
             ffn: spec.ffn,
             embd_scale: spec.embd_scale_sqrt.then(|| (n_embd as f32).sqrt()),
             post_norms: spec.post_norms,
@@ -470,12 +533,28 @@ impl Config {
                 ("attn_q_norm.weight", vec![self.head_dim as u64], false),
                 ("attn_k_norm.weight", vec![self.head_dim as u64], false),
                 ("ffn_norm.weight", vec![e], true),
-                ("ffn_gate.weight", vec![e, ff], !self.fused_gate_up),
-                ("ffn_up.weight", vec![e, if self.fused_gate_up { 2 * ff } else { ff }], true),
-                ("ffn_down.weight", vec![ff, e], true),
                 ("post_attention_norm.weight", vec![e], self.post_norms),
                 ("post_ffw_norm.weight", vec![e], self.post_norms),
             ] {
+                expect.push((format!("blk.{b}.{n}"), d, req));
+            }
+            let ffn = match &self.experts {
+                None => vec![
+                    ("ffn_gate.weight", vec![e, ff], !self.fused_gate_up),
+                    ("ffn_up.weight", vec![e, if self.fused_gate_up { 2 * ff } else { ff }], true),
+                    ("ffn_down.weight", vec![ff, e], true),
+                ],
+                Some(x) => {
+                    let (f, ne) = (x.n_ff as u64, x.n_expert as u64);
+                    vec![
+                        ("ffn_gate_inp.weight", vec![e, ne], true),
+                        ("ffn_gate_exps.weight", vec![e, f, ne], true),
+                        ("ffn_up_exps.weight", vec![e, f, ne], true),
+                        ("ffn_down_exps.weight", vec![f, e, ne], true),
+                    ]
+                }
+            };
+            for (n, d, req) in ffn {
                 expect.push((format!("blk.{b}.{n}"), d, req));
             }
         }
@@ -493,10 +572,11 @@ impl Config {
                 }
             }
         }
-        if tensors.iter().any(|t| t.name.contains("_exps.")) {
-            return Err(Error::Unsupported(
-                "mixture-of-experts tensors are not supported by the forward pass yet".into(),
-            ));
+        if self.experts.is_none() && tensors.iter().any(|t| t.name.contains("_exps.")) {
+            return Err(Error::Unsupported(format!(
+                "mixture-of-experts tensors in a '{}' model (its table has no infer.moe section)",
+                self.arch
+            )));
         }
         Ok(())
     }
@@ -545,6 +625,59 @@ mod tests {
         assert!(c.tied_output);
         let (md, ts) = tiny("llama");
         assert_eq!(Config::from_metadata(&md, &ts).unwrap().rope.kind, RopeKind::Norm);
+    }
+
+    fn tiny_moe() -> (Metadata, Vec<SourceTensor>) {
+        let (mut md, mut ts) = tiny("qwen3moe");
+        md.push("qwen3moe.expert_count", Value::U32(4));
+        md.push("qwen3moe.expert_used_count", Value::U32(2));
+        md.push("qwen3moe.expert_feed_forward_length", Value::U32(6));
+        ts.retain(|t| !t.name.starts_with("blk.0.ffn_") || t.name == "blk.0.ffn_norm.weight");
+        ts.push(t("blk.0.ffn_gate_inp.weight", &[8, 4]));
+        ts.push(t("blk.0.ffn_gate_exps.weight", &[8, 6, 4]));
+        ts.push(t("blk.0.ffn_up_exps.weight", &[8, 6, 4]));
+        ts.push(t("blk.0.ffn_down_exps.weight", &[6, 8, 4]));
+        (md, ts)
+    }
+
+    #[test]
+    fn reads_experts_for_a_mixture_of_experts() {
+        let (md, ts) = tiny_moe();
+        let c = Config::from_metadata(&md, &ts).unwrap();
+        let x = c.experts.unwrap();
+        assert_eq!((x.n_expert, x.n_used, x.n_ff, x.gating, x.norm_weights), (4, 2, 6, Gating::Softmax, true));
+        assert_eq!(c.rope.kind, RopeKind::Neox);
+        // The expert width defaults to feed_forward_length / expert_used_count.
+        let (mut md, mut ts) = tiny_moe();
+        md.remove("qwen3moe.expert_feed_forward_length");
+        for t in ts.iter_mut().filter(|t| t.name.contains("_exps")) {
+            for d in t.dims.iter_mut().take(2) {
+                if *d == 6 {
+                    *d = 8;
+                }
+            }
+        }
+        assert_eq!(Config::from_metadata(&md, &ts).unwrap().experts.unwrap().n_ff, 8);
+    }
+
+    #[test]
+    fn rejects_bad_experts() {
+        let (mut md, ts) = tiny_moe();
+        md.remove("qwen3moe.expert_used_count");
+        let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
+        assert!(e.contains("qwen3moe.expert_used_count"), "{e}");
+        let (md, mut ts) = tiny_moe();
+        ts.retain(|t| t.name != "blk.0.ffn_up_exps.weight");
+        let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
+        assert!(e.contains("blk.0.ffn_up_exps.weight"), "{e}");
+        let (md, mut ts) = tiny_moe();
+        ts.last_mut().unwrap().dims = vec![6, 8, 3];
+        let e = Config::from_metadata(&md, &ts).unwrap_err().to_string();
+        assert!(e.contains("ffn_down_exps"), "{e}");
+        // Experts in a dense architecture are refused, not ignored.
+        let (md, mut ts) = tiny("qwen3");
+        ts.push(t("blk.0.ffn_up_exps.weight", &[8, 6, 4]));
+        assert!(matches!(Config::from_metadata(&md, &ts), Err(Error::Unsupported(_))));
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub trait MatmulHook {
     fn wants(&self, weight: &str) -> bool;
     /// `x` holds `rows` rows of the weight's input width, in token order.
     fn observe(&mut self, weight: &str, x: &[f32], rows: usize);
+    /// The input of expert `expert` (of `n_expert`) of a stacked expert
+    /// weight (`ffn_*_exps`, llama.cpp's `mul_mat_id`): the `rows` rows routed
+    /// to it, slot by slot and token by token within a slot. Called for every
+    /// expert of every such product, with 0 rows for an expert no token chose.
+    fn observe_expert(&mut self, _weight: &str, _expert: usize, _n_expert: usize, _x: &[f32], _rows: usize) {}
 }
 
 /// Options of the forward pass.
@@ -80,7 +85,13 @@ impl<'a> Model<'a> {
         self.weights.source.describe()
     }
 
-    fn matmul(&self, w: &Linear, x: &[f32], rows: usize, hook: &mut Option<&mut dyn MatmulHook>) -> Result<Vec<f32>> {
+    pub(super) fn matmul(
+        &self,
+        w: &Linear,
+        x: &[f32],
+        rows: usize,
+        hook: &mut Option<&mut dyn MatmulHook>,
+    ) -> Result<Vec<f32>> {
         if let Some(h) = hook.as_deref_mut() {
             if h.wants(&w.name) {
                 h.observe(&w.name, x, rows);
@@ -225,7 +236,10 @@ impl<'a> Model<'a> {
         // Feed-forward.
         let mut h = x.to_vec();
         ops::rms_norm(&mut h, e, c.eps, &w.vector(&name("ffn_norm.weight"))?);
-        let mut down = self.dense_ffn(b, &h, n, hook)?;
+        let mut down = match &c.experts {
+            Some(experts) => super::moe::ffn(self, experts, b, &h, n, hook)?,
+            None => self.dense_ffn(b, &h, n, hook)?,
+        };
         drop(h);
         if c.post_norms {
             ops::rms_norm(&mut down, e, c.eps, &w.vector(&name("post_ffw_norm.weight"))?);

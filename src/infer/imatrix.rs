@@ -25,12 +25,13 @@ use crate::progress::Progress;
 /// llama-imatrix ignores batches of fewer tokens.
 pub const MIN_TOKENS: usize = 16;
 
-/// Sums for one weight (one matrix; experts later).
+/// Sums for one weight: one matrix, or one per expert of a stacked expert
+/// weight (`ffn_*_exps`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
-    /// Σ x² per input column, matrix-major.
+    /// Σ x² per input column, matrix-major (expert-major).
     pub values: Vec<f32>,
-    /// Tokens seen, per matrix.
+    /// Tokens seen, per matrix (per expert).
     pub counts: Vec<i64>,
 }
 
@@ -74,6 +75,36 @@ impl MatmulHook for Collector {
         });
         e.counts[0] += rows as i64;
         if self.non_finite.is_none() && !e.values.iter().all(|v| v.is_finite()) {
+            self.non_finite = Some(weight.to_string());
+        }
+    }
+
+    /// As llama-imatrix collects a `mul_mat_id`: every batch size counts, each
+    /// expert has its own sums (`n_expert × n_in`) and count, the rows added
+    /// in the order they come (slot by slot, token by token).
+    fn observe_expert(&mut self, weight: &str, expert: usize, n_expert: usize, x: &[f32], rows: usize) {
+        let e = self.stats.entry(weight.to_string()).or_default();
+        if rows == 0 {
+            // The entry exists (all experts, zero counts) once the product ran.
+            if e.values.is_empty() {
+                e.counts = vec![0; n_expert];
+            }
+            return;
+        }
+        let n = x.len() / rows;
+        if e.values.is_empty() {
+            e.values = vec![0.0; n * n_expert];
+            e.counts = vec![0; n_expert];
+        }
+        let acc = &mut e.values[expert * n..(expert + 1) * n];
+        acc.par_iter_mut().enumerate().for_each(|(j, acc)| {
+            for r in 0..rows {
+                let v = x[r * n + j];
+                *acc += v * v;
+            }
+        });
+        e.counts[expert] += rows as i64;
+        if self.non_finite.is_none() && !acc.iter().all(|v| v.is_finite()) {
             self.non_finite = Some(weight.to_string());
         }
     }
@@ -221,6 +252,40 @@ mod tests {
         assert_eq!(s.counts, vec![16]);
         let even: f32 = (0..16).map(|r| ((2 * r) as f32).powi(2)).sum();
         assert_eq!(s.values[0], even);
+    }
+
+    #[test]
+    fn experts_get_their_own_sums_and_counts_whatever_the_batch() {
+        let mut c = Collector::new(false);
+        let w = "blk.0.ffn_down_exps.weight";
+        // Expert 1 of 3 sees 2 rows of width 2 (fewer than 16: still collected).
+        c.observe_expert(w, 0, 3, &[], 0);
+        c.observe_expert(w, 1, 3, &[1.0, 2.0, 3.0, 4.0], 2);
+        c.observe_expert(w, 2, 3, &[], 0);
+        c.observe_expert(w, 1, 3, &[1.0, 1.0], 1);
+        let s = &c.stats[w];
+        assert_eq!(s.counts, vec![0, 3, 0]);
+        assert_eq!(s.values, vec![0.0, 0.0, 11.0, 21.0, 0.0, 0.0]);
+        let run = ImatrixRun {
+            collector: c,
+            chunk_count: 1,
+            chunk_size: 16,
+            ppl: EvalReport {
+                tokens: 0,
+                chunks: 0,
+                ctx: 0,
+                ppl: 0.0,
+                ppl_stderr: 0.0,
+                kld: None,
+                same_top: None,
+                rms_dp: None,
+                ppl_ratio: None,
+                details: Default::default(),
+            },
+        };
+        let (_, specs, data) = gguf_layout(&run, &[]);
+        assert_eq!((specs[0].dims.clone(), specs[1].dims.clone()), (vec![2, 3], vec![1, 3]));
+        assert_eq!(data[1], vec![0.0, 3.0, 0.0]);
     }
 
     #[test]

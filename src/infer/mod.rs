@@ -13,9 +13,11 @@
 //! directory converted on the fly, LoRA adapters merged (all f32).
 
 pub mod arch;
+pub mod argsort;
 pub mod eval;
 pub mod forward;
 pub mod imatrix;
+pub mod moe;
 pub mod ops;
 pub mod source;
 pub mod text;

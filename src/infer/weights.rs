@@ -174,6 +174,53 @@ impl<'a> Weights<'a> {
         }
     }
 
+    /// Expert `expert` of a stacked 3-D weight `[n_in, n_out, n_expert]`
+    /// (`ffn_*_exps`) as a [`Linear`] of `n_in` inputs and `n_out` outputs:
+    /// only that expert's rows are read (or its bytes borrowed).
+    pub fn expert_linear(&self, name: &str, expert: usize) -> Result<Linear> {
+        let i = self.find(name)?;
+        let t = &self.source.tensors()[i];
+        let (n_in, n_out, n_expert) = match t.dims[..] {
+            [a, b, c] => (a as usize, b as usize, c as usize),
+            _ => return Err(Error::Other(format!("tensor '{name}': dims {:?}, expected 3 (experts)", t.dims))),
+        };
+        if expert >= n_expert {
+            return Err(Error::Other(format!("tensor '{name}' has {n_expert} experts, not {}", expert + 1)));
+        }
+        let lname = format!("{name}[{expert}]");
+        if self.precision == Precision::AsStored {
+            if let (Some(ct), Some(raw)) = (candle_type(t.ty), self.source.raw(i)) {
+                let row = t.ty.row_size(n_in as u64).unwrap_or(0) as usize;
+                let per = row * n_out;
+                if raw.len() != per * n_expert {
+                    return Err(Error::Other(format!(
+                        "tensor '{name}': {} bytes, expected {}",
+                        raw.len(),
+                        per * n_expert
+                    )));
+                }
+                let bytes = &raw[expert * per..(expert + 1) * per];
+                // candle reinterprets the bytes as blocks: copy them to aligned words.
+                let mut words = vec![0u64; per.div_ceil(8)];
+                let aligned = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..per];
+                aligned.copy_from_slice(bytes);
+                let q = ct.from_data(Cow::Borrowed(&*aligned));
+                return Ok(Linear { name: lname, n_in, n_out, kind: Kind::Blocks(q) });
+            }
+        }
+        let round = match (self.precision, t.ty) {
+            (Precision::F32, _) | (_, GgmlType::F32) => ActRound::None,
+            (_, GgmlType::F16) => ActRound::F16,
+            (_, GgmlType::BF16) => ActRound::BF16,
+            _ => ActRound::None,
+        };
+        let mut w = vec![0f32; n_in * n_out];
+        self.source.read_rows(i, (expert * n_out) as u64, &mut w)?;
+        let w = Tensor::from_vec(w, (n_out, n_in), &Device::Cpu)
+            .map_err(|e| candle_err(&format!("{}: tensor '{name}'", self.source.describe()), e))?;
+        Ok(Linear { name: lname, n_in, n_out, kind: Kind::Dense(w, round) })
+    }
+
     /// A 2-D weight as a [`Linear`].
     pub fn linear(&self, name: &str) -> Result<Linear> {
         let i = self.find(name)?;
