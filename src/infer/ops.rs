@@ -1,7 +1,7 @@
 //! The element-wise and per-row operations of a transformer block, computed
 //! as llama.cpp's CPU backend computes them (sums of squares and softmax
 //! denominators in f64, RoPE angles by repeated multiplication in f32). The
-//! matrix products are not here: they go through candle (see `weights`).
+//! matrix products are not here: they go through `gemm` (see `weights`).
 
 use rayon::prelude::*;
 
