@@ -27,6 +27,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
+use super::ops::round_half_even;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::pipeline::TensorSource;
@@ -103,7 +104,7 @@ fn q8_0_round(b: &mut [f32]) {
     let d = half::f16::from_f32(amax / 127.0).to_f32();
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     for v in b {
-        *v = d * (*v * id).round_ties_even();
+        *v = d * round_half_even(*v * id);
     }
 }
 
@@ -123,7 +124,7 @@ fn q8k_round(b: &mut [f32]) {
     let iscale = -127.0f32 / max;
     let d = 1.0 / iscale;
     for v in b {
-        *v = d * (iscale * *v).round_ties_even().min(127.0);
+        *v = d * round_half_even(iscale * *v).min(127.0);
     }
 }
 
