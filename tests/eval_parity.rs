@@ -195,17 +195,27 @@ fn ggufkit_eval_json(args: &[&std::ffi::OsStr]) -> Value {
     serde_json::from_str(&common::ggufkit_ok(&a).stdout).unwrap()
 }
 
-fn llama_perplexity(args: &[&std::ffi::OsStr]) -> String {
+/// Runs llama-perplexity over `chunks` chunks until its output holds `until`
+/// (at most 5 times). llama.cpp's logger is a leaked singleton written by a
+/// worker thread (common/log.cpp: logs "may be lost if not flushed before the
+/// program exits"): on a loaded machine the last lines of a run are often lost.
+fn llama_perplexity(args: &[&std::ffi::OsStr], chunks: usize, until: &str) -> String {
     let tool = common::ref_tools().join("llama-perplexity");
     let ctx = CTX.to_string();
-    let chunks = CHUNKS.to_string();
-    let out = Command::new(&tool)
-        .args(args)
-        .args(["-c", &ctx, "-b", &ctx, "--chunks", &chunks, "-t", "2"])
-        .output()
-        .expect("run llama-perplexity");
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "llama-perplexity failed:\n{all}");
+    let chunks = chunks.to_string();
+    let mut all = String::new();
+    for _ in 0..5 {
+        let out = Command::new(&tool)
+            .args(args)
+            .args(["-c", &ctx, "-b", &ctx, "--chunks", &chunks, "-t", "2"])
+            .output()
+            .expect("run llama-perplexity");
+        all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "llama-perplexity failed:\n{all}");
+        if all.contains(until) {
+            break;
+        }
+    }
     all
 }
 
@@ -222,27 +232,27 @@ fn ppl_and_kld_of_quantized_models_match_llama_perplexity() {
     let f32_gguf = converted(eval_fixture(), "f32");
     let base = out_dir().join("base.kld");
     let _ = std::fs::remove_file(&base);
-    llama_perplexity(&[
-        os("-m"),
-        f32_gguf.as_os_str(),
-        os("-f"),
-        text().as_os_str(),
-        os("--kl-divergence-base"),
-        base.as_os_str(),
-    ]);
+    llama_perplexity(
+        &[os("-m"), f32_gguf.as_os_str(), os("-f"), text().as_os_str(), os("--kl-divergence-base"), base.as_os_str()],
+        CHUNKS,
+        "",
+    );
     let (c, n) = (CTX.to_string(), CHUNKS.to_string());
     let mut failures = vec![];
     for ty in ["Q8_0", "Q4_K_M"] {
         let q = quantized(&f32_gguf, ty);
-        let ppl_text = llama_perplexity(&[os("-m"), q.as_os_str(), os("-f"), text().as_os_str()]);
-        let ref_ppl = number_after(&ppl_text, "Final estimate: PPL =");
-        let kld_text = llama_perplexity(&[
-            os("-m"),
-            q.as_os_str(),
-            os("--kl-divergence-base"),
-            base.as_os_str(),
-            os("--kl-divergence"),
-        ]);
+        // The running PPL printed after chunk CHUNKS of a run of CHUNKS + 1 (the
+        // same number as a CHUNKS run's final estimate) is flushed while the
+        // last chunk computes, so it is not lost with the final lines.
+        let after = format!("[{CHUNKS}]");
+        let ppl_text = llama_perplexity(&[os("-m"), q.as_os_str(), os("-f"), text().as_os_str()], CHUNKS + 1, &after);
+        let i = ppl_text.find(&after).unwrap_or_else(|| panic!("'{after}' not in:\n{ppl_text}"));
+        let ref_ppl: f64 = ppl_text[i + after.len()..].split(',').next().unwrap().parse().unwrap();
+        let kld_text = llama_perplexity(
+            &[os("-m"), q.as_os_str(), os("--kl-divergence-base"), base.as_os_str(), os("--kl-divergence")],
+            CHUNKS,
+            "Mean    KLD:",
+        );
         let ref_kld = number_after(&kld_text, "Mean    KLD:");
         let ours = ggufkit_eval_json(&[
             q.as_os_str(),
