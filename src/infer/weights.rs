@@ -14,7 +14,7 @@
 //! Why not candle's quantized kernels (measured, `BENCHMARKS.md`): candle
 //! vectorizes its block dot products only when the crate itself is compiled
 //! with AVX target features, which a binary that runs on any x86-64 cannot
-//! be, so they ran scalar (Q4_K_M eval 100× slower than the F16 model).
+//! be, so they ran scalar (a Q4_K_M eval more than 20× slower than F16).
 //! Decoding a block of weight rows and one large f32 GEMM is within 10 % of
 //! the F16 path's cost.
 //!
