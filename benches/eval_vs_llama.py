@@ -15,8 +15,9 @@ models/ggml-vocab-qwen2.gguf so llama-perplexity can tokenize), random
 weights, written as F16 and quantized to Q4_K_M with ggufkit (byte-identical
 to llama-quantize). The text is llama.cpp's README.md repeated; ggufkit gets
 the token ids llama.cpp's tokenizer gives (`--tokens`), so both evaluate the
-same tokens. Times are the minimum of `--repeat` runs, each command in its own
-process under /usr/bin/time -v (peak RSS its own).
+same tokens. Times are the minimum of `--repeat` runs, ours and llama.cpp's
+interleaved, each command in its own process under /usr/bin/time -v (peak RSS
+and CPU time its own); each run's figures go to stderr.
 """
 
 from __future__ import annotations
@@ -134,21 +135,37 @@ def main() -> None:
              "-o", str(a.work / "imatrix-llama.gguf")],
         ),
     }
-    print(f"threads {a.threads}, ctx {a.ctx}, {n_tokens} tokens evaluated per run, load {os.getloadavg()[0]:.2f}")
-    print("| command | model | ggufkit tok/s | llama.cpp tok/s | ratio | ggufkit RSS | llama.cpp RSS |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"threads {a.threads}, ctx {a.ctx}, {n_tokens} tokens evaluated per run, "
+          f"load average at start {os.getloadavg()[0]:.2f}")
+    print("| command | model | ggufkit tok/s | llama.cpp tok/s | ratio | ggufkit CPU s | llama.cpp CPU s "
+          "| ggufkit RSS | llama.cpp RSS |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for job, (ours, theirs) in jobs.items():
         for model in [f16, q4]:
             if job == "imatrix" and model == q4:
                 continue
-            best_o, best_t, rss_o, rss_t = 1e9, 1e9, 0, 0
+            best_o, best_t, cpu_o, cpu_t, rss_o, rss_t = 1e9, 1e9, 1e9, 1e9, 0, 0
             for _ in range(a.repeat):
-                wo, ro, _ = timed(ours[:2] + [str(model)] + ours[2:])
-                wt, rt, _ = timed(theirs[:1] + ["-m", str(model)] + theirs[1:])
+                # Interleaved, so that a change of the machine's load touches both.
+                wo, ro, eo = timed(ours[:2] + [str(model)] + ours[2:])
+                wt, rt, et = timed(theirs[:1] + ["-m", str(model)] + theirs[1:])
+                print(f"  {job} {model.name}: ggufkit {wo:.2f} s ({cpu_seconds(eo):.2f} CPU s), "
+                      f"llama.cpp {wt:.2f} s ({cpu_seconds(et):.2f} CPU s), load {os.getloadavg()[0]:.2f}",
+                      file=sys.stderr)
                 best_o, best_t, rss_o, rss_t = min(best_o, wo), min(best_t, wt), max(rss_o, ro), max(rss_t, rt)
+                cpu_o, cpu_t = min(cpu_o, cpu_seconds(eo)), min(cpu_t, cpu_seconds(et))
             print(f"| {job} | {model.name} | {n_tokens / best_o:.1f} | {n_tokens / best_t:.1f} | "
-                  f"{best_t / best_o:.2f} | {rss_o / 1024:.0f} MiB | {rss_t / 1024:.0f} MiB |")
+                  f"{best_t / best_o:.2f} | {cpu_o:.1f} | {cpu_t:.1f} | {rss_o / 1024:.0f} MiB | {rss_t / 1024:.0f} MiB |",
+                  flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
+
+def cpu_seconds(time_v: str) -> float:
+    """User + system CPU seconds from /usr/bin/time -v's report (llama.cpp's OpenMP
+    workers spin while they wait, so its figure includes waiting)."""
+    u = re.search(r"User time \(seconds\): ([\d.]+)", time_v)
+    s = re.search(r"System time \(seconds\): ([\d.]+)", time_v)
+    return float(u.group(1)) + float(s.group(1)) if u and s else float("nan")
 
 if __name__ == "__main__":
     main()

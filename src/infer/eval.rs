@@ -258,7 +258,7 @@ fn encode_log_probs(logits: &[f32], out: &mut [u16], tok: usize) -> f64 {
     if scale != 0.0 {
         let inv = 1.0 / scale;
         for (o, &l) in body.iter_mut().zip(logits) {
-            *o = if l > min { (inv * (l - min)).round_ties_even() as i64 as u16 } else { 0 };
+            *o = if l > min { super::ops::round_half_even(inv * (l - min)) as i64 as u16 } else { 0 };
         }
     }
     (max + log_sum_exp - logits[tok]) as f64

@@ -13,11 +13,11 @@
 //! after; activations are `O(tokens × width)`; the logits of the requested
 //! positions only are computed.
 
-use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 
 use super::arch::{Config, FfnKind};
 use super::ops::{self, RopeCache};
-use super::weights::{candle_err, Linear, Precision, Weights};
+use super::weights::{gemm_f32, Linear, Precision, Weights};
 use crate::error::{Error, Result};
 use crate::gguf::Metadata;
 use crate::pipeline::TensorSource;
@@ -273,61 +273,47 @@ impl<'a> Model<'a> {
         self.matmul(&w.linear(&name("ffn_down.weight"))?, &gate, n, hook)
     }
 
-    /// Causal multi-head attention with grouped K/V heads: for each K/V head,
-    /// the queries of its heads stacked as one `(group·n, d)` matrix, scores
-    /// against K, causal softmax, times V (candle GEMMs).
-    /// Scores are soft-capped when the architecture says so; `window` limits
-    /// how far back a query sees (sliding-window layers).
+    /// Causal multi-head attention with grouped K/V heads: per query head
+    /// (in parallel), scores `Q_h·K_kvᵀ` and `P·V_kv` as two GEMMs that read
+    /// Q, K and V in place through their strides (no copies), causal softmax
+    /// between them. Scores are soft-capped when the architecture says so;
+    /// `window` limits how far back a query sees (sliding-window layers).
     fn attention(&self, q: &[f32], k: &[f32], v: &[f32], n: usize, window: Option<usize>) -> Result<Vec<f32>> {
         let c = &self.config;
-        let (d, dv) = (c.head_dim, c.head_dim_v);
-        let g = c.n_head / c.n_head_kv;
+        let (d, dv, nh, nkv) = (c.head_dim, c.head_dim_v, c.n_head, c.n_head_kv);
+        let g = nh / nkv;
         let scale = if c.scale_q { 1.0 } else { c.attn_scale };
-        let ce = |e| candle_err("attention", e);
-        let mut out = vec![0f32; n * c.n_head * dv];
-        for kvh in 0..c.n_head_kv {
-            // Queries of heads kvh*g .. kvh*g+g, head-major.
-            let mut qs = Vec::with_capacity(g * n * d);
-            for hh in 0..g {
-                let head = kvh * g + hh;
-                for t in 0..n {
-                    let base = t * c.n_head * d + head * d;
-                    qs.extend_from_slice(&q[base..base + d]);
+        if q.len() != n * nh * d || k.len() != n * nkv * d || v.len() != n * nkv * dv {
+            return Err(Error::Other(format!(
+                "attention: q/k/v sizes {}/{}/{} for {n} tokens",
+                q.len(),
+                k.len(),
+                v.len()
+            )));
+        }
+        let heads: Vec<Vec<f32>> = (0..nh)
+            .into_par_iter()
+            .map(|head| {
+                let kvh = head / g;
+                let mut scores = vec![0f32; n * n];
+                gemm_f32(n, n, d, &q[head * d..], nh * d, &k[kvh * d..], (1, nkv * d), &mut scores, n, false);
+                if let Some(cap) = c.attn_softcap {
+                    ops::softcap(&mut scores, cap);
                 }
-            }
-            let mut ks = Vec::with_capacity(n * d);
-            let mut vs = Vec::with_capacity(n * dv);
-            for t in 0..n {
-                let kb = t * c.n_head_kv * d + kvh * d;
-                ks.extend_from_slice(&k[kb..kb + d]);
-                let vb = t * c.n_head_kv * dv + kvh * dv;
-                vs.extend_from_slice(&v[vb..vb + dv]);
-            }
-            let qt = Tensor::from_vec(qs, (g * n, d), &Device::Cpu).map_err(ce)?;
-            let kt = Tensor::from_vec(ks, (n, d), &Device::Cpu).map_err(ce)?;
-            let vt = Tensor::from_vec(vs, (n, dv), &Device::Cpu).map_err(ce)?;
-            let mut scores = qt
-                .matmul(&kt.t().map_err(ce)?)
-                .and_then(|s| s.flatten_all())
-                .and_then(|s| s.to_vec1::<f32>())
-                .map_err(ce)?;
-            if let Some(cap) = c.attn_softcap {
-                ops::softcap(&mut scores, cap);
-            }
-            if window.is_some_and(|w| w < n) {
-                ops::causal_softmax_window(&mut scores, n, scale, window);
-            } else {
-                ops::causal_softmax(&mut scores, n, scale);
-            }
-            let pt = Tensor::from_vec(scores, (g * n, n), &Device::Cpu).map_err(ce)?;
-            let o = pt.matmul(&vt).and_then(|s| s.flatten_all()).and_then(|s| s.to_vec1::<f32>()).map_err(ce)?;
-            for hh in 0..g {
-                let head = kvh * g + hh;
-                for t in 0..n {
-                    let src = &o[(hh * n + t) * dv..(hh * n + t + 1) * dv];
-                    let base = t * c.n_head * dv + head * dv;
-                    out[base..base + dv].copy_from_slice(src);
+                if window.is_some_and(|w| w < n) {
+                    ops::causal_softmax_window(&mut scores, n, scale, window);
+                } else {
+                    ops::causal_softmax(&mut scores, n, scale);
                 }
+                let mut o = vec![0f32; n * dv];
+                gemm_f32(n, dv, n, &scores, n, &v[kvh * dv..], (nkv * dv, 1), &mut o, dv, false);
+                o
+            })
+            .collect();
+        let mut out = vec![0f32; n * nh * dv];
+        for (head, o) in heads.iter().enumerate() {
+            for (t, row) in o.chunks(dv).enumerate() {
+                out[t * nh * dv + head * dv..][..dv].copy_from_slice(row);
             }
         }
         Ok(out)

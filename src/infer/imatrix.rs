@@ -65,12 +65,17 @@ impl MatmulHook for Collector {
             e.values = vec![0.0; n];
             e.counts = vec![0];
         }
-        // Columns in parallel; each column sums its rows in token order, as
-        // llama.cpp's sequential loop does.
-        e.values.par_iter_mut().enumerate().for_each(|(j, acc)| {
+        // Blocks of columns in parallel; each column sums its rows in token
+        // order, as llama.cpp's sequential loop does, and a block walks the
+        // rows contiguously (vectorized across its columns).
+        const COLS: usize = 64;
+        e.values.par_chunks_mut(COLS).enumerate().for_each(|(b, acc)| {
+            let j0 = b * COLS;
             for r in 0..rows {
-                let v = x[r * n + j];
-                *acc += v * v;
+                let xs = &x[r * n + j0..][..acc.len()];
+                for (a, &v) in acc.iter_mut().zip(xs) {
+                    *a += v * v;
+                }
             }
         });
         e.counts[0] += rows as i64;

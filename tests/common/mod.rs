@@ -75,12 +75,13 @@ pub fn ref_tools() -> &'static Path {
 /// Runs one of llama.cpp's tools (`ref_tools()/tool`) and returns its whole
 /// log (stdout then stderr, written to a file). Its logger is a thread whose
 /// last lines are sometimes lost at exit: a run whose log lacks `marker` is
-/// repeated, up to three times in all.
+/// repeated, up to five times in all (common/log.cpp: logs "may be lost if
+/// not flushed before the program exits").
 #[allow(dead_code)]
 pub fn llama_tool_log(tool: &str, args: &[&std::ffi::OsStr], marker: &str) -> String {
     let dir = cache_dir("llama-tool-logs");
     let mut last = String::new();
-    for attempt in 0..3 {
+    for attempt in 0..5 {
         let path = dir.join(format!("{tool}-{}-{attempt}.log", std::process::id()));
         let log = std::fs::File::create(&path).unwrap();
         let status = std::process::Command::new(ref_tools().join(tool))
@@ -96,7 +97,7 @@ pub fn llama_tool_log(tool: &str, args: &[&std::ffi::OsStr], marker: &str) -> St
             return last;
         }
     }
-    panic!("{tool}: '{marker}' not in its log after 3 runs:\n{last}");
+    panic!("{tool}: '{marker}' not in its log after 5 runs:\n{last}");
 }
 
 /// The reference venv's python (`$GGUFKIT_REF_PYTHON` or `scripts/ref-env.sh`).
