@@ -16,11 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use ggufkit::infer::source::ModelInput;
-use ggufkit::infer::ForwardOptions;
-use ggufkit::progress::NoProgress;
 
 mod common;
+use common::logits::{compare, llama_logits, our_logits, text, token_ids};
 
 /// Fixture, output types for the logit comparison.
 const RUNS: &[(&str, &[&str])] = &[
@@ -82,74 +80,6 @@ fn converted(fixture: &str, outtype: &str) -> PathBuf {
     out
 }
 
-fn text() -> PathBuf {
-    common::ref_src().join("README.md")
-}
-
-fn eval_ref_py() -> PathBuf {
-    common::repo_root().join("tests/parity/eval_ref.py")
-}
-
-fn token_ids(gguf: &Path) -> Vec<u32> {
-    let out = out_dir().join(format!("{}.ids.json", gguf.file_stem().unwrap().to_string_lossy()));
-    common::run_ref_python(&eval_ref_py(), &[os("tokenize"), gguf.as_os_str(), text().as_os_str(), out.as_os_str()]);
-    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
-}
-
-fn llama_logits(gguf: &Path, ids: &[u32]) -> (Vec<f32>, usize) {
-    let stem = gguf.file_stem().unwrap().to_string_lossy().into_owned();
-    let ids_path = out_dir().join(format!("{stem}.logit-ids.json"));
-    std::fs::write(&ids_path, serde_json::to_string(ids).unwrap()).unwrap();
-    let out = out_dir().join(format!("{stem}.logits.f32"));
-    let nv: usize = common::run_ref_python(
-        &eval_ref_py(),
-        &[os("logits"), gguf.as_os_str(), ids_path.as_os_str(), out.as_os_str()],
-    )
-    .trim()
-    .parse()
-    .unwrap();
-    let bytes = std::fs::read(&out).unwrap();
-    (bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), nv)
-}
-
-fn our_logits(model: &Path, ids: &[u32]) -> Vec<f32> {
-    let m = ModelInput::open(model, &[], &NoProgress).unwrap();
-    m.with_model(ForwardOptions { kv_f16: false }, |m| m.forward(ids, 0, None)).unwrap()
-}
-
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
-    x.iter().map(|&v| v as f64 - lse).collect()
-}
-
-fn argmax(x: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-/// (argmax mismatches, mean KLD(ref ‖ ours), max |Δlogit|, max |logit|).
-fn compare(reference: &[f32], ours: &[f32], nv: usize) -> (usize, f64, f32, f32) {
-    assert_eq!(reference.len(), ours.len(), "logit counts differ");
-    let (mut mism, mut kld, mut maxd, mut maxl) = (0, 0f64, 0f32, 0f32);
-    let n = reference.len() / nv;
-    for (a, b) in reference.chunks(nv).zip(ours.chunks(nv)) {
-        if argmax(a) != argmax(b) {
-            mism += 1;
-        }
-        let (la, lb) = (log_softmax(a), log_softmax(b));
-        kld += la.iter().zip(&lb).map(|(&p, &q)| p.exp() * (p - q)).sum::<f64>();
-        maxd = a.iter().zip(b).fold(maxd, |m, (x, y)| m.max((x - y).abs()));
-        maxl = a.iter().fold(maxl, |m, x| m.max(x.abs()));
-    }
-    (mism, kld / n as f64, maxd, maxl)
-}
-
 #[test]
 fn logits_match_llama_cpp() {
     if !common::parity_enabled("arch_forward") {
@@ -159,16 +89,17 @@ fn logits_match_llama_cpp() {
     for (fixture, types) in RUNS {
         for outtype in *types {
             let gguf = converted(fixture, outtype);
-            let ids = token_ids(&gguf);
+            let ids = token_ids(&gguf, &out_dir());
             assert!(ids.len() >= N_TOKENS, "{fixture}: only {} tokens", ids.len());
             let ids = &ids[..N_TOKENS];
-            let (reference, nv) = llama_logits(&gguf, ids);
+            let (reference, nv) = llama_logits(&gguf, ids, &out_dir());
             let ours = our_logits(&gguf, ids);
             if std::env::var_os("GGUFKIT_ARCH_FORWARD_DUMP").is_some() {
                 let b: Vec<u8> = ours.iter().flat_map(|v| v.to_le_bytes()).collect();
                 std::fs::write(out_dir().join(format!("{fixture}-{outtype}.ours.f32")), b).unwrap();
             }
-            let (mism, kld, maxd, maxl) = compare(&reference, &ours, nv);
+            let d = compare(&reference, &ours, nv, 0.0);
+            let (mism, kld, maxd, maxl) = (d.mismatches, d.kld, d.max_diff, d.max_logit);
             eprintln!(
                 "{fixture} {outtype}: {N_TOKENS} tokens, argmax mismatches {mism}, mean KLD {kld:.3e}, \
                  max |Δlogit| {maxd:.3e} (max |logit| {maxl:.2})"

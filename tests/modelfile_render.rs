@@ -422,7 +422,10 @@ fn template_coverage_over_the_llama_cpp_corpus() {
         doc.push('\n');
     }
     println!("{doc}");
-    println!("slowest verification: {worst_ms:.1} ms ({} build)", if cfg!(debug_assertions) { "debug" } else { "release" });
+    println!(
+        "slowest verification: {worst_ms:.1} ms ({} build)",
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    );
     let file = common::repo_root().join("formats/templates/COVERAGE.md");
     if std::env::var("GGUFKIT_WRITE_COVERAGE").as_deref() == Ok("1") {
         std::fs::write(&file, &doc).unwrap();

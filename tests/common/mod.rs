@@ -8,6 +8,8 @@
 //! `scripts/test.sh` exports); the answer is computed once per test binary.
 #![allow(dead_code)]
 
+pub mod logits;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
