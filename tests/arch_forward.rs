@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-
 mod common;
 use common::logits::{compare, llama_logits, our_logits, text, token_ids};
 
@@ -45,30 +44,9 @@ fn out_dir() -> PathBuf {
 
 /// The fixtures of scripts/gen_arch_fixtures.py, in the directory
 /// tests/arch_parity.rs uses (same key: the generator scripts' hash).
-fn fixtures() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        use sha2::{Digest, Sha256};
-        let root = common::repo_root();
-        let mut h = Sha256::new();
-        for f in ["scripts/gen_arch_fixtures.py", "scripts/gen_fixtures.py", "formats/pretokenizers.json"] {
-            h.update(std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}")));
-        }
-        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("arch-fixtures-{key}"));
-        let status = Command::new(common::ref_python())
-            .arg(root.join("scripts/gen_arch_fixtures.py"))
-            .arg("--llama-src")
-            .arg(common::ref_src())
-            .arg("--out")
-            .arg(&dir)
-            .args(RUNS.iter().map(|(f, _)| *f))
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run gen_arch_fixtures.py");
-        assert!(status.success(), "gen_arch_fixtures.py failed");
-        dir
-    })
+fn fixtures() -> &'static Path {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    common::arch_fixtures(NAMES.get_or_init(|| RUNS.iter().map(|(f, _)| *f).collect()))
 }
 
 fn converted(fixture: &str, outtype: &str) -> PathBuf {

@@ -16,7 +16,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use ggufkit::convert::{convert_dir, ConvertOptions};
 use ggufkit::progress::CollectWarnings;
@@ -24,29 +23,8 @@ use ggufkit::progress::CollectWarnings;
 mod common;
 
 /// The fixtures, built once per version of the generator scripts.
-fn fixtures() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        use sha2::{Digest, Sha256};
-        let root = common::repo_root();
-        let mut h = Sha256::new();
-        for f in ["scripts/gen_arch_fixtures.py", "scripts/gen_fixtures.py", "formats/pretokenizers.json"] {
-            h.update(std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}")));
-        }
-        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("arch-fixtures-{key}"));
-        let status = Command::new(common::ref_python())
-            .arg(root.join("scripts/gen_arch_fixtures.py"))
-            .arg("--llama-src")
-            .arg(common::ref_src())
-            .arg("--out")
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run gen_arch_fixtures.py");
-        assert!(status.success(), "gen_arch_fixtures.py failed");
-        dir
-    })
+fn fixtures() -> &'static std::path::Path {
+    common::arch_fixtures(&[])
 }
 
 fn out_dir() -> PathBuf {

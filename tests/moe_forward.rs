@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use ggufkit::imatrix::parse_gguf;
 
@@ -42,29 +42,7 @@ fn out_dir() -> PathBuf {
 /// The two qwen3moe fixtures (cached by the generators' hash; the same
 /// directory tests/arch_parity.rs uses).
 fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        use sha2::{Digest, Sha256};
-        let root = common::repo_root();
-        let mut h = Sha256::new();
-        for f in ["scripts/gen_arch_fixtures.py", "scripts/gen_fixtures.py", "formats/pretokenizers.json"] {
-            h.update(std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}")));
-        }
-        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("arch-fixtures-{key}"));
-        let status = Command::new(common::ref_python())
-            .arg(root.join("scripts/gen_arch_fixtures.py"))
-            .arg("--llama-src")
-            .arg(common::ref_src())
-            .arg("--out")
-            .arg(&dir)
-            .args([SMALL, EVAL])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run gen_arch_fixtures.py");
-        assert!(status.success(), "gen_arch_fixtures.py failed");
-        dir
-    })
+    common::arch_fixtures(&[SMALL, EVAL])
 }
 
 /// `ggufkit convert FIXTURE --outtype T` (once).

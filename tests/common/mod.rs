@@ -228,3 +228,34 @@ pub fn ggufkit_ok(args: &[&std::ffi::OsStr]) -> CliRun {
     assert_eq!(r.code, 0, "ggufkit {args:?} failed:\n{}", r.stderr);
     r
 }
+
+/// The tiny models of scripts/gen_arch_fixtures.py (`names`, or its default
+/// set when empty), built once per version of the generator scripts into a
+/// directory keyed by their hash; the first call of a test binary decides
+/// which are built (the generator skips complete ones).
+#[allow(dead_code)]
+pub fn arch_fixtures(names: &[&str]) -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let root = repo_root();
+        let mut h = Sha256::new();
+        for f in ["scripts/gen_arch_fixtures.py", "scripts/gen_fixtures.py", "formats/pretokenizers.json"] {
+            h.update(std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}")));
+        }
+        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("arch-fixtures-{key}"));
+        let status = std::process::Command::new(ref_python())
+            .arg(root.join("scripts/gen_arch_fixtures.py"))
+            .arg("--llama-src")
+            .arg(ref_src())
+            .arg("--out")
+            .arg(&dir)
+            .args(names)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run gen_arch_fixtures.py");
+        assert!(status.success(), "gen_arch_fixtures.py failed");
+        dir
+    })
+}
