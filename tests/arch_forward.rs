@@ -13,7 +13,6 @@
 //! Needs the reference environment; runs under scripts/test.sh (GGUFKIT_PARITY=1).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 mod common;
@@ -161,45 +160,10 @@ fn imatrix_matches_llama_imatrix() {
     if !common::parity_enabled("arch_forward") {
         return;
     }
-    let (ctx, chunks) = (CTX.to_string(), CHUNKS.to_string());
     for fixture in ["gemma3-1b-f32", "phi3.5-mini-f32"] {
         let gguf = converted(fixture, "f32");
-        let theirs = out_dir().join(format!("{fixture}.llama.imatrix.gguf"));
-        let ours = out_dir().join(format!("{fixture}.ours.imatrix.gguf"));
-        let out = Command::new(common::ref_tools().join("llama-imatrix"))
-            .args([os("-m"), gguf.as_os_str(), os("-f"), text().as_os_str(), os("-o"), theirs.as_os_str()])
-            .args(["-c", &ctx, "-b", &ctx, "--chunks", &chunks, "-t", "2"])
-            .output()
-            .expect("run llama-imatrix");
-        assert!(out.status.success(), "llama-imatrix {fixture}:\n{}", String::from_utf8_lossy(&out.stderr));
-        common::ggufkit_ok(&[
-            os("imatrix"),
-            gguf.as_os_str(),
-            os("--text"),
-            text().as_os_str(),
-            os("--ctx"),
-            os(&ctx),
-            os("--chunks"),
-            os(&chunks),
-            os("-o"),
-            ours.as_os_str(),
-            os("--quiet"),
-        ]);
-        let a = ggufkit::imatrix::parse_gguf(&std::fs::read(&theirs).unwrap()).unwrap();
-        let b = ggufkit::imatrix::parse_gguf(&std::fs::read(&ours).unwrap()).unwrap();
-        assert_eq!(a.entries.keys().collect::<Vec<_>>(), b.entries.keys().collect::<Vec<_>>(), "{fixture}: entries");
-        let mut worst = (0f64, String::new());
-        for (name, ea) in &a.entries {
-            let eb = &b.entries[name];
-            assert_eq!(ea.counts, eb.counts, "{fixture}: counts of {}", String::from_utf8_lossy(name));
-            assert_eq!(ea.sums.len(), eb.sums.len());
-            for (x, y) in ea.sums.iter().zip(&eb.sums) {
-                let rel = ((x - y).abs() / x.abs().max(1e-30)) as f64;
-                if rel > worst.0 {
-                    worst = (rel, String::from_utf8_lossy(name).into_owned());
-                }
-            }
-        }
+        let (theirs, ours) = common::imatrix::both(&gguf, &text(), CTX, CHUNKS, &out_dir(), fixture);
+        let (a, worst) = common::imatrix::compare(&theirs, &ours);
         eprintln!(
             "{fixture}: {} imatrix entries; max relative in_sum2 difference {:.3e} ({})",
             a.entries.len(),

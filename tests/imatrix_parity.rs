@@ -6,8 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ggufkit::imatrix::parse_gguf;
-
 mod common;
 
 const CTX: &str = "128";
@@ -58,56 +56,9 @@ fn imatrix_matches_llama_imatrix_and_both_quantizers_read_it() {
         return;
     }
     let gguf = fixture_gguf();
-    let theirs = out_dir().join("llama.imatrix.gguf");
-    let ours = out_dir().join("ours.imatrix.gguf");
-    run(
-        &common::ref_tools().join("llama-imatrix"),
-        &[
-            os("-m"),
-            gguf.as_os_str(),
-            os("-f"),
-            text().as_os_str(),
-            os("-c"),
-            os(CTX),
-            os("-b"),
-            os(CTX),
-            os("--chunks"),
-            os(CHUNKS),
-            os("-t"),
-            os("2"),
-            os("-o"),
-            theirs.as_os_str(),
-        ],
-    );
-    common::ggufkit_ok(&[
-        os("imatrix"),
-        gguf.as_os_str(),
-        os("--text"),
-        text().as_os_str(),
-        os("--ctx"),
-        os(CTX),
-        os("--chunks"),
-        os(CHUNKS),
-        os("-o"),
-        ours.as_os_str(),
-        os("--quiet"),
-    ]);
-    let a = parse_gguf(&std::fs::read(&theirs).unwrap()).unwrap();
-    let b = parse_gguf(&std::fs::read(&ours).unwrap()).unwrap();
-    assert_eq!(a.entries.keys().collect::<Vec<_>>(), b.entries.keys().collect::<Vec<_>>(), "entries");
-    assert_eq!((a.chunk_count, a.chunk_size), (b.chunk_count, b.chunk_size), "chunk keys");
-    let mut worst = (0f64, String::new());
-    for (name, ea) in &a.entries {
-        let eb = &b.entries[name];
-        assert_eq!(ea.counts, eb.counts, "counts of {}", String::from_utf8_lossy(name));
-        assert_eq!(ea.sums.len(), eb.sums.len());
-        for (x, y) in ea.sums.iter().zip(&eb.sums) {
-            let rel = ((x - y).abs() / x.abs().max(1e-30)) as f64;
-            if rel > worst.0 {
-                worst = (rel, String::from_utf8_lossy(name).into_owned());
-            }
-        }
-    }
+    let (theirs, ours) =
+        common::imatrix::both(&gguf, &text(), CTX.parse().unwrap(), CHUNKS.parse().unwrap(), &out_dir(), "fixture");
+    let (a, worst) = common::imatrix::compare(&theirs, &ours);
     eprintln!("{} entries; max relative in_sum2 difference {:.3e} ({})", a.entries.len(), worst.0, worst.1);
     assert!(worst.0 < 1e-3, "in_sum2 differs by {:.3e} in {}", worst.0, worst.1);
 

@@ -124,7 +124,7 @@ pub struct Details {
 }
 
 /// The result of an evaluation; serializes to exactly the keys of `ggufkit eval --json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EvalReport {
     /// Tokens scored: chunks × (ctx − 1 − ctx/2).
     pub tokens: usize,
@@ -145,7 +145,7 @@ pub struct EvalReport {
 }
 
 /// Logits of one scored position, checked finite.
-fn check_finite(logits: &[f32], model: &Model, chunk: usize, pos: usize) -> Result<()> {
+pub(super) fn check_finite(logits: &[f32], model: &Model, chunk: usize, pos: usize) -> Result<()> {
     if let Some(v) = logits.iter().find(|v| !v.is_finite()) {
         return Err(Error::Other(format!(
             "{}: non-finite logit ({v}) in chunk {} at token position {pos}",
@@ -169,7 +169,7 @@ fn chunk_logits(model: &Model, chunks: &Chunks, i: usize) -> Result<Vec<f32>> {
 }
 
 /// `-log p(tok)` as llama-perplexity's first `log_softmax` computes it.
-fn nll_of(logits: &[f32], tok: usize) -> f64 {
+pub(super) fn nll_of(logits: &[f32], tok: usize) -> f64 {
     let max = logits.iter().copied().fold(logits[0], f32::max);
     let sum: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
     -((logits[tok] - max) as f64 - sum.ln())
@@ -185,7 +185,7 @@ fn mean_and_uncertainty(sum: f64, sum2: f64, count: usize) -> (f64, f64) {
     (f, df)
 }
 
-fn model_bytes(model: &Model) -> u64 {
+pub(super) fn model_bytes(model: &Model) -> u64 {
     model.weights.source.tensors().iter().map(|t| t.ty.row_size(t.row_len()).unwrap_or(0) * t.n_rows()).sum()
 }
 
@@ -210,22 +210,26 @@ pub fn perplexity(model: &Model, chunks: &Chunks, progress: &dyn Progress) -> Re
         progress.advance(per);
     }
     progress.finish();
-    let mean = nll / count as f64;
-    let ppl = mean.exp();
-    let var = nll2 / count as f64 - mean * mean;
-    let stderr = if var > 0.0 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
-    Ok(EvalReport {
-        tokens: count,
-        chunks: chunks.n_chunks,
-        ctx: chunks.ctx,
-        ppl,
-        ppl_stderr: stderr,
-        kld: None,
-        same_top: None,
-        rms_dp: None,
-        ppl_ratio: None,
-        details: Details::default(),
-    })
+    Ok(EvalReport::perplexity(nll, nll2, count, chunks))
+}
+
+impl EvalReport {
+    /// PPL and its error from the sum and the sum of squares of `count`
+    /// per-token negative log-likelihoods (llama-perplexity without a reference).
+    pub(super) fn perplexity(nll: f64, nll2: f64, count: usize, chunks: &Chunks) -> EvalReport {
+        let mean = nll / count as f64;
+        let ppl = mean.exp();
+        let var = nll2 / count as f64 - mean * mean;
+        let stderr = if var > 0.0 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
+        EvalReport {
+            tokens: count,
+            chunks: chunks.n_chunks,
+            ctx: chunks.ctx,
+            ppl,
+            ppl_stderr: stderr,
+            ..Default::default()
+        }
+    }
 }
 
 /// u16 words of one token's record: scale, minimum log-prob, then the vocabulary.

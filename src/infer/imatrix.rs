@@ -15,7 +15,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use super::eval::{Chunks, EvalReport};
+use super::eval::{check_finite, model_bytes, nll_of, Chunks, EvalReport};
 use super::forward::{MatmulHook, Model};
 use crate::error::{Error, Result};
 use crate::fileio::AtomicFile;
@@ -130,8 +130,7 @@ pub struct ImatrixRun {
 pub fn collect(model: &Model, chunks: &Chunks, process_output: bool, progress: &dyn Progress) -> Result<ImatrixRun> {
     let mut col = Collector::new(process_output);
     let nv = model.config.n_vocab;
-    let per: u64 =
-        model.weights.source.tensors().iter().map(|t| t.ty.row_size(t.row_len()).unwrap_or(0) * t.n_rows()).sum();
+    let per = model_bytes(model);
     progress.begin("imatrix", per * chunks.n_chunks as u64);
     let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
     for i in 0..chunks.n_chunks {
@@ -147,18 +146,8 @@ pub fn collect(model: &Model, chunks: &Chunks, process_output: bool, progress: &
         }
         for j in 0..chunks.scored_per_chunk() {
             let row = &logits[j * nv..(j + 1) * nv];
-            if let Some(v) = row.iter().find(|v| !v.is_finite()) {
-                return Err(Error::Other(format!(
-                    "{}: non-finite logit ({v}) in chunk {} at token position {}",
-                    model.describe(),
-                    i + 1,
-                    first + j
-                )));
-            }
-            let tok = chunks.target(i, j) as usize;
-            let max = row.iter().copied().fold(row[0], f32::max);
-            let sum: f64 = row.iter().map(|&l| (l - max).exp() as f64).sum();
-            let v = -((row[tok] - max) as f64 - sum.ln());
+            check_finite(row, model, i, first + j)?;
+            let v = nll_of(row, chunks.target(i, j) as usize);
             nll += v;
             nll2 += v * v;
         }
@@ -168,24 +157,10 @@ pub fn collect(model: &Model, chunks: &Chunks, process_output: bool, progress: &
     progress.finish();
     let chunk_size = chunks.ctx as u32;
     let max_count = col.stats.values().flat_map(|s| s.counts.iter().copied()).max().unwrap_or(0);
-    let mean = nll / count as f64;
-    let ppl = mean.exp();
-    let var = nll2 / count as f64 - mean * mean;
     Ok(ImatrixRun {
         chunk_count: (max_count / chunk_size as i64) as u32,
         chunk_size,
-        ppl: EvalReport {
-            tokens: count,
-            chunks: chunks.n_chunks,
-            ctx: chunks.ctx,
-            ppl,
-            ppl_stderr: if var > 0.0 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 },
-            kld: None,
-            same_top: None,
-            rms_dp: None,
-            ppl_ratio: None,
-            details: Default::default(),
-        },
+        ppl: EvalReport::perplexity(nll, nll2, count, chunks),
         collector: col,
     })
 }
@@ -271,23 +246,7 @@ mod tests {
         let s = &c.stats[w];
         assert_eq!(s.counts, vec![0, 3, 0]);
         assert_eq!(s.values, vec![0.0, 0.0, 11.0, 21.0, 0.0, 0.0]);
-        let run = ImatrixRun {
-            collector: c,
-            chunk_count: 1,
-            chunk_size: 16,
-            ppl: EvalReport {
-                tokens: 0,
-                chunks: 0,
-                ctx: 0,
-                ppl: 0.0,
-                ppl_stderr: 0.0,
-                kld: None,
-                same_top: None,
-                rms_dp: None,
-                ppl_ratio: None,
-                details: Default::default(),
-            },
-        };
+        let run = ImatrixRun { collector: c, chunk_count: 1, chunk_size: 16, ppl: EvalReport::default() };
         let (_, specs, data) = gguf_layout(&run, &[]);
         assert_eq!((specs[0].dims.clone(), specs[1].dims.clone()), (vec![2, 3], vec![1, 3]));
         assert_eq!(data[1], vec![0.0, 3.0, 0.0]);
@@ -299,23 +258,7 @@ mod tests {
         let x = vec![1.0f32; 32];
         c.observe("blk.1.attn_q.weight", &x, 16);
         c.observe("blk.0.attn_q.weight", &x, 16);
-        let run = ImatrixRun {
-            collector: c,
-            chunk_count: 1,
-            chunk_size: 16,
-            ppl: EvalReport {
-                tokens: 0,
-                chunks: 0,
-                ctx: 0,
-                ppl: 0.0,
-                ppl_stderr: 0.0,
-                kld: None,
-                same_top: None,
-                rms_dp: None,
-                ppl_ratio: None,
-                details: Default::default(),
-            },
-        };
+        let run = ImatrixRun { collector: c, chunk_count: 1, chunk_size: 16, ppl: EvalReport::default() };
         let (md, specs, data) = gguf_layout(&run, &["t.txt".into()]);
         assert_eq!(md.get_str("general.type"), Some("imatrix"));
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();

@@ -8,6 +8,7 @@
 //! `scripts/test.sh` exports); the answer is computed once per test binary.
 #![allow(dead_code)]
 
+pub mod imatrix;
 pub mod logits;
 
 use std::path::{Path, PathBuf};
