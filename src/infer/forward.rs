@@ -300,11 +300,7 @@ impl<'a> Model<'a> {
                 if let Some(cap) = c.attn_softcap {
                     ops::softcap(&mut scores, cap);
                 }
-                if window.is_some_and(|w| w < n) {
-                    ops::causal_softmax_window(&mut scores, n, scale, window);
-                } else {
-                    ops::causal_softmax(&mut scores, n, scale);
-                }
+                ops::causal_softmax(&mut scores, n, scale, window);
                 let mut o = vec![0f32; n * dv];
                 gemm_f32(n, dv, n, &scores, n, &v[kvh * dv..], (nkv * dv, 1), &mut o, dv, false);
                 o

@@ -118,30 +118,6 @@ impl RopeCache {
     }
 }
 
-/// Causal softmax of score rows: row `r` belongs to query position `r % n_pos`
-/// and sees keys `0..=pos`. Scores are scaled by `scale` first (ggml_soft_max_ext).
-pub fn causal_softmax(scores: &mut [f32], n_pos: usize, scale: f32) {
-    scores.par_chunks_mut(n_pos).enumerate().for_each(|(r, row)| {
-        let pos = r % n_pos;
-        let (live, masked) = row.split_at_mut(pos + 1);
-        let mut max = f32::NEG_INFINITY;
-        for v in live.iter_mut() {
-            *v *= scale;
-            max = max.max(*v);
-        }
-        let mut sum = 0f64;
-        for v in live.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v as f64;
-        }
-        let inv = (1.0 / sum) as f32;
-        for v in live.iter_mut() {
-            *v *= inv;
-        }
-        masked.fill(0.0);
-    });
-}
-
 /// `x *= s` (ggml_scale).
 pub fn scale(x: &mut [f32], s: f32) {
     x.par_iter_mut().for_each(|v| *v *= s);
@@ -193,10 +169,11 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
     });
 }
 
-/// Like [`causal_softmax`], with a sliding window when `window` is set: a
-/// query at position `p` sees the keys `q` with `p - q < window` (llama.cpp's
-/// `is_masked_swa`, LLAMA_SWA_TYPE_STANDARD).
-pub fn causal_softmax_window(scores: &mut [f32], n_pos: usize, scale: f32, window: Option<usize>) {
+/// Causal softmax of score rows: row `r` belongs to query position `r % n_pos`
+/// and sees keys `0..=pos`, or with a sliding `window` only the keys `q` with
+/// `pos - q < window` (llama.cpp's `is_masked_swa`, LLAMA_SWA_TYPE_STANDARD).
+/// Scores are scaled by `scale` first (ggml_soft_max_ext).
+pub fn causal_softmax(scores: &mut [f32], n_pos: usize, scale: f32, window: Option<usize>) {
     scores.par_chunks_mut(n_pos).enumerate().for_each(|(r, row)| {
         let pos = r % n_pos;
         let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
@@ -272,7 +249,7 @@ mod tests {
     #[test]
     fn causal_softmax_masks_the_future() {
         let mut s = vec![1.0f32, 5.0, 2.0, 2.0];
-        causal_softmax(&mut s, 2, 1.0);
+        causal_softmax(&mut s, 2, 1.0, None);
         assert_eq!(&s[..2], &[1.0, 0.0]);
         assert!((s[2] - 0.5).abs() < 1e-7 && (s[3] - 0.5).abs() < 1e-7);
     }
@@ -314,15 +291,15 @@ mod tests {
     fn sliding_window_masks_old_keys() {
         // 4 positions, window 2: position 3 sees keys 2 and 3 only.
         let mut s = vec![0.0f32; 16];
-        causal_softmax_window(&mut s, 4, 1.0, Some(2));
+        causal_softmax(&mut s, 4, 1.0, Some(2));
         assert_eq!(&s[..4], &[1.0, 0.0, 0.0, 0.0]);
         assert_eq!(&s[4..8], &[0.5, 0.5, 0.0, 0.0]);
         assert_eq!(&s[12..], &[0.0, 0.0, 0.5, 0.5]);
-        // Without a window: as causal_softmax.
+        // A window as long as the chunk: as none.
         let mut a = vec![1.0f32, 5.0, 2.0, 2.0];
         let mut b = a.clone();
-        causal_softmax_window(&mut a, 2, 0.5, None);
-        causal_softmax(&mut b, 2, 0.5);
+        causal_softmax(&mut a, 2, 0.5, None);
+        causal_softmax(&mut b, 2, 0.5, Some(2));
         assert_eq!(a, b);
     }
 
