@@ -14,7 +14,8 @@
 //! Needs the reference environment (scripts/ref-env.sh) and llama.cpp's source
 //! (scripts/ref-src.sh); runs under scripts/test.sh (GGUFKIT_PARITY=1).
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ggufkit::convert::{convert_dir, ConvertOptions};
@@ -198,6 +199,14 @@ fn logits_match_float64_reference() {
     eprintln!("{}", report.join("\n"));
 }
 
+/// `ggufkit merge BASE --lora ADAPTER -o OUT` and `rest`.
+fn merge_args<'a>(base: &'a Path, adapter: &'a Path, out: &'a Path, rest: &[&'a str]) -> Vec<&'a OsStr> {
+    let mut a: Vec<&OsStr> = vec!["merge".as_ref(), base.as_os_str(), "--lora".as_ref(), adapter.as_os_str()];
+    a.extend(["-o".as_ref(), out.as_os_str()]);
+    a.extend(rest.iter().map(|r| OsStr::new(*r)));
+    a
+}
+
 /// `merge` of a PEFT LoRA adapter on every expert's gate/up/down projections
 /// (and q_proj) of a Qwen3-MoE base: merged per expert as PEFT's
 /// `W + alpha/r * B @ A`, then stacked into `ffn_*_exps`.
@@ -265,18 +274,7 @@ fn merge_lora_on_gemma_and_phi3() {
             &[os("make-case").as_os_str(), os(case).as_os_str(), base.as_os_str(), adapter.as_os_str()],
         );
         let dir = out_dir().join("merged-dir").join(format!("{case}-merged"));
-        common::ggufkit_ok(&[
-            os("merge").as_os_str(),
-            base.as_os_str(),
-            os("--lora").as_os_str(),
-            adapter.as_os_str(),
-            os("-o").as_os_str(),
-            dir.as_os_str(),
-            os("--dtype").as_os_str(),
-            os("f32").as_os_str(),
-            os("--force").as_os_str(),
-            os("-q").as_os_str(),
-        ]);
+        common::ggufkit_ok(&merge_args(&base, &adapter, &dir, &["--dtype", "f32", "--force", "-q"]));
         let out = common::run_ref_python(
             &script,
             &[
@@ -299,17 +297,7 @@ fn merge_lora_on_gemma_and_phi3() {
         let gguf_dir = out_dir().join("merged-gguf");
         std::fs::create_dir_all(&gguf_dir).unwrap();
         let gguf = gguf_dir.join(format!("{case}-merged.gguf"));
-        common::ggufkit_ok(&[
-            os("merge").as_os_str(),
-            base.as_os_str(),
-            os("--lora").as_os_str(),
-            adapter.as_os_str(),
-            os("-o").as_os_str(),
-            gguf.as_os_str(),
-            os("--outtype").as_os_str(),
-            os("f32").as_os_str(),
-            os("-q").as_os_str(),
-        ]);
+        common::ggufkit_ok(&merge_args(&base, &adapter, &gguf, &["--outtype", "f32", "-q"]));
         let conv = out_dir().join(format!("{case}-merged-converted.gguf"));
         let opts = ConvertOptions { outtype: "f32".parse().unwrap(), ..Default::default() };
         convert_dir(&dir, &conv, &opts, &CollectWarnings::default()).unwrap_or_else(|e| panic!("convert {case}: {e}"));
@@ -336,32 +324,12 @@ fn merge_lora_on_gemma_and_phi3() {
     );
     let gguf = out_dir().join("gemma2-mts-merged.gguf");
     let _ = std::fs::remove_file(&gguf);
-    let run = common::ggufkit(&[
-        os("merge").as_os_str(),
-        base.as_os_str(),
-        os("--lora").as_os_str(),
-        adapter.as_os_str(),
-        os("-o").as_os_str(),
-        gguf.as_os_str(),
-        os("--outtype").as_os_str(),
-        os("f32").as_os_str(),
-    ]);
+    let run = common::ggufkit(&merge_args(&base, &adapter, &gguf, &["--outtype", "f32"]));
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("gemma2") && run.stderr.contains("output layer"), "{}", run.stderr);
     assert!(!gguf.exists());
     let dir = out_dir().join("merged-dir").join("gemma2-mts-merged");
-    common::ggufkit_ok(&[
-        os("merge").as_os_str(),
-        base.as_os_str(),
-        os("--lora").as_os_str(),
-        adapter.as_os_str(),
-        os("-o").as_os_str(),
-        dir.as_os_str(),
-        os("--dtype").as_os_str(),
-        os("f32").as_os_str(),
-        os("--force").as_os_str(),
-        os("-q").as_os_str(),
-    ]);
+    common::ggufkit_ok(&merge_args(&base, &adapter, &dir, &["--dtype", "f32", "--force", "-q"]));
     let out = common::run_ref_python(
         &script,
         &[
