@@ -390,14 +390,21 @@ fn template_coverage_over_the_llama_cpp_corpus() {
         if std::env::var("GGUFKIT_COVERAGE_SHOW").is_ok_and(|n| !n.is_empty() && name.contains(&n)) {
             eprintln!("{name}: {}\n{:#?}", v.summary(), v.differences);
         }
-        let notes = if v.skipped.is_empty() {
-            String::new()
-        } else {
-            format!(
+        let mut notes = Vec::new();
+        if !v.skipped.is_empty() {
+            notes.push(format!(
                 "not compared: {}",
                 v.skipped.iter().map(|s| format!("{} ({})", s.conversation, s.status)).collect::<Vec<_>>().join(", ")
-            )
-        };
+            ));
+        }
+        // Why the translator did not produce this Modelfile's TEMPLATE, when it could not.
+        if !v.is_verified() {
+            let opts = modelfile::translate::TranslateOptions { eos_token: ctx.eos_token.clone() };
+            if let Err(e) = modelfile::translate::translate(&text, &opts) {
+                notes.push(e.to_string().replace('|', "\\|"));
+            }
+        }
+        let notes = notes.join("; ");
         rows.push(format!(
             "| {name} | {how} | {}/{} | {} | {} |",
             v.identical,
