@@ -75,8 +75,10 @@ struct Frame {
     loop_base: usize,
 }
 
+/// A variable bound at translation time rather than in Go: captured output, or a value Go
+/// cannot hold in a variable of ours (a message, a tool, a constant list, JSON text).
 struct Fragment {
-    text: String,
+    val: Val,
     blocks: Vec<usize>,
     generation: usize,
 }
@@ -329,8 +331,9 @@ impl Translator<'_> {
         })?;
         if effects {
             self.st.impure.insert(text.clone());
+            return Ok(Val::Fragment(text));
         }
-        Ok(Val::Fragment(text))
+        Ok(simple_fragment(&text).unwrap_or(Val::Fragment(text)))
     }
 
     /// A name bound by the statement level: a macro parameter or private variable, the
@@ -364,24 +367,24 @@ impl Translator<'_> {
         if !self.st.blocks.starts_with(&f.blocks) {
             bail!(line, "output captured into {name} inside a branch or loop, read outside it");
         }
-        for v in go_vars_in(&f.text) {
+        let text = format!("{:?}", f.val);
+        for v in go_vars_in(&text) {
             if self.st.last_assign.get(v).is_some_and(|g| *g > f.generation) {
                 bail!(line, "output captured into {name}, read after a variable it prints changed");
             }
         }
-        Ok(Some(Val::Fragment(f.text.clone())))
+        Ok(Some(f.val.clone()))
     }
 
     /// Binds a variable to captured output (see the module documentation).
-    fn bind_fragment(&mut self, name: &str, text: String, line: usize) -> Result<(), Untranslatable> {
-        if self.st.impure.contains(&text) {
+    fn bind_fragment(&mut self, name: &str, val: Val, line: usize) -> Result<(), Untranslatable> {
+        if matches!(&val, Val::Fragment(text) if self.st.impure.contains(text)) {
             bail!(line, "captured output that sets variables");
         }
         self.poisoned.remove(name);
-        self.st.fragments.insert(
-            name.to_string(),
-            Fragment { text, blocks: self.st.blocks.clone(), generation: self.st.generation },
-        );
+        self.st
+            .fragments
+            .insert(name.to_string(), Fragment { val, blocks: self.st.blocks.clone(), generation: self.st.generation });
         Ok(())
     }
 
@@ -574,8 +577,24 @@ impl Translator<'_> {
             return Ok(());
         }
         let v = self.expr(value)?;
-        if let Val::Fragment(text) = v {
-            return self.bind_fragment(name, text, line);
+        // Values Go cannot hold in one of our variables are bound at translation time.
+        if matches!(
+            v,
+            Val::Fragment(_)
+                | Val::List(_)
+                | Val::Raw(_)
+                | Val::Go(
+                    _,
+                    Kind::Message
+                        | Kind::ToolCall
+                        | Kind::Tool
+                        | Kind::ToolFunction
+                        | Kind::ToolCallFunction
+                        | Kind::Arguments
+                )
+        ) && !self.loops.iter().any(|l| l.target == name)
+        {
+            return self.bind_fragment(name, v, line);
         }
         // `set tool_call = tool_call.function` inside a loop: the loop name now means the part.
         if let Val::Go(g, k @ (Kind::ToolFunction | Kind::ToolCallFunction)) = &v {
@@ -766,7 +785,10 @@ impl Translator<'_> {
                 _ => bail!(line, "{{% set %}} block with a filter other than trim"),
             }
         }
-        self.bind_fragment(&name, text, line)
+        match simple_fragment(&text) {
+            Some(v) => self.assign(&name, v, line),
+            None => self.bind_fragment(&name, Val::Fragment(text), line),
+        }
     }
 
     /// Translates a `{% slice %}` start: `X[k:]`, `X[-k:]`, `X[n:]`, `X[n + k:]`.
@@ -783,6 +805,67 @@ impl Translator<'_> {
             other => bail!(line, "slice starting at {}", describe(&other)),
         })
     }
+}
+
+/// Captured output made only of text and printed operands (`a{{ $x }}b`) is an ordinary
+/// string value (`print "a" $x "b"`), which Go can hold, test and compare.
+fn simple_fragment(text: &str) -> Option<Val> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(p) = rest.find("{{") {
+        if p > 0 {
+            parts.push(Val::Str(rest[..p].to_string()));
+        }
+        let inner = &rest[p + 2..];
+        // The action's end, outside Go string literals.
+        let (mut quoted, mut escaped, mut end) = (false, false, None);
+        for (i, c) in inner.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                '}' if !quoted && inner[i..].starts_with("}}") => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = end?;
+        let action = &inner[..end];
+        if action.starts_with('-') || action.ends_with('-') || action.contains('`') {
+            return None;
+        }
+        let action = action.trim();
+        let first = action.split_whitespace().next()?;
+        let second = action.split_whitespace().nth(1);
+        if matches!(
+            first,
+            "if" | "else" | "end" | "range" | "with" | "break" | "continue" | "template" | "define" | "block"
+        ) || matches!(second, Some(":=" | "="))
+            || action.contains('|')
+        {
+            return None;
+        }
+        let operand = if action.contains(char::is_whitespace) && !(action.starts_with('(') && action.ends_with(')')) {
+            format!("({action})")
+        } else {
+            action.to_string()
+        };
+        parts.push(match operand.strip_prefix('"').and_then(|o| o.strip_suffix('"')) {
+            Some(lit) if !lit.contains('\\') && !lit.contains('"') => Val::Str(lit.to_string()),
+            _ => Val::Go(operand, Kind::Str),
+        });
+        rest = &inner[end + 2..];
+    }
+    if !rest.is_empty() {
+        parts.push(Val::Str(rest.to_string()));
+    }
+    Some(match parts.len() {
+        0 => Val::Str(String::new()),
+        1 => parts.remove(0),
+        _ => Val::Concat(parts),
+    })
 }
 
 /// The name a `set` target assigns (`x`, or `ns.attr`).
@@ -863,26 +946,42 @@ mod tests {
             "{% macro render(c) %}{% if c is string %}{{ c }}{% endif %}{% endmacro %}\
              {% for m in messages %}{% set content = render(m.content) | trim %}<|{{ m.role }}|>{{ content }}\n{% endfor %}<|assistant|>",
         );
+        // Text and printed values only: an ordinary string value, which can be tested.
         let t = check(
-            "{% set sys %}You are {{ 'helpful' }}.{% endset %}{% for m in messages %}\
-             {% if loop.first and m.role != 'system' %}<|system|>{{ sys }}\n{% endif %}<|{{ m.role }}|>{{ m.content }}\n\
+            "{% set sys %}You are {{ 'helpful' }}{{ messages[0].role }}.{% endset %}{% for m in messages %}\
+             {% if loop.first and m.role != 'system' and sys %}<|system|>{{ sys }}\n{% endif %}<|{{ m.role }}|>{{ m.content }}\n\
              {% endfor %}<|assistant|>",
         );
-        assert!(t.template.contains("<|system|>You are helpful.\n"), "{}", t.template);
+        assert!(
+            t.template.contains("{{ $j_sys = (print \"You are helpful\" ((index $.Messages 0).Role) \".\") }}"),
+            "{}",
+            t.template
+        );
+        // With control flow: printed where it is read.
+        let t = check(
+            "{% set sys %}{% for m in messages %}{% if m.role == 'system' %}[{{ m.content }}]{% endif %}{% endfor %}{% endset %}\
+             {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{{ sys }}\n{% endfor %}<|assistant|>",
+        );
+        assert!(!t.template.contains("$j_sys"), "{}", t.template);
+        // Values Go variables of ours cannot hold are bound at translation time.
+        check(
+            "{% set keys = ['user', 'assistant'] %}{% set first = messages[0] %}{% for m in messages %}\
+             {% if m.role in keys %}<|{{ m.role }}|>{% endif %}{{ m.content }}|{{ first.role }}\n{% endfor %}",
+        );
     }
 
     #[test]
     fn unsound_captures_are_untranslatable() {
         // Whether captured output is empty cannot be tested in Go.
-        assert!(err("{% set x %}{{ messages[0].content }}{% endset %}{% if x %}a{% endif %}")
+        assert!(err("{% set x %}{% for m in messages %}{{ m.content }}{% endfor %}{% endset %}{% if x %}a{% endif %}")
             .contains("testing captured output"));
         // Captured in a branch, read after it.
         let e = err(&format!(
-            "{{% if messages[0].role == 'system' %}}{{% set x %}}S{{% endset %}}{{% endif %}}{{{{ x }}}}{CHAT}"
+            "{{% if messages[0].role == 'system' %}}{{% set x %}}{{% for m in messages %}}S{{% endfor %}}{{% endset %}}{{% endif %}}{{{{ x }}}}{CHAT}"
         ));
         assert!(e.contains("inside a branch or loop, read outside it"), "{e}");
         // Printed after a variable it prints changed.
-        let e = err("{% set ns = namespace(r='a') %}{% macro show() %}{{ ns.r }}{% endmacro %}{% set s = show() %}{% set ns.r = 'b' %}{{ s }}");
+        let e = err("{% set ns = namespace(r='a') %}{% macro show() %}{% if ns.r %}{{ ns.r }}{% endif %}{% endmacro %}{% set s = show() %}{% set ns.r = 'b' %}{{ s }}");
         assert!(e.contains("read after a variable it prints changed"), "{e}");
         // A captured macro call that sets variables cannot be moved nor dropped.
         let e = err("{% set ns = namespace(n='') %}{% macro bump() %}{% set ns.n = 'x' %}y{% endmacro %}{% set s = bump() %}{{ ns.n }}");
