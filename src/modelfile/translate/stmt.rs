@@ -577,6 +577,18 @@ impl Translator<'_> {
             return Ok(());
         }
         let v = self.expr(value)?;
+        // `set tools = []` (when none were given): an empty list of the same data.
+        if matches!(&v, Val::List(items) if items.is_empty()) {
+            let current = match self.vars.get(name) {
+                Some(k) => Some((format!("${}", go_var(name)), *k)),
+                None if name == "tools" => Some(("$.Tools".to_string(), Kind::Tools)),
+                None if name == "messages" => Some(("$.Messages".to_string(), Kind::Messages)),
+                None => None,
+            };
+            if let Some((g, k @ (Kind::Tools | Kind::Messages | Kind::ToolCalls))) = current {
+                return self.assign(name, Val::Go(format!("(slice {g} 0 0)"), k), line);
+            }
+        }
         // Values Go cannot hold in one of our variables are bound at translation time.
         if matches!(
             v,
@@ -912,7 +924,7 @@ mod tests {
         let t = translate(jinja, &opts()).unwrap_or_else(|e| panic!("{e}"));
         let v = judge(&t, jinja);
         assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
-        assert!(v.conversations >= 5);
+        assert!(v.conversations >= 5, "{v:#?}");
         t
     }
 
@@ -963,6 +975,9 @@ mod tests {
              {% for m in messages %}<|{{ m.role }}|>{{ m.content }}{{ sys }}\n{% endfor %}<|assistant|>",
         );
         assert!(!t.template.contains("$j_sys"), "{}", t.template);
+        // An empty list replacing the tools when none are given.
+        let t = check(&format!("{{% if tools is none %}}{{% set tools = [] %}}{{% endif %}}{{% if tools | length > 0 %}}T{{% endif %}}{CHAT}"));
+        assert!(t.template.contains("{{ $j_tools = (slice $.Tools 0 0) }}"), "{}", t.template);
         // Values Go variables of ours cannot hold are bound at translation time.
         check(
             "{% set keys = ['user', 'assistant'] %}{% set first = messages[0] %}{% for m in messages %}\
