@@ -20,9 +20,11 @@
 //!   adds BOS when it tokenizes), `eos_token`, `strftime_now` for common formats (built from
 //!   `currentDate`), `raise_exception` (a conversation the template rejects is not compared);
 //! - tool definitions and tool-call arguments through `|tojson`, written as Python's
-//!   `json.dumps` writes them.
+//!   `json.dumps` writes them;
+//! - macros (inlined at each call), `{% set %}` blocks, `break`/`continue`, `{% generation %}`,
+//!   `messages[-k]` and slices from a computed start (see `stmt.rs`).
 //!
-//! Everything else — string methods other than trimming, macros, `in` on strings, arithmetic
+//! Everything else — string methods other than trimming, `in` on strings, arithmetic
 //! beyond `loop.index ± constant`, reversed loops — is reported as
 //! [`Untranslatable`] with the construct and its line. Trimming (`|trim`, `.strip()`) cannot
 //! be expressed and is translated as the identity, with a note: the rendering comparison

@@ -803,7 +803,7 @@ impl Translator<'_> {
         }
     }
 
-    /// Translates a `{% slice %}` start: `X[k:]`, `X[-k:]`, `X[n:]`, `X[n + k:]`.
+    /// A list sliced from a start: `X[k:]`, `X[-k:]`, `X[n:]`, `X[n + k:]`.
     pub(super) fn slice_from(&mut self, g: &str, start: Val, line: usize) -> Result<String, Untranslatable> {
         Ok(match start {
             Val::Int(0) | Val::Undefined => g.to_string(),
