@@ -122,7 +122,8 @@ pub fn choose(meta: &crate::gguf::Metadata, jinja: &str, family: Option<&super::
     };
     let better = match fam_identical {
         Some(n) => v.identical > n,
-        None => v.identical > 0,
+        // No family: the translation must beat the minimal fallback that would be written.
+        None => v.identical > fallback_identical(meta, jinja, &ctx),
     };
     if !better {
         return Choice::Family {
@@ -152,6 +153,17 @@ pub fn choose(meta: &crate::gguf::Metadata, jinja: &str, family: Option<&super::
             if t.left_out.is_empty() { String::new() } else { format!("; left out: {}", t.left_out.join("; ")) }
         ),
     }
+}
+
+/// How many conversations the vocabulary's minimal fallback template renders identically.
+fn fallback_identical(meta: &crate::gguf::Metadata, jinja: &str, ctx: &super::verify::TemplateContext) -> usize {
+    let tokens: std::collections::HashSet<&str> = meta
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.as_array())
+        .map(|a| a.values.iter().filter_map(|t| t.as_str()).collect())
+        .unwrap_or_default();
+    let (template, _, _) = super::families::fallback(&|t: &str| tokens.contains(t));
+    super::verify::verify(&template, jinja, ctx).map_or(0, |v| v.identical)
 }
 
 fn token_text(meta: &crate::gguf::Metadata, id: u64) -> Option<String> {
