@@ -307,6 +307,8 @@ impl Translator<'_> {
             }
             // messages[-k]: Go has no arithmetic, but `slice X k` is k shorter than X.
             Val::Go(g, Kind::Messages) => Ok(Val::Go(format!("(index {g} (len (slice {g} {})))", -i), Kind::Message)),
+            // An item of a constant list (unrolled loops over pairs).
+            Val::List(mut items) if i >= 0 && (i as usize) < items.len() => Ok(items.swap_remove(i as usize)),
             other => bail!(line, "item {i} of {}", describe(&other)),
         }
     }

@@ -714,6 +714,7 @@ impl Translator<'_> {
                 self.stmts(&f.else_body)?;
                 return Ok(());
             }
+            Val::List(items) => return self.unrolled_loop(f, &target, items, line),
             other => bail!(line, "loop over {}", describe(&other)),
         };
         let item_kind = match kind {
@@ -767,6 +768,51 @@ impl Translator<'_> {
 }
 
 impl Translator<'_> {
+    /// A loop over a constant list (`for a in ['x', 'y']`, a macro's list argument): the body
+    /// translated once per item, with the loop name bound to it.
+    fn unrolled_loop(
+        &mut self,
+        f: &ast::ForLoop<'_>,
+        target: &str,
+        items: Vec<Val>,
+        line: usize,
+    ) -> Result<(), Untranslatable> {
+        if f.filter_expr.is_some() || mentions(&f.body, "loop") || mentions_loop_control(&f.body) {
+            bail!(line, "loop over a list using loop, a filter, break or continue");
+        }
+        if items.is_empty() {
+            return self.block(&f.else_body, false);
+        }
+        for item in items {
+            let r = match self.st.frames.last_mut() {
+                Some(fr) => {
+                    let saved = fr.params.insert(target.to_string(), item);
+                    let r = self.block(&f.body, false);
+                    if let Some(fr) = self.st.frames.last_mut() {
+                        match saved {
+                            Some(v) => fr.params.insert(target.to_string(), v),
+                            None => fr.params.remove(target),
+                        };
+                    }
+                    r
+                }
+                None => {
+                    let fragment =
+                        Fragment { val: item, blocks: self.st.blocks.clone(), generation: self.st.generation };
+                    let saved = self.st.fragments.insert(target.to_string(), fragment);
+                    let r = self.block(&f.body, false);
+                    match saved {
+                        Some(v) => self.st.fragments.insert(target.to_string(), v),
+                        None => self.st.fragments.remove(target),
+                    };
+                    r
+                }
+            };
+            r?;
+        }
+        Ok(())
+    }
+
     /// `{% break %}` / `{% continue %}`: Go's own (Go ≥ 1.18), inside a loop of this scope.
     fn loop_control(&mut self, what: &str, line: usize) -> Result<(), Untranslatable> {
         let base = self.st.frames.last().map_or(0, |f| f.loop_base);
@@ -978,6 +1024,12 @@ mod tests {
         // An empty list replacing the tools when none are given.
         let t = check(&format!("{{% if tools is none %}}{{% set tools = [] %}}{{% endif %}}{{% if tools | length > 0 %}}T{{% endif %}}{CHAT}"));
         assert!(t.template.contains("{{ $j_tools = (slice $.Tools 0 0) }}"), "{}", t.template);
+        // Loops over constant lists are unrolled.
+        let t = check(
+            "{% macro tags(attrs=[]) %}{% for a in attrs %} {{ a[0] }}={{ a[1] }}{% endfor %}{% endmacro %}\
+             {% for m in messages %}<|{{ m.role }}{{ tags([['k', m.role], ['n', '1']]) }}{{ tags() }}|>{{ m.content }}\n{% endfor %}",
+        );
+        assert!(t.template.contains("<|{{ $j_m.Role }} k={{ $j_m.Role }} n=1|>"), "{}", t.template);
         // Values Go variables of ours cannot hold are bound at translation time.
         check(
             "{% set keys = ['user', 'assistant'] %}{% set first = messages[0] %}{% for m in messages %}\
