@@ -496,6 +496,9 @@ impl Translator<'_> {
                         Ok(self.raw_go(format!("{{{{ with {g} }}}}{ARGS_JSON}{{{{ end }}}}")))
                     }
                     Val::Go(g, Kind::Str) => Ok(Val::Go(format!("(printf \"%q\" {g})"), Kind::Str)),
+                    Val::Go(g, Kind::ArgValue) => Ok(self.raw_go(format!(
+                        "{{{{ if eq (slice (json {g}) 0 1) \"\\\"\" }}}}{{{{ printf \"%q\" {g} }}}}{{{{ else }}}}{{{{ json {g} }}}}{{{{ end }}}}"
+                    ))),
                     Val::Str(s) => Ok(Val::Str(serde_json::to_string(&s).unwrap_or_default())),
                     other => bail!(line, "|tojson of {}", describe(&other)),
                 }
@@ -511,6 +514,9 @@ impl Translator<'_> {
 
     pub(super) fn test(&mut self, t: &ast::Test<'_>, line: usize) -> Result<Val, Untranslatable> {
         let v = self.expr(&t.expr)?;
+        if let Val::Go(g, Kind::ArgValue) = &v {
+            return self.arg_value_test(g, t.name, line);
+        }
         let truthy = |s: &mut Self, v: Val| -> Result<Val, Untranslatable> {
             let g = s.truth(v, line)?;
             Ok(match g.as_str() {

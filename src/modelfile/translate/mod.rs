@@ -262,6 +262,8 @@ enum Kind {
     Undefined,
     /// A `namespace()` object; its attributes are separate variables.
     Namespace,
+    /// A tool-call argument value (string, number, boolean, list or object).
+    ArgValue,
 }
 
 impl Kind {

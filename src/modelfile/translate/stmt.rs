@@ -414,6 +414,9 @@ impl Translator<'_> {
                     return Ok(());
                 }
                 let line = e.span().start_line as usize;
+                if let Expr::IfExpr(ie) = &e.expr {
+                    return self.emit_if_expr(ie, line);
+                }
                 let v = self.expr(&e.expr)?;
                 self.emit(v, line)
             }
@@ -490,6 +493,15 @@ impl Translator<'_> {
             }
             Val::Go(g, kind) => match kind {
                 Kind::Str | Kind::Int => self.out.push_str(&format!("{{{{ {g} }}}}")),
+                // Python's str(): strings and numbers as they are, booleans capitalized; lists
+                // and objects (Python's repr) are written as JSON, with a note.
+                Kind::ArgValue => {
+                    self.note("tool-call argument lists and objects printed as JSON (Python prints their repr)");
+                    self.out.push_str(&format!(
+                        "{{{{ if eq (slice (json {g}) 0 1) \"t\" \"f\" }}}}{{{{ if {g} }}}}True{{{{ else }}}}False{{{{ end }}}}\
+                         {{{{ else if eq (slice (json {g}) 0 1) \"\\\"\" }}}}{{{{ {g} }}}}{{{{ else }}}}{{{{ json {g} }}}}{{{{ end }}}}"
+                    ))
+                }
                 Kind::Undefined => {}
                 k => bail!(line, "printing a {k:?} value"),
             },
@@ -704,6 +716,7 @@ impl Translator<'_> {
         }
         let target = match &f.target {
             Expr::Var(v) => v.id.to_string(),
+            Expr::List(t) => return self.pairs_loop(f, t, line),
             _ => bail!(line, "loop over key/value pairs"),
         };
         let iter = self.expr(&f.iter)?;
@@ -768,6 +781,109 @@ impl Translator<'_> {
 }
 
 impl Translator<'_> {
+    /// `{{ a if c else b }}` printed: an `if` around each side's printing (either may be JSON
+    /// or captured output, which Go cannot hold as a value).
+    fn emit_if_expr(&mut self, ie: &ast::IfExpr<'_>, line: usize) -> Result<(), Untranslatable> {
+        let cond = self.cond(&ie.test_expr, line)?;
+        match cond.as_str() {
+            "true" => {
+                let v = self.expr(&ie.true_expr)?;
+                return self.emit(v, line);
+            }
+            "false" => {
+                let v = match &ie.false_expr {
+                    Some(f) => self.expr(f)?,
+                    None => Val::Undefined,
+                };
+                return self.emit(v, line);
+            }
+            _ => {}
+        }
+        self.out.push_str(&format!("{{{{ if {cond} }}}}"));
+        let v = self.expr(&ie.true_expr)?;
+        self.emit(v, line)?;
+        if let Some(f) = &ie.false_expr {
+            self.out.push_str("{{ else }}");
+            let v = self.expr(f)?;
+            self.emit(v, line)?;
+        }
+        self.out.push_str("{{ end }}");
+        Ok(())
+    }
+
+    /// `for k, v in arguments.items()` (or `|items`) over a tool call's arguments: Go ranges
+    /// over the map in sorted key order, which is the order Ollama can give them in.
+    fn pairs_loop(&mut self, f: &ast::ForLoop<'_>, t: &ast::List<'_>, line: usize) -> Result<(), Untranslatable> {
+        let names: Vec<&str> = t
+            .items
+            .iter()
+            .filter_map(|e| match e {
+                Expr::Var(v) => Some(v.id),
+                _ => None,
+            })
+            .collect();
+        let base = match &f.iter {
+            Expr::Call(c) if c.args.is_empty() => match &c.expr {
+                Expr::GetAttr(a) if a.name == "items" => &a.expr,
+                _ => bail!(line, "loop over key/value pairs"),
+            },
+            Expr::Filter(fl) if fl.name == "items" && fl.args.is_empty() => match &fl.expr {
+                Some(e) => e,
+                None => bail!(line, "loop over key/value pairs"),
+            },
+            _ => bail!(line, "loop over key/value pairs"),
+        };
+        if names.len() != 2 || t.items.len() != 2 {
+            bail!(line, "loop over key/value pairs into {} names", t.items.len());
+        }
+        if f.recursive || f.filter_expr.is_some() || mentions(&f.body, "loop") {
+            bail!(line, "loop over key/value pairs using loop or a filter");
+        }
+        let g = match self.expr(base)? {
+            Val::Go(g, Kind::Arguments) => g,
+            Val::Undefined => return self.block(&f.else_body, false),
+            other => bail!(line, "loop over the key/value pairs of {}", describe(&other)),
+        };
+        let (k, v) = (format!("${}", go_var(names[0])), format!("${}", go_var(names[1])));
+        let depth = self.loops.len();
+        for (name, expr, kind) in [(names[0], &k, Kind::Str), (names[1], &v, Kind::ArgValue)] {
+            self.loops.push(LoopCtx {
+                iter: g.clone(),
+                index: k.clone(),
+                target: name.to_string(),
+                expr: expr.clone(),
+                prev: None,
+                kind,
+            });
+        }
+        self.out.push_str(&format!("{{{{ range {k}, {v} := {g} }}}}"));
+        let r = self.block(&f.body, false);
+        self.loops.truncate(depth);
+        r?;
+        if !f.else_body.is_empty() {
+            self.out.push_str("{{ else }}");
+            self.block(&f.else_body, false)?;
+        }
+        self.out.push_str("{{ end }}");
+        Ok(())
+    }
+
+    /// A Jinja test on a tool-call argument value, by the first character of its JSON
+    /// (`"` string, `t`/`f` boolean, `{` object, `[` list, `n` null, else a number).
+    pub(super) fn arg_value_test(&mut self, g: &str, test: &str, line: usize) -> Result<Val, Untranslatable> {
+        let is = |firsts: &str| Val::Go(format!("(eq (slice (json {g}) 0 1) {firsts})"), Kind::Bool);
+        Ok(match test {
+            "string" => is("\"\\\"\""),
+            "number" => Val::Go(format!("(not {})", go_of(is("\"\\\"\" \"t\" \"f\" \"{\" \"[\" \"n\""))), Kind::Bool),
+            "boolean" => is("\"t\" \"f\""),
+            "mapping" => is("\"{\""),
+            "sequence" | "iterable" => is("\"\\\"\" \"[\""),
+            "defined" => Val::Bool(true),
+            "none" => is("\"n\""),
+            other => bail!(line, "test `is {other}` on a tool-call argument"),
+        })
+    }
+
     /// A loop over a constant list (`for a in ['x', 'y']`, a macro's list argument): the body
     /// translated once per item, with the loop name bound to it.
     fn unrolled_loop(
@@ -926,6 +1042,13 @@ fn simple_fragment(text: &str) -> Option<Val> {
     })
 }
 
+fn go_of(v: Val) -> String {
+    match v {
+        Val::Go(g, _) => g,
+        _ => String::new(),
+    }
+}
+
 /// The name a `set` target assigns (`x`, or `ns.attr`).
 fn target_name(e: &Expr<'_>, out: &mut BTreeSet<String>) {
     match e {
@@ -1024,6 +1147,14 @@ mod tests {
         // An empty list replacing the tools when none are given.
         let t = check(&format!("{{% if tools is none %}}{{% set tools = [] %}}{{% endif %}}{{% if tools | length > 0 %}}T{{% endif %}}{CHAT}"));
         assert!(t.template.contains("{{ $j_tools = (slice $.Tools 0 0) }}"), "{}", t.template);
+        // Key/value loops over tool-call arguments, conditional expressions printed.
+        let t = check(
+            "{% for m in messages %}{{ m.role }}: {{ m.content }}{% if m.tool_calls %}{% for tc in m.tool_calls %}\
+             {% set tc = tc.function %}<call>{{ tc.name }}{% for k, v in tc.arguments.items() %}\
+             <{{ k }}>{{ v | tojson if v is not string else v }}|{{ v }}|{{ 's' if v is string else 'n' }}</{{ k }}>\
+             {% endfor %}{% endfor %}{% endif %}\n{% endfor %}",
+        );
+        assert!(t.template.contains("{{ range $j_k, $j_v := "), "{}", t.template);
         // Loops over constant lists are unrolled.
         let t = check(
             "{% macro tags(attrs=[]) %}{% for a in attrs %} {{ a[0] }}={{ a[1] }}{% endfor %}{% endmacro %}\
