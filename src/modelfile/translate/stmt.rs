@@ -11,7 +11,7 @@
 //!   nested in it), and it sets no variables itself — otherwise reading `x` is untranslatable.
 //!   A fragment cannot be tested (`if x`): Go cannot know whether it renders empty.
 //! - In lenient mode ([`translate_lenient`](super::translate_lenient)) an untranslatable
-//!   statement inside a conditional branch or a loop (or a whole top-level `if`) is left out
+//!   statement inside a conditional branch or a loop (or a whole top-level `if` or `for`) is left out
 //!   and recorded; variables it would set become untranslatable to read.
 
 use std::collections::BTreeSet;
@@ -114,7 +114,7 @@ impl Translator<'_> {
             if self.out.len() > MAX_OUTPUT {
                 bail!(0, "{TOO_LARGE}");
             }
-            let catch = self.st.lenient && (self.st.nest > 0 || matches!(s, Stmt::IfCond(_)));
+            let catch = self.st.lenient && (self.st.nest > 0 || matches!(s, Stmt::IfCond(_) | Stmt::ForLoop(_)));
             if !catch {
                 self.stmt(s)?;
                 continue;
@@ -1258,6 +1258,10 @@ mod tests {
         let t = translate_lenient(&jinja, &opts()).unwrap();
         assert_eq!(t.left_out.len(), 2, "{:?}", t.left_out);
         assert!(t.left_out[1].starts_with("variable ns.flag set in a left-out statement"), "{:?}", t.left_out);
+        // A whole top-level loop can be left out (as if it ran no iteration).
+        let jinja = format!("{{% for m in messages[::-1] %}}{{{{ m.role }}}}{{% endfor %}}{CHAT}");
+        let t = translate_lenient(&jinja, &opts()).unwrap();
+        assert_eq!(t.left_out, ["slice with a step (reversed list) at line 1"]);
         // A top-level statement that fails still fails.
         assert!(translate_lenient(&format!("{{{{ messages | weird }}}}{CHAT}"), &opts()).is_err());
     }
