@@ -196,8 +196,8 @@ pub fn translate(jinja: &str, opts: &TranslateOptions) -> Result<Translation, Un
 
 /// Like [`translate`], but statements that cannot be translated and sit inside a conditional
 /// branch or a loop (a tools-only macro, a `tools` block...), or are a whole top-level `if` or
-/// `for`, are left out instead of failing
-/// the whole template; [`Translation::left_out`] lists them. Such a translation is partial:
+/// `for`, are left out instead of failing the whole template; [`Translation::left_out`] lists
+/// them. Such a translation is partial:
 /// only the rendering comparison can tell on which conversations it is exact.
 pub fn translate_lenient(jinja: &str, opts: &TranslateOptions) -> Result<Translation, Untranslatable> {
     translate_mode(jinja, opts, true)

@@ -154,10 +154,7 @@ impl Translator<'_> {
             self.st.fragments.remove(&internal);
             self.poisoned.insert(
                 internal,
-                Untranslatable {
-                    construct: format!("variable {name} set in a left-out statement ({what})"),
-                    line: e.line,
-                },
+                Untranslatable { construct: format!("variable {name} set in a left-out statement"), line: e.line },
             );
         }
     }
