@@ -43,6 +43,7 @@ impl Translator<'_> {
             }
             Val::List(l) => (!l.is_empty()).to_string(),
             Val::Raw(_) => "true".into(),
+            Val::Fragment(_) => bail!(line, "testing captured output (a macro's or a set block's)"),
         })
     }
 
@@ -129,23 +130,15 @@ impl Translator<'_> {
                     bail!(line, "slice with a step (reversed list)");
                 }
                 let start = match &s.start {
-                    None => 0,
-                    Some(x) => match self.expr(x)? {
-                        Val::Int(i) if i >= 0 => i,
-                        _ => bail!(line, "slice with a computed or negative start"),
-                    },
+                    None => Val::Int(0),
+                    Some(x) => self.expr(x)?,
                 };
                 if s.stop.is_some() {
                     bail!(line, "slice with an end");
                 }
                 match base {
                     Val::Go(g, k @ (Kind::Messages | Kind::Tools | Kind::ToolCalls)) => {
-                        if start == 0 {
-                            Ok(Val::Go(g, k))
-                        } else {
-                            // slice fails past the end: guard with the length.
-                            Ok(Val::Go(format!("(slice {g} {start})"), k))
-                        }
+                        Ok(Val::Go(self.slice_from(&g, start, line)?, k))
                     }
                     other => bail!(line, "slice of {}", describe(&other)),
                 }
@@ -225,6 +218,9 @@ impl Translator<'_> {
     }
 
     pub(super) fn var(&mut self, id: &str, line: usize) -> Result<Val, Untranslatable> {
+        if let Some(v) = self.bound_var(id, line)? {
+            return Ok(v);
+        }
         if let Some(l) = self.loop_ctx(id) {
             return Ok(Val::Go(l.expr.clone(), l.kind));
         }
@@ -309,7 +305,10 @@ impl Translator<'_> {
                 };
                 Ok(Val::Go(format!("(index {g} {i})"), item))
             }
-            Val::Go(_, Kind::Messages) => bail!(line, "messages[{i}] (from the end)"),
+            // messages[-k]: Go has no arithmetic, but `slice X k` is k shorter than X.
+            Val::Go(g, Kind::Messages) => Ok(Val::Go(format!("(index {g} (len (slice {g} {})))", -i), Kind::Message)),
+            // An item of a constant list (unrolled loops over pairs).
+            Val::List(mut items) if i >= 0 && (i as usize) < items.len() => Ok(items.swap_remove(i as usize)),
             other => bail!(line, "item {i} of {}", describe(&other)),
         }
     }
@@ -328,7 +327,10 @@ impl Translator<'_> {
                     for v in [l, r] {
                         match v {
                             Val::Concat(p) => parts.extend(p),
-                            Val::Str(_) | Val::Undefined | Val::Go(_, Kind::Str | Kind::Undefined) => parts.push(v),
+                            Val::Str(_)
+                            | Val::Undefined
+                            | Val::Go(_, Kind::Str | Kind::Undefined)
+                            | Val::Fragment(_) => parts.push(v),
                             Val::Int(i) if matches!(b.op, K::Concat) => parts.push(Val::Str(i.to_string())),
                             other => bail!(line, "adding {}", describe(&other)),
                         }
@@ -494,6 +496,9 @@ impl Translator<'_> {
                         Ok(self.raw_go(format!("{{{{ with {g} }}}}{ARGS_JSON}{{{{ end }}}}")))
                     }
                     Val::Go(g, Kind::Str) => Ok(Val::Go(format!("(printf \"%q\" {g})"), Kind::Str)),
+                    Val::Go(g, Kind::ArgValue) => Ok(self.raw_go(format!(
+                        "{{{{ if eq (slice (json {g}) 0 1) \"\\\"\" }}}}{{{{ printf \"%q\" {g} }}}}{{{{ else }}}}{{{{ json {g} }}}}{{{{ end }}}}"
+                    ))),
                     Val::Str(s) => Ok(Val::Str(serde_json::to_string(&s).unwrap_or_default())),
                     other => bail!(line, "|tojson of {}", describe(&other)),
                 }
@@ -509,6 +514,9 @@ impl Translator<'_> {
 
     pub(super) fn test(&mut self, t: &ast::Test<'_>, line: usize) -> Result<Val, Untranslatable> {
         let v = self.expr(&t.expr)?;
+        if let Val::Go(g, Kind::ArgValue) = &v {
+            return self.arg_value_test(g, t.name, line);
+        }
         let truthy = |s: &mut Self, v: Val| -> Result<Val, Untranslatable> {
             let g = s.truth(v, line)?;
             Ok(match g.as_str() {
@@ -613,6 +621,7 @@ impl Translator<'_> {
                     other => bail!(line, "method .{other}()"),
                 }
             }
+            Expr::Var(v) if self.is_macro(v.id) => self.inline_macro(v.id, c, line),
             Expr::Var(v) => bail!(line, "function {}()", v.id),
             _ => bail!(line, "call"),
         }
