@@ -243,7 +243,13 @@ pub trait Kernels: Copy + Send + Sync {
 const FUSED_VALUES: usize = 256;
 
 /// The fused kernels' loop: decode a group of blocks, check it is finite, encode it.
-fn from_half<K: Kernels, B>(k: K, src: &[u8], bf16: bool, y: &mut [B], encode: impl Fn(&[[f32; 32]], &mut [B])) -> bool {
+fn from_half<K: Kernels, B>(
+    k: K,
+    src: &[u8],
+    bf16: bool,
+    y: &mut [B],
+    encode: impl Fn(&[[f32; 32]], &mut [B]),
+) -> bool {
     const BLOCKS: usize = FUSED_VALUES / 32;
     let mut buf = [[0f32; 32]; BLOCKS];
     for (s, yb) in src.chunks(2 * FUSED_VALUES).zip(y.chunks_mut(BLOCKS)) {
@@ -264,7 +270,10 @@ fn from_half<K: Kernels, B>(k: K, src: &[u8], bf16: bool, y: &mut [B], encode: i
 
 /// Whether [`encode_stored_half`] encodes `src_ty` values as `ty`.
 pub fn fuses(src_ty: GgmlType, ty: GgmlType) -> bool {
-    matches!((src_ty, ty), (GgmlType::F16 | GgmlType::BF16, GgmlType::Q8_0 | GgmlType::Q4_0) | (GgmlType::BF16, GgmlType::F16))
+    matches!(
+        (src_ty, ty),
+        (GgmlType::F16 | GgmlType::BF16, GgmlType::Q8_0 | GgmlType::Q4_0) | (GgmlType::BF16, GgmlType::F16)
+    )
 }
 
 /// Encodes stored F16 / BF16 values (`src_ty`, little-endian bytes) as `ty`
@@ -274,7 +283,13 @@ pub fn fuses(src_ty: GgmlType, ty: GgmlType) -> bool {
 /// lengths do not fit it); `Some(false)`: a value is NaN or infinite (`dst`
 /// is unspecified: decode to f32 to report it); `Some(true)`: `dst` holds
 /// exactly what [`super::quantize_rows`] of the decoded values would.
-pub fn encode_stored_half(backend: Backend, src_ty: GgmlType, src: &[u8], ty: GgmlType, dst: &mut [u8]) -> Option<bool> {
+pub fn encode_stored_half(
+    backend: Backend,
+    src_ty: GgmlType,
+    src: &[u8],
+    ty: GgmlType,
+    dst: &mut [u8],
+) -> Option<bool> {
     #[cfg(target_arch = "x86_64")]
     if backend == Backend::Avx2 {
         if let Some(k) = Avx2::new() {
