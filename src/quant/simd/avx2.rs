@@ -938,6 +938,30 @@ unsafe fn bf16_to_f32_row(src: &[u8], dst: &mut [f32]) {
     Scalar.bf16_to_f32_row(&src[2 * body..2 * n], &mut dst[body..n]);
 }
 
+/// BF16 → F16 in one pass (F16C rounds to nearest even like ggml, NaN aside:
+/// `false` as soon as a value is NaN or infinite, the rest of `dst` unspecified).
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn bf16_to_f16_row(src: &[u8], dst: &mut [u8]) -> bool {
+    let n = src.len().min(dst.len()) / 2;
+    let body = n - n % 64;
+    let exp = _mm_set1_epi16(0x7F80);
+    for i in (0..body).step_by(64) {
+        let mut bad = _mm_setzero_si128();
+        for k in 0..8 {
+            let at = 2 * (i + 8 * k);
+            let h = _mm_loadu_si128(src[at..at + 16].as_ptr() as *const __m128i);
+            bad = _mm_or_si128(bad, _mm_cmpeq_epi16(_mm_and_si128(h, exp), exp));
+            let v = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
+            let f = _mm256_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(v);
+            _mm_storeu_si128(dst[at..at + 16].as_mut_ptr() as *mut __m128i, f);
+        }
+        if _mm_testz_si128(bad, bad) == 0 {
+            return false;
+        }
+    }
+    Scalar.bf16_to_f16_row(&src[2 * body..2 * n], &mut dst[2 * body..2 * n])
+}
+
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn first_non_finite(x: &[f32]) -> Option<usize> {
     let exp = _mm256_set1_epi32(0x7F80_0000);
@@ -1072,6 +1096,10 @@ impl Kernels for Avx2 {
     fn bf16_to_f32_row(self, src: &[u8], dst: &mut [f32]) {
         // SAFETY: see the impl comment.
         unsafe { bf16_to_f32_row(src, dst) }
+    }
+    fn bf16_to_f16_row(self, src: &[u8], dst: &mut [u8]) -> bool {
+        // SAFETY: see the impl comment.
+        unsafe { bf16_to_f16_row(src, dst) }
     }
     fn first_non_finite(self, x: &[f32]) -> Option<usize> {
         // SAFETY: see the impl comment.

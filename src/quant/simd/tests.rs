@@ -468,6 +468,9 @@ fn fused_half_kernels_match_decode_then_quantize() {
             assert_eq!(encode_stored_half(b, GgmlType::BF16, &y, GgmlType::Q8_0, &mut out), Some(false));
             assert_eq!(encode_stored_half(b, GgmlType::F16, &y, GgmlType::Q8_0, &mut out), Some(false));
             assert_eq!(encode_stored_half(b, GgmlType::BF16, &bits, GgmlType::Q8_0, &mut out), Some(true));
+            let mut out16 = vec![0u8; y.len()];
+            assert_eq!(encode_stored_half(b, GgmlType::BF16, &y, GgmlType::F16, &mut out16), Some(false));
+            assert_eq!(encode_stored_half(b, GgmlType::BF16, &bits, GgmlType::F16, &mut out16), Some(true));
         }
     }
 }
