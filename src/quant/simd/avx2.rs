@@ -692,9 +692,10 @@ unsafe fn q8_0_x8(x: &[[f32; 32]; 8], y: &mut [BlockQ8_0; 8]) {
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn q8_0_blocks(x: &[[f32; 32]], y: &mut [BlockQ8_0]) {
     let x = &x[..x.len().min(y.len())];
-    let (xg, xt) = x.as_chunks::<8>();
-    let n8 = xg.len() * 8;
-    for (xs, ys) in xg.iter().zip(y.chunks_exact_mut(8)) {
+    let n8 = x.len() / 8 * 8;
+    let (xg, xt) = x.split_at(n8);
+    for (xs, ys) in xg.chunks_exact(8).zip(y.chunks_exact_mut(8)) {
+        let xs: &[[f32; 32]; 8] = xs.try_into().unwrap();
         let ys: &mut [BlockQ8_0; 8] = ys.try_into().unwrap();
         if any_nan8(xs) {
             for (xb, yb) in xs.iter().zip(ys.iter_mut()) {
@@ -796,9 +797,10 @@ unsafe fn q4_0_x8(x: &[[f32; 32]; 8], y: &mut [BlockQ4_0; 8]) {
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn q4_0_blocks(x: &[[f32; 32]], y: &mut [BlockQ4_0]) {
     let x = &x[..x.len().min(y.len())];
-    let (xg, xt) = x.as_chunks::<8>();
-    let n8 = xg.len() * 8;
-    for (xs, ys) in xg.iter().zip(y.chunks_exact_mut(8)) {
+    let n8 = x.len() / 8 * 8;
+    let (xg, xt) = x.split_at(n8);
+    for (xs, ys) in xg.chunks_exact(8).zip(y.chunks_exact_mut(8)) {
+        let xs: &[[f32; 32]; 8] = xs.try_into().unwrap();
         let ys: &mut [BlockQ4_0; 8] = ys.try_into().unwrap();
         if any_nan8(xs) {
             for (xb, yb) in xs.iter().zip(ys.iter_mut()) {
