@@ -940,6 +940,54 @@ unsafe fn bf16_to_f32_row(src: &[u8], dst: &mut [f32]) {
     Scalar.bf16_to_f32_row(&src[2 * body..2 * n], &mut dst[body..n]);
 }
 
+/// Decodes up to 8 blocks of stored F16 / BF16 values into `buf`; `false` when
+/// one is NaN or infinite (all exponent bits set).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn decode_half_blocks(src: &[u8], bf16: bool, buf: &mut [[f32; 32]; 8], n: usize) -> bool {
+    let exp = _mm_set1_epi16(if bf16 { 0x7F80 } else { 0x7C00 });
+    let mut bad = _mm_setzero_si128();
+    for (b, xb) in buf.iter_mut().enumerate().take(n) {
+        for k in 0..4 {
+            let at = 64 * b + 16 * k;
+            let h = _mm_loadu_si128(src[at..at + 16].as_ptr() as *const __m128i);
+            bad = _mm_or_si128(bad, _mm_cmpeq_epi16(_mm_and_si128(h, exp), exp));
+            let v = if bf16 {
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+            } else {
+                _mm256_cvtph_ps(h)
+            };
+            _mm256_storeu_ps(xb[8 * k..8 * k + 8].as_mut_ptr(), v);
+        }
+    }
+    _mm_testz_si128(bad, bad) != 0
+}
+
+/// Q8_0 / Q4_0 of stored F16 / BF16 values: decode and check 8 blocks, then
+/// the across-block kernel (no NaN can be there), the tail block by block.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn from_half_x8<B>(
+    src: &[u8],
+    bf16: bool,
+    y: &mut [B],
+    x8: unsafe fn(&[[f32; 32]; 8], &mut [B; 8]),
+    tail: unsafe fn(&[[f32; 32]], &mut [B]),
+) -> bool {
+    let mut buf = [[0f32; 32]; 8];
+    for (s, yb) in src.chunks(512).zip(y.chunks_mut(8)) {
+        let n = yb.len().min(s.len() / 64);
+        if !decode_half_blocks(s, bf16, &mut buf, n) {
+            return false;
+        }
+        match <&mut [B; 8]>::try_from(&mut *yb) {
+            Ok(y8) => x8(&buf, y8),
+            Err(_) => tail(&buf[..n], &mut yb[..n]),
+        }
+    }
+    true
+}
+
 /// BF16 → F16 in one pass (F16C rounds to nearest even like ggml, NaN aside:
 /// `false` as soon as a value is NaN or infinite, the rest of `dst` unspecified).
 #[target_feature(enable = "avx2,f16c")]
@@ -1098,6 +1146,14 @@ impl Kernels for Avx2 {
     fn bf16_to_f32_row(self, src: &[u8], dst: &mut [f32]) {
         // SAFETY: see the impl comment.
         unsafe { bf16_to_f32_row(src, dst) }
+    }
+    fn q8_0_from_half(self, src: &[u8], bf16: bool, y: &mut [BlockQ8_0]) -> bool {
+        // SAFETY: see the impl comment.
+        unsafe { from_half_x8(src, bf16, y, q8_0_x8, q8_0_blocks) }
+    }
+    fn q4_0_from_half(self, src: &[u8], bf16: bool, y: &mut [BlockQ4_0]) -> bool {
+        // SAFETY: see the impl comment.
+        unsafe { from_half_x8(src, bf16, y, q4_0_x8, q4_0_blocks) }
     }
     fn bf16_to_f16_row(self, src: &[u8], dst: &mut [u8]) -> bool {
         // SAFETY: see the impl comment.
