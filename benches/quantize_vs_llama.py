@@ -18,9 +18,15 @@ times are the minimum over `--repeat` runs (the least disturbed), alternating wh
 The machine's load average is printed before each pair: on a shared machine
 the numbers are only as good as the load was low.
 
-Also optional (`--convert`): `ggufkit convert` of the same weights as a
-safetensors BF16 directory to an F16 GGUF, against a plain copy of the same
-number of bytes (needs the convert command).
+`--types F16` times BF16 → F16 (`llama_model_quantize` to MOSTLY_F16), and
+`--dtype f16 --types Q8_0` F16 → Q8_0.
+
+Also optional (`--convert`): `ggufkit convert --outtype f16` of a BF16
+safetensors directory (scripts/gen_fixtures.py qwen2-large-bf16-sharded),
+against a plain copy of its shards, the memory floor (with `--outdir`: the
+shards read from page cache, then a file of the output's size copied) and
+llama.cpp's nearest equivalent, `llama_model_quantize` of the same weights as
+a BF16 GGUF to F16.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ import gguf
 REPO = Path(__file__).resolve().parent.parent
 
 # llama_ftype values (llama.h) and the ggufkit type names
-FTYPES = {"Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15, "Q6_K": 18, "Q4_K_S": 14, "Q5_K_M": 17, "Q3_K_M": 12, "Q2_K": 10,
+FTYPES = {"F16": 1, "Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15, "Q6_K": 18, "Q4_K_S": 14, "Q5_K_M": 17, "Q3_K_M": 12, "Q2_K": 10,
           "Q5_0": 8, "Q4_1": 3, "Q5_1": 9, "IQ4_NL": 25, "IQ4_XS": 30}
 
 QWEN05 = dict(vocab=151936, hidden=896, layers=24, heads=14, kv_heads=2, ff=4864, ctx=32768, rope=1e6)
@@ -302,7 +308,7 @@ def main() -> int:
             results["runs"].append(rec)
 
     if args.convert:
-        results["convert"] = bench_convert(args, work, model)
+        results["convert"] = bench_convert(args, work, model, args.outdir)
     if args.pack:
         results["pack"] = bench_pack(args, work, outdir)
 
@@ -314,42 +320,65 @@ def main() -> int:
     return 0 if all(r["identical"] in (True, None) for r in results["runs"]) else 1
 
 
-def bench_convert(args, work: Path, model: Path) -> dict:
+def bench_convert(args, work: Path, model: Path, outdir: Path | None) -> dict:
     """`ggufkit convert --outtype f16` of a BF16 safetensors model (scripts/gen_fixtures.py
-    qwen2-large-bf16-sharded: 4 shards, ~554 MB, real Qwen2 tokenizer) against `cp` of its shards."""
+    qwen2-large-bf16-sharded: 4 shards, ~554 MB, real Qwen2 tokenizer) against `cp` of its shards,
+    the memory floor in the same run (with `--outdir`) and llama.cpp's BF16 GGUF → F16
+    (`llama_model_quantize`, the nearest thing it has: it has no safetensors reader)."""
     if not has_command(args.bin, "convert"):
         print("NOTE: no `convert` command: convert benchmark skipped", file=sys.stderr)
         return {"skipped": "no convert command"}
     src = subprocess.run([str(REPO / "scripts/ref-src.sh")], capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run([sys.executable, str(REPO / "scripts/gen_fixtures.py"), "--llama-src", src, "--out", str(work),
-                    "qwen2-large-bf16-sharded"], check=True, capture_output=True)
     hf = work / "qwen2-large-bf16-sharded"
+    if not hf.exists():
+        subprocess.run([sys.executable, str(REPO / "scripts/gen_fixtures.py"), "--llama-src", src, "--out", str(work),
+                        "qwen2-large-bf16-sharded"], check=True, capture_output=True)
+    bf16_gguf = work / "pack-source-bf16.gguf"
+    if not bf16_gguf.exists():
+        subprocess.run([str(args.bin), "convert", str(hf), str(bf16_gguf), "--outtype", "bf16", "-q"], check=True)
     shards = sorted(hf.glob("*.safetensors"))
     size = sum(f.stat().st_size for f in shards)
-    for f in shards:  # warm the page cache
+    for f in [*shards, bf16_gguf]:  # warm the page cache
         f.read_bytes()
-    rec = {"model": hf.name, "safetensors_bytes": size, "convert_s": [], "cp_s": [], "cp_sync_s": [],
-           "convert_rss_kib": [], "load": []}
+    dest = outdir or work
+    nt = str(max(int(t) for t in args.threads.split(",")))
+    rec = {"model": hf.name, "safetensors_bytes": size, "threads": int(nt), "convert_s": [], "cp_s": [],
+           "cp_sync_s": [], "floor_s": [], "llama_f16_s": [], "convert_rss_kib": [], "load": []}
     for rep in range(args.repeat):
         rec["load"].append(load_avg())
-        copy_dir = work / "copy"
+        copy_dir = dest / "copy"
         copy_dir.mkdir(exist_ok=True)
         wall, _, _ = timed(["cp", *map(str, shards), str(copy_dir)])
         rec["cp_s"].append(wall)
         shutil.rmtree(copy_dir)
-        # A durable copy, as ggufkit's output is (it is fsynced before the rename).
-        copy_dir.mkdir(exist_ok=True)
-        copies = " ".join(shlex.quote(str(copy_dir / f.name)) for f in shards)
-        wall, _, _ = timed(["sh", "-c", f"cp {' '.join(shlex.quote(str(f)) for f in shards)} "
-                                        f"{shlex.quote(str(copy_dir))} && sync {copies}"])
-        rec["cp_sync_s"].append(wall)
-        shutil.rmtree(copy_dir)
-        out = work / "converted-f16.gguf"
-        wall, rss, _ = timed([str(args.bin), "convert", str(hf), str(out), "--outtype", "f16", "-q"])
+        if outdir is None:
+            # A durable copy, as ggufkit's output is (it is fsynced before the rename).
+            copy_dir.mkdir(exist_ok=True)
+            copies = " ".join(shlex.quote(str(copy_dir / f.name)) for f in shards)
+            wall, _, _ = timed(["sh", "-c", f"cp {' '.join(shlex.quote(str(f)) for f in shards)} "
+                                            f"{shlex.quote(str(copy_dir))} && sync {copies}"])
+            rec["cp_sync_s"].append(wall)
+            shutil.rmtree(copy_dir)
+        out = dest / "converted-f16.gguf"
+        wall, rss, _ = timed([str(args.bin), "convert", str(hf), str(out), "--outtype", "f16", "--threads", nt, "-q"])
         rec["convert_s"].append(wall)
         rec["convert_rss_kib"].append(rss)
         rec["output_bytes"] = out.stat().st_size
+        if outdir is not None:
+            floor_out = dest / "floor.copy"
+            cat = " ".join(shlex.quote(str(f)) for f in shards)
+            wall, _, _ = timed(["sh", "-c", f"cat {cat} > /dev/null && cp {shlex.quote(str(out))} "
+                                            f"{shlex.quote(str(floor_out))}"])
+            rec["floor_s"].append(wall)
+            floor_out.unlink(missing_ok=True)
         out.unlink()
+        llama_out = dest / "llama-f16-from-bf16.gguf"
+        wall, _, _ = timed([sys.executable, "-c", LLAMA_RUNNER, str(bf16_gguf), str(llama_out), str(FTYPES["F16"]), nt])
+        rec["llama_f16_s"].append(wall)
+        llama_out.unlink(missing_ok=True)
+        print(f"convert rep {rep}: load {rec['load'][-1]}  convert {rec['convert_s'][-1]:.2f}s"
+              + (f"  floor {rec['floor_s'][-1]:.2f}s" if rec["floor_s"] else "")
+              + f"  llama BF16 GGUF→F16 {rec['llama_f16_s'][-1]:.2f}s", file=sys.stderr)
     return rec
 
 
@@ -420,11 +449,16 @@ def print_table(res: dict) -> None:
           f"after `import llama_cpp`)")
     c = res.get("convert")
     if c and "convert_s" in c:
-        print(f"\nconvert {c['model']} ({c['safetensors_bytes'] / 2**20:.0f} MiB bf16 safetensors) to F16: "
-              f"median {med(c['convert_s']):.2f}s (peak RSS {max(c['convert_rss_kib']) / 1024:.0f} MiB) vs cp of the "
-              f"shards {med(c['cp_s']):.2f}s ({med(c['convert_s']) / med(c['cp_s']):.1f}×), cp + sync of the copies "
-              f"{med(c['cp_sync_s']):.2f}s ({med(c['convert_s']) / med(c['cp_sync_s']):.1f}×); "
-              f"runs {c['convert_s']} / {c['cp_s']} / {c['cp_sync_s']}; load {c['load']}")
+        cm, lm = min(c["convert_s"]), min(c["llama_f16_s"])
+        line = (f"\nconvert --outtype f16 of {c['model']} ({c['safetensors_bytes'] / 2**20:.0f} MiB bf16 safetensors), "
+                f"{c['threads']} threads, min of runs: ggufkit {cm:.2f}s (peak RSS "
+                f"{max(c['convert_rss_kib']) / 1024:.0f} MiB); llama.cpp BF16 GGUF → F16 {lm:.2f}s ({lm / cm:.2f}× ours); "
+                f"cp of the shards {min(c['cp_s']):.2f}s")
+        if c["floor_s"]:
+            line += f"; memory floor {min(c['floor_s']):.2f}s (ggufkit / floor {cm / min(c['floor_s']):.2f}×)"
+        if c["cp_sync_s"]:
+            line += f"; cp + sync {min(c['cp_sync_s']):.2f}s"
+        print(line + f"; runs ggufkit {c['convert_s']} / floor {c['floor_s']} / llama {c['llama_f16_s']}; load {c['load']}")
     elif c:
         print(f"convert: {c}")
     pk = res.get("pack")

@@ -509,6 +509,29 @@ impl<W: HfTensors> TensorSource for HfToGguf<W> {
             self.release(t);
         }
     }
+    // The rows of a checkpoint tensor taken as it is (no permutation, no
+    // shift), as stored: the F16 / BF16 kernels encode them without f32 rows.
+    // Chunk by chunk like `read_rows`, so pages go back as they are used.
+    fn stored_rows(&self, index: usize, row0: u64, n: u64) -> Option<&[u8]> {
+        let t = self.tensors.get(index)?;
+        let Origin::Hf { name, permute: None, add_one: false } = &t.origin else { return None };
+        let (i, e) = self.model.weights.get(name)?;
+        let size =
+            e.dtype.float_size().filter(|_| matches!(e.dtype, crate::hf::DType::F16 | crate::hf::DType::BF16))?;
+        if e.row_len() != t.row_len() || e.n_rows() != t.n_rows() {
+            return None;
+        }
+        let row_bytes = e.row_len() * size as u64;
+        let end = row0.checked_add(n).filter(|&end| end <= e.n_rows())?;
+        self.model.weights.raw(i)?.get((row0 * row_bytes) as usize..(end * row_bytes) as usize)
+    }
+    fn stored_rows_done(&self, index: usize, row0: u64, n: u64) {
+        if let Some(Origin::Hf { name, .. }) = self.tensors.get(index).map(|t| &t.origin) {
+            if let Some(i) = self.model.weights.index_of(name) {
+                self.model.weights.release_rows(i, row0, n);
+            }
+        }
+    }
 }
 
 /// The vocabulary as the architecture's `set_vocab` reads it.

@@ -149,6 +149,11 @@ pub fn run(
                     check_stored(src, t, raw)?;
                 }
                 let decode = measure || uses.iter().any(|x| !x.copy);
+                // Stored F16 / BF16 rows encoded without f32 rows in memory (when every
+                // computed output has such a kernel and no error is measured).
+                let fuse = decode
+                    && !measure
+                    && uses.iter().all(|x| x.copy || (x.p.imatrix.is_none() && quant::simd::fuses(t.ty, x.p.ty)));
                 let row_len = t.row_len() as usize;
                 let rows = t.n_rows() as usize;
                 let rows_per_chunk = (opts.chunk_bytes / (row_len * 4).max(1)).clamp(1, rows.max(1));
@@ -190,7 +195,8 @@ pub fn run(
                     pool.install(|| {
                         tasks.into_par_iter().try_for_each(|(first, mut f, mut outs, mut errs)| -> Result<()> {
                             let m = rows_per_task.min(r0 + n - first);
-                            if let Some(f) = f.as_deref_mut() {
+                            let fused = fuse && encode_stored(src, si, t, first as u64, m as u64, uses, &mut outs)?;
+                            if let Some(f) = f.as_deref_mut().filter(|_| !fused) {
                                 src.read_rows(si, first as u64, f)?;
                                 check_finite(src, t, first as u64, row_len, f)?;
                             }
@@ -199,6 +205,8 @@ pub fn run(
                                 if x.copy {
                                     let raw = raw.unwrap_or_default();
                                     o.copy_from_slice(&raw[first * x.out_row..(first + m) * x.out_row]);
+                                } else if fused {
+                                    // encoded from the stored rows above
                                 } else if let Some(f) = f.as_deref() {
                                     encode(t, x.p, first as u64, row_len, f, o)?;
                                 }
@@ -264,6 +272,33 @@ pub fn run(
         sink.commit()?;
     }
     Ok(out)
+}
+
+/// The fused path: encodes rows `[first, first + m)` of tensor `si` from its
+/// stored F16 / BF16 bytes into every computed output. `false` when the
+/// source does not hold the rows as stored or a value is not finite: the
+/// caller then decodes to f32 (which reports the value).
+fn encode_stored(
+    src: &dyn TensorSource,
+    si: usize,
+    t: &SourceTensor,
+    first: u64,
+    m: u64,
+    uses: &[Use],
+    outs: &mut [&mut [u8]],
+) -> Result<bool> {
+    let Some(bytes) = src.stored_rows(si, first, m) else { return Ok(false) };
+    for (x, o) in uses.iter().zip(outs.iter_mut()) {
+        if x.copy {
+            continue;
+        }
+        if quant::simd::encode_stored_half(quant::simd::active(), t.ty, bytes, x.p.ty, o) != Some(true) {
+            return Ok(false);
+        }
+        check_encoded(t, x.p.ty, first, o)?;
+    }
+    src.stored_rows_done(si, first, m);
+    Ok(true)
 }
 
 fn check_finite(src: &dyn TensorSource, t: &SourceTensor, first_row: u64, row_len: usize, rows: &[f32]) -> Result<()> {

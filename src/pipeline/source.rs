@@ -48,6 +48,16 @@ pub trait TensorSource: Sync {
     fn raw_consumed(&self, _index: usize, _start: u64, _len: u64) {}
     /// The writer is done with tensor `index` (sources may release memory).
     fn done(&self, _index: usize) {}
+    /// Rows `[row0, row0 + n)` of tensor `index` as stored in the tensor's
+    /// type, when the source holds them unchanged: exactly the bytes
+    /// [`TensorSource::read_rows`] decodes. Kernels that encode F16 / BF16
+    /// directly read them instead of f32 rows.
+    fn stored_rows(&self, _index: usize, _row0: u64, _n: u64) -> Option<&[u8]> {
+        None
+    }
+    /// The writer has encoded rows it got from [`TensorSource::stored_rows`]
+    /// (sources may release that memory, as `read_rows` does).
+    fn stored_rows_done(&self, _index: usize, _row0: u64, _n: u64) {}
 }
 
 /// A GGUF file as a tensor source.
@@ -91,6 +101,17 @@ impl TensorSource for GgufSource<'_> {
     }
     fn raw_consumed(&self, index: usize, start: u64, len: u64) {
         self.file.release_range(&self.file.header.tensors[index], start, len);
+    }
+    fn stored_rows(&self, index: usize, row0: u64, n: u64) -> Option<&[u8]> {
+        let info = &self.file.header.tensors[index];
+        let row_bytes = info.ty.row_size(info.row_len())?;
+        let end = row0.checked_add(n).filter(|&e| e <= info.n_rows())?;
+        self.file.data(info).get((row0 * row_bytes) as usize..(end * row_bytes) as usize)
+    }
+    fn stored_rows_done(&self, index: usize, row0: u64, n: u64) {
+        let info = &self.file.header.tensors[index];
+        let row_bytes = info.ty.row_size(info.row_len()).unwrap_or(0);
+        self.file.release_range(info, row0 * row_bytes, n * row_bytes);
     }
     fn raw(&self, index: usize) -> Option<&[u8]> {
         Some(self.file.data(&self.file.header.tensors[index]))

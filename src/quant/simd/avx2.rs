@@ -588,25 +588,125 @@ unsafe fn block_min_max(x: &[f32; 32], v: &[__m256; 4]) -> (f32, f32) {
     (min, max)
 }
 
+/// Lane `b` = the maximum of the 8 lanes of `v[b]` (exact in any order: no lane may be NaN).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn hmax8(v: &[__m256; 8]) -> __m256 {
+    let pair = |a: __m256, b: __m256| _mm256_max_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+    let (x0, x1, x2, x3) = (pair(v[0], v[1]), pair(v[2], v[3]), pair(v[4], v[5]), pair(v[6], v[7]));
+    let quad = |a: __m256, b: __m256| {
+        _mm256_max_ps(_mm256_shuffle_ps::<0b01_00_01_00>(a, b), _mm256_shuffle_ps::<0b11_10_11_10>(a, b))
+    };
+    let (y0, y1) = (quad(x0, x1), quad(x2, x3));
+    _mm256_max_ps(_mm256_permute2f128_ps::<0x20>(y0, y1), _mm256_permute2f128_ps::<0x31>(y0, y1))
+}
+
+/// Lane `b` = the minimum of the 8 lanes of `v[b]` (no lane may be NaN).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn hmin8(v: &[__m256; 8]) -> __m256 {
+    let neg = _mm256_set1_ps(-0.0);
+    // min(x) = -max(-x), exact
+    let m = hmax8(&v.map(|vi| _mm256_xor_ps(vi, neg)));
+    _mm256_xor_ps(m, neg)
+}
+
+/// `d` on 8 lanes and `id = d != 0 ? 1/d : 0`, `d` as fp16 (F16C rounds to nearest even like
+/// ggml's software conversion; `d` is never NaN here).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn scales8(d: __m256) -> (__m256, [Half; 8]) {
+    let nz = _mm256_cmp_ps::<_CMP_NEQ_UQ>(d, _mm256_setzero_ps());
+    let id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0), d), nz);
+    let mut h = [Half::ZERO; 8];
+    _mm_storeu_si128(h.as_mut_ptr() as *mut __m128i, _mm256_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(d));
+    (id, h)
+}
+
+/// Lane `b` of `v` on all 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn lane(v: __m256, b: usize) -> __m256 {
+    _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(b as i32))
+}
+
+/// True when a lane of the 8 blocks is NaN (the oracle lets a NaN win or lose a running max by
+/// position: such groups go block by block).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn any_nan8(x: &[[f32; 32]; 8]) -> bool {
+    let mut m = _mm256_setzero_ps();
+    for xb in x {
+        for v in load4(xb) {
+            m = _mm256_or_ps(m, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+        }
+    }
+    _mm256_movemask_ps(m) != 0
+}
+
+/// Q8_0 of one block, vectorized along the block (any input).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q8_0_block(xb: &[f32; 32], yb: &mut BlockQ8_0) {
+    let v = load4(xb);
+    // the oracle's running max lets a NaN win or lose by position: leave it that case
+    if mask32(v.map(|vi| _mm256_cmp_ps::<_CMP_UNORD_Q>(vi, vi))) != 0 {
+        *yb = BlockQ8_0::quantize(xb);
+        return;
+    }
+    let amax = hmax(_mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3]))));
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    q8_0_levels(&v, id, yb);
+    yb.d = Half::from_f32(d);
+}
+
+/// `roundf(x·id)` of one block into its `qs`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q8_0_levels(v: &[__m256; 4], id: __m256, yb: &mut BlockQ8_0) {
+    let q = v.map(|vi| _mm256_cvttps_epi32(round_away(_mm256_mul_ps(vi, id))));
+    let qs = yb.qs.as_mut_ptr() as *mut __m128i;
+    _mm_storeu_si128(qs, pack_bytes16(q[0], q[1]));
+    _mm_storeu_si128(qs.add(1), pack_bytes16(q[2], q[3]));
+}
+
+/// Q8_0 of 8 blocks without NaN, vectorized across the blocks: the 8 maxima
+/// (exact in any order), the 8 scales with one division, the levels
+/// elementwise.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q8_0_x8(x: &[[f32; 32]; 8], y: &mut [BlockQ8_0; 8]) {
+    let am: [__m256; 8] = std::array::from_fn(|b| {
+        let v = load4(&x[b]);
+        _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])))
+    });
+    let d = _mm256_div_ps(hmax8(&am), _mm256_set1_ps(127.0));
+    let (id, h) = scales8(d);
+    for b in 0..8 {
+        q8_0_levels(&load4(&x[b]), lane(id, b), &mut y[b]);
+        y[b].d = h[b];
+    }
+}
+
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn q8_0_blocks(x: &[[f32; 32]], y: &mut [BlockQ8_0]) {
-    for (xb, yb) in x.iter().zip(y.iter_mut()) {
-        let v = load4(xb);
-        // the oracle's running max lets a NaN win or lose by position: leave it that case
-        if mask32(v.map(|vi| _mm256_cmp_ps::<_CMP_UNORD_Q>(vi, vi))) != 0 {
-            *yb = BlockQ8_0::quantize(xb);
-            continue;
+    let x = &x[..x.len().min(y.len())];
+    let n8 = x.len() / 8 * 8;
+    let (xg, xt) = x.split_at(n8);
+    for (xs, ys) in xg.chunks_exact(8).zip(y.chunks_exact_mut(8)) {
+        let xs: &[[f32; 32]; 8] = xs.try_into().unwrap();
+        let ys: &mut [BlockQ8_0; 8] = ys.try_into().unwrap();
+        if any_nan8(xs) {
+            for (xb, yb) in xs.iter().zip(ys.iter_mut()) {
+                q8_0_block(xb, yb);
+            }
+        } else {
+            q8_0_x8(xs, ys);
         }
-        let amax = hmax(_mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3]))));
-        let d = amax / 127.0;
-        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-        let q = v.map(|vi| _mm256_cvttps_epi32(round_away(_mm256_mul_ps(vi, id))));
-        let lo = pack_bytes16(q[0], q[1]);
-        let hi = pack_bytes16(q[2], q[3]);
-        yb.d = Half::from_f32(d);
-        let qs = yb.qs.as_mut_ptr() as *mut __m128i;
-        _mm_storeu_si128(qs, lo);
-        _mm_storeu_si128(qs.add(1), hi);
+    }
+    for (xb, yb) in xt.iter().zip(y[n8..].iter_mut()) {
+        q8_0_block(xb, yb);
     }
 }
 
@@ -632,16 +732,86 @@ unsafe fn pack5(l: [__m256i; 4]) -> ([u8; 16], [u8; 4]) {
     (qs, mask32(bit4).to_le_bytes())
 }
 
+/// Q4_0's levels of one block: `min(15, (int8_t)(x·id + 8.5))`, two per byte.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q4_0_levels(v: &[__m256; 4], id: __m256) -> [u8; 16] {
+    let (c, top) = (_mm256_set1_ps(8.5), _mm256_set1_epi32(15));
+    pack_nibbles(v.map(|vi| _mm256_min_epi32(trunc_i8(_mm256_add_ps(_mm256_mul_ps(vi, id), c)), top)))
+}
+
+/// Q4_0 of one block, vectorized along the block (any input).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q4_0_block(xb: &[f32; 32]) -> BlockQ4_0 {
+    let v = load4(xb);
+    let max = block_first_abs_max(xb, &v);
+    let d = max / -8.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    BlockQ4_0 { d: Half::from_f32(d), qs: q4_0_levels(&v, id) }
+}
+
+/// Q4_0 of 8 blocks without NaN, vectorized across the blocks. The oracle's
+/// signed maximum (the first value of the largest magnitude, `+0` for a zero
+/// block) is `+amax` when only the block maximum reaches it, `-amax` when
+/// only the minimum does; when both do, the first one wins, found in the
+/// block.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q4_0_x8(x: &[[f32; 32]; 8], y: &mut [BlockQ4_0; 8]) {
+    let mut am = [_mm256_setzero_ps(); 8];
+    let mut mx = [_mm256_setzero_ps(); 8];
+    let mut mn = [_mm256_setzero_ps(); 8];
+    for b in 0..8 {
+        let v = load4(&x[b]);
+        am[b] = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
+        mx[b] = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
+        mn[b] = _mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3]));
+    }
+    let neg = _mm256_set1_ps(-0.0);
+    let (amax, mx, mn) = (hmax8(&am), hmax8(&mx), hmin8(&mn));
+    let pos = _mm256_cmp_ps::<_CMP_EQ_OQ>(mx, amax);
+    let negs = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_xor_ps(mn, neg), amax);
+    let zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(amax, _mm256_setzero_ps());
+    // +amax, or -amax where only the minimum reaches it; +0 for a zero block
+    let mut max = _mm256_blendv_ps(amax, _mm256_xor_ps(amax, neg), _mm256_andnot_ps(pos, negs));
+    max = _mm256_andnot_ps(zero, max);
+    let both = _mm256_movemask_ps(_mm256_andnot_ps(zero, _mm256_and_ps(pos, negs)));
+    if both != 0 {
+        let mut m = [0f32; 8];
+        _mm256_storeu_ps(m.as_mut_ptr(), max);
+        for (b, mb) in m.iter_mut().enumerate() {
+            if both & (1 << b) != 0 {
+                *mb = block_first_abs_max(&x[b], &load4(&x[b]));
+            }
+        }
+        max = _mm256_loadu_ps(m.as_ptr());
+    }
+    let d = _mm256_div_ps(max, _mm256_set1_ps(-8.0));
+    let (id, h) = scales8(d);
+    for b in 0..8 {
+        y[b] = BlockQ4_0 { d: h[b], qs: q4_0_levels(&load4(&x[b]), lane(id, b)) };
+    }
+}
+
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn q4_0_blocks(x: &[[f32; 32]], y: &mut [BlockQ4_0]) {
-    for (xb, yb) in x.iter().zip(y.iter_mut()) {
-        let v = load4(xb);
-        let max = block_first_abs_max(xb, &v);
-        let d = max / -8.0;
-        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-        let (c, top) = (_mm256_set1_ps(8.5), _mm256_set1_epi32(15));
-        let q = v.map(|vi| _mm256_min_epi32(trunc_i8(_mm256_add_ps(_mm256_mul_ps(vi, id), c)), top));
-        *yb = BlockQ4_0 { d: Half::from_f32(d), qs: pack_nibbles(q) };
+    let x = &x[..x.len().min(y.len())];
+    let n8 = x.len() / 8 * 8;
+    let (xg, xt) = x.split_at(n8);
+    for (xs, ys) in xg.chunks_exact(8).zip(y.chunks_exact_mut(8)) {
+        let xs: &[[f32; 32]; 8] = xs.try_into().unwrap();
+        let ys: &mut [BlockQ4_0; 8] = ys.try_into().unwrap();
+        if any_nan8(xs) {
+            for (xb, yb) in xs.iter().zip(ys.iter_mut()) {
+                *yb = q4_0_block(xb);
+            }
+        } else {
+            q4_0_x8(xs, ys);
+        }
+    }
+    for (xb, yb) in xt.iter().zip(y[n8..].iter_mut()) {
+        *yb = q4_0_block(xb);
     }
 }
 
@@ -768,6 +938,78 @@ unsafe fn bf16_to_f32_row(src: &[u8], dst: &mut [f32]) {
         _mm256_storeu_ps(dst[i..i + 8].as_mut_ptr(), _mm256_castsi256_ps(v));
     }
     Scalar.bf16_to_f32_row(&src[2 * body..2 * n], &mut dst[body..n]);
+}
+
+/// Decodes up to 8 blocks of stored F16 / BF16 values into `buf`; `false` when
+/// one is NaN or infinite (all exponent bits set).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn decode_half_blocks(src: &[u8], bf16: bool, buf: &mut [[f32; 32]; 8], n: usize) -> bool {
+    let exp = _mm_set1_epi16(if bf16 { 0x7F80 } else { 0x7C00 });
+    let mut bad = _mm_setzero_si128();
+    for (b, xb) in buf.iter_mut().enumerate().take(n) {
+        for k in 0..4 {
+            let at = 64 * b + 16 * k;
+            let h = _mm_loadu_si128(src[at..at + 16].as_ptr() as *const __m128i);
+            bad = _mm_or_si128(bad, _mm_cmpeq_epi16(_mm_and_si128(h, exp), exp));
+            let v = if bf16 {
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+            } else {
+                _mm256_cvtph_ps(h)
+            };
+            _mm256_storeu_ps(xb[8 * k..8 * k + 8].as_mut_ptr(), v);
+        }
+    }
+    _mm_testz_si128(bad, bad) != 0
+}
+
+/// Q8_0 / Q4_0 of stored F16 / BF16 values: decode and check 8 blocks, then
+/// the across-block kernel (no NaN can be there), the tail block by block.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn from_half_x8<B>(
+    src: &[u8],
+    bf16: bool,
+    y: &mut [B],
+    x8: unsafe fn(&[[f32; 32]; 8], &mut [B; 8]),
+    tail: unsafe fn(&[[f32; 32]], &mut [B]),
+) -> bool {
+    let mut buf = [[0f32; 32]; 8];
+    for (s, yb) in src.chunks(512).zip(y.chunks_mut(8)) {
+        let n = yb.len().min(s.len() / 64);
+        if !decode_half_blocks(s, bf16, &mut buf, n) {
+            return false;
+        }
+        match <&mut [B; 8]>::try_from(&mut *yb) {
+            Ok(y8) => x8(&buf, y8),
+            Err(_) => tail(&buf[..n], &mut yb[..n]),
+        }
+    }
+    true
+}
+
+/// BF16 → F16 in one pass (F16C rounds to nearest even like ggml, NaN aside:
+/// `false` as soon as a value is NaN or infinite, the rest of `dst` unspecified).
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn bf16_to_f16_row(src: &[u8], dst: &mut [u8]) -> bool {
+    let n = src.len().min(dst.len()) / 2;
+    let body = n - n % 64;
+    let exp = _mm_set1_epi16(0x7F80);
+    for i in (0..body).step_by(64) {
+        let mut bad = _mm_setzero_si128();
+        for k in 0..8 {
+            let at = 2 * (i + 8 * k);
+            let h = _mm_loadu_si128(src[at..at + 16].as_ptr() as *const __m128i);
+            bad = _mm_or_si128(bad, _mm_cmpeq_epi16(_mm_and_si128(h, exp), exp));
+            let v = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
+            let f = _mm256_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(v);
+            _mm_storeu_si128(dst[at..at + 16].as_mut_ptr() as *mut __m128i, f);
+        }
+        if _mm_testz_si128(bad, bad) == 0 {
+            return false;
+        }
+    }
+    Scalar.bf16_to_f16_row(&src[2 * body..2 * n], &mut dst[2 * body..2 * n])
 }
 
 #[target_feature(enable = "avx2,f16c")]
@@ -904,6 +1146,18 @@ impl Kernels for Avx2 {
     fn bf16_to_f32_row(self, src: &[u8], dst: &mut [f32]) {
         // SAFETY: see the impl comment.
         unsafe { bf16_to_f32_row(src, dst) }
+    }
+    fn q8_0_from_half(self, src: &[u8], bf16: bool, y: &mut [BlockQ8_0]) -> bool {
+        // SAFETY: see the impl comment.
+        unsafe { from_half_x8(src, bf16, y, q8_0_x8, q8_0_blocks) }
+    }
+    fn q4_0_from_half(self, src: &[u8], bf16: bool, y: &mut [BlockQ4_0]) -> bool {
+        // SAFETY: see the impl comment.
+        unsafe { from_half_x8(src, bf16, y, q4_0_x8, q4_0_blocks) }
+    }
+    fn bf16_to_f16_row(self, src: &[u8], dst: &mut [u8]) -> bool {
+        // SAFETY: see the impl comment.
+        unsafe { bf16_to_f16_row(src, dst) }
     }
     fn first_non_finite(self, x: &[f32]) -> Option<usize> {
         // SAFETY: see the impl comment.

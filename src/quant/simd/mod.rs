@@ -36,6 +36,7 @@ use super::iq4;
 use super::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use super::search::{make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qx_quants, QkxSearch};
 use super::Quantize;
+use crate::gguf::GgmlType;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -195,6 +196,31 @@ pub trait Kernels: Copy + Send + Sync {
             *yb = BlockQ4_0::quantize(xb);
         }
     }
+    /// Q8_0 of stored F16 (`bf16` false) or BF16 values, decoded a few
+    /// blocks at a time into a buffer that stays in L1 (no f32 rows in
+    /// memory). `false` when a value is NaN or infinite: `y` is then
+    /// unspecified and the caller reports the value from the f32 path.
+    fn q8_0_from_half(self, src: &[u8], bf16: bool, y: &mut [BlockQ8_0]) -> bool {
+        from_half(self, src, bf16, y, |x, y| self.q8_0_blocks(x, y))
+    }
+    /// Q4_0 of stored F16 or BF16 values, as [`Kernels::q8_0_from_half`].
+    fn q4_0_from_half(self, src: &[u8], bf16: bool, y: &mut [BlockQ4_0]) -> bool {
+        from_half(self, src, bf16, y, |x, y| self.q4_0_blocks(x, y))
+    }
+    /// F16 of stored BF16 values (`convert --outtype f16` of a BF16 model),
+    /// as [`Kernels::q8_0_from_half`]: `false` when a value is not finite.
+    fn bf16_to_f16_row(self, src: &[u8], dst: &mut [u8]) -> bool {
+        let mut buf = [0f32; FUSED_VALUES];
+        for (s, d) in src.chunks(2 * FUSED_VALUES).zip(dst.chunks_mut(2 * FUSED_VALUES)) {
+            let f = &mut buf[..s.len() / 2];
+            self.bf16_to_f32_row(s, f);
+            if self.first_non_finite(f).is_some() {
+                return false;
+            }
+            self.f32_to_f16_row(f, d);
+        }
+        true
+    }
     fn q4_1_blocks(self, x: &[[f32; 32]], y: &mut [BlockQ4_1]) {
         for (xb, yb) in x.iter().zip(y) {
             *yb = BlockQ4_1::quantize(xb);
@@ -209,6 +235,90 @@ pub trait Kernels: Copy + Send + Sync {
         for (xb, yb) in x.iter().zip(y) {
             *yb = BlockQ5_1::quantize(xb);
         }
+    }
+}
+
+/// Values decoded at a time by the fused half → quantized kernels: 8 blocks
+/// of 32 (1 KiB of f32, in L1), the group the block kernels vectorize across.
+const FUSED_VALUES: usize = 256;
+
+/// The fused kernels' loop: decode a group of blocks, check it is finite, encode it.
+fn from_half<K: Kernels, B>(
+    k: K,
+    src: &[u8],
+    bf16: bool,
+    y: &mut [B],
+    encode: impl Fn(&[[f32; 32]], &mut [B]),
+) -> bool {
+    const BLOCKS: usize = FUSED_VALUES / 32;
+    let mut buf = [[0f32; 32]; BLOCKS];
+    for (s, yb) in src.chunks(2 * FUSED_VALUES).zip(y.chunks_mut(BLOCKS)) {
+        let n = yb.len().min(s.len() / 64);
+        let f = buf[..n].as_flattened_mut();
+        if bf16 {
+            k.bf16_to_f32_row(s, f);
+        } else {
+            k.f16_to_f32_row(s, f);
+        }
+        if k.first_non_finite(f).is_some() {
+            return false;
+        }
+        encode(&buf[..n], &mut yb[..n]);
+    }
+    true
+}
+
+/// Whether [`encode_stored_half`] encodes `src_ty` values as `ty`.
+pub fn fuses(src_ty: GgmlType, ty: GgmlType) -> bool {
+    matches!(
+        (src_ty, ty),
+        (GgmlType::F16 | GgmlType::BF16, GgmlType::Q8_0 | GgmlType::Q4_0) | (GgmlType::BF16, GgmlType::F16)
+    )
+}
+
+/// Encodes stored F16 / BF16 values (`src_ty`, little-endian bytes) as `ty`
+/// without f32 rows in memory, for the types where that is the same as
+/// decoding to f32 and quantizing without an importance matrix: Q8_0 and
+/// Q4_0 from F16 or BF16, F16 from BF16. `None`: not such a pair (or the
+/// lengths do not fit it); `Some(false)`: a value is NaN or infinite (`dst`
+/// is unspecified: decode to f32 to report it); `Some(true)`: `dst` holds
+/// exactly what [`super::quantize_rows`] of the decoded values would.
+pub fn encode_stored_half(
+    backend: Backend,
+    src_ty: GgmlType,
+    src: &[u8],
+    ty: GgmlType,
+    dst: &mut [u8],
+) -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    if backend == Backend::Avx2 {
+        if let Some(k) = Avx2::new() {
+            return encode_half_with(k, src_ty, src, ty, dst);
+        }
+    }
+    let _ = backend;
+    encode_half_with(Scalar, src_ty, src, ty, dst)
+}
+
+fn encode_half_with<K: Kernels>(k: K, src_ty: GgmlType, src: &[u8], ty: GgmlType, dst: &mut [u8]) -> Option<bool> {
+    let bf16 = match src_ty {
+        GgmlType::BF16 => true,
+        GgmlType::F16 => false,
+        _ => return None,
+    };
+    let n = src.len() / 2;
+    if src.len() % 2 != 0 {
+        return None;
+    }
+    match ty {
+        GgmlType::F16 if bf16 && dst.len() == src.len() => Some(k.bf16_to_f16_row(src, dst)),
+        GgmlType::Q8_0 if n % 32 == 0 && dst.len() == n / 32 * std::mem::size_of::<BlockQ8_0>() => {
+            Some(k.q8_0_from_half(src, bf16, bytemuck::cast_slice_mut(dst)))
+        }
+        GgmlType::Q4_0 if n % 32 == 0 && dst.len() == n / 32 * std::mem::size_of::<BlockQ4_0>() => {
+            Some(k.q4_0_from_half(src, bf16, bytemuck::cast_slice_mut(dst)))
+        }
+        _ => None,
     }
 }
 

@@ -356,3 +356,121 @@ fn first_non_finite_matches_scalar() {
     }
     assert_eq!(k.first_non_finite(&[]), None);
 }
+
+/// Blocks made for the Q8_0 / Q4_0 kernels that work across 8 blocks: the
+/// largest magnitude reached by both signs in either order, by one sign
+/// several times, zero blocks of both signs, subnormal blocks, exact `.5`
+/// ties of `x·id`, infinities; shuffled so that every group of 8 mixes them.
+fn legacy_group_blocks(seed: u64, count: usize) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    let mut out = Vec::with_capacity(count * 32);
+    for _ in 0..count {
+        let scale = [1.0f32, 2f32.powi(-3), 2f32.powi(7), 1e-3, 3.0e-40][r.below(5) as usize];
+        let a = (r.below(16) + 1) as f32;
+        let mut b: Vec<f32> = (0..32).map(|_| (r.below(2 * a as u64 + 1) as f32 - a) * 0.5 * scale).collect();
+        let (i, j) = (r.below(32) as usize, r.below(32) as usize);
+        match r.below(9) {
+            0 => {
+                b[i] = a * scale; // +amax first or second, -amax elsewhere
+                b[j] = -a * scale;
+            }
+            1 => b.iter_mut().for_each(|v| *v = 0.0),
+            2 => b.iter_mut().for_each(|v| *v = -0.0),
+            3 => {
+                b.iter_mut().for_each(|v| *v = if r.below(2) == 0 { 0.0 } else { -0.0 });
+                b[i] = -f32::from_bits(1);
+            }
+            4 => b[i] = if r.below(2) == 0 { f32::INFINITY } else { f32::NEG_INFINITY },
+            5 => {
+                b[i] = f32::INFINITY;
+                b[j] = f32::NEG_INFINITY;
+            }
+            6 => b.iter_mut().for_each(|v| *v = a * scale * if r.below(2) == 0 { 1.0 } else { -1.0 }),
+            7 => b.iter_mut().for_each(|v| {
+                *v = f32::from_bits(r.below(0x007F_FFFF) as u32) * if r.below(2) == 0 { 1.0 } else { -1.0 }
+            }),
+            _ => {}
+        }
+        out.extend(b);
+    }
+    out
+}
+
+#[test]
+fn q8_0_q4_0_across_blocks_match_scalar() {
+    let Some(b) = simd_backend("q8_0_q4_0_across_blocks_match_scalar") else { return };
+    for seed in 0..40 {
+        // 8 groups of 8 blocks and a tail of 5 blocks, as one row
+        let x = legacy_group_blocks(seed, 69);
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+            compare(b, ty, &x, x.len(), None, &format!("group blocks seed {seed}"));
+            compare(b, ty, &x, 32, None, &format!("group blocks (rows of one block) seed {seed}"));
+        }
+        // one NaN in a group: that group goes block by block
+        let mut y = x.clone();
+        let at = (seed as usize * 37) % y.len();
+        y[at] = f32::NAN;
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+            compare(b, ty, &y, y.len(), None, &format!("group blocks with a NaN, seed {seed}"));
+        }
+    }
+}
+
+/// The fused F16 / BF16 → Q8_0 / Q4_0 / F16 kernels against decoding to f32
+/// then the scalar oracle, on both backends; `Some(false)` exactly when a
+/// value is not finite.
+#[test]
+fn fused_half_kernels_match_decode_then_quantize() {
+    let backends: Vec<Backend> = [Some(Backend::Scalar), simd_backend("fused_half_kernels_match_decode_then_quantize")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut r = Rng::new(7);
+    let mut inputs: Vec<(String, Vec<f32>)> = row_sets(256, 11);
+    inputs.push(("group blocks".into(), legacy_group_blocks(3, 77)));
+    for (name, x) in inputs {
+        for src_ty in [GgmlType::F16, GgmlType::BF16] {
+            // the stored values: x rounded to the source type (NaN and inf kept)
+            let mut stored = vec![0u8; 2 * x.len()];
+            quantize_rows_with(Backend::Scalar, src_ty, &x, x.len(), None, &mut stored).unwrap();
+            let mut decoded = vec![0f32; x.len()];
+            dequantize_rows_with(Backend::Scalar, src_ty, &stored, &mut decoded).unwrap();
+            let finite = decoded.iter().all(|v| v.is_finite());
+            for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::F16] {
+                if !fuses(src_ty, ty) {
+                    assert_eq!(encode_stored_half(Backend::Scalar, src_ty, &stored, ty, &mut [0u8; 4]), None);
+                    continue;
+                }
+                let size = ty.row_size(x.len() as u64).unwrap() as usize;
+                let mut want = vec![0u8; size];
+                quantize_rows_with(Backend::Scalar, ty, &decoded, x.len(), None, &mut want).unwrap();
+                for &b in &backends {
+                    let mut got = vec![0xEEu8; size];
+                    let res = encode_stored_half(b, src_ty, &stored, ty, &mut got);
+                    assert_eq!(res, Some(finite), "{name} {src_ty} → {ty} ({})", b.name());
+                    if finite {
+                        assert!(want == got, "{name} {src_ty} → {ty} ({}): differs from decode + scalar", b.name());
+                    }
+                }
+            }
+        }
+        // a single non-finite value anywhere is found
+        let mut bits: Vec<u8> = (0..2 * 32 * 9).map(|_| r.below(256) as u8).collect();
+        for h in bits.chunks_exact_mut(2) {
+            h[1] &= 0x3F; // finite in both F16 and BF16
+        }
+        for &b in &backends {
+            let at = 2 * r.below(32 * 9) as usize;
+            let mut y = bits.clone();
+            y[at + 1] = 0x7F;
+            y[at] = 0xC0; // F16: 0x7FC0 is NaN; BF16: NaN
+            let mut out = vec![0u8; GgmlType::Q8_0.row_size(32 * 9).unwrap() as usize];
+            assert_eq!(encode_stored_half(b, GgmlType::BF16, &y, GgmlType::Q8_0, &mut out), Some(false));
+            assert_eq!(encode_stored_half(b, GgmlType::F16, &y, GgmlType::Q8_0, &mut out), Some(false));
+            assert_eq!(encode_stored_half(b, GgmlType::BF16, &bits, GgmlType::Q8_0, &mut out), Some(true));
+            let mut out16 = vec![0u8; y.len()];
+            assert_eq!(encode_stored_half(b, GgmlType::BF16, &y, GgmlType::F16, &mut out16), Some(false));
+            assert_eq!(encode_stored_half(b, GgmlType::BF16, &bits, GgmlType::F16, &mut out16), Some(true));
+        }
+    }
+}
