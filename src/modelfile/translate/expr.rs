@@ -89,6 +89,27 @@ impl Translator<'_> {
                 self.attr(base, a.name, line)
             }
             Expr::GetItem(g) => {
+                // `s.split(sep)[k]`: one part, without the list.
+                if let Expr::Call(c) = &g.expr {
+                    if let Expr::GetAttr(a) = &c.expr {
+                        if a.name == "split" {
+                            let Some(CallArg::Pos(Expr::Const(sep))) = c.args.first() else {
+                                bail!(line, "method .split() with a computed or no separator")
+                            };
+                            let Some(sep) = sep.value.as_str().map(str::to_string) else {
+                                bail!(line, "method .split() with a non-string separator")
+                            };
+                            if c.args.len() != 1 {
+                                bail!(line, "method .split() with a limit");
+                            }
+                            let Val::Int(k) = self.expr(&g.subscript_expr)? else {
+                                bail!(line, "a computed item of .split()")
+                            };
+                            let hay = self.expr(&a.expr)?;
+                            return self.split_item(hay, &sep, k, line);
+                        }
+                    }
+                }
                 let base = self.expr(&g.expr)?;
                 let sub = self.expr(&g.subscript_expr)?;
                 match sub {
@@ -330,6 +351,12 @@ impl Translator<'_> {
                             Val::Concat(p) => parts.extend(p),
                             Val::Str(_) | Val::Undefined | Val::Go(_, Kind::Str | Kind::Undefined) => parts.push(v),
                             Val::Int(i) if matches!(b.op, K::Concat) => parts.push(Val::Str(i.to_string())),
+                            // `~` prints a number; Go's print writes an int the same way.
+                            Val::Go(g, Kind::Int) if matches!(b.op, K::Concat) => {
+                                parts.push(Val::Go(format!("(print {g})"), Kind::Str))
+                            }
+                            // JSON text (`x | tojson`) is a string in Jinja; printed in place.
+                            v @ Val::Raw(_) => parts.push(v),
                             other => bail!(line, "adding {}", describe(&other)),
                         }
                     }
@@ -343,6 +370,10 @@ impl Translator<'_> {
                 _ => bail!(line, "subtraction"),
             },
             K::ScAnd | K::ScOr => {
+                // On strings Jinja's `a or b` is a value (the first non-empty one): so is Go's.
+                if is_text(&l) && is_text(&r) {
+                    return self.text_and_or(matches!(b.op, K::ScOr), l, r, line);
+                }
                 let a = self.truth(l, line)?;
                 let c = self.truth(r, line)?;
                 let op = if matches!(b.op, K::ScAnd) { "and" } else { "or" };
@@ -394,6 +425,7 @@ impl Translator<'_> {
                     })
                 }
                 Val::Undefined => Ok(Val::Bool(false)),
+                r if is_text(&r) => self.text_contains(r, l, line),
                 other => bail!(line, "`in` on {}", describe(&other)),
             },
             _ => bail!(line, "arithmetic ({:?})", b.op),
@@ -470,6 +502,8 @@ impl Translator<'_> {
             "string" | "safe" | "e" | "escape" if f.args.is_empty() => match v {
                 v @ (Val::Str(_) | Val::Go(_, Kind::Str) | Val::Concat(_) | Val::Undefined) => Ok(v),
                 Val::Int(i) => Ok(Val::Str(i.to_string())),
+                Val::Go(g, Kind::Int) if matches!(f.name, "string") => Ok(Val::Go(format!("(print {g})"), Kind::Str)),
+                v @ Val::Raw(_) if matches!(f.name, "string" | "safe") => Ok(v),
                 other => bail!(line, "|{} of {}", f.name, describe(&other)),
             },
             "default" | "d" => {
@@ -498,6 +532,10 @@ impl Translator<'_> {
                     other => bail!(line, "|tojson of {}", describe(&other)),
                 }
             }
+            "upper" | "lower" | "capitalize" | "title" if f.args.is_empty() => match v {
+                Val::Str(s) => Ok(Val::Str(case(&s, f.name))),
+                other => bail!(line, "|{} of {}", f.name, describe(&other)),
+            },
             other => bail!(line, "filter |{other}"),
         }
     }
@@ -588,17 +626,8 @@ impl Translator<'_> {
             Expr::GetAttr(a) => {
                 let base = self.expr(&a.expr)?;
                 match a.name {
-                    "strip" | "lstrip" | "rstrip" if c.args.is_empty() => match base {
-                        Val::Str(s) => Ok(Val::Str(match a.name {
-                            "strip" => s.trim().to_string(),
-                            "lstrip" => s.trim_start().to_string(),
-                            _ => s.trim_end().to_string(),
-                        })),
-                        v => {
-                            self.note("|trim / .strip() translated as the identity (Go templates cannot trim)");
-                            Ok(v)
-                        }
-                    },
+                    "startswith" | "endswith" | "replace" | "upper" | "lower" | "capitalize" | "title" | "strip"
+                    | "lstrip" | "rstrip" => self.str_method(base, a.name, &c.args, line),
                     "get" => {
                         let Some(CallArg::Pos(Expr::Const(k))) = c.args.first() else {
                             bail!(line, ".get() with a computed key")
@@ -615,6 +644,411 @@ impl Translator<'_> {
             }
             Expr::Var(v) => bail!(line, "function {}()", v.id),
             _ => bail!(line, "call"),
+        }
+    }
+}
+
+/// A string-valued expression: a constant, text from Ollama's data, a concatenation, or
+/// undefined (which prints and tests as the empty string).
+pub(super) fn is_text(v: &Val) -> bool {
+    matches!(v, Val::Str(_) | Val::Undefined | Val::Concat(_) | Val::Go(_, Kind::Str | Kind::Undefined))
+}
+
+/// Go names of one scan (see [`Translator::scan`]).
+pub(super) struct Scan {
+    /// The scanned string.
+    pub s: String,
+    /// The byte position (inside `on_match`: where the occurrence starts).
+    pub i: String,
+    /// Where the text after the previous occurrence starts (0 before the first); after the
+    /// loop, where the text after the last one starts.
+    pub from: String,
+    /// One `x` per occurrence found so far (Go has no arithmetic: a count is a length).
+    pub count: String,
+}
+
+impl Translator<'_> {
+    /// `a or b` / `a and b` on strings: Go's `or`/`and` return an operand, as Jinja's do.
+    pub(super) fn text_and_or(&mut self, or: bool, l: Val, r: Val, line: usize) -> Result<Val, Untranslatable> {
+        if let Val::Str(s) = &l {
+            return Ok(match (or, s.is_empty()) {
+                (true, false) | (false, true) => l,
+                _ => r,
+            });
+        }
+        let (a, _) = self.operand(l, line)?;
+        let (b, _) = self.operand(r, line)?;
+        Ok(Val::Go(format!("({} {a} {b})", if or { "or" } else { "and" }), Kind::Str))
+    }
+
+    /// Writes Go code that finds the non-overlapping occurrences of `needle` in `hay` from the
+    /// left (as Python's `str.split`, `str.replace` and `in` do), running `on_match` at each.
+    /// Go templates have no string functions, so this ranges over the byte positions (Go 1.22+
+    /// ranges over an integer) and compares `slice`s; a match can only start on a character
+    /// boundary since the needle is valid UTF-8. The occurrence's remaining bytes are skipped
+    /// by consuming a string of that length (`slice $skip 1`), the count is a string's length.
+    pub(super) fn scan(
+        &mut self,
+        hay: Val,
+        needle: &str,
+        on_match: impl Fn(&Scan) -> String,
+        line: usize,
+    ) -> Result<Scan, Untranslatable> {
+        if needle.is_empty() || needle.contains('\u{fffd}') {
+            bail!(line, "searching for {needle:?} in a string");
+        }
+        let (hay, _) = self.operand(hay, line)?;
+        let sc = Scan { s: self.fresh(), i: self.fresh(), from: self.fresh(), count: self.fresh() };
+        let (skip, pend, t) = (self.fresh(), self.fresh(), self.fresh());
+        let n = needle.len();
+        let rest = go_quote(&"x".repeat(n - 1));
+        let body = on_match(&sc);
+        let Scan { s, i, from, count } = &sc;
+        self.out.push_str(&format!(
+            "{{{{ {s} := {hay} }}}}{{{{ {count} := \"\" }}}}{{{{ {from} := 0 }}}}{{{{ {pend} := false }}}}{{{{ {skip} := \"\" }}}}\
+             {{{{ range {i} := len {s} }}}}{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}{{{{ else }}}}\
+             {{{{ if {pend} }}}}{{{{ {from} = {i} }}}}{{{{ {pend} = false }}}}{{{{ end }}}}\
+             {{{{ {t} := slice {s} {i} }}}}{{{{ if and (ge (len {t}) {n}) (eq (slice {t} 0 {n}) {q}) }}}}{body}\
+             {{{{ {count} = print {count} \"x\" }}}}{{{{ {skip} = {rest} }}}}{{{{ {pend} = true }}}}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}\
+             {{{{ if {pend} }}}}{{{{ {from} = len {s} }}}}{{{{ end }}}}",
+            q = go_quote(needle)
+        ));
+        Ok(sc)
+    }
+
+    /// `needle in hay` on strings.
+    pub(super) fn text_contains(&mut self, hay: Val, needle: Val, line: usize) -> Result<Val, Untranslatable> {
+        let needle = match needle {
+            Val::Str(s) => s,
+            other => bail!(line, "`in` with {} as the needle", describe(&other)),
+        };
+        match &hay {
+            Val::Str(h) => return Ok(Val::Bool(h.contains(&needle))),
+            Val::Undefined => return Ok(Val::Bool(false)),
+            _ if needle.is_empty() => return Ok(Val::Bool(true)),
+            _ => {}
+        }
+        let sc = self.scan(hay, &needle, |_| String::new(), line)?;
+        Ok(Val::Go(format!("(ne (len {}) 0)", sc.count), Kind::Bool))
+    }
+
+    /// `s.split(sep)[k]` for a constant `k` (0, 1, ... or -1): the text between the
+    /// occurrences. A `k` past the last part is an error in Jinja (not compared); empty here.
+    pub(super) fn split_item(&mut self, hay: Val, sep: &str, k: i64, line: usize) -> Result<Val, Untranslatable> {
+        if let Val::Str(h) = &hay {
+            let parts: Vec<&str> = h.split(sep).collect();
+            let idx = if k < 0 { parts.len() as i64 + k } else { k };
+            return match parts.get(idx as usize) {
+                Some(p) if idx >= 0 && !sep.is_empty() => Ok(Val::Str(p.to_string())),
+                _ => bail!(line, "split() item {k} of a constant"),
+            };
+        }
+        if matches!(hay, Val::Undefined) {
+            bail!(line, ".split() of an undefined value");
+        }
+        if k < -1 {
+            bail!(line, "split() item {k}");
+        }
+        let r = self.fresh();
+        self.out.push_str(&format!("{{{{ {r} := \"\" }}}}"));
+        let sc = self.scan(
+            hay,
+            sep,
+            |sc| {
+                if k < 0 {
+                    return String::new();
+                }
+                format!(
+                    "{{{{ if eq (len {c}) {k} }}}}{{{{ {r} = slice {s} {f} {i} }}}}{{{{ end }}}}",
+                    c = sc.count,
+                    s = sc.s,
+                    f = sc.from,
+                    i = sc.i
+                )
+            },
+            line,
+        )?;
+        // The last part runs from the end of the last occurrence.
+        let last = if k < 0 { String::new() } else { format!("if eq (len {}) {k} ", sc.count) };
+        if last.is_empty() {
+            self.out.push_str(&format!("{{{{ {r} = slice {} {} }}}}", sc.s, sc.from));
+        } else {
+            self.out.push_str(&format!("{{{{ {last}}}}}{{{{ {r} = slice {} {} }}}}{{{{ end }}}}", sc.s, sc.from));
+        }
+        Ok(Val::Go(r, Kind::Str))
+    }
+
+    /// `s.replace(old, new)`.
+    pub(super) fn replace(&mut self, hay: Val, old: &str, new: Val, line: usize) -> Result<Val, Untranslatable> {
+        if let (Val::Str(h), Val::Str(n)) = (&hay, &new) {
+            if !old.is_empty() {
+                return Ok(Val::Str(h.replace(old, n)));
+            }
+        }
+        match hay {
+            Val::Undefined => bail!(line, ".replace() of an undefined value"),
+            ref h if !is_text(h) => bail!(line, ".replace() of {}", describe(h)),
+            _ => {}
+        }
+        if !is_text(&new) {
+            bail!(line, ".replace() with {}", describe(&new));
+        }
+        let (new, _) = self.operand(new, line)?;
+        let r = self.fresh();
+        self.out.push_str(&format!("{{{{ {r} := \"\" }}}}"));
+        let sc = self.scan(
+            hay,
+            old,
+            |sc| format!("{{{{ {r} = print {r} (slice {} {} {}) {new} }}}}", sc.s, sc.from, sc.i),
+            line,
+        )?;
+        self.out.push_str(&format!("{{{{ {r} = print {r} (slice {} {}) }}}}", sc.s, sc.from));
+        Ok(Val::Go(r, Kind::Str))
+    }
+
+    /// `s.startswith(x)` / `s.endswith(x)` for a constant `x`.
+    pub(super) fn affix(&mut self, hay: Val, x: &str, start: bool, line: usize) -> Result<Val, Untranslatable> {
+        match &hay {
+            Val::Str(h) => return Ok(Val::Bool(if start { h.starts_with(x) } else { h.ends_with(x) })),
+            Val::Undefined => bail!(line, "a method of an undefined value"),
+            h if !is_text(h) => bail!(line, "startswith/endswith of {}", describe(h)),
+            _ if x.is_empty() => return Ok(Val::Bool(true)),
+            _ => {}
+        }
+        if x.contains('\u{fffd}') {
+            bail!(line, "startswith/endswith of {x:?}");
+        }
+        let (s, _) = self.operand(hay, line)?;
+        let n = x.len();
+        let q = go_quote(x);
+        if start {
+            return Ok(Val::Go(format!("(and (ge (len {s}) {n}) (eq (slice {s} 0 {n}) {q}))"), Kind::Bool));
+        }
+        // A suffix: some position where the rest equals x.
+        let (v, f, i) = (self.fresh(), self.fresh(), self.fresh());
+        self.out.push_str(&format!(
+            "{{{{ {v} := {s} }}}}{{{{ {f} := false }}}}{{{{ range {i} := len {v} }}}}{{{{ if eq (slice {v} {i}) {q} }}}}{{{{ {f} = true }}}}{{{{ end }}}}{{{{ end }}}}"
+        ));
+        Ok(Val::Go(f, Kind::Bool))
+    }
+}
+
+impl Translator<'_> {
+    /// Python string methods: evaluated here on constants; on data, the ones Go code can
+    /// compute exactly (`startswith`, `endswith`, `replace` with a constant to find).
+    pub(super) fn str_method(
+        &mut self,
+        base: Val,
+        name: &str,
+        args: &[CallArg<'_>],
+        line: usize,
+    ) -> Result<Val, Untranslatable> {
+        let mut vals = Vec::new();
+        for a in args {
+            match a {
+                CallArg::Pos(e) => vals.push(self.expr(e)?),
+                _ => bail!(line, "method .{name}() with keyword arguments"),
+            }
+        }
+        let konst = |v: &Val| match v {
+            Val::Str(s) => Some(s.clone()),
+            _ => None,
+        };
+        match (name, vals.as_slice()) {
+            ("startswith" | "endswith", [x]) => {
+                let Some(x) = konst(x) else { bail!(line, "method .{name}() of a computed string") };
+                self.affix(base, &x, name == "startswith", line)
+            }
+            ("replace", [old, new]) => {
+                let Some(old) = konst(old) else { bail!(line, "method .replace() of a computed string") };
+                self.replace(base, &old, new.clone(), line)
+            }
+            ("strip" | "lstrip" | "rstrip", [chars]) => match (&base, konst(chars)) {
+                (Val::Str(s), Some(cs)) => {
+                    let set = |c: char| cs.contains(c);
+                    Ok(Val::Str(match name {
+                        "strip" => s.trim_matches(set),
+                        "lstrip" => s.trim_start_matches(set),
+                        _ => s.trim_end_matches(set),
+                    }
+                    .to_string()))
+                }
+                _ => bail!(line, "method .{name}() with characters"),
+            },
+            ("strip" | "lstrip" | "rstrip", []) => match base {
+                Val::Str(s) => Ok(Val::Str(match name {
+                    "strip" => s.trim().to_string(),
+                    "lstrip" => s.trim_start().to_string(),
+                    _ => s.trim_end().to_string(),
+                })),
+                v => {
+                    self.note("|trim / .strip() translated as the identity (Go templates cannot trim)");
+                    Ok(v)
+                }
+            },
+            ("upper" | "lower" | "capitalize" | "title", []) => match base {
+                Val::Str(s) => Ok(Val::Str(case(&s, name))),
+                Val::Undefined => bail!(line, "method .{name}() of an undefined value"),
+                other => bail!(line, "method .{name}() of {}", describe(&other)),
+            },
+            _ => bail!(line, "method .{name}() with {} arguments", vals.len()),
+        }
+    }
+}
+
+/// Python's `str.upper/lower/capitalize/title` (and Jinja's filters of the same names).
+pub(super) fn case(s: &str, how: &str) -> String {
+    match how {
+        "upper" => s.to_uppercase(),
+        "lower" => s.to_lowercase(),
+        "capitalize" => {
+            let mut c = s.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().chain(c.flat_map(char::to_lowercase)).collect(),
+                None => String::new(),
+            }
+        }
+        _ => {
+            // title: a letter after a non-letter starts a word.
+            let mut out = String::new();
+            let mut prev_letter = false;
+            for ch in s.chars() {
+                if ch.is_alphabetic() {
+                    if prev_letter {
+                        out.extend(ch.to_lowercase());
+                    } else {
+                        out.extend(ch.to_uppercase());
+                    }
+                    prev_letter = true;
+                } else {
+                    out.push(ch);
+                    prev_letter = false;
+                }
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::render::chat::{Chat, Message};
+    use super::super::super::render::go::{GoTemplate, Request};
+    use super::super::super::render::jinja::{JinjaContext, JinjaTemplate};
+    use super::super::super::verify::{verify, TemplateContext};
+    use super::*;
+
+    fn tr(jinja: &str) -> Translation {
+        translate(jinja, &TranslateOptions { eos_token: "</s>".into() }).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Translates, verifies on the built-in conversations, and renders both sides on one
+    /// user/assistant exchange per text of `texts` (awkward strings for the string scans).
+    fn same(jinja: &str, texts: &[&str]) -> Translation {
+        let t = tr(jinja);
+        let ctx = TemplateContext {
+            bos_token: "<s>".into(),
+            eos_token: "</s>".into(),
+            add_bos: t.writes_bos,
+            ..Default::default()
+        };
+        let v = verify(&t.template, jinja, &ctx).unwrap();
+        assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
+        let go = GoTemplate::parse(&t.template).unwrap();
+        let j = JinjaTemplate::parse(jinja).unwrap();
+        let jctx = JinjaContext { bos_token: "<s>".into(), eos_token: "</s>".into(), ..Default::default() };
+        for text in texts {
+            let chat = Chat {
+                messages: vec![Message::new("user", text), Message::new("assistant", &format!("{text}|{text}"))],
+                ..Default::default()
+            };
+            let want = j.render(&chat, &jctx).unwrap();
+            let got = go.render(&chat, &Request::default()).unwrap();
+            assert_eq!(got, want, "on {text:?}\n{}", t.template);
+        }
+        t
+    }
+
+    const AWKWARD: &[&str] = &[
+        "",
+        "a",
+        "aaa",
+        "aaaa",
+        "/think",
+        "x/no_think/think y",
+        "héllo wörld 你好 </think> tail",
+        "</think></think>",
+        "a</think>b</think>c",
+        "ends with /think",
+    ];
+
+    #[test]
+    fn in_on_strings_scans_the_text() {
+        let t = same(
+            "{% for m in messages %}{% if '/think' in m.content %}[T]{% endif %}{% if 'aa' in m.content %}[A]{% endif %}\
+             {% if '你' not in m.content %}[N]{% endif %}{{ m.content }}{% endfor %}{% if 'x' in 'xyz' %}!{% endif %}",
+            AWKWARD,
+        );
+        assert!(t.template.contains("range $j"), "{}", t.template);
+        assert!(t.template.ends_with('!'), "{}", t.template);
+    }
+
+    #[test]
+    fn split_items() {
+        same(
+            "{% for m in messages %}<{{ m.content.split('</think>')[-1] }}|{{ m.content.split('</think>')[0] }}\
+             |{{ m.content.split('aa')[-1] }}|{{ m.content.split('aa')[0] }}>{% if '</think>' in m.content %}\
+             ({{ m.content.split('</think>')[1] }}){% endif %}{% endfor %}{{ 'a,b'.split(',')[1] }}",
+            AWKWARD,
+        );
+    }
+
+    #[test]
+    fn replace_startswith_endswith() {
+        same(
+            "{% for m in messages %}{{ m.content.replace('/think', '').replace('aa', 'b' + m.role) }}\
+             {% if m.content.startswith('/th') %}[S]{% endif %}{% if m.content.endswith('think') %}[E]{% endif %}\
+             {% if m.content.endswith('你好 </think> tail') %}[U]{% endif %}{% endfor %}",
+            AWKWARD,
+        );
+    }
+
+    #[test]
+    fn or_and_on_strings_are_values() {
+        let t = same(
+            "{% set ns = namespace(s='') %}{% for m in messages %}{% set ns.s = ns.s + (m.content or '-') + (m.role and '+') %}\
+             {% endfor %}{{ ns.s }}{{ '' or 'c' }}{{ 'a' and 'b' }}",
+            AWKWARD,
+        );
+        assert!(t.template.contains("(or $j_message.Content \"-\")") || t.template.contains("(or "), "{}", t.template);
+    }
+
+    #[test]
+    fn numbers_and_json_in_concatenations() {
+        same(
+            "{% for m in messages %}{{ 'n' ~ loop.index0 ~ ':' + loop.index0|string + m.content }}{% endfor %}\
+             {% if tools %}{{ 'T:' + tools[0] | tojson + '.' }}{% endif %}",
+            AWKWARD,
+        );
+    }
+
+    #[test]
+    fn constant_string_methods_are_evaluated() {
+        let t = tr("{{ 'ab c'.upper() }}{{ 'Ab C'|lower }}{{ 'ab'|capitalize }}{{ 'ab cd'.title() }}{{ '--x--'.strip('-') }}{{ 'x\n'.rstrip('\n') }}");
+        assert_eq!(t.template, "AB Cab cAbAb Cdxx");
+    }
+
+    #[test]
+    fn unsupported_string_operations_still_fail() {
+        for (j, what) in [
+            ("{% for m in messages %}{{ m.content.split(m.role)[0] }}{% endfor %}", "split"),
+            ("{% for m in messages %}{{ m.content.split('a') }}{% endfor %}", "split"),
+            ("{% for m in messages %}{% if m.role in m.content %}x{% endif %}{% endfor %}", "needle"),
+            ("{% for m in messages %}{{ m.content.upper() }}{% endfor %}", "upper"),
+            ("{% for m in messages %}{{ m.content.strip('x') }}{% endfor %}", "strip"),
+        ] {
+            let e = translate(j, &TranslateOptions::default()).unwrap_err();
+            assert!(e.to_string().contains(what), "{j}: {e}");
         }
     }
 }
