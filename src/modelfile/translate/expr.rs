@@ -99,14 +99,23 @@ impl Translator<'_> {
                             let Some(sep) = sep.value.as_str().map(str::to_string) else {
                                 bail!(line, "method .split() with a non-string separator")
                             };
-                            if c.args.len() != 1 {
-                                bail!(line, "method .split() with a limit");
+                            let limit = match c.args.get(1) {
+                                None => None,
+                                Some(CallArg::Pos(l)) => match self.expr(l)? {
+                                    Val::Int(-1) => None,
+                                    Val::Int(n) if n >= 0 => Some(n),
+                                    _ => bail!(line, "method .split() with a computed limit"),
+                                },
+                                Some(_) => bail!(line, "method .split() with keyword arguments"),
+                            };
+                            if c.args.len() > 2 {
+                                bail!(line, "method .split() with extra arguments");
                             }
                             let Val::Int(k) = self.expr(&g.subscript_expr)? else {
                                 bail!(line, "a computed item of .split()")
                             };
                             let hay = self.expr(&a.expr)?;
-                            return self.split_item(hay, &sep, k, line);
+                            return self.split_item(hay, &sep, k, limit, line);
                         }
                     }
                 }
@@ -193,6 +202,13 @@ impl Translator<'_> {
             Expr::IfExpr(ie) => {
                 // Only in printing context: handled by emitting an if.
                 let c = self.cond(&ie.test_expr, line)?;
+                // A condition known here (`x.function if x.function is defined else x`).
+                match (c.as_str(), &ie.false_expr) {
+                    ("true", _) => return self.expr(&ie.true_expr),
+                    ("false", Some(f)) => return self.expr(f),
+                    ("false", None) => return Ok(Val::Undefined),
+                    _ => {}
+                }
                 let t = self.expr(&ie.true_expr)?;
                 let f = match &ie.false_expr {
                     Some(f) => self.expr(f)?,
@@ -485,6 +501,7 @@ impl Translator<'_> {
                 }
                 Val::Undefined => Ok(Val::Int(0)),
                 Val::Str(s) => Ok(Val::Int(s.chars().count() as i64)),
+                Val::List(l) => Ok(Val::Int(l.len() as i64)),
                 other => bail!(line, "|length of {}", describe(&other)),
             },
             "trim" => {
@@ -523,6 +540,10 @@ impl Translator<'_> {
                 match v {
                     Val::Go(g, Kind::Tools) => Ok(self.raw_go(range(&g, TOOL_JSON))),
                     Val::Go(g, Kind::Tool) => Ok(self.raw_go(format!("{{{{ with {g} }}}}{TOOL_JSON}{{{{ end }}}}"))),
+                    Val::Go(g, Kind::ToolFunction) => {
+                        let g = g.strip_suffix(".Function").unwrap_or(&g).to_string();
+                        Ok(self.raw_go(format!("{{{{ with {} }}}}{}{{{{ end }}}}", paren(&g), function_json())))
+                    }
                     Val::Go(g, Kind::Arguments) => {
                         let g = g.strip_suffix(".Arguments").unwrap_or(&g).to_string();
                         Ok(self.raw_go(format!("{{{{ with {g} }}}}{ARGS_JSON}{{{{ end }}}}")))
@@ -532,6 +553,28 @@ impl Translator<'_> {
                     other => bail!(line, "|tojson of {}", describe(&other)),
                 }
             }
+            "list" if f.args.is_empty() => match v {
+                v @ (Val::List(_) | Val::Go(_, Kind::Messages | Kind::Tools | Kind::ToolCalls)) => Ok(v),
+                Val::Undefined => Ok(Val::List(Vec::new())),
+                other => bail!(line, "|list of {}", describe(&other)),
+            },
+            "first" if f.args.is_empty() => match v {
+                Val::List(l) => Ok(l.into_iter().next().unwrap_or(Val::Undefined)),
+                v @ Val::Go(_, Kind::Messages | Kind::Tools | Kind::ToolCalls) => {
+                    let (g, k) = self.operand(v, line)?;
+                    let item = match k {
+                        Kind::Messages => Kind::Message,
+                        Kind::Tools => Kind::Tool,
+                        _ => Kind::ToolCall,
+                    };
+                    if item != Kind::Message {
+                        bail!(line, "|first of a {k:?} value");
+                    }
+                    Ok(Val::Go(format!("(index {g} 0)"), item))
+                }
+                other => bail!(line, "|first of {}", describe(&other)),
+            },
+            "selectattr" | "rejectattr" => self.select_tools(f, v, line),
             "upper" | "lower" | "capitalize" | "title" if f.args.is_empty() => match v {
                 Val::Str(s) => Ok(Val::Str(case(&s, f.name))),
                 other => bail!(line, "|{} of {}", f.name, describe(&other)),
@@ -694,6 +737,18 @@ impl Translator<'_> {
         on_match: impl Fn(&Scan) -> String,
         line: usize,
     ) -> Result<Scan, Untranslatable> {
+        self.scan_limited(hay, needle, None, on_match, line)
+    }
+
+    /// [`scan`](Self::scan) stopping after `limit` occurrences (Python's `maxsplit`).
+    pub(super) fn scan_limited(
+        &mut self,
+        hay: Val,
+        needle: &str,
+        limit: Option<i64>,
+        on_match: impl Fn(&Scan) -> String,
+        line: usize,
+    ) -> Result<Scan, Untranslatable> {
         if needle.is_empty() || needle.contains('\u{fffd}') {
             bail!(line, "searching for {needle:?} in a string");
         }
@@ -708,10 +763,14 @@ impl Translator<'_> {
             "{{{{ {s} := {hay} }}}}{{{{ {count} := \"\" }}}}{{{{ {from} := 0 }}}}{{{{ {pend} := false }}}}{{{{ {skip} := \"\" }}}}\
              {{{{ range {i} := len {s} }}}}{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}{{{{ else }}}}\
              {{{{ if {pend} }}}}{{{{ {from} = {i} }}}}{{{{ {pend} = false }}}}{{{{ end }}}}\
-             {{{{ {t} := slice {s} {i} }}}}{{{{ if and (ge (len {t}) {n}) (eq (slice {t} 0 {n}) {q}) }}}}{body}\
+             {{{{ {t} := slice {s} {i} }}}}{{{{ if and {more}(ge (len {t}) {n}) (eq (slice {t} 0 {n}) {q}) }}}}{body}\
              {{{{ {count} = print {count} \"x\" }}}}{{{{ {skip} = {rest} }}}}{{{{ {pend} = true }}}}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}\
              {{{{ if {pend} }}}}{{{{ {from} = len {s} }}}}{{{{ end }}}}",
-            q = go_quote(needle)
+            q = go_quote(needle),
+            more = match limit {
+                Some(m) => format!("(lt (len {count}) {m}) "),
+                None => String::new(),
+            }
         ));
         Ok(sc)
     }
@@ -734,9 +793,19 @@ impl Translator<'_> {
 
     /// `s.split(sep)[k]` for a constant `k` (0, 1, ... or -1): the text between the
     /// occurrences. A `k` past the last part is an error in Jinja (not compared); empty here.
-    pub(super) fn split_item(&mut self, hay: Val, sep: &str, k: i64, line: usize) -> Result<Val, Untranslatable> {
+    pub(super) fn split_item(
+        &mut self,
+        hay: Val,
+        sep: &str,
+        k: i64,
+        limit: Option<i64>,
+        line: usize,
+    ) -> Result<Val, Untranslatable> {
         if let Val::Str(h) = &hay {
-            let parts: Vec<&str> = h.split(sep).collect();
+            let parts: Vec<&str> = match limit {
+                Some(n) => h.splitn(n as usize + 1, sep).collect(),
+                None => h.split(sep).collect(),
+            };
             let idx = if k < 0 { parts.len() as i64 + k } else { k };
             return match parts.get(idx as usize) {
                 Some(p) if idx >= 0 && !sep.is_empty() => Ok(Val::Str(p.to_string())),
@@ -749,11 +818,15 @@ impl Translator<'_> {
         if k < -1 {
             bail!(line, "split() item {k}");
         }
+        if matches!(limit, Some(n) if k > n) {
+            bail!(line, "split() item {k} past the limit");
+        }
         let r = self.fresh();
         self.out.push_str(&format!("{{{{ {r} := \"\" }}}}"));
-        let sc = self.scan(
+        let sc = self.scan_limited(
             hay,
             sep,
+            limit,
             |sc| {
                 if k < 0 {
                     return String::new();
@@ -1050,5 +1123,149 @@ mod tests {
             let e = translate(j, &TranslateOptions::default()).unwrap_err();
             assert!(e.to_string().contains(what), "{j}: {e}");
         }
+    }
+}
+
+/// A tool's `function` object as `json.dumps` writes it: [`TOOL_JSON`] without the wrapper.
+fn function_json() -> &'static str {
+    let inner = TOOL_JSON.strip_prefix(r#"{"type": "function", "function": "#).and_then(|t| t.strip_suffix('}'));
+    inner.expect("TOOL_JSON wraps the function object")
+}
+
+impl Translator<'_> {
+    /// `tools | selectattr("type", "equalto", "x")` (or `rejectattr`): every tool Ollama passes
+    /// has the type "function", so the result is all of the tools or none.
+    fn select_tools(&mut self, f: &ast::Filter<'_>, v: Val, line: usize) -> Result<Val, Untranslatable> {
+        let mut args = Vec::new();
+        for a in &f.args {
+            match a {
+                CallArg::Pos(e) => args.push(self.expr(e)?),
+                _ => bail!(line, "|{} with keyword arguments", f.name),
+            }
+        }
+        let select = f.name == "selectattr";
+        let keep = match (&v, args.as_slice()) {
+            (Val::Undefined, _) => return Ok(Val::List(Vec::new())),
+            (Val::List(l), _) if l.is_empty() => return Ok(Val::List(Vec::new())),
+            (Val::Go(_, Kind::Tools), [Val::Str(attr), Val::Str(test), Val::Str(want)])
+                if attr == "type" && matches!(test.as_str(), "equalto" | "eq" | "==" | "sameas") =>
+            {
+                (want == "function") == select
+            }
+            (Val::Go(_, Kind::Tools), [Val::Str(attr)]) if attr == "type" => select,
+            (Val::Go(_, Kind::Tools), [Val::Str(attr)]) if attr == "function" => select,
+            _ => bail!(line, "|{} of {}", f.name, describe(&v)),
+        };
+        Ok(if keep { v } else { Val::List(Vec::new()) })
+    }
+}
+
+impl Translator<'_> {
+    /// Go template text that prints (a JSON writer, a date) turned into a string value: the
+    /// same code accumulating into a variable with `print` instead of writing, so that the
+    /// text can be assigned, concatenated and compared. Returns the variable.
+    pub(super) fn raw_value(&mut self, raw: &str) -> String {
+        let acc = self.fresh();
+        let mut out = format!("{{{{ {acc} := \"\" }}}}");
+        let mut text = String::new();
+        let mut rest = raw;
+        let mut trim_next = false;
+        let flush = |text: &mut String, out: &mut String| {
+            if !text.is_empty() {
+                out.push_str(&format!("{{{{ {acc} = print {acc} {} }}}}", go_quote(text)));
+                text.clear();
+            }
+        };
+        while let Some(open) = rest.find("{{") {
+            let mut chunk = &rest[..open];
+            if trim_next {
+                chunk = chunk.trim_start();
+            }
+            let after = &rest[open + 2..];
+            let (trim_before, after) = match after.strip_prefix("- ") {
+                Some(a) => (true, a),
+                None => (false, after),
+            };
+            if trim_before {
+                chunk = chunk.trim_end();
+            }
+            text.push_str(chunk);
+            let close = after.find("}}").unwrap_or(after.len());
+            let mut inner = &after[..close];
+            trim_next = false;
+            if let Some(i) = inner.strip_suffix(" -") {
+                inner = i;
+                trim_next = true;
+            }
+            rest = after.get(close + 2..).unwrap_or("");
+            let inner = inner.trim();
+            let word = inner.split_whitespace().next().unwrap_or("");
+            let control = matches!(word, "if" | "else" | "end" | "range" | "with" | "break" | "continue");
+            let decl = word.starts_with('$') && {
+                let mut w = inner.split_whitespace().skip(1);
+                matches!(w.next(), Some(":=" | "="))
+            };
+            if inner.starts_with("/*") {
+                continue;
+            }
+            flush(&mut text, &mut out);
+            if control || decl {
+                out.push_str(&format!("{{{{ {inner} }}}}"));
+            } else {
+                out.push_str(&format!("{{{{ {acc} = print {acc} ({inner}) }}}}"));
+            }
+        }
+        let mut chunk = rest;
+        if trim_next {
+            chunk = chunk.trim_start();
+        }
+        text.push_str(chunk);
+        flush(&mut text, &mut out);
+        self.out.push_str(&out);
+        acc
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::super::super::verify::{verify, TemplateContext};
+    use super::*;
+
+    fn verified(jinja: &str) -> Translation {
+        let t = translate(jinja, &TranslateOptions { eos_token: "</s>".into() }).unwrap_or_else(|e| panic!("{e}"));
+        let ctx = TemplateContext { bos_token: "<s>".into(), eos_token: "</s>".into(), ..Default::default() };
+        let v = verify(&t.template, jinja, &ctx).unwrap();
+        assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
+        t
+    }
+
+    #[test]
+    fn json_text_as_a_value() {
+        // Assigned, concatenated and compared: the JSON writer accumulates with print.
+        verified(
+            "{% set ns = namespace(t='') %}{% for tool in tools %}{% set ns.t = ns.t + (tool | tojson) + ';' %}{% endfor %}\
+             {% if ns.t != '' %}[{{ ns.t }}]{% endif %}{% for m in messages %}{% for c in m.tool_calls %}\
+             {% set a = c.function.arguments | tojson %}{{ c.function.name + a }}{% endfor %}{{ m.content }}{% endfor %}\
+             {% set d = strftime_now('%d %B %Y') %}{{ 'Today: ' + d }}",
+        );
+    }
+
+    #[test]
+    fn tool_functions_selectattr_and_constant_conditions() {
+        let t = verified(
+            "{% set code = tools | selectattr('type', 'equalto', 'code_interpreter') | list | length > 0 %}\
+             {% set fns = tools | selectattr('type', 'equalto', 'function') | list %}{% if code %}CODE{% endif %}\
+             {% for tool in fns %}{{ (tool.function if tool.function is defined else tool) | tojson }}\n{% endfor %}\
+             {% for m in messages %}{{ m.content }}{% endfor %}",
+        );
+        assert!(t.template.contains("$j_code = (gt 0 0)"), "{}", t.template);
+    }
+
+    #[test]
+    fn split_with_a_limit() {
+        verified(
+            "{% for m in messages %}{% if '</think>' in m.content %}{{ m.content.split('</think>', 1)[1] }}{% else %}\
+             {{ m.content.split(' ', 1)[0] }}|{{ m.content.split(' ', 1)[-1] }}|{{ m.content.split(' ', 2)[1] }}{% endif %}{% endfor %}",
+        );
     }
 }

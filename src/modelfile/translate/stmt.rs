@@ -246,7 +246,7 @@ impl Translator<'_> {
             Val::IntOff(g, off) => bail!(line, "arithmetic ({g} {off:+})"),
             Val::Relative { .. } => bail!(line, "a neighbouring message as a value"),
             Val::List(_) => bail!(line, "a list value"),
-            Val::Raw(_) => bail!(line, "JSON or a date inside an expression"),
+            Val::Raw(r) => (self.raw_value(&r), Kind::Str),
         })
     }
 
