@@ -207,15 +207,9 @@ impl Translator<'_> {
             }
             Some(_) => {}
             None => {
-                if matches!(
-                    kind,
-                    Kind::Message
-                        | Kind::ToolCall
-                        | Kind::Tool
-                        | Kind::ToolFunction
-                        | Kind::ToolCallFunction
-                        | Kind::Arguments
-                ) {
+                // Go template variables are untyped: one declared as "" may hold a message
+                // or a tool call's function later; only whole messages need a guard.
+                if matches!(kind, Kind::Message) {
                     bail!(line, "variable {name} holding a {kind:?}")
                 }
                 self.vars.insert(name.to_string(), kind);
