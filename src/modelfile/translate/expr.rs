@@ -510,10 +510,8 @@ impl Translator<'_> {
                 }
                 match v {
                     Val::Str(s) => Ok(Val::Str(s.trim().to_string())),
-                    v => {
-                        self.note("|trim / .strip() translated as the identity (Go templates cannot trim)");
-                        Ok(v)
-                    }
+                    Val::Undefined => Ok(Val::Str(String::new())),
+                    v => self.strip(v, true, true, None, line),
                 }
             }
             "string" | "safe" | "e" | "escape" if f.args.is_empty() => match v {
@@ -939,14 +937,17 @@ impl Translator<'_> {
             ("strip" | "lstrip" | "rstrip", [chars]) => match (&base, konst(chars)) {
                 (Val::Str(s), Some(cs)) => {
                     let set = |c: char| cs.contains(c);
-                    Ok(Val::Str(match name {
-                        "strip" => s.trim_matches(set),
-                        "lstrip" => s.trim_start_matches(set),
-                        _ => s.trim_end_matches(set),
-                    }
-                    .to_string()))
+                    Ok(Val::Str(
+                        match name {
+                            "strip" => s.trim_matches(set),
+                            "lstrip" => s.trim_start_matches(set),
+                            _ => s.trim_end_matches(set),
+                        }
+                        .to_string(),
+                    ))
                 }
-                _ => bail!(line, "method .{name}() with characters"),
+                (_, Some(cs)) => self.strip(base, name != "rstrip", name != "lstrip", Some(&cs), line),
+                _ => bail!(line, "method .{name}() with computed characters"),
             },
             ("strip" | "lstrip" | "rstrip", []) => match base {
                 Val::Str(s) => Ok(Val::Str(match name {
@@ -954,10 +955,7 @@ impl Translator<'_> {
                     "lstrip" => s.trim_start().to_string(),
                     _ => s.trim_end().to_string(),
                 })),
-                v => {
-                    self.note("|trim / .strip() translated as the identity (Go templates cannot trim)");
-                    Ok(v)
-                }
+                v => self.strip(v, name != "rstrip", name != "lstrip", None, line),
             },
             ("upper" | "lower" | "capitalize" | "title", []) => match base {
                 Val::Str(s) => Ok(Val::Str(case(&s, name))),
@@ -1106,6 +1104,25 @@ mod tests {
     }
 
     #[test]
+    fn trimming_is_exact() {
+        let t = same(
+            "{% for m in messages %}<{{ m.content | trim }}|{{ m.content.lstrip() }}|{{ m.content.rstrip() }}             |{{ m.content.strip('a\n') }}|{{ m.content.rstrip('/think') }}|{{ m.content.lstrip(' x') }}>{% endfor %}",
+            &[
+                "",
+                "   ",
+                " \t\n a b \r\n",
+                "\u{3000}\u{a0}全角\u{2009}x\u{85}\u{2028}",
+                "\u{2010}dash\u{2010}",
+                "aa\nhello\na",
+                "x/think",
+                "é ",
+                "no-space",
+            ],
+        );
+        assert!(t.notes.is_empty(), "{:?}", t.notes);
+    }
+
+    #[test]
     fn constant_string_methods_are_evaluated() {
         let t = tr("{{ 'ab c'.upper() }}{{ 'Ab C'|lower }}{{ 'ab'|capitalize }}{{ 'ab cd'.title() }}{{ '--x--'.strip('-') }}{{ 'x\n'.rstrip('\n') }}");
         assert_eq!(t.template, "AB Cab cAbAb Cdxx");
@@ -1118,7 +1135,8 @@ mod tests {
             ("{% for m in messages %}{{ m.content.split('a') }}{% endfor %}", "split"),
             ("{% for m in messages %}{% if m.role in m.content %}x{% endif %}{% endfor %}", "needle"),
             ("{% for m in messages %}{{ m.content.upper() }}{% endfor %}", "upper"),
-            ("{% for m in messages %}{{ m.content.strip('x') }}{% endfor %}", "strip"),
+            ("{% for m in messages %}{{ m.content.strip('é') }}{% endfor %}", "stripping"),
+            ("{% for m in messages %}{{ m.content.strip(m.role) }}{% endfor %}", "strip"),
         ] {
             let e = translate(j, &TranslateOptions::default()).unwrap_err();
             assert!(e.to_string().contains(what), "{j}: {e}");
@@ -1267,5 +1285,57 @@ mod more_tests {
             "{% for m in messages %}{% if '</think>' in m.content %}{{ m.content.split('</think>', 1)[1] }}{% else %}\
              {{ m.content.split(' ', 1)[0] }}|{{ m.content.split(' ', 1)[-1] }}|{{ m.content.split(' ', 2)[1] }}{% endif %}{% endfor %}",
         );
+    }
+}
+
+impl Translator<'_> {
+    /// `s.strip()` / `lstrip` / `rstrip` (and `|trim`) on data, exactly: Go code walks the
+    /// character starts (a byte below 0x80 or from 0xC0), decides whether each character is
+    /// Python whitespace (`str.isspace`: ASCII 9-13 and 28-32, U+0085, U+00A0, U+1680,
+    /// U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000, told apart by their UTF-8
+    /// bytes) or one of `chars` (ASCII only), and slices from the first kept character to the
+    /// end of the last one.
+    pub(super) fn strip(
+        &mut self,
+        v: Val,
+        left: bool,
+        right: bool,
+        chars: Option<&str>,
+        line: usize,
+    ) -> Result<Val, Untranslatable> {
+        if !is_text(&v) {
+            bail!(line, "trimming {}", describe(&v));
+        }
+        let (src, _) = self.operand(v, line)?;
+        let [s, i, c, t, a, b, keep, r] = [(); 8].map(|_| self.fresh());
+        let ws = match chars {
+            None => format!(
+                "(or (eq {c} 32) (and (ge {c} 9) (le {c} 13)) (and (ge {c} 28) (le {c} 31)) \
+                 (and (eq {c} 194) (or (eq (index {t} 1) 133) (eq (index {t} 1) 160))) \
+                 (and (eq {c} 225) (eq (index {t} 1) 154) (eq (index {t} 2) 128)) \
+                 (and (eq {c} 226) (or (and (eq (index {t} 1) 128) (or (le (index {t} 2) 138) (eq (index {t} 2) 168) (eq (index {t} 2) 169) (eq (index {t} 2) 175))) (and (eq (index {t} 1) 129) (eq (index {t} 2) 159)))) \
+                 (and (eq {c} 227) (eq (index {t} 1) 128) (eq (index {t} 2) 128)))"
+            ),
+            Some(cs) if cs.is_ascii() => {
+                if cs.is_empty() {
+                    "false".to_string()
+                } else {
+                    format!("(or false {})", cs.bytes().map(|x| format!("(eq {c} {x})")).collect::<Vec<_>>().join(" "))
+                }
+            }
+            Some(cs) => bail!(line, "stripping the characters {cs:?}"),
+        };
+        // $a: start of the first kept character (-1: none); $b: end of the last one.
+        self.out.push_str(&format!(
+            "{{{{ {s} := {src} }}}}{{{{ {a} := -1 }}}}{{{{ {b} := 0 }}}}{{{{ {keep} := false }}}}\
+             {{{{ range {i} := len {s} }}}}{{{{ {c} := index {s} {i} }}}}{{{{ if or (lt {c} 128) (ge {c} 192) }}}}\
+             {{{{ if {keep} }}}}{{{{ {b} = {i} }}}}{{{{ end }}}}{{{{ {t} := slice {s} {i} }}}}{{{{ {keep} = not {ws} }}}}\
+             {{{{ if and {keep} (eq {a} -1) }}}}{{{{ {a} = {i} }}}}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}\
+             {{{{ if {keep} }}}}{{{{ {b} = len {s} }}}}{{{{ end }}}}{{{{ {r} := \"\" }}}}"
+        ));
+        let from = if left { a.clone() } else { "0".to_string() };
+        let to = if right { b.clone() } else { format!("(len {s})") };
+        self.out.push_str(&format!("{{{{ if ne {a} -1 }}}}{{{{ {r} = slice {s} {from} {to} }}}}{{{{ end }}}}"));
+        Ok(Val::Go(r, Kind::Str))
     }
 }
