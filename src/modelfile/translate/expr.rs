@@ -373,6 +373,9 @@ impl Translator<'_> {
                             }
                             // JSON text (`x | tojson`) is a string in Jinja; printed in place.
                             v @ Val::Raw(_) => parts.push(v),
+                            // Jinja's `+` fails unless the argument is a string: where it
+                            // renders, printing the value is the same.
+                            Val::Go(g, Kind::Any) if matches!(b.op, K::Add) => parts.push(Val::Go(g, Kind::Str)),
                             other => bail!(line, "adding {}", describe(&other)),
                         }
                     }
@@ -547,6 +550,10 @@ impl Translator<'_> {
                         Ok(self.raw_go(format!("{{{{ with {g} }}}}{ARGS_JSON}{{{{ end }}}}")))
                     }
                     Val::Go(g, Kind::Str) => Ok(Val::Go(format!("(printf \"%q\" {g})"), Kind::Str)),
+                    // As ARGS_JSON writes one value.
+                    Val::Go(g, Kind::Any) => Ok(self.raw_go(format!(
+                        "{{{{ if eq (printf \"%T\" {g}) \"string\" }}}}{{{{ printf \"%q\" {g} }}}}{{{{ else }}}}{{{{ json {g} }}}}{{{{ end }}}}"
+                    ))),
                     Val::Str(s) => Ok(Val::Str(serde_json::to_string(&s).unwrap_or_default())),
                     other => bail!(line, "|tojson of {}", describe(&other)),
                 }
@@ -573,6 +580,10 @@ impl Translator<'_> {
                 other => bail!(line, "|first of {}", describe(&other)),
             },
             "selectattr" | "rejectattr" => self.select_tools(f, v, line),
+            "items" if f.args.is_empty() => match v {
+                v @ Val::Go(_, Kind::Arguments) => Ok(v),
+                other => bail!(line, "|items of {}", describe(&other)),
+            },
             "upper" | "lower" | "capitalize" | "title" if f.args.is_empty() => match v {
                 Val::Str(s) => Ok(Val::Str(case(&s, f.name))),
                 other => bail!(line, "|{} of {}", f.name, describe(&other)),
@@ -601,6 +612,16 @@ impl Translator<'_> {
             Val::Go(g, _) => Val::Go(format!("(not {g})"), Kind::Bool),
             v => v,
         };
+        if let Val::Go(g, Kind::Any) = &v {
+            // The argument's dynamic type decides (Go's %T of a decoded JSON value).
+            return Ok(match t.name {
+                "defined" => Val::Bool(true),
+                "undefined" => Val::Bool(false),
+                "string" => Val::Go(format!("(eq (printf \"%T\" {g}) \"string\")"), Kind::Bool),
+                "mapping" => Val::Go(format!("(eq (printf \"%T\" {g}) \"map[string]interface {{}}\")"), Kind::Bool),
+                other => bail!(line, "test `is {other}` of a tool-call argument"),
+            });
+        }
         match t.name {
             "defined" => match v {
                 Val::Undefined => Ok(Val::Bool(false)),
@@ -669,6 +690,10 @@ impl Translator<'_> {
                 match a.name {
                     "startswith" | "endswith" | "replace" | "upper" | "lower" | "capitalize" | "title" | "strip"
                     | "lstrip" | "rstrip" => self.str_method(base, a.name, &c.args, line),
+                    "items" if c.args.is_empty() => match base {
+                        v @ Val::Go(_, Kind::Arguments) => Ok(v),
+                        other => bail!(line, ".items() of {}", describe(&other)),
+                    },
                     "get" => {
                         let Some(CallArg::Pos(Expr::Const(k))) = c.args.first() else {
                             bail!(line, ".get() with a computed key")
@@ -1337,5 +1362,79 @@ impl Translator<'_> {
         let to = if right { b.clone() } else { format!("(len {s})") };
         self.out.push_str(&format!("{{{{ if ne {a} -1 }}}}{{{{ {r} = slice {s} {from} {to} }}}}{{{{ end }}}}"));
         Ok(Val::Go(r, Kind::Str))
+    }
+}
+
+impl Translator<'_> {
+    /// `for key, value in arguments.items()`: Go ranges over the map (keys in sorted order,
+    /// which is the order Ollama keeps: its arguments are a Go map).
+    pub(super) fn pairs_loop(&mut self, f: &ast::ForLoop<'_>, line: usize) -> Result<(), Untranslatable> {
+        let Expr::List(l) = &f.target else { bail!(line, "loop over key/value pairs") };
+        let names: Vec<&str> = l
+            .items
+            .iter()
+            .filter_map(|e| match e {
+                Expr::Var(v) => Some(v.id),
+                _ => None,
+            })
+            .collect();
+        let [k, v] = names.as_slice() else { bail!(line, "loop over key/value pairs") };
+        if f.filter_expr.is_some() || mentions(&f.body, "loop") {
+            bail!(line, "loop variable in a loop over key/value pairs");
+        }
+        let iter = match self.expr(&f.iter)? {
+            Val::Go(g, Kind::Arguments) => g,
+            Val::Undefined => return self.stmts(&f.else_body),
+            other => bail!(line, "loop over key/value pairs of {}", describe(&other)),
+        };
+        let (kv, vv) = (format!("${}", go_var(k)), format!("${}", go_var(v)));
+        for (target, expr, kind) in [(k, &kv, Kind::Str), (v, &vv, Kind::Any)] {
+            self.loops.push(LoopCtx {
+                iter: iter.clone(),
+                index: kv.clone(),
+                target: target.to_string(),
+                expr: expr.clone(),
+                prev: None,
+                kind,
+            });
+        }
+        self.out.push_str(&format!("{{{{ range {kv}, {vv} := {iter} }}}}"));
+        self.stmts(&f.body)?;
+        self.loops.pop();
+        self.loops.pop();
+        if !f.else_body.is_empty() {
+            self.out.push_str("{{ else }}");
+            self.stmts(&f.else_body)?;
+        }
+        self.out.push_str("{{ end }}");
+        self.note("tool-call arguments in sorted key order (Ollama keeps them in a Go map)");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod pair_tests {
+    use super::super::super::verify::{verify, TemplateContext};
+    use super::*;
+
+    #[test]
+    fn loop_over_tool_call_arguments() {
+        let jinja = "{% for m in messages %}{{ m.content }}{% for tc in m.tool_calls %}{% set func = tc.function %}\
+                     <{{ func.name }}>{% set args = func.arguments %}{% if args is string %}{{ args }}{% else %}\
+                     {% for key, val in args.items() %}{% if val is string %}[{{ key + '=' + val }}]{% else %}\
+                     [{{ key }}:{{ val | tojson }}]{% endif %}{% endfor %}{% for k, v in args | items %}{{ k }};{% endfor %}\
+                     {% endif %}{% endfor %}{% endfor %}";
+        let t = translate(jinja, &TranslateOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(t.template.contains("range $j_key, $j_val := $j_args"), "{}", t.template);
+        let v = verify(&t.template, jinja, &TemplateContext::default()).unwrap();
+        assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
+        assert!(v.identical_conversations.iter().any(|c| c.contains("tool")), "{:?}", v.identical_conversations);
+        // Printing a value of unknown type is not translated.
+        let e = translate(
+            "{% for m in messages %}{% for tc in m.tool_calls %}{% for k, v in tc.function.arguments.items() %}{{ v }}{% endfor %}{% endfor %}{% endfor %}",
+            &TranslateOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("printing"), "{e}");
     }
 }

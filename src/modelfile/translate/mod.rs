@@ -226,6 +226,8 @@ enum Kind {
     Undefined,
     /// A `namespace()` object; its attributes are separate variables.
     Namespace,
+    /// A tool-call argument's value: a string, number, boolean, null, list or object.
+    Any,
 }
 
 impl Kind {
@@ -355,7 +357,6 @@ const ARGS_JSON: &str = r#"{ {{- $first := true }}{{ range $k, $v := .Arguments 
 
 impl Translator<'_> {
     /// Records an assumption the translation makes (shown in the Modelfile's notes).
-    #[allow(dead_code)]
     fn note(&mut self, n: &str) {
         if !self.notes.iter().any(|x| x == n) {
             self.notes.push(n.to_string());

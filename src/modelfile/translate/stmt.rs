@@ -250,6 +250,7 @@ impl Translator<'_> {
         }
         let target = match &f.target {
             Expr::Var(v) => v.id.to_string(),
+            Expr::List(_) => return self.pairs_loop(f, line),
             _ => bail!(line, "loop over key/value pairs"),
         };
         let iter = self.expr(&f.iter)?;
