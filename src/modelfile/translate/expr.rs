@@ -445,6 +445,7 @@ impl Translator<'_> {
                 }
                 Val::Undefined => Ok(Val::Bool(false)),
                 r if is_text(&r) => self.text_contains(r, l, line),
+                Val::Go(m, Kind::Message) => self.has_key(&m, l, line),
                 other => bail!(line, "`in` on {}", describe(&other)),
             },
             _ => bail!(line, "arithmetic ({:?})", b.op),
@@ -1148,6 +1149,15 @@ mod tests {
     }
 
     #[test]
+    fn keys_of_a_message() {
+        let t = same(
+            "{% for m in messages %}{% if 'content' in m %}C{% endif %}{% if 'tool_calls' in m %}T{% endif %}             {% if 'reasoning_content' in m %}R{% endif %}{% if 'name' in m %}N{% endif %}{% if 'x' not in m %}-{% endif %}             {{ m.content }}{% endfor %}{% if 'role' in messages[0] %}!{% endif %}",
+            &["a"],
+        );
+        assert!(t.template.contains(".ToolCalls }}T"), "{}", t.template);
+    }
+
+    #[test]
     fn constant_string_methods_are_evaluated() {
         let t = tr("{{ 'ab c'.upper() }}{{ 'Ab C'|lower }}{{ 'ab'|capitalize }}{{ 'ab cd'.title() }}{{ '--x--'.strip('-') }}{{ 'x\n'.rstrip('\n') }}");
         assert_eq!(t.template, "AB Cab cAbAb Cdxx");
@@ -1425,7 +1435,7 @@ mod pair_tests {
                      [{{ key }}:{{ val | tojson }}]{% endif %}{% endfor %}{% for k, v in args | items %}{{ k }};{% endfor %}\
                      {% endif %}{% endfor %}{% endfor %}";
         let t = translate(jinja, &TranslateOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-        assert!(t.template.contains("range $j_key, $j_val := $j_args"), "{}", t.template);
+        assert!(t.template.contains("range $j_key, $j_val := "), "{}", t.template);
         let v = verify(&t.template, jinja, &TemplateContext::default()).unwrap();
         assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
         assert!(v.identical_conversations.iter().any(|c| c.contains("tool")), "{:?}", v.identical_conversations);
@@ -1436,5 +1446,22 @@ mod pair_tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("printing"), "{e}");
+    }
+}
+
+impl Translator<'_> {
+    /// `'key' in message`: the keys a Hugging Face message dict has for Ollama's message
+    /// (role and content always; the others when Ollama's field is set).
+    pub(super) fn has_key(&mut self, m: &str, key: Val, line: usize) -> Result<Val, Untranslatable> {
+        let Val::Str(key) = key else { bail!(line, "`in` on a message with a computed key") };
+        let field = |f: &str| Ok(Val::Go(format!("{}.{f}", paren(m)), Kind::Bool));
+        match key.as_str() {
+            "role" | "content" => Ok(Val::Bool(true)),
+            "tool_calls" => field("ToolCalls"),
+            "reasoning_content" => field("Thinking"),
+            "tool_call_id" => field("ToolCallID"),
+            "name" => field("ToolName"),
+            _ => Ok(Val::Bool(false)),
+        }
     }
 }
