@@ -60,7 +60,7 @@ impl Target {
     /// `auto`, which is known only once the model's weights are seen.
     pub fn name(self) -> Option<&'static str> {
         match self {
-            Target::Convert(t) => outtype_name(t),
+            Target::Convert(t) => t.name(),
             Target::Quantize(f) => Some(f.name()),
         }
     }
@@ -140,17 +140,6 @@ pub fn convert(
     summary.file_type = r.file_type;
     summary.outtype = r.name;
     Ok((summary, written))
-}
-
-/// convert_hf_to_gguf.py's name of an output type (`auto` not yet resolved: `None`).
-pub fn outtype_name(t: OutType) -> Option<&'static str> {
-    match t {
-        OutType::F32 => Some("F32"),
-        OutType::F16 => Some("F16"),
-        OutType::BF16 => Some("BF16"),
-        OutType::Q8_0 => Some("Q8_0"),
-        OutType::Auto => None,
-    }
 }
 
 /// A [`Target`] applied to a model.

@@ -5,8 +5,9 @@
 //! an error naming the file and the field, leaving no output.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+mod common;
 
 use ggufkit::convert::{convert_dir, ConvertOptions, OutType};
 use ggufkit::gguf::{GgmlType, GgufFile};
@@ -15,37 +16,9 @@ use ggufkit::progress::CollectWarnings;
 const H: usize = 8;
 const V: usize = 8;
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-/// A SentencePiece model with V pieces.
-fn spm_model() -> Vec<u8> {
-    let pieces =
-        [("<pad>", 3u64), ("<eos>", 3), ("<bos>", 3), ("<unk>", 2), ("▁a", 1), ("a", 1), ("b", 1), ("<0x0A>", 6)];
-    let mut out = Vec::new();
-    for (i, (p, t)) in pieces.iter().enumerate() {
-        let mut m = vec![0x0a];
-        varint(p.len() as u64, &mut m);
-        m.extend_from_slice(p.as_bytes());
-        m.push(0x15);
-        m.extend_from_slice(&(-(i as f32)).to_le_bytes());
-        m.push(0x18);
-        varint(*t, &mut m);
-        out.push(0x0a);
-        varint(m.len() as u64, &mut out);
-        out.extend(m);
-    }
-    out
-}
+/// The SentencePiece vocabulary of the tiny models (V pieces).
+const SPM_PIECES: [(&str, u64); V] =
+    [("<pad>", 3), ("<eos>", 3), ("<bos>", 3), ("<unk>", 2), ("▁a", 1), ("a", 1), ("b", 1), ("<0x0A>", 6)];
 
 /// A byte-level BPE tokenizer.json of V tokens (converted with `--vocab-pre gpt-2`).
 fn bpe_tokenizer() -> serde_json::Value {
@@ -67,25 +40,10 @@ fn bpe_tokenizer() -> serde_json::Value {
 
 type Tensors = Vec<(String, Vec<usize>)>;
 
+/// The tensors as F32 in one safetensors file.
 fn write_st(path: &Path, tensors: &Tensors) {
-    let mut header = serde_json::Map::new();
-    let mut off = 0usize;
-    let mut data = Vec::new();
-    for (i, (name, shape)) in tensors.iter().enumerate() {
-        let n: usize = shape.iter().product();
-        let bytes: Vec<u8> = (0..n).flat_map(|k| (((k + i) % 7) as f32 * 0.1 - 0.3).to_le_bytes()).collect();
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [off, off + bytes.len()]}),
-        );
-        off += bytes.len();
-        data.extend(bytes);
-    }
-    let h = serde_json::to_vec(&header).unwrap();
-    let mut f = fs::File::create(path).unwrap();
-    f.write_all(&(h.len() as u64).to_le_bytes()).unwrap();
-    f.write_all(&h).unwrap();
-    f.write_all(&data).unwrap();
+    let typed: Vec<_> = tensors.iter().map(|(n, s)| (n.clone(), "F32", s.clone())).collect();
+    common::tiny::write_safetensors(path, &typed);
 }
 
 fn attention(t: &mut Tensors, p: &str, qk_norm: bool) {
@@ -180,7 +138,7 @@ fn gemma(dir: &Path, arch: &str) -> PathBuf {
         c = serde_json::json!({"architectures": [arch], "text_config": c, "vision_config": {"hidden_size": 4}});
     }
     fs::write(d.join("config.json"), c.to_string()).unwrap();
-    fs::write(d.join("tokenizer.model"), spm_model()).unwrap();
+    fs::write(d.join("tokenizer.model"), common::tiny::spm_model(&SPM_PIECES)).unwrap();
     let mut t = gemma_tensors(arch.starts_with("Gemma3"), if multimodal { "language_model." } else { "" });
     if multimodal {
         t.push(("vision_tower.vision_model.post_layernorm.weight".into(), vec![4]));
@@ -207,7 +165,7 @@ fn phi3(dir: &Path, n_factors: usize) -> PathBuf {
         "rope_scaling": {"type": "longrope", "long_factor": f, "short_factor": f}
     });
     fs::write(d.join("config.json"), c.to_string()).unwrap();
-    fs::write(d.join("tokenizer.model"), spm_model()).unwrap();
+    fs::write(d.join("tokenizer.model"), common::tiny::spm_model(&SPM_PIECES)).unwrap();
     let mut t = vec![
         ("model.embed_tokens.weight".to_string(), vec![V, H]),
         ("model.norm.weight".to_string(), vec![H]),

@@ -3,8 +3,9 @@
 //! tiny llama-shaped directories built here (SentencePiece or BPE tokenizer).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+mod common;
 
 use ggufkit::convert::{convert_dir, ConvertOptions, OutType};
 use ggufkit::progress::CollectWarnings;
@@ -13,66 +14,9 @@ const H: usize = 8;
 const FF: usize = 16;
 const V: usize = 8;
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-/// A SentencePiece model with V pieces.
-fn spm_model() -> Vec<u8> {
-    let pieces = [("<unk>", 2u64), ("<s>", 3), ("</s>", 3), ("▁a", 1), ("▁b", 1), ("a", 1), ("b", 1), ("<0x0A>", 6)];
-    let mut out = Vec::new();
-    for (i, (p, t)) in pieces.iter().enumerate() {
-        let mut m = vec![0x0a];
-        varint(p.len() as u64, &mut m);
-        m.extend_from_slice(p.as_bytes());
-        m.push(0x15);
-        m.extend_from_slice(&(-(i as f32)).to_le_bytes());
-        m.push(0x18);
-        varint(*t, &mut m);
-        out.push(0x0a);
-        varint(m.len() as u64, &mut out);
-        out.extend(m);
-    }
-    out
-}
-
-fn write_st(path: &Path, tensors: &[(String, &str, Vec<usize>)]) {
-    let mut header = serde_json::Map::new();
-    let mut off = 0usize;
-    let mut data = Vec::new();
-    for (i, (name, dtype, shape)) in tensors.iter().enumerate() {
-        let n: usize = shape.iter().product();
-        let size = match *dtype {
-            "F32" => 4,
-            "I64" => 8,
-            "F8_E4M3" => 1,
-            _ => 2,
-        };
-        let bytes: Vec<u8> = match *dtype {
-            "F32" => (0..n).flat_map(|k| (((k + i) % 7) as f32 * 0.1 - 0.3).to_le_bytes()).collect(),
-            _ => vec![0x3c; n * size],
-        };
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [off, off + bytes.len()]}),
-        );
-        off += bytes.len();
-        data.extend(bytes);
-    }
-    let h = serde_json::to_vec(&header).unwrap();
-    let mut f = fs::File::create(path).unwrap();
-    f.write_all(&(h.len() as u64).to_le_bytes()).unwrap();
-    f.write_all(&h).unwrap();
-    f.write_all(&data).unwrap();
-}
+/// The SentencePiece vocabulary of the tiny models (V pieces).
+const SPM_PIECES: [(&str, u64); V] =
+    [("<unk>", 2), ("<s>", 3), ("</s>", 3), ("▁a", 1), ("▁b", 1), ("a", 1), ("b", 1), ("<0x0A>", 6)];
 
 fn tensors() -> Vec<(String, &'static str, Vec<usize>)> {
     let mut t = vec![
@@ -109,8 +53,8 @@ fn model(dir: &Path) -> PathBuf {
     let d = dir.join("Tiny-Llama-v0.1");
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join("config.json"), config().to_string()).unwrap();
-    fs::write(d.join("tokenizer.model"), spm_model()).unwrap();
-    write_st(&d.join("model.safetensors"), &tensors());
+    fs::write(d.join("tokenizer.model"), common::tiny::spm_model(&SPM_PIECES)).unwrap();
+    common::tiny::write_safetensors(&d.join("model.safetensors"), &tensors());
     d
 }
 
@@ -190,19 +134,19 @@ fn shape_mismatch_and_missing_tensor() {
     let d = model(t.path());
     let mut ts = tensors();
     ts[5].2 = vec![H, H + 1]; // blk.0 q_proj
-    write_st(&d.join("model.safetensors"), &ts);
+    common::tiny::write_safetensors(&d.join("model.safetensors"), &ts);
     fails(&d, &["model.safetensors", "model.layers.0.self_attn.q_proj.weight", "shape"]);
     let mut ts = tensors();
     ts.retain(|t| t.0 != "model.layers.1.mlp.up_proj.weight");
-    write_st(&d.join("model.safetensors"), &ts);
+    common::tiny::write_safetensors(&d.join("model.safetensors"), &ts);
     fails(&d, &["missing", "model.layers.1.mlp.up_proj.weight"]);
     let mut ts = tensors();
     ts.push(("model.layers.0.self_attn.mystery.weight".into(), "F32", vec![H]));
-    write_st(&d.join("model.safetensors"), &ts);
+    common::tiny::write_safetensors(&d.join("model.safetensors"), &ts);
     fails(&d, &["cannot map", "model.layers.0.self_attn.mystery.weight"]);
     let mut ts = tensors();
     ts.push(("model.layers.7.input_layernorm.weight".into(), "F32", vec![H]));
-    write_st(&d.join("model.safetensors"), &ts);
+    common::tiny::write_safetensors(&d.join("model.safetensors"), &ts);
     fails(&d, &["model.layers.7.input_layernorm.weight", "block 7"]);
 }
 
@@ -213,7 +157,7 @@ fn unsupported_dtypes() {
     for dtype in ["I64", "F8_E4M3"] {
         let mut ts = tensors();
         ts[5].1 = dtype;
-        write_st(&d.join("model.safetensors"), &ts);
+        common::tiny::write_safetensors(&d.join("model.safetensors"), &ts);
         fails(&d, &["model.safetensors", "model.layers.0.self_attn.q_proj.weight", dtype]);
     }
 }
@@ -225,8 +169,8 @@ fn shard_index_inconsistencies() {
     fs::remove_file(d.join("model.safetensors")).unwrap();
     let ts = tensors();
     let (a, b) = ts.split_at(10);
-    write_st(&d.join("model-00001-of-00002.safetensors"), a);
-    write_st(&d.join("model-00002-of-00002.safetensors"), b);
+    common::tiny::write_safetensors(&d.join("model-00001-of-00002.safetensors"), a);
+    common::tiny::write_safetensors(&d.join("model-00002-of-00002.safetensors"), b);
     let mut map = serde_json::Map::new();
     for (n, _, _) in a {
         map.insert(n.clone(), "model-00001-of-00002.safetensors".into());

@@ -3,8 +3,7 @@
 //! relative; and both `ggufkit quantize --imatrix` and `llama-quantize
 //! --imatrix` read the result (giving the same bytes).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 mod common;
 
@@ -43,13 +42,6 @@ fn text() -> PathBuf {
     common::ref_src().join("README.md")
 }
 
-fn run(tool: &Path, args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{} failed:\n{all}", tool.display());
-    all
-}
-
 #[test]
 fn imatrix_matches_llama_imatrix_and_both_quantizers_read_it() {
     if !common::parity_enabled("imatrix_parity") {
@@ -63,20 +55,5 @@ fn imatrix_matches_llama_imatrix_and_both_quantizers_read_it() {
     assert!(worst.0 < 1e-3, "in_sum2 differs by {:.3e} in {}", worst.0, worst.1);
 
     // Both quantizers take it, and agree byte for byte.
-    let q_ours = out_dir().join("iq4xs-ggufkit.gguf");
-    let q_theirs = out_dir().join("iq4xs-llama.gguf");
-    common::ggufkit_ok(&[
-        os("quantize"),
-        os("--imatrix"),
-        ours.as_os_str(),
-        gguf.as_os_str(),
-        q_ours.as_os_str(),
-        os("IQ4_XS"),
-        os("--quiet"),
-    ]);
-    run(
-        &common::ref_tools().join("llama-quantize"),
-        &[os("--imatrix"), ours.as_os_str(), gguf.as_os_str(), q_theirs.as_os_str(), os("IQ4_XS"), os("2")],
-    );
-    assert!(std::fs::read(&q_ours).unwrap() == std::fs::read(&q_theirs).unwrap(), "IQ4_XS outputs differ");
+    common::imatrix::iq4xs_with_both_quantizers(&ours, &gguf, &out_dir());
 }

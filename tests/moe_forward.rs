@@ -238,22 +238,7 @@ fn imatrix_matches_llama_imatrix_per_expert() {
     assert!(worst.0 < 1e-3, "in_sum2 differs by {:.3e} in {}", worst.0, worst.1);
 
     // Both quantizers use the per-expert vectors the same way.
-    let q_ours = out_dir().join("iq4xs-ggufkit.gguf");
-    let q_theirs = out_dir().join("iq4xs-llama.gguf");
-    common::ggufkit_ok(&[
-        os("quantize"),
-        os("--imatrix"),
-        ours.as_os_str(),
-        gguf.as_os_str(),
-        q_ours.as_os_str(),
-        os("IQ4_XS"),
-        os("--quiet"),
-    ]);
-    run(
-        "llama-quantize",
-        &[os("--imatrix"), ours.as_os_str(), gguf.as_os_str(), q_theirs.as_os_str(), os("IQ4_XS"), os("2")],
-    );
-    assert!(std::fs::read(&q_ours).unwrap() == std::fs::read(&q_theirs).unwrap(), "IQ4_XS outputs differ");
+    let q_ours = common::imatrix::iq4xs_with_both_quantizers(&ours, &gguf, &out_dir());
     let g = ggufkit::gguf::GgufFile::open(&q_ours).unwrap();
     assert_eq!(g.header.tensor("blk.0.ffn_up_exps.weight").unwrap().ty, ggufkit::gguf::GgmlType::IQ4_XS);
 }

@@ -14,6 +14,13 @@
 //!   quantization policy can plan other types for the same source. Q8_0
 //!   comes from the shared quantization kernels (`crate::quant`, ggml's
 //!   `quantize_row_q8_0_ref`, which gguf-py's numpy Q8_0 also reproduces).
+//!
+//! Modules: `arch` (the architecture tables of `formats/arch/`), `params`
+//! (table-driven `<arch>.*` keys) and `text_params` (TextModel's own keys),
+//! `rope`/`rope_factors` (RoPE settings and generated tensors), `tensors`
+//! (the output tensor list and where each one's data comes from), `naming`,
+//! `experts`, `norms`, `outtype`, `vocab`/`spm` (the tokenizer), `modelcard`
+//! (`general.*` naming metadata).
 
 pub mod arch;
 pub mod experts;
@@ -25,14 +32,26 @@ pub mod rope_factors;
 pub mod spm;
 pub mod vocab;
 
+mod outtype;
+mod rope;
+mod tensors;
+mod text_params;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use self::arch::{ArchSpec, Hparams, Transform, VocabKind};
+use self::outtype::tensor_type;
+pub use self::outtype::OutType;
+pub(crate) use self::rope::{full_attention_rope, rope_parameters};
+pub(crate) use self::tensors::PlannedHf;
+use self::tensors::{gemma3_vocab_rows, plan_tensors, stored_type};
+pub use self::tensors::{permuted_source_row, Origin, OutTensor};
+use self::text_params::{write_arch_params, Cfg};
 use self::vocab::Vocab;
 use crate::error::{Error, Result};
-use crate::gguf::{GgmlType, Metadata, TensorSpec, Value as GValue};
+use crate::gguf::{Metadata, TensorSpec, Value as GValue};
 use crate::hf::{HfModelDir, HfTensors, SafetensorsModel};
 use crate::pipeline::{Planned, SourceTensor, TensorSource, WriteOptions};
 use crate::progress::Progress;
@@ -40,32 +59,6 @@ use crate::shape::Shape;
 
 /// `general.quantization_version` written by gguf-py.
 pub const QUANTIZATION_VERSION: u32 = 2;
-
-/// `--outtype`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutType {
-    F32,
-    F16,
-    BF16,
-    Q8_0,
-    /// BF16 when the first 2-D weight is bf16, F16 otherwise.
-    #[default]
-    Auto,
-}
-
-impl std::str::FromStr for OutType {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "f32" => OutType::F32,
-            "f16" => OutType::F16,
-            "bf16" => OutType::BF16,
-            "q8_0" => OutType::Q8_0,
-            "auto" => OutType::Auto,
-            _ => return Err(format!("unknown output type '{s}' (expected f32, f16, bf16, q8_0 or auto)")),
-        })
-    }
-}
 
 /// Options of [`convert_dir`].
 #[derive(Debug, Clone, Default)]
@@ -96,46 +89,6 @@ pub struct ConvertSummary {
     pub warnings: Vec<String>,
 }
 
-/// Where an output tensor's data comes from.
-#[derive(Debug, Clone)]
-pub enum Origin {
-    /// A tensor of the checkpoint, with an optional row permutation
-    /// (llama.cpp's Q/K reordering, over `heads` heads).
-    /// `add_one`: Gemma's norm convention (stored `w + 1`, see [`Transform::AddOne`]).
-    Hf { name: String, permute: Option<u64>, add_one: bool },
-    /// Values computed during conversion (`rope_freqs`).
-    Generated(Vec<f32>),
-    /// Checkpoint tensors of `rows_each` rows each, stacked in order (the
-    /// experts of a mixture-of-experts block).
-    Stacked { names: Vec<String>, rows_each: u64 },
-}
-
-/// One output tensor.
-#[derive(Debug, Clone)]
-pub struct OutTensor {
-    pub name: String,
-    /// ggml dimensions, row length (ne0) first.
-    pub dims: Vec<u64>,
-    /// The type convert_hf_to_gguf.py gives it for the chosen output type.
-    pub ty: GgmlType,
-    pub origin: Origin,
-}
-
-impl OutTensor {
-    pub fn shape(&self) -> Shape<'_> {
-        Shape::Ggml(&self.dims)
-    }
-    pub fn row_len(&self) -> u64 {
-        self.shape().row_len()
-    }
-    pub fn n_rows(&self) -> u64 {
-        self.shape().n_rows()
-    }
-    pub fn n_elements(&self) -> u64 {
-        self.shape().n_elements()
-    }
-}
-
 /// A Hugging Face directory viewed as a GGUF model: metadata, ordered tensors
 /// and their rows as f32. The tensors are read through `W`: the directory's
 /// safetensors files, or a view over them (a LoRA merge).
@@ -156,68 +109,6 @@ pub struct HfToGguf<W: HfTensors = SafetensorsModel> {
     /// The resolved output type.
     pub outtype: OutType,
     pub warnings: Vec<String>,
-}
-
-fn file_type_of(t: OutType) -> u32 {
-    match t {
-        OutType::F32 => 0,
-        OutType::F16 | OutType::Auto => 1,
-        OutType::Q8_0 => 7,
-        OutType::BF16 => 32,
-    }
-}
-
-fn outtype_name(t: OutType) -> &'static str {
-    match t {
-        OutType::F32 => "F32",
-        OutType::F16 | OutType::Auto => "F16",
-        OutType::BF16 => "BF16",
-        OutType::Q8_0 => "Q8_0",
-    }
-}
-
-/// `find_hparam`: the first of `keys` present (and not null) in the config.
-fn find<'a>(config: &'a Map<String, Value>, keys: &[&str]) -> Option<(&'a str, &'a Value)> {
-    for k in keys {
-        if let Some((key, v)) = config.get_key_value(*k) {
-            return if v.is_null() { None } else { Some((key.as_str(), v)) };
-        }
-    }
-    None
-}
-
-struct Cfg<'a> {
-    config: &'a Map<String, Value>,
-    path: PathBuf,
-}
-
-impl Cfg<'_> {
-    fn uint(&self, keys: &[&str]) -> Result<Option<u64>> {
-        match find(self.config, keys) {
-            None => Ok(None),
-            Some((k, v)) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| Error::input(&self.path, format!("\"{k}\" must be a non-negative integer, not {v}"))),
-        }
-    }
-    fn u32(&self, keys: &[&str]) -> Result<Option<u32>> {
-        match self.uint(keys)? {
-            None => Ok(None),
-            Some(v) => u32::try_from(v)
-                .map(Some)
-                .map_err(|_| Error::input(&self.path, format!("\"{}\" = {v} does not fit in 32 bits", keys[0]))),
-        }
-    }
-    fn required(&self, keys: &[&str]) -> Result<u64> {
-        self.uint(keys)?.ok_or_else(|| {
-            Error::input(&self.path, format!("missing \"{}\" (also looked for {:?})", keys[0], &keys[1..]))
-        })
-    }
-}
-
-fn num_f32(path: &Path, key: &str, v: &Value) -> Result<f32> {
-    v.as_f64().map(|x| x as f32).ok_or_else(|| Error::input(path, format!("\"{key}\" must be a number, not {v}")))
 }
 
 /// Where the `general.*` naming metadata comes from: gguf-py derives it from
@@ -458,7 +349,7 @@ impl<W: HfTensors> HfToGguf<W> {
             naming::ParamCounts::of(tensors.iter().map(|t| (t.name.as_str(), t.dims.as_slice()))),
         );
         warnings.extend(info.warnings.iter().cloned());
-        let file_type = file_type_of(outtype);
+        let file_type = outtype.file_type();
         let mut md = Metadata::new();
         md.set("general.architecture", GValue::string(spec.gguf_arch.clone()));
         if spec.rope_factor_tensors {
@@ -585,23 +476,6 @@ impl<W: HfTensors> HfToGguf<W> {
     }
 }
 
-/// The stored type of an output tensor's source data.
-fn stored_type<W: HfTensors>(weights: &W, t: &OutTensor) -> GgmlType {
-    let name = match &t.origin {
-        Origin::Generated(_) => return GgmlType::F32,
-        Origin::Hf { name, .. } => name,
-        Origin::Stacked { names, .. } => match names.first() {
-            Some(n) => n,
-            None => return GgmlType::F32,
-        },
-    };
-    match weights.get(name).map(|(_, e)| e.dtype) {
-        Some(crate::hf::DType::F16) => GgmlType::F16,
-        Some(crate::hf::DType::BF16) => GgmlType::BF16,
-        _ => GgmlType::F32,
-    }
-}
-
 impl<W: HfTensors> HfToGguf<W> {
     /// The plan convert_hf_to_gguf.py's type choice gives: every tensor, in
     /// order, as [`OutTensor::ty`].
@@ -635,470 +509,6 @@ impl<W: HfTensors> TensorSource for HfToGguf<W> {
             self.release(t);
         }
     }
-}
-
-/// llama.cpp's Q/K permutation: output row `r` of a `rows`-row weight with
-/// `heads` heads comes from this input row. It is
-/// `w.reshape(heads, 2, rows/heads/2, ...).swapaxes(1, 2)` of convert_hf_to_gguf.py:
-/// within a head, the two halves of the rotary dimensions are interleaved.
-pub fn permuted_source_row(r: u64, rows: u64, heads: u64) -> u64 {
-    let hd = rows / heads;
-    let half = hd / 2;
-    let (h, rem) = (r / hd, r % hd);
-    let (i, j) = (rem / 2, rem % 2);
-    h * hd + j * half + i
-}
-
-/// The type convert_hf_to_gguf.py gives a tensor.
-fn tensor_type(name: &str, n_dims: usize, row_len: u64, outtype: OutType, warnings: &mut Vec<String>) -> GgmlType {
-    if n_dims <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight") || always_f32(name) {
-        return GgmlType::F32;
-    }
-    match outtype {
-        OutType::F32 => GgmlType::F32,
-        OutType::F16 | OutType::Auto => GgmlType::F16,
-        OutType::BF16 => GgmlType::BF16,
-        OutType::Q8_0 => {
-            if row_len % 32 == 0 {
-                GgmlType::Q8_0
-            } else {
-                warnings.push(format!("{name}: row length {row_len} is not a multiple of 32, falling back to F16"));
-                GgmlType::F16
-            }
-        }
-    }
-}
-
-/// Tensors convert_hf_to_gguf.py always writes as F32 (those of its list
-/// that ggufkit's architectures have): the MoE routers.
-fn always_f32(name: &str) -> bool {
-    let kind = name.strip_prefix("blk.").and_then(|r| r.split_once('.')).map_or(name, |(_, k)| k);
-    matches!(kind, "ffn_gate_inp.weight" | "ffn_gate_inp_shexp.weight")
-}
-
-pub(crate) type PlannedHf = (String, Vec<u64>, usize, Origin);
-
-/// Maps, checks and orders the tensors.
-fn plan_tensors<W: HfTensors>(
-    model: &HfModelDir<W>,
-    spec: &ArchSpec,
-    hp: &Hparams,
-    config: &Map<String, Value>,
-    config_path: &Path,
-    n_vocab_real: Option<u64>,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<PlannedHf>> {
-    let mut out: Vec<PlannedHf> = Vec::new();
-    if spec.llama3_rope_freqs {
-        if let Some(freqs) = llama3_rope_freqs(config, hp, config_path)? {
-            out.push(("rope_freqs.weight".into(), vec![freqs.len() as u64], 1, Origin::Generated(freqs)));
-        }
-    }
-    if spec.rope_factor_tensors {
-        if let Some(f) = rope_factors::RopeFactors::from_config(&full_attention_rope(config), config, hp, config_path)?
-        {
-            let n = f.long.len() as u64;
-            out.push(("rope_factors_long.weight".into(), vec![n], 1, Origin::Generated(f.long)));
-            out.push(("rope_factors_short.weight".into(), vec![n], 1, Origin::Generated(f.short)));
-        }
-    }
-    let weights = &model.weights;
-    let mut seen = std::collections::HashSet::new();
-    let mut stacker = match &spec.experts {
-        Some(ex) => Some(experts::ExpertStacker::new(ex, config, config_path)?),
-        None => None,
-    };
-    for (index, e) in weights.tensors().iter().enumerate() {
-        if spec.skip_names.contains(&e.name) {
-            continue;
-        }
-        let Some(name) = arch::text_model_name(&e.name) else { continue };
-        if spec.skipped(&name) {
-            continue;
-        }
-        let path = weights.file_of(index);
-        if let Some(stacker) = stacker.as_mut() {
-            if let Some(stacked) = stacker.offer(&name, &e.name, &e.shape, path, hp, hp.block_count)? {
-                if !e.dtype.is_readable_float() {
-                    return Err(Error::input(
-                        path,
-                        format!(
-                            "tensor '{}' has dtype {}; only F32, F16 and BF16 weights are supported",
-                            e.name, e.dtype
-                        ),
-                    ));
-                }
-                for t in stacked {
-                    seen.insert(t.0.clone());
-                    out.push(t);
-                }
-                continue;
-            }
-        }
-        let m = spec.match_tensor(&name).ok_or_else(|| {
-            Error::input(
-                path,
-                format!("cannot map tensor '{}' to a GGUF name for architecture {}", e.name, spec.gguf_arch),
-            )
-        })?;
-        if let Some(bid) = m.bid {
-            if bid >= hp.block_count {
-                return Err(Error::input(
-                    path,
-                    format!("tensor '{}' is for block {bid}, but num_hidden_layers is {}", e.name, hp.block_count),
-                ));
-            }
-        }
-        if !e.dtype.is_readable_float() {
-            return Err(Error::input(
-                path,
-                format!("tensor '{}' has dtype {}; only F32, F16 and BF16 weights are supported", e.name, e.dtype),
-            ));
-        }
-        let mut expect = Vec::with_capacity(m.rule.shape.len());
-        for d in &m.rule.shape {
-            expect.push(hp.dim(d).ok_or_else(|| Error::Other(format!("formats/arch: unknown dimension name '{d}'")))?);
-        }
-        if e.shape != expect {
-            return Err(Error::input(
-                path,
-                format!(
-                    "tensor '{}' has shape {:?}, but {} implies {:?} ({})",
-                    e.name,
-                    e.shape,
-                    config_path.display(),
-                    expect,
-                    m.rule.shape.join(", ")
-                ),
-            ));
-        }
-        let permute = match m.rule.transform {
-            Some(t @ (Transform::PermuteQ | Transform::PermuteK)) if spec.permute_qk => {
-                let heads = if t == Transform::PermuteQ { hp.n_head } else { hp.n_head_kv };
-                let rows = e.shape[0];
-                if rows % (heads * 2) != 0 {
-                    return Err(Error::input(
-                        path,
-                        format!("tensor '{}': {rows} rows cannot be split into {heads} heads of pairs", e.name),
-                    ));
-                }
-                Some(heads)
-            }
-            _ => None,
-        };
-        let add_one = m.rule.transform == Some(Transform::AddOne);
-        seen.insert(m.gguf_name());
-        let mut dims = e.shape().ggml_dims();
-        if m.rule.transform == Some(Transform::TruncateToVocab) {
-            if let (Some(n), Some(rows)) = (n_vocab_real, dims.last_mut()) {
-                *rows = (*rows).min(n);
-            }
-        }
-        let dims = if dims.is_empty() { vec![1] } else { dims };
-        out.push((m.gguf_name(), dims, e.shape.len(), Origin::Hf { name: e.name.clone(), permute, add_one }));
-    }
-
-    let mut files: Vec<String> =
-        (0..weights.tensors().len()).map(|i| weights.file_of(i).display().to_string()).collect();
-    files.sort();
-    files.dedup();
-    // Required tensors.
-    let mut missing = Vec::new();
-    if let Some(stacker) = &stacker {
-        stacker.finish(&files)?;
-        for b in 0..hp.block_count {
-            missing.extend(stacker.required(b).into_iter().filter(|n| !seen.contains(n)));
-        }
-    }
-    for rule in spec.tensors.iter().filter(|r| r.required) {
-        if rule.gguf.contains("{bid}") {
-            for b in 0..hp.block_count {
-                if !seen.contains(&rule.gguf.replace("{bid}", &b.to_string())) {
-                    missing.push(rule.hf.replace("{bid}", &b.to_string()));
-                }
-            }
-        } else if !seen.contains(&rule.gguf) {
-            missing.push(rule.hf.clone());
-        }
-    }
-    if !missing.is_empty() {
-        let n = missing.len();
-        missing.truncate(8);
-        return Err(Error::input(
-            model.path(),
-            format!(
-                "{n} tensor(s) required by {} are missing from {}: {}{}",
-                spec.gguf_arch,
-                files.join(", "),
-                missing.join(", "),
-                if n > missing.len() { ", ..." } else { "" }
-            ),
-        ));
-    }
-    if !seen.contains("output.weight") && config.get("tie_word_embeddings").and_then(Value::as_bool) == Some(false) {
-        warnings.push(
-            "config.json says tie_word_embeddings = false but there is no lm_head.weight; llama.cpp will use the token embeddings as the output layer".into(),
-        );
-    }
-    Ok(out)
-}
-
-/// The `rope_parameters` convert_hf_to_gguf.py's TextModel derives from the config.
-pub(crate) fn rope_parameters(config: &Map<String, Value>) -> Map<String, Value> {
-    let mut rp = match config.get("rope_parameters").or_else(|| config.get("rope_scaling")) {
-        Some(Value::Object(m)) => m.clone(),
-        _ => Map::new(),
-    };
-    if !rp.contains_key("full_attention") && !rp.contains_key("sliding_attention") {
-        let theta = find(
-            config,
-            &["global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta", "rotary_emb_base"],
-        );
-        if let Some(local) = find(
-            config,
-            &["local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta", "rope_local_base_freq"],
-        ) {
-            rp.insert("sliding_attention".into(), serde_json::json!({"rope_theta": local.1}));
-        }
-        if !rp.contains_key("rope_theta") {
-            if let Some((_, v)) = theta {
-                rp.insert("rope_theta".into(), v.clone());
-            }
-        }
-        if !rp.contains_key("rope_type") {
-            if let Some(t) = rp.get("type").cloned().filter(|v| !v.is_null()) {
-                rp.insert("rope_type".into(), t);
-            }
-        }
-        if !rp.contains_key("partial_rotary_factor") {
-            if let Some((_, v)) = find(config, &["partial_rotary_factor", "rope_pct", "rope_percent"]) {
-                rp.insert("partial_rotary_factor".into(), v.clone());
-            }
-        }
-        if !rp.contains_key("original_max_position_embeddings") {
-            if let Some((_, v)) = find(config, &["original_max_position_embeddings"]) {
-                rp.insert("original_max_position_embeddings".into(), v.clone());
-            }
-        }
-    }
-    rp
-}
-
-/// TextModel's `rope_parameters` for full attention.
-pub(crate) fn full_attention_rope(config: &Map<String, Value>) -> Map<String, Value> {
-    let rp = rope_parameters(config);
-    match rp.get("full_attention") {
-        Some(Value::Object(m)) => m.clone(),
-        _ => rp,
-    }
-}
-
-/// Llama 3 rope scaling factors, computed in f32 like the PyTorch code of convert_hf_to_gguf.py.
-fn llama3_rope_freqs(config: &Map<String, Value>, hp: &Hparams, path: &Path) -> Result<Option<Vec<f32>>> {
-    let rp = rope_parameters(config);
-    let rp = match rp.get("full_attention") {
-        Some(Value::Object(m)) => m.clone(),
-        _ => rp,
-    };
-    if rp.is_empty() || !rp.get("rope_type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("llama3")) {
-        return Ok(None);
-    }
-    let get = |k: &str, d: f64| -> Result<f64> {
-        match rp.get(k) {
-            None | Some(Value::Null) => Ok(d),
-            Some(v) => v
-                .as_f64()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| Error::input(path, format!("\"rope_scaling.{k}\" must be a finite number, not {v}"))),
-        }
-    };
-    let base = get("rope_theta", 10000.0)? as f32;
-    let dim = hp.head_dim_cfg.unwrap_or(hp.hidden_size / hp.n_head);
-    let factor = get("factor", 8.0)?;
-    let low = get("low_freq_factor", 1.0)?;
-    let high = get("high_freq_factor", 4.0)?;
-    let old_ctx = get("original_max_position_embeddings", 8192.0)?;
-    let low_wavelen = old_ctx / low;
-    let high_wavelen = old_ctx / high;
-    let mut out = Vec::new();
-    let mut i = 0u64;
-    while i < dim {
-        let expo = i as f32 / dim as f32;
-        let freq = 1.0f32 / base.powf(expo);
-        let wavelen = (2.0 * std::f64::consts::PI) as f32 / freq;
-        let v = if (wavelen as f64) < high_wavelen {
-            1.0f32
-        } else if (wavelen as f64) > low_wavelen {
-            factor as f32
-        } else {
-            let smooth = (old_ctx as f32 / wavelen - low as f32) / (high - low) as f32;
-            1.0f32 / ((1.0 - smooth) / factor as f32 + smooth)
-        };
-        out.push(v);
-        i += 2;
-    }
-    Ok(Some(out))
-}
-
-/// The `<arch>.*` keys of TextModel.set_gguf_parameters (+ LlamaModel's extras).
-fn write_arch_params(
-    md: &mut Metadata,
-    spec: &ArchSpec,
-    config: &Map<String, Value>,
-    path: &Path,
-    hp: &Hparams,
-    file_type: u32,
-    warnings: &mut Vec<String>,
-) -> Result<()> {
-    if spec.params.text_model {
-        write_text_model_params(md, spec, config, path, hp, file_type, warnings)?;
-    }
-    let ctx = params::Context {
-        config,
-        path,
-        block_count: hp.block_count,
-        file_type,
-        rope: full_attention_rope(config),
-        rope_dims: rope_factors::rope_dims(config, hp),
-    };
-    params::write_keys(md, &spec.gguf_arch, &spec.params.keys, &ctx)
-}
-
-/// TextModel.set_gguf_parameters (+ the architecture's `extra_keys`).
-fn write_text_model_params(
-    md: &mut Metadata,
-    spec: &ArchSpec,
-    config: &Map<String, Value>,
-    path: &Path,
-    hp: &Hparams,
-    file_type: u32,
-    warnings: &mut Vec<String>,
-) -> Result<()> {
-    let a = spec.gguf_arch.as_str();
-    let cfg = Cfg { config, path: path.to_path_buf() };
-    let u32v = |v: u64, k: &str| -> Result<GValue> {
-        u32::try_from(v).map(GValue::U32).map_err(|_| Error::input(path, format!("{k} = {v} does not fit in 32 bits")))
-    };
-    md.set(format!("{a}.block_count"), u32v(hp.block_count, "num_hidden_layers")?);
-    let ctx_keys =
-        ["max_position_embeddings", "n_ctx", "n_positions", "max_length", "max_sequence_length", "model_max_length"];
-    if let Some(n) = cfg.u32(&ctx_keys)? {
-        md.set(format!("{a}.context_length"), GValue::U32(n));
-    }
-    md.set(format!("{a}.embedding_length"), u32v(hp.hidden_size, "hidden_size")?);
-    md.set(format!("{a}.feed_forward_length"), u32v(hp.intermediate_size, "intermediate_size")?);
-    md.set(format!("{a}.attention.head_count"), u32v(hp.n_head, "num_attention_heads")?);
-    if let Some(n) = cfg.u32(&["num_key_value_heads", "n_kv_heads"])? {
-        md.set(format!("{a}.attention.head_count_kv"), GValue::U32(n));
-    }
-    if config.get("is_causal") == Some(&Value::Bool(false)) {
-        md.set(format!("{a}.attention.causal"), GValue::Bool(false));
-    }
-
-    let rp_all = rope_parameters(config);
-    let rp = match rp_all.get("full_attention") {
-        Some(Value::Object(m)) => m.clone(),
-        _ => rp_all.clone(),
-    };
-    if let Some(rope_type) = rp.get("rope_type").filter(|v| !v.is_null()) {
-        let rope_type = rope_type.as_str().unwrap_or_default().to_string();
-        let factor = rp.get("factor").filter(|v| !v.is_null());
-        match (rope_type.as_str(), factor) {
-            ("linear", Some(f)) => {
-                md.set(format!("{a}.rope.scaling.type"), GValue::string("linear"));
-                md.set(format!("{a}.rope.scaling.factor"), GValue::F32(num_f32(path, "rope_scaling.factor", f)?));
-            }
-            ("yarn", Some(f)) => {
-                md.set(format!("{a}.rope.scaling.type"), GValue::string("yarn"));
-                md.set(format!("{a}.rope.scaling.factor"), GValue::F32(num_f32(path, "rope_scaling.factor", f)?));
-                let orig = rp
-                    .get("original_max_position_embeddings")
-                    .and_then(Value::as_u64)
-                    .and_then(|v| u32::try_from(v).ok())
-                    .ok_or_else(|| {
-                        Error::input(path, "yarn rope scaling needs an integer original_max_position_embeddings")
-                    })?;
-                md.set(format!("{a}.rope.scaling.original_context_length"), GValue::U32(orig));
-                let opt = |md: &mut Metadata, k: &str, v: Option<&Value>| -> Result<()> {
-                    if let Some(v) = v.filter(|v| !v.is_null()) {
-                        md.set(format!("{a}.rope.scaling.{k}"), GValue::F32(num_f32(path, k, v)?));
-                    }
-                    Ok(())
-                };
-                opt(md, "yarn_ext_factor", rp.get("extrapolation_factor"))?;
-                opt(md, "yarn_attn_factor", rp.get("attention_factor").or_else(|| rp.get("attn_factor")))?;
-                opt(md, "yarn_beta_fast", rp.get("beta_fast"))?;
-                opt(md, "yarn_beta_slow", rp.get("beta_slow"))?;
-            }
-            ("su" | "longrope", _) => md.set(format!("{a}.rope.scaling.type"), GValue::string("longrope")),
-            ("dynamic", _) => {}
-            (t, _) if t.eq_ignore_ascii_case("llama3") => {
-                if !spec.llama3_rope_freqs {
-                    warnings.push(format!("llama3 rope scaling is not supported for {a}; ignored"));
-                }
-            }
-            ("linear" | "yarn", None) => {}
-            (t, _) => warnings.push(format!("Unknown RoPE type: {t}")),
-        }
-    }
-    if let Some(theta) = rp.get("rope_theta").filter(|v| !v.is_null()) {
-        md.set(format!("{a}.rope.freq_base"), GValue::F32(num_f32(path, "rope_theta", theta)?));
-    }
-    if let Some(local) = rp_all.get("sliding_attention").and_then(|s| s.get("rope_theta")).filter(|v| !v.is_null()) {
-        md.set(format!("{a}.rope.freq_base_swa"), GValue::F32(num_f32(path, "local rope_theta", local)?));
-    }
-    if let Some((k, v)) = find(config, &["rms_norm_eps", "norm_eps"]) {
-        md.set(format!("{a}.attention.layer_norm_rms_epsilon"), GValue::F32(num_f32(path, k, v)?));
-    }
-    if let Some((k, v)) = find(config, &["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"]) {
-        md.set(format!("{a}.attention.layer_norm_epsilon"), GValue::F32(num_f32(path, k, v)?));
-    }
-    if let Some(n) = cfg.u32(&["num_local_experts", "num_experts", "n_routed_experts"])? {
-        md.set(format!("{a}.expert_count"), GValue::U32(n));
-    }
-    if let Some(n) = cfg.u32(&["num_experts_per_tok", "num_experts_per_token", "top_k_experts"])? {
-        md.set(format!("{a}.expert_used_count"), GValue::U32(n));
-    }
-    if let Some(hd) = config.get("head_dim").filter(|v| !v.is_null()) {
-        let hd = hd
-            .as_u64()
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| Error::input(path, "head_dim must be an integer"))?;
-        md.set(format!("{a}.attention.key_length"), GValue::U32(hd));
-        md.set(format!("{a}.attention.value_length"), GValue::U32(hd));
-    }
-    md.set("general.file_type", GValue::U32(file_type));
-    for k in &spec.extra_keys {
-        match k.as_str() {
-            "vocab_size" => md.set(format!("{a}.vocab_size"), u32v(hp.vocab_size, "vocab_size")?),
-            "rope_dimension_count" => {
-                let d = hp.head_dim_cfg.unwrap_or(hp.hidden_size / hp.n_head);
-                md.set(format!("{a}.rope.dimension_count"), u32v(d, "head_dim")?)
-            }
-            "expert_feed_forward_length" => {
-                if let Some(n) = cfg.u32(&["moe_intermediate_size"])? {
-                    md.set(format!("{a}.expert_feed_forward_length"), GValue::U32(n));
-                }
-            }
-            other => return Err(Error::Other(format!("formats/arch: unknown extra key '{other}'"))),
-        }
-    }
-    Ok(())
-}
-
-/// The number of token-embedding rows Gemma 3 keeps: the SentencePiece
-/// vocabulary's size (padded to the config's vocab_size), or without
-/// tokenizer.model, tokenizer.json's vocab plus its added tokens.
-fn gemma3_vocab_rows<W>(model: &HfModelDir<W>, vocab: &Vocab) -> Result<u64> {
-    if model.path().join("tokenizer.model").is_file() {
-        return Ok(vocab.tokens.len() as u64);
-    }
-    let tj = model
-        .read_json("tokenizer.json")?
-        .ok_or_else(|| Error::input(model.file("tokenizer.json"), "missing (and there is no tokenizer.model)"))?;
-    let n_vocab = tj.get("model").and_then(|m| m.get("vocab")).and_then(Value::as_object).map_or(0, Map::len);
-    let n_added = tj.get("added_tokens").and_then(Value::as_array).map_or(0, Vec::len);
-    Ok((n_vocab + n_added) as u64)
 }
 
 /// The vocabulary as the architecture's `set_vocab` reads it.
@@ -1181,7 +591,7 @@ impl<W: HfTensors> HfToGguf<W> {
             output: out.to_path_buf(),
             hf_architecture: self.hf_architecture.clone(),
             gguf_architecture: self.spec.gguf_arch.clone(),
-            outtype: outtype_name(self.outtype).into(),
+            outtype: self.outtype.name().unwrap_or("F16").into(),
             file_type: self.file_type,
             n_tensors: self.tensors.len(),
             n_params: self.tensors.iter().map(OutTensor::n_elements).sum(),
@@ -1218,38 +628,4 @@ pub fn convert_dir_quantized(
     summary.file_type = plan.file_type;
     summary.outtype = crate::policy::FileType::from_id(plan.file_type).map_or("?".into(), |f| f.name().to_string());
     Ok((summary, plan))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn permutation_matches_reshape_swapaxes() {
-        // rows = heads * hd; numpy: w.reshape(heads, 2, hd/2).swapaxes(1, 2).reshape(rows)
-        let (heads, hd) = (2u64, 8u64);
-        let rows = heads * hd;
-        let mut expect = Vec::new();
-        for h in 0..heads {
-            for i in 0..hd / 2 {
-                for j in 0..2 {
-                    expect.push(h * hd + j * (hd / 2) + i);
-                }
-            }
-        }
-        let got: Vec<u64> = (0..rows).map(|r| permuted_source_row(r, rows, heads)).collect();
-        assert_eq!(got, expect);
-        assert_eq!(&got[..8], &[0, 4, 1, 5, 2, 6, 3, 7]);
-    }
-
-    #[test]
-    fn types_follow_convert() {
-        let mut w = Vec::new();
-        assert_eq!(tensor_type("blk.0.attn_norm.weight", 1, 8, OutType::F16, &mut w), GgmlType::F32);
-        assert_eq!(tensor_type("blk.0.attn_q.bias", 1, 8, OutType::BF16, &mut w), GgmlType::F32);
-        assert_eq!(tensor_type("blk.0.attn_q_norm.weight", 1, 8, OutType::BF16, &mut w), GgmlType::F32);
-        assert_eq!(tensor_type("token_embd.weight", 2, 64, OutType::Q8_0, &mut w), GgmlType::Q8_0);
-        assert_eq!(tensor_type("token_embd.weight", 2, 48, OutType::Q8_0, &mut w), GgmlType::F16);
-        assert_eq!(w.len(), 1);
-    }
 }

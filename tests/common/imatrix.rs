@@ -59,3 +59,28 @@ pub fn compare(theirs: &Path, ours: &Path) -> (ImatrixFile, (f64, String)) {
     }
     (a, worst)
 }
+
+/// Quantizes `gguf` to IQ4_XS with the `imatrix` file, with ggufkit and with
+/// llama-quantize, into `out_dir`; asserts the two outputs are byte-identical
+/// and returns ggufkit's.
+pub fn iq4xs_with_both_quantizers(imatrix: &Path, gguf: &Path, out_dir: &Path) -> PathBuf {
+    let os = |s: &'static str| -> &std::ffi::OsStr { s.as_ref() };
+    let q_ours = out_dir.join("iq4xs-ggufkit.gguf");
+    let q_theirs = out_dir.join("iq4xs-llama.gguf");
+    super::ggufkit_ok(&[
+        os("quantize"),
+        os("--imatrix"),
+        imatrix.as_os_str(),
+        gguf.as_os_str(),
+        q_ours.as_os_str(),
+        os("IQ4_XS"),
+        os("--quiet"),
+    ]);
+    let out = std::process::Command::new(super::ref_tools().join("llama-quantize"))
+        .args([os("--imatrix"), imatrix.as_os_str(), gguf.as_os_str(), q_theirs.as_os_str(), os("IQ4_XS"), os("2")])
+        .output()
+        .expect("run llama-quantize");
+    assert!(out.status.success(), "llama-quantize:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(&q_ours).unwrap() == std::fs::read(&q_theirs).unwrap(), "IQ4_XS outputs differ");
+    q_ours
+}

@@ -10,6 +10,7 @@
 
 pub mod imatrix;
 pub mod logits;
+pub mod tiny;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

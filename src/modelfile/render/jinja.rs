@@ -365,7 +365,7 @@ impl Write for Capped {
 
 /// `{% generation %}` / `{% endgeneration %}` (transformers' assistant-mask extension)
 /// become `{% if true %}` / `{% endif %}`, keeping their whitespace control.
-fn generation_blocks(src: &str) -> String {
+pub(crate) fn generation_blocks(src: &str) -> String {
     if !src.contains("generation") {
         return src.to_string();
     }

@@ -43,6 +43,7 @@ impl Translator<'_> {
             }
             Val::List(l) => (!l.is_empty()).to_string(),
             Val::Raw(_) => "true".into(),
+            Val::Fragment(_) => bail!(line, "testing captured output (a macro's or a set block's)"),
         })
     }
 
@@ -159,23 +160,15 @@ impl Translator<'_> {
                     bail!(line, "slice with a step (reversed list)");
                 }
                 let start = match &s.start {
-                    None => 0,
-                    Some(x) => match self.expr(x)? {
-                        Val::Int(i) if i >= 0 => i,
-                        _ => bail!(line, "slice with a computed or negative start"),
-                    },
+                    None => Val::Int(0),
+                    Some(x) => self.expr(x)?,
                 };
                 if s.stop.is_some() {
                     bail!(line, "slice with an end");
                 }
                 match base {
                     Val::Go(g, k @ (Kind::Messages | Kind::Tools | Kind::ToolCalls)) => {
-                        if start == 0 {
-                            Ok(Val::Go(g, k))
-                        } else {
-                            // slice fails past the end: guard with the length.
-                            Ok(Val::Go(format!("(slice {g} {start})"), k))
-                        }
+                        Ok(Val::Go(self.slice_from(&g, start, line)?, k))
                     }
                     other => bail!(line, "slice of {}", describe(&other)),
                 }
@@ -262,6 +255,9 @@ impl Translator<'_> {
     }
 
     pub(super) fn var(&mut self, id: &str, line: usize) -> Result<Val, Untranslatable> {
+        if let Some(v) = self.bound_var(id, line)? {
+            return Ok(v);
+        }
         if let Some(l) = self.loop_ctx(id) {
             return Ok(Val::Go(l.expr.clone(), l.kind));
         }
@@ -346,7 +342,10 @@ impl Translator<'_> {
                 };
                 Ok(Val::Go(format!("(index {g} {i})"), item))
             }
-            Val::Go(_, Kind::Messages) => bail!(line, "messages[{i}] (from the end)"),
+            // messages[-k]: Go has no arithmetic, but `slice X k` is k shorter than X.
+            Val::Go(g, Kind::Messages) => Ok(Val::Go(format!("(index {g} (len (slice {g} {})))", -i), Kind::Message)),
+            // An item of a constant list (unrolled loops over pairs).
+            Val::List(mut items) if i >= 0 && (i as usize) < items.len() => Ok(items.swap_remove(i as usize)),
             other => bail!(line, "item {i} of {}", describe(&other)),
         }
     }
@@ -365,7 +364,10 @@ impl Translator<'_> {
                     for v in [l, r] {
                         match v {
                             Val::Concat(p) => parts.extend(p),
-                            Val::Str(_) | Val::Undefined | Val::Go(_, Kind::Str | Kind::Undefined) => parts.push(v),
+                            Val::Str(_)
+                            | Val::Undefined
+                            | Val::Go(_, Kind::Str | Kind::Undefined)
+                            | Val::Fragment(_) => parts.push(v),
                             Val::Int(i) if matches!(b.op, K::Concat) => parts.push(Val::Str(i.to_string())),
                             // `~` prints a number; Go's print writes an int the same way.
                             Val::Go(g, Kind::Int) if matches!(b.op, K::Concat) => {
@@ -375,7 +377,7 @@ impl Translator<'_> {
                             v @ Val::Raw(_) => parts.push(v),
                             // Jinja's `+` fails unless the argument is a string: where it
                             // renders, printing the value is the same.
-                            Val::Go(g, Kind::Any) if matches!(b.op, K::Add) => parts.push(Val::Go(g, Kind::Str)),
+                            Val::Go(g, Kind::ArgValue) if matches!(b.op, K::Add) => parts.push(Val::Go(g, Kind::Str)),
                             other => bail!(line, "adding {}", describe(&other)),
                         }
                     }
@@ -551,9 +553,8 @@ impl Translator<'_> {
                         Ok(self.raw_go(format!("{{{{ with {g} }}}}{ARGS_JSON}{{{{ end }}}}")))
                     }
                     Val::Go(g, Kind::Str) => Ok(Val::Go(format!("(printf \"%q\" {g})"), Kind::Str)),
-                    // As ARGS_JSON writes one value.
-                    Val::Go(g, Kind::Any) => Ok(self.raw_go(format!(
-                        "{{{{ if eq (printf \"%T\" {g}) \"string\" }}}}{{{{ printf \"%q\" {g} }}}}{{{{ else }}}}{{{{ json {g} }}}}{{{{ end }}}}"
+                    Val::Go(g, Kind::ArgValue) => Ok(self.raw_go(format!(
+                        "{{{{ if eq (slice (json {g}) 0 1) \"\\\"\" }}}}{{{{ printf \"%q\" {g} }}}}{{{{ else }}}}{{{{ json {g} }}}}{{{{ end }}}}"
                     ))),
                     Val::Str(s) => Ok(Val::Str(serde_json::to_string(&s).unwrap_or_default())),
                     other => bail!(line, "|tojson of {}", describe(&other)),
@@ -587,7 +588,7 @@ impl Translator<'_> {
             },
             "upper" | "lower" | "capitalize" | "title" if f.args.is_empty() => match v {
                 Val::Str(s) => Ok(Val::Str(case(&s, f.name))),
-                other => bail!(line, "|{} of {}", f.name, describe(&other)),
+                _ => bail!(line, "filter |{}", f.name),
             },
             other => bail!(line, "filter |{other}"),
         }
@@ -600,6 +601,9 @@ impl Translator<'_> {
 
     pub(super) fn test(&mut self, t: &ast::Test<'_>, line: usize) -> Result<Val, Untranslatable> {
         let v = self.expr(&t.expr)?;
+        if let Val::Go(g, Kind::ArgValue) = &v {
+            return self.arg_value_test(g, t.name, line);
+        }
         let truthy = |s: &mut Self, v: Val| -> Result<Val, Untranslatable> {
             let g = s.truth(v, line)?;
             Ok(match g.as_str() {
@@ -613,7 +617,7 @@ impl Translator<'_> {
             Val::Go(g, _) => Val::Go(format!("(not {g})"), Kind::Bool),
             v => v,
         };
-        if let Val::Go(g, Kind::Any) = &v {
+        if let Val::Go(g, Kind::ArgValue) = &v {
             // The argument's dynamic type decides (Go's %T of a decoded JSON value).
             return Ok(match t.name {
                 "defined" => Val::Bool(true),
@@ -709,6 +713,7 @@ impl Translator<'_> {
                     other => bail!(line, "method .{other}()"),
                 }
             }
+            Expr::Var(v) if self.is_macro(v.id) => self.inline_macro(v.id, c, line),
             Expr::Var(v) => bail!(line, "function {}()", v.id),
             _ => bail!(line, "call"),
         }
@@ -1375,53 +1380,6 @@ impl Translator<'_> {
     }
 }
 
-impl Translator<'_> {
-    /// `for key, value in arguments.items()`: Go ranges over the map (keys in sorted order,
-    /// which is the order Ollama keeps: its arguments are a Go map).
-    pub(super) fn pairs_loop(&mut self, f: &ast::ForLoop<'_>, line: usize) -> Result<(), Untranslatable> {
-        let Expr::List(l) = &f.target else { bail!(line, "loop over key/value pairs") };
-        let names: Vec<&str> = l
-            .items
-            .iter()
-            .filter_map(|e| match e {
-                Expr::Var(v) => Some(v.id),
-                _ => None,
-            })
-            .collect();
-        let [k, v] = names.as_slice() else { bail!(line, "loop over key/value pairs") };
-        if f.filter_expr.is_some() || mentions(&f.body, "loop") {
-            bail!(line, "loop variable in a loop over key/value pairs");
-        }
-        let iter = match self.expr(&f.iter)? {
-            Val::Go(g, Kind::Arguments) => g,
-            Val::Undefined => return self.stmts(&f.else_body),
-            other => bail!(line, "loop over key/value pairs of {}", describe(&other)),
-        };
-        let (kv, vv) = (format!("${}", go_var(k)), format!("${}", go_var(v)));
-        for (target, expr, kind) in [(k, &kv, Kind::Str), (v, &vv, Kind::Any)] {
-            self.loops.push(LoopCtx {
-                iter: iter.clone(),
-                index: kv.clone(),
-                target: target.to_string(),
-                expr: expr.clone(),
-                prev: None,
-                kind,
-            });
-        }
-        self.out.push_str(&format!("{{{{ range {kv}, {vv} := {iter} }}}}"));
-        self.stmts(&f.body)?;
-        self.loops.pop();
-        self.loops.pop();
-        if !f.else_body.is_empty() {
-            self.out.push_str("{{ else }}");
-            self.stmts(&f.else_body)?;
-        }
-        self.out.push_str("{{ end }}");
-        self.note("tool-call arguments in sorted key order (Ollama keeps them in a Go map)");
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod pair_tests {
     use super::super::super::verify::{verify, TemplateContext};
@@ -1439,13 +1397,6 @@ mod pair_tests {
         let v = verify(&t.template, jinja, &TemplateContext::default()).unwrap();
         assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
         assert!(v.identical_conversations.iter().any(|c| c.contains("tool")), "{:?}", v.identical_conversations);
-        // Printing a value of unknown type is not translated.
-        let e = translate(
-            "{% for m in messages %}{% for tc in m.tool_calls %}{% for k, v in tc.function.arguments.items() %}{{ v }}{% endfor %}{% endfor %}{% endfor %}",
-            &TranslateOptions::default(),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("printing"), "{e}");
     }
 }
 

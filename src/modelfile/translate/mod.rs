@@ -20,7 +20,9 @@
 //!   adds BOS when it tokenizes), `eos_token`, `strftime_now` for common formats (built from
 //!   `currentDate`), `raise_exception` (a conversation the template rejects is not compared);
 //! - tool definitions and tool-call arguments through `|tojson`, written as Python's
-//!   `json.dumps` writes them.
+//!   `json.dumps` writes them;
+//! - macros (inlined at each call), `{% set %}` blocks, `break`/`continue`, `{% generation %}`,
+//!   `messages[-k]` and slices from a computed start (see `stmt.rs`).
 //!
 //! - strings (`expr.rs`): `in`, `.split(sep[, n])[k]`, `.replace`, `.startswith`,
 //!   `.endswith`, `.strip`/`.lstrip`/`.rstrip`/`|trim` are computed exactly by Go code that
@@ -29,7 +31,7 @@
 //!   string values by accumulating with `print`; case methods and other methods of constants
 //!   are evaluated here.
 //!
-//! Everything else — other string methods on data, macros, arithmetic beyond
+//! Everything else — other string methods on data, arithmetic beyond
 //! `loop.index ± constant`, reversed loops — is reported as [`Untranslatable`] with the
 //! construct and its line.
 
@@ -56,6 +58,9 @@ pub struct Translation {
     pub writes_bos: bool,
     /// Approximations made (e.g. trimming translated as the identity).
     pub notes: Vec<String>,
+    /// Statements a lenient translation ([`translate_lenient`]) left out, each with its
+    /// construct and line; empty for a complete translation.
+    pub left_out: Vec<String>,
 }
 
 /// Why a template cannot be translated: the construct and the line it is on.
@@ -106,11 +111,15 @@ pub fn choose(meta: &crate::gguf::Metadata, jinja: &str, family: Option<&super::
         None => None,
     };
     let ctx = context_from_gguf(meta, None);
-    let t = match translate(jinja, &TranslateOptions { eos_token: ctx.eos_token.clone() }) {
+    let opts = TranslateOptions { eos_token: ctx.eos_token.clone() };
+    let t = match translate(jinja, &opts) {
         Ok(t) => t,
-        Err(e) => {
-            return Choice::Family { note: Some(format!("the chat template could not be translated ({e})")) };
-        }
+        // A partial translation (leaving out what sits in branches or loops) may still render
+        // more conversations identically than the family: verify decides.
+        Err(e) => match translate_lenient(jinja, &opts) {
+            Ok(t) if !t.left_out.is_empty() => t,
+            _ => return Choice::Family { note: Some(format!("the chat template could not be translated ({e})")) },
+        },
     };
     let v = match verify(&t.template, jinja, &ctx) {
         Ok(v) => v,
@@ -118,13 +127,16 @@ pub fn choose(meta: &crate::gguf::Metadata, jinja: &str, family: Option<&super::
     };
     let better = match fam_identical {
         Some(n) => v.identical > n,
-        None => v.identical > 0,
+        // No family: the translation must beat the minimal fallback that would be written.
+        None => v.identical > fallback_identical(meta, jinja, &ctx),
     };
     if !better {
         return Choice::Family {
             note: Some(format!(
-                "a translation of the chat template rendered identically on only {}/{} conversations",
-                v.identical, v.conversations
+                "a {}translation of the chat template rendered identically on only {}/{} conversations",
+                if t.left_out.is_empty() { "" } else { "partial " },
+                v.identical,
+                v.conversations
             )),
         };
     }
@@ -138,12 +150,25 @@ pub fn choose(meta: &crate::gguf::Metadata, jinja: &str, family: Option<&super::
         stops: stops(&t.template, &ctx.special_tokens, &eog),
         template: t.template,
         note: format!(
-            "translated from the GGUF's Jinja chat template ({}/{} conversations identical{})",
+            "{} from the GGUF's Jinja chat template ({}/{} conversations identical{}{})",
+            if t.left_out.is_empty() { "translated" } else { "partially translated" },
             v.identical,
             v.conversations,
-            if t.notes.is_empty() { String::new() } else { format!("; {}", t.notes.join("; ")) }
+            if t.notes.is_empty() { String::new() } else { format!("; {}", t.notes.join("; ")) },
+            if t.left_out.is_empty() { String::new() } else { format!("; left out: {}", t.left_out.join("; ")) }
         ),
     }
+}
+
+/// How many conversations the vocabulary's minimal fallback template renders identically.
+fn fallback_identical(meta: &crate::gguf::Metadata, jinja: &str, ctx: &super::verify::TemplateContext) -> usize {
+    let tokens: std::collections::HashSet<&str> = meta
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.as_array())
+        .map(|a| a.values.iter().filter_map(|t| t.as_str()).collect())
+        .unwrap_or_default();
+    let (template, _, _) = super::families::fallback(&|t: &str| tokens.contains(t));
+    super::verify::verify(&template, jinja, ctx).map_or(0, |v| v.identical)
 }
 
 fn token_text(meta: &crate::gguf::Metadata, id: u64) -> Option<String> {
@@ -171,6 +196,21 @@ pub fn stops(template: &str, control_tokens: &[String], eog: &[String]) -> Vec<S
 
 /// Translates a Jinja chat template into an Ollama Go template.
 pub fn translate(jinja: &str, opts: &TranslateOptions) -> Result<Translation, Untranslatable> {
+    translate_mode(jinja, opts, false)
+}
+
+/// Like [`translate`], but statements that cannot be translated and sit inside a conditional
+/// branch or a loop (a tools-only macro, a `tools` block...), or are a whole top-level `if` or
+/// `for`, are left out instead of failing the whole template; [`Translation::left_out`] lists
+/// them. Such a translation is partial:
+/// only the rendering comparison can tell on which conversations it is exact.
+pub fn translate_lenient(jinja: &str, opts: &TranslateOptions) -> Result<Translation, Untranslatable> {
+    translate_mode(jinja, opts, true)
+}
+
+fn translate_mode(jinja: &str, opts: &TranslateOptions, lenient: bool) -> Result<Translation, Untranslatable> {
+    // transformers' `{% generation %}` markers are transparent (as the Jinja side renders them).
+    let jinja = &crate::modelfile::render::jinja::generation_blocks(jinja);
     let ws = WhitespaceConfig { keep_trailing_newline: false, lstrip_blocks: true, trim_blocks: true };
     // A unit struct unless minijinja's custom_syntax feature is on (then a real default).
     #[allow(clippy::default_constructed_unit_structs)]
@@ -188,10 +228,12 @@ pub fn translate(jinja: &str, opts: &TranslateOptions) -> Result<Translation, Un
         writes_bos: false,
         counter: 0,
         poisoned: BTreeMap::new(),
+        st: stmt::StmtState::new(lenient),
     };
     let Stmt::Template(root) = &tree else {
         return Err(Untranslatable { construct: "template root".into(), line: 0 });
     };
+    t.collect_macros(&root.children);
     t.stmts(&root.children)?;
     let mut template = String::new();
     for (name, kind) in &t.vars {
@@ -203,7 +245,7 @@ pub fn translate(jinja: &str, opts: &TranslateOptions) -> Result<Translation, Un
     template.push_str(&t.out);
     let mut notes = t.notes;
     notes.dedup();
-    Ok(Translation { template, writes_bos: t.writes_bos, notes })
+    Ok(Translation { template, writes_bos: t.writes_bos, notes, left_out: t.st.left_out })
 }
 
 /// What a value is, as far as the Go side is concerned.
@@ -226,8 +268,8 @@ enum Kind {
     Undefined,
     /// A `namespace()` object; its attributes are separate variables.
     Namespace,
-    /// A tool-call argument's value: a string, number, boolean, null, list or object.
-    Any,
+    /// A tool-call argument value (string, number, boolean, list or object).
+    ArgValue,
 }
 
 impl Kind {
@@ -266,6 +308,9 @@ enum Val {
     /// Go template text printed as is (JSON writers, dates).
     Raw(String),
     Undefined,
+    /// Go template text produced by a macro or a `{% set %}` block: printed as is where the
+    /// Jinja prints it; Go cannot capture it into a value, so it cannot be tested or compared.
+    Fragment(String),
 }
 
 struct LoopCtx {
@@ -294,6 +339,8 @@ struct Translator<'o> {
     counter: usize,
     /// Variables whose assignment could not be translated, with the reason.
     poisoned: BTreeMap<String, Untranslatable>,
+    /// Statement-level state: macros, captured output, lenient mode (see `stmt.rs`).
+    st: stmt::StmtState<'o>,
 }
 
 fn go_var(name: &str) -> String {
@@ -424,6 +471,7 @@ fn describe(v: &Val) -> String {
         Val::List(_) => "a list".into(),
         Val::Raw(_) => "JSON text".into(),
         Val::Undefined => "an undefined value".into(),
+        Val::Fragment(_) => "captured output (a macro's or a set block's)".into(),
     }
 }
 
@@ -539,7 +587,8 @@ mod tests {
             e.to_string().starts_with("untranslatable: method .split() with a computed or no separator at line 2"),
             "{e}"
         );
-        let e = translate("{% macro f(x) %}{{ x }}{% endmacro %}{{ f(1) }}", &TranslateOptions::default()).unwrap_err();
+        let e =
+            translate("{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(1) }}", &TranslateOptions::default()).unwrap_err();
         assert!(e.to_string().contains("macro f"), "{e}");
         let e = translate("{% for m in messages[::-1] %}{% endfor %}", &TranslateOptions::default()).unwrap_err();
         assert!(e.to_string().contains("step"), "{e}");
