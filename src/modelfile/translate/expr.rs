@@ -90,6 +90,36 @@ impl Translator<'_> {
                 self.attr(base, a.name, line)
             }
             Expr::GetItem(g) => {
+                // `s.split(sep)[k]`: one part, without the list.
+                if let Expr::Call(c) = &g.expr {
+                    if let Expr::GetAttr(a) = &c.expr {
+                        if a.name == "split" {
+                            let Some(CallArg::Pos(Expr::Const(sep))) = c.args.first() else {
+                                bail!(line, "method .split() with a computed or no separator")
+                            };
+                            let Some(sep) = sep.value.as_str().map(str::to_string) else {
+                                bail!(line, "method .split() with a non-string separator")
+                            };
+                            let limit = match c.args.get(1) {
+                                None => None,
+                                Some(CallArg::Pos(l)) => match self.expr(l)? {
+                                    Val::Int(-1) => None,
+                                    Val::Int(n) if n >= 0 => Some(n),
+                                    _ => bail!(line, "method .split() with a computed limit"),
+                                },
+                                Some(_) => bail!(line, "method .split() with keyword arguments"),
+                            };
+                            if c.args.len() > 2 {
+                                bail!(line, "method .split() with extra arguments");
+                            }
+                            let Val::Int(k) = self.expr(&g.subscript_expr)? else {
+                                bail!(line, "a computed item of .split()")
+                            };
+                            let hay = self.expr(&a.expr)?;
+                            return self.split_item(hay, &sep, k, limit, line);
+                        }
+                    }
+                }
                 let base = self.expr(&g.expr)?;
                 let sub = self.expr(&g.subscript_expr)?;
                 match sub {
@@ -165,6 +195,13 @@ impl Translator<'_> {
             Expr::IfExpr(ie) => {
                 // Only in printing context: handled by emitting an if.
                 let c = self.cond(&ie.test_expr, line)?;
+                // A condition known here (`x.function if x.function is defined else x`).
+                match (c.as_str(), &ie.false_expr) {
+                    ("true", _) => return self.expr(&ie.true_expr),
+                    ("false", Some(f)) => return self.expr(f),
+                    ("false", None) => return Ok(Val::Undefined),
+                    _ => {}
+                }
                 let t = self.expr(&ie.true_expr)?;
                 let f = match &ie.false_expr {
                     Some(f) => self.expr(f)?,
@@ -332,6 +369,15 @@ impl Translator<'_> {
                             | Val::Go(_, Kind::Str | Kind::Undefined)
                             | Val::Fragment(_) => parts.push(v),
                             Val::Int(i) if matches!(b.op, K::Concat) => parts.push(Val::Str(i.to_string())),
+                            // `~` prints a number; Go's print writes an int the same way.
+                            Val::Go(g, Kind::Int) if matches!(b.op, K::Concat) => {
+                                parts.push(Val::Go(format!("(print {g})"), Kind::Str))
+                            }
+                            // JSON text (`x | tojson`) is a string in Jinja; printed in place.
+                            v @ Val::Raw(_) => parts.push(v),
+                            // Jinja's `+` fails unless the argument is a string: where it
+                            // renders, printing the value is the same.
+                            Val::Go(g, Kind::ArgValue) if matches!(b.op, K::Add) => parts.push(Val::Go(g, Kind::Str)),
                             other => bail!(line, "adding {}", describe(&other)),
                         }
                     }
@@ -345,6 +391,10 @@ impl Translator<'_> {
                 _ => bail!(line, "subtraction"),
             },
             K::ScAnd | K::ScOr => {
+                // On strings Jinja's `a or b` is a value (the first non-empty one): so is Go's.
+                if is_text(&l) && is_text(&r) {
+                    return self.text_and_or(matches!(b.op, K::ScOr), l, r, line);
+                }
                 let a = self.truth(l, line)?;
                 let c = self.truth(r, line)?;
                 let op = if matches!(b.op, K::ScAnd) { "and" } else { "or" };
@@ -396,6 +446,8 @@ impl Translator<'_> {
                     })
                 }
                 Val::Undefined => Ok(Val::Bool(false)),
+                r if is_text(&r) => self.text_contains(r, l, line),
+                Val::Go(m, Kind::Message) => self.has_key(&m, l, line),
                 other => bail!(line, "`in` on {}", describe(&other)),
             },
             _ => bail!(line, "arithmetic ({:?})", b.op),
@@ -455,6 +507,7 @@ impl Translator<'_> {
                 }
                 Val::Undefined => Ok(Val::Int(0)),
                 Val::Str(s) => Ok(Val::Int(s.chars().count() as i64)),
+                Val::List(l) => Ok(Val::Int(l.len() as i64)),
                 other => bail!(line, "|length of {}", describe(&other)),
             },
             "trim" => {
@@ -463,15 +516,15 @@ impl Translator<'_> {
                 }
                 match v {
                     Val::Str(s) => Ok(Val::Str(s.trim().to_string())),
-                    v => {
-                        self.note("|trim / .strip() translated as the identity (Go templates cannot trim)");
-                        Ok(v)
-                    }
+                    Val::Undefined => Ok(Val::Str(String::new())),
+                    v => self.strip(v, true, true, None, line),
                 }
             }
             "string" | "safe" | "e" | "escape" if f.args.is_empty() => match v {
                 v @ (Val::Str(_) | Val::Go(_, Kind::Str) | Val::Concat(_) | Val::Undefined) => Ok(v),
                 Val::Int(i) => Ok(Val::Str(i.to_string())),
+                Val::Go(g, Kind::Int) if matches!(f.name, "string") => Ok(Val::Go(format!("(print {g})"), Kind::Str)),
+                v @ Val::Raw(_) if matches!(f.name, "string" | "safe") => Ok(v),
                 other => bail!(line, "|{} of {}", f.name, describe(&other)),
             },
             "default" | "d" => {
@@ -491,6 +544,10 @@ impl Translator<'_> {
                 match v {
                     Val::Go(g, Kind::Tools) => Ok(self.raw_go(range(&g, TOOL_JSON))),
                     Val::Go(g, Kind::Tool) => Ok(self.raw_go(format!("{{{{ with {g} }}}}{TOOL_JSON}{{{{ end }}}}"))),
+                    Val::Go(g, Kind::ToolFunction) => {
+                        let g = g.strip_suffix(".Function").unwrap_or(&g).to_string();
+                        Ok(self.raw_go(format!("{{{{ with {} }}}}{}{{{{ end }}}}", paren(&g), function_json())))
+                    }
                     Val::Go(g, Kind::Arguments) => {
                         let g = g.strip_suffix(".Arguments").unwrap_or(&g).to_string();
                         Ok(self.raw_go(format!("{{{{ with {g} }}}}{ARGS_JSON}{{{{ end }}}}")))
@@ -503,6 +560,36 @@ impl Translator<'_> {
                     other => bail!(line, "|tojson of {}", describe(&other)),
                 }
             }
+            "list" if f.args.is_empty() => match v {
+                v @ (Val::List(_) | Val::Go(_, Kind::Messages | Kind::Tools | Kind::ToolCalls)) => Ok(v),
+                Val::Undefined => Ok(Val::List(Vec::new())),
+                other => bail!(line, "|list of {}", describe(&other)),
+            },
+            "first" if f.args.is_empty() => match v {
+                Val::List(l) => Ok(l.into_iter().next().unwrap_or(Val::Undefined)),
+                v @ Val::Go(_, Kind::Messages | Kind::Tools | Kind::ToolCalls) => {
+                    let (g, k) = self.operand(v, line)?;
+                    let item = match k {
+                        Kind::Messages => Kind::Message,
+                        Kind::Tools => Kind::Tool,
+                        _ => Kind::ToolCall,
+                    };
+                    if item != Kind::Message {
+                        bail!(line, "|first of a {k:?} value");
+                    }
+                    Ok(Val::Go(format!("(index {g} 0)"), item))
+                }
+                other => bail!(line, "|first of {}", describe(&other)),
+            },
+            "selectattr" | "rejectattr" => self.select_tools(f, v, line),
+            "items" if f.args.is_empty() => match v {
+                v @ Val::Go(_, Kind::Arguments) => Ok(v),
+                other => bail!(line, "|items of {}", describe(&other)),
+            },
+            "upper" | "lower" | "capitalize" | "title" if f.args.is_empty() => match v {
+                Val::Str(s) => Ok(Val::Str(case(&s, f.name))),
+                _ => bail!(line, "filter |{}", f.name),
+            },
             other => bail!(line, "filter |{other}"),
         }
     }
@@ -530,6 +617,16 @@ impl Translator<'_> {
             Val::Go(g, _) => Val::Go(format!("(not {g})"), Kind::Bool),
             v => v,
         };
+        if let Val::Go(g, Kind::ArgValue) = &v {
+            // The argument's dynamic type decides (Go's %T of a decoded JSON value).
+            return Ok(match t.name {
+                "defined" => Val::Bool(true),
+                "undefined" => Val::Bool(false),
+                "string" => Val::Go(format!("(eq (printf \"%T\" {g}) \"string\")"), Kind::Bool),
+                "mapping" => Val::Go(format!("(eq (printf \"%T\" {g}) \"map[string]interface {{}}\")"), Kind::Bool),
+                other => bail!(line, "test `is {other}` of a tool-call argument"),
+            });
+        }
         match t.name {
             "defined" => match v {
                 Val::Undefined => Ok(Val::Bool(false)),
@@ -596,16 +693,11 @@ impl Translator<'_> {
             Expr::GetAttr(a) => {
                 let base = self.expr(&a.expr)?;
                 match a.name {
-                    "strip" | "lstrip" | "rstrip" if c.args.is_empty() => match base {
-                        Val::Str(s) => Ok(Val::Str(match a.name {
-                            "strip" => s.trim().to_string(),
-                            "lstrip" => s.trim_start().to_string(),
-                            _ => s.trim_end().to_string(),
-                        })),
-                        v => {
-                            self.note("|trim / .strip() translated as the identity (Go templates cannot trim)");
-                            Ok(v)
-                        }
+                    "startswith" | "endswith" | "replace" | "upper" | "lower" | "capitalize" | "title" | "strip"
+                    | "lstrip" | "rstrip" => self.str_method(base, a.name, &c.args, line),
+                    "items" if c.args.is_empty() => match base {
+                        v @ Val::Go(_, Kind::Arguments) => Ok(v),
+                        other => bail!(line, ".items() of {}", describe(&other)),
                     },
                     "get" => {
                         let Some(CallArg::Pos(Expr::Const(k))) = c.args.first() else {
@@ -624,6 +716,703 @@ impl Translator<'_> {
             Expr::Var(v) if self.is_macro(v.id) => self.inline_macro(v.id, c, line),
             Expr::Var(v) => bail!(line, "function {}()", v.id),
             _ => bail!(line, "call"),
+        }
+    }
+}
+
+/// A string-valued expression: a constant, text from Ollama's data, a concatenation, or
+/// undefined (which prints and tests as the empty string).
+pub(super) fn is_text(v: &Val) -> bool {
+    matches!(v, Val::Str(_) | Val::Undefined | Val::Concat(_) | Val::Go(_, Kind::Str | Kind::Undefined))
+}
+
+/// Go names of one scan (see [`Translator::scan`]).
+pub(super) struct Scan {
+    /// The scanned string.
+    pub s: String,
+    /// The byte position (inside `on_match`: where the occurrence starts).
+    pub i: String,
+    /// Where the text after the previous occurrence starts (0 before the first); after the
+    /// loop, where the text after the last one starts.
+    pub from: String,
+    /// One `x` per occurrence found so far (Go has no arithmetic: a count is a length).
+    pub count: String,
+}
+
+impl Translator<'_> {
+    /// `a or b` / `a and b` on strings: Go's `or`/`and` return an operand, as Jinja's do.
+    pub(super) fn text_and_or(&mut self, or: bool, l: Val, r: Val, line: usize) -> Result<Val, Untranslatable> {
+        if let Val::Str(s) = &l {
+            return Ok(match (or, s.is_empty()) {
+                (true, false) | (false, true) => l,
+                _ => r,
+            });
+        }
+        let (a, _) = self.operand(l, line)?;
+        let (b, _) = self.operand(r, line)?;
+        Ok(Val::Go(format!("({} {a} {b})", if or { "or" } else { "and" }), Kind::Str))
+    }
+
+    /// Writes Go code that finds the non-overlapping occurrences of `needle` in `hay` from the
+    /// left (as Python's `str.split`, `str.replace` and `in` do), running `on_match` at each.
+    /// Go templates have no string functions, so this ranges over the byte positions (Go 1.22+
+    /// ranges over an integer) and compares `slice`s; a match can only start on a character
+    /// boundary since the needle is valid UTF-8. The occurrence's remaining bytes are skipped
+    /// by consuming a string of that length (`slice $skip 1`), the count is a string's length.
+    pub(super) fn scan(
+        &mut self,
+        hay: Val,
+        needle: &str,
+        on_match: impl Fn(&Scan) -> String,
+        line: usize,
+    ) -> Result<Scan, Untranslatable> {
+        self.scan_limited(hay, needle, None, on_match, line)
+    }
+
+    /// [`scan`](Self::scan) stopping after `limit` occurrences (Python's `maxsplit`).
+    pub(super) fn scan_limited(
+        &mut self,
+        hay: Val,
+        needle: &str,
+        limit: Option<i64>,
+        on_match: impl Fn(&Scan) -> String,
+        line: usize,
+    ) -> Result<Scan, Untranslatable> {
+        if needle.is_empty() || needle.contains('\u{fffd}') {
+            bail!(line, "searching for {needle:?} in a string");
+        }
+        let (hay, _) = self.operand(hay, line)?;
+        let sc = Scan { s: self.fresh(), i: self.fresh(), from: self.fresh(), count: self.fresh() };
+        let (skip, pend, t) = (self.fresh(), self.fresh(), self.fresh());
+        let n = needle.len();
+        let rest = go_quote(&"x".repeat(n - 1));
+        let body = on_match(&sc);
+        let Scan { s, i, from, count } = &sc;
+        self.out.push_str(&format!(
+            "{{{{ {s} := {hay} }}}}{{{{ {count} := \"\" }}}}{{{{ {from} := 0 }}}}{{{{ {pend} := false }}}}{{{{ {skip} := \"\" }}}}\
+             {{{{ range {i} := len {s} }}}}{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}{{{{ else }}}}\
+             {{{{ if {pend} }}}}{{{{ {from} = {i} }}}}{{{{ {pend} = false }}}}{{{{ end }}}}\
+             {{{{ {t} := slice {s} {i} }}}}{{{{ if and {more}(ge (len {t}) {n}) (eq (slice {t} 0 {n}) {q}) }}}}{body}\
+             {{{{ {count} = print {count} \"x\" }}}}{{{{ {skip} = {rest} }}}}{{{{ {pend} = true }}}}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}\
+             {{{{ if {pend} }}}}{{{{ {from} = len {s} }}}}{{{{ end }}}}",
+            q = go_quote(needle),
+            more = match limit {
+                Some(m) => format!("(lt (len {count}) {m}) "),
+                None => String::new(),
+            }
+        ));
+        Ok(sc)
+    }
+
+    /// `needle in hay` on strings.
+    pub(super) fn text_contains(&mut self, hay: Val, needle: Val, line: usize) -> Result<Val, Untranslatable> {
+        let needle = match needle {
+            Val::Str(s) => s,
+            other => bail!(line, "`in` with {} as the needle", describe(&other)),
+        };
+        match &hay {
+            Val::Str(h) => return Ok(Val::Bool(h.contains(&needle))),
+            Val::Undefined => return Ok(Val::Bool(false)),
+            _ if needle.is_empty() => return Ok(Val::Bool(true)),
+            _ => {}
+        }
+        let sc = self.scan(hay, &needle, |_| String::new(), line)?;
+        Ok(Val::Go(format!("(ne (len {}) 0)", sc.count), Kind::Bool))
+    }
+
+    /// `s.split(sep)[k]` for a constant `k` (0, 1, ... or -1): the text between the
+    /// occurrences. A `k` past the last part is an error in Jinja (not compared); empty here.
+    pub(super) fn split_item(
+        &mut self,
+        hay: Val,
+        sep: &str,
+        k: i64,
+        limit: Option<i64>,
+        line: usize,
+    ) -> Result<Val, Untranslatable> {
+        if let Val::Str(h) = &hay {
+            let parts: Vec<&str> = match limit {
+                Some(n) => h.splitn(n as usize + 1, sep).collect(),
+                None => h.split(sep).collect(),
+            };
+            let idx = if k < 0 { parts.len() as i64 + k } else { k };
+            return match parts.get(idx as usize) {
+                Some(p) if idx >= 0 && !sep.is_empty() => Ok(Val::Str(p.to_string())),
+                _ => bail!(line, "split() item {k} of a constant"),
+            };
+        }
+        if matches!(hay, Val::Undefined) {
+            bail!(line, ".split() of an undefined value");
+        }
+        if k < -1 {
+            bail!(line, "split() item {k}");
+        }
+        if matches!(limit, Some(n) if k > n) {
+            bail!(line, "split() item {k} past the limit");
+        }
+        let r = self.fresh();
+        self.out.push_str(&format!("{{{{ {r} := \"\" }}}}"));
+        let sc = self.scan_limited(
+            hay,
+            sep,
+            limit,
+            |sc| {
+                if k < 0 {
+                    return String::new();
+                }
+                format!(
+                    "{{{{ if eq (len {c}) {k} }}}}{{{{ {r} = slice {s} {f} {i} }}}}{{{{ end }}}}",
+                    c = sc.count,
+                    s = sc.s,
+                    f = sc.from,
+                    i = sc.i
+                )
+            },
+            line,
+        )?;
+        // The last part runs from the end of the last occurrence.
+        let last = if k < 0 { String::new() } else { format!("if eq (len {}) {k} ", sc.count) };
+        if last.is_empty() {
+            self.out.push_str(&format!("{{{{ {r} = slice {} {} }}}}", sc.s, sc.from));
+        } else {
+            self.out.push_str(&format!("{{{{ {last}}}}}{{{{ {r} = slice {} {} }}}}{{{{ end }}}}", sc.s, sc.from));
+        }
+        Ok(Val::Go(r, Kind::Str))
+    }
+
+    /// `s.replace(old, new)`.
+    pub(super) fn replace(&mut self, hay: Val, old: &str, new: Val, line: usize) -> Result<Val, Untranslatable> {
+        if let (Val::Str(h), Val::Str(n)) = (&hay, &new) {
+            if !old.is_empty() {
+                return Ok(Val::Str(h.replace(old, n)));
+            }
+        }
+        match hay {
+            Val::Undefined => bail!(line, ".replace() of an undefined value"),
+            ref h if !is_text(h) => bail!(line, ".replace() of {}", describe(h)),
+            _ => {}
+        }
+        if !is_text(&new) {
+            bail!(line, ".replace() with {}", describe(&new));
+        }
+        let (new, _) = self.operand(new, line)?;
+        let r = self.fresh();
+        self.out.push_str(&format!("{{{{ {r} := \"\" }}}}"));
+        let sc = self.scan(
+            hay,
+            old,
+            |sc| format!("{{{{ {r} = print {r} (slice {} {} {}) {new} }}}}", sc.s, sc.from, sc.i),
+            line,
+        )?;
+        self.out.push_str(&format!("{{{{ {r} = print {r} (slice {} {}) }}}}", sc.s, sc.from));
+        Ok(Val::Go(r, Kind::Str))
+    }
+
+    /// `s.startswith(x)` / `s.endswith(x)` for a constant `x`.
+    pub(super) fn affix(&mut self, hay: Val, x: &str, start: bool, line: usize) -> Result<Val, Untranslatable> {
+        match &hay {
+            Val::Str(h) => return Ok(Val::Bool(if start { h.starts_with(x) } else { h.ends_with(x) })),
+            Val::Undefined => bail!(line, "a method of an undefined value"),
+            h if !is_text(h) => bail!(line, "startswith/endswith of {}", describe(h)),
+            _ if x.is_empty() => return Ok(Val::Bool(true)),
+            _ => {}
+        }
+        if x.contains('\u{fffd}') {
+            bail!(line, "startswith/endswith of {x:?}");
+        }
+        let (s, _) = self.operand(hay, line)?;
+        let n = x.len();
+        let q = go_quote(x);
+        if start {
+            return Ok(Val::Go(format!("(and (ge (len {s}) {n}) (eq (slice {s} 0 {n}) {q}))"), Kind::Bool));
+        }
+        // A suffix: some position where the rest equals x.
+        let (v, f, i) = (self.fresh(), self.fresh(), self.fresh());
+        self.out.push_str(&format!(
+            "{{{{ {v} := {s} }}}}{{{{ {f} := false }}}}{{{{ range {i} := len {v} }}}}{{{{ if eq (slice {v} {i}) {q} }}}}{{{{ {f} = true }}}}{{{{ end }}}}{{{{ end }}}}"
+        ));
+        Ok(Val::Go(f, Kind::Bool))
+    }
+}
+
+impl Translator<'_> {
+    /// Python string methods: evaluated here on constants; on data, the ones Go code can
+    /// compute exactly (`startswith`, `endswith`, `replace` with a constant to find).
+    pub(super) fn str_method(
+        &mut self,
+        base: Val,
+        name: &str,
+        args: &[CallArg<'_>],
+        line: usize,
+    ) -> Result<Val, Untranslatable> {
+        let mut vals = Vec::new();
+        for a in args {
+            match a {
+                CallArg::Pos(e) => vals.push(self.expr(e)?),
+                _ => bail!(line, "method .{name}() with keyword arguments"),
+            }
+        }
+        let konst = |v: &Val| match v {
+            Val::Str(s) => Some(s.clone()),
+            _ => None,
+        };
+        match (name, vals.as_slice()) {
+            ("startswith" | "endswith", [x]) => {
+                let Some(x) = konst(x) else { bail!(line, "method .{name}() of a computed string") };
+                self.affix(base, &x, name == "startswith", line)
+            }
+            ("replace", [old, new]) => {
+                let Some(old) = konst(old) else { bail!(line, "method .replace() of a computed string") };
+                self.replace(base, &old, new.clone(), line)
+            }
+            ("strip" | "lstrip" | "rstrip", [chars]) => match (&base, konst(chars)) {
+                (Val::Str(s), Some(cs)) => {
+                    let set = |c: char| cs.contains(c);
+                    Ok(Val::Str(
+                        match name {
+                            "strip" => s.trim_matches(set),
+                            "lstrip" => s.trim_start_matches(set),
+                            _ => s.trim_end_matches(set),
+                        }
+                        .to_string(),
+                    ))
+                }
+                (_, Some(cs)) => self.strip(base, name != "rstrip", name != "lstrip", Some(&cs), line),
+                _ => bail!(line, "method .{name}() with computed characters"),
+            },
+            ("strip" | "lstrip" | "rstrip", []) => match base {
+                Val::Str(s) => Ok(Val::Str(match name {
+                    "strip" => s.trim().to_string(),
+                    "lstrip" => s.trim_start().to_string(),
+                    _ => s.trim_end().to_string(),
+                })),
+                v => self.strip(v, name != "rstrip", name != "lstrip", None, line),
+            },
+            ("upper" | "lower" | "capitalize" | "title", []) => match base {
+                Val::Str(s) => Ok(Val::Str(case(&s, name))),
+                Val::Undefined => bail!(line, "method .{name}() of an undefined value"),
+                other => bail!(line, "method .{name}() of {}", describe(&other)),
+            },
+            _ => bail!(line, "method .{name}() with {} arguments", vals.len()),
+        }
+    }
+}
+
+/// Python's `str.upper/lower/capitalize/title` (and Jinja's filters of the same names).
+pub(super) fn case(s: &str, how: &str) -> String {
+    match how {
+        "upper" => s.to_uppercase(),
+        "lower" => s.to_lowercase(),
+        "capitalize" => {
+            let mut c = s.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().chain(c.flat_map(char::to_lowercase)).collect(),
+                None => String::new(),
+            }
+        }
+        _ => {
+            // title: a letter after a non-letter starts a word.
+            let mut out = String::new();
+            let mut prev_letter = false;
+            for ch in s.chars() {
+                if ch.is_alphabetic() {
+                    if prev_letter {
+                        out.extend(ch.to_lowercase());
+                    } else {
+                        out.extend(ch.to_uppercase());
+                    }
+                    prev_letter = true;
+                } else {
+                    out.push(ch);
+                    prev_letter = false;
+                }
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::render::chat::{Chat, Message};
+    use super::super::super::render::go::{GoTemplate, Request};
+    use super::super::super::render::jinja::{JinjaContext, JinjaTemplate};
+    use super::super::super::verify::{verify, TemplateContext};
+    use super::*;
+
+    fn tr(jinja: &str) -> Translation {
+        translate(jinja, &TranslateOptions { eos_token: "</s>".into() }).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Translates, verifies on the built-in conversations, and renders both sides on one
+    /// user/assistant exchange per text of `texts` (awkward strings for the string scans).
+    fn same(jinja: &str, texts: &[&str]) -> Translation {
+        let t = tr(jinja);
+        let ctx = TemplateContext {
+            bos_token: "<s>".into(),
+            eos_token: "</s>".into(),
+            add_bos: t.writes_bos,
+            ..Default::default()
+        };
+        let v = verify(&t.template, jinja, &ctx).unwrap();
+        assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
+        let go = GoTemplate::parse(&t.template).unwrap();
+        let j = JinjaTemplate::parse(jinja).unwrap();
+        let jctx = JinjaContext { bos_token: "<s>".into(), eos_token: "</s>".into(), ..Default::default() };
+        for text in texts {
+            let chat = Chat {
+                messages: vec![Message::new("user", text), Message::new("assistant", &format!("{text}|{text}"))],
+                ..Default::default()
+            };
+            let want = j.render(&chat, &jctx).unwrap();
+            let got = go.render(&chat, &Request::default()).unwrap();
+            assert_eq!(got, want, "on {text:?}\n{}", t.template);
+        }
+        t
+    }
+
+    const AWKWARD: &[&str] = &[
+        "",
+        "a",
+        "aaa",
+        "aaaa",
+        "/think",
+        "x/no_think/think y",
+        "héllo wörld 你好 </think> tail",
+        "</think></think>",
+        "a</think>b</think>c",
+        "ends with /think",
+    ];
+
+    #[test]
+    fn in_on_strings_scans_the_text() {
+        let t = same(
+            "{% for m in messages %}{% if '/think' in m.content %}[T]{% endif %}{% if 'aa' in m.content %}[A]{% endif %}\
+             {% if '你' not in m.content %}[N]{% endif %}{{ m.content }}{% endfor %}{% if 'x' in 'xyz' %}!{% endif %}",
+            AWKWARD,
+        );
+        assert!(t.template.contains("range $j"), "{}", t.template);
+        assert!(t.template.ends_with('!'), "{}", t.template);
+    }
+
+    #[test]
+    fn split_items() {
+        same(
+            "{% for m in messages %}<{{ m.content.split('</think>')[-1] }}|{{ m.content.split('</think>')[0] }}\
+             |{{ m.content.split('aa')[-1] }}|{{ m.content.split('aa')[0] }}>{% if '</think>' in m.content %}\
+             ({{ m.content.split('</think>')[1] }}){% endif %}{% endfor %}{{ 'a,b'.split(',')[1] }}",
+            AWKWARD,
+        );
+    }
+
+    #[test]
+    fn replace_startswith_endswith() {
+        same(
+            "{% for m in messages %}{{ m.content.replace('/think', '').replace('aa', 'b' + m.role) }}\
+             {% if m.content.startswith('/th') %}[S]{% endif %}{% if m.content.endswith('think') %}[E]{% endif %}\
+             {% if m.content.endswith('你好 </think> tail') %}[U]{% endif %}{% endfor %}",
+            AWKWARD,
+        );
+    }
+
+    #[test]
+    fn or_and_on_strings_are_values() {
+        let t = same(
+            "{% set ns = namespace(s='') %}{% for m in messages %}{% set ns.s = ns.s + (m.content or '-') + (m.role and '+') %}\
+             {% endfor %}{{ ns.s }}{{ '' or 'c' }}{{ 'a' and 'b' }}",
+            AWKWARD,
+        );
+        assert!(t.template.contains("(or $j_message.Content \"-\")") || t.template.contains("(or "), "{}", t.template);
+    }
+
+    #[test]
+    fn numbers_and_json_in_concatenations() {
+        same(
+            "{% for m in messages %}{{ 'n' ~ loop.index0 ~ ':' + loop.index0|string + m.content }}{% endfor %}\
+             {% if tools %}{{ 'T:' + tools[0] | tojson + '.' }}{% endif %}",
+            AWKWARD,
+        );
+    }
+
+    #[test]
+    fn trimming_is_exact() {
+        let t = same(
+            "{% for m in messages %}<{{ m.content | trim }}|{{ m.content.lstrip() }}|{{ m.content.rstrip() }}             |{{ m.content.strip('a\n') }}|{{ m.content.rstrip('/think') }}|{{ m.content.lstrip(' x') }}>{% endfor %}",
+            &[
+                "",
+                "   ",
+                " \t\n a b \r\n",
+                "\u{3000}\u{a0}全角\u{2009}x\u{85}\u{2028}",
+                "\u{2010}dash\u{2010}",
+                "aa\nhello\na",
+                "x/think",
+                "é ",
+                "no-space",
+            ],
+        );
+        assert!(t.notes.is_empty(), "{:?}", t.notes);
+    }
+
+    #[test]
+    fn keys_of_a_message() {
+        let t = same(
+            "{% for m in messages %}{% if 'content' in m %}C{% endif %}{% if 'tool_calls' in m %}T{% endif %}             {% if 'reasoning_content' in m %}R{% endif %}{% if 'name' in m %}N{% endif %}{% if 'x' not in m %}-{% endif %}             {{ m.content }}{% endfor %}{% if 'role' in messages[0] %}!{% endif %}",
+            &["a"],
+        );
+        assert!(t.template.contains(".ToolCalls }}T"), "{}", t.template);
+    }
+
+    #[test]
+    fn constant_string_methods_are_evaluated() {
+        let t = tr("{{ 'ab c'.upper() }}{{ 'Ab C'|lower }}{{ 'ab'|capitalize }}{{ 'ab cd'.title() }}{{ '--x--'.strip('-') }}{{ 'x\n'.rstrip('\n') }}");
+        assert_eq!(t.template, "AB Cab cAbAb Cdxx");
+    }
+
+    #[test]
+    fn unsupported_string_operations_still_fail() {
+        for (j, what) in [
+            ("{% for m in messages %}{{ m.content.split(m.role)[0] }}{% endfor %}", "split"),
+            ("{% for m in messages %}{{ m.content.split('a') }}{% endfor %}", "split"),
+            ("{% for m in messages %}{% if m.role in m.content %}x{% endif %}{% endfor %}", "needle"),
+            ("{% for m in messages %}{{ m.content.upper() }}{% endfor %}", "upper"),
+            ("{% for m in messages %}{{ m.content.strip('é') }}{% endfor %}", "stripping"),
+            ("{% for m in messages %}{{ m.content.strip(m.role) }}{% endfor %}", "strip"),
+        ] {
+            let e = translate(j, &TranslateOptions::default()).unwrap_err();
+            assert!(e.to_string().contains(what), "{j}: {e}");
+        }
+    }
+}
+
+/// A tool's `function` object as `json.dumps` writes it: [`TOOL_JSON`] without the wrapper.
+fn function_json() -> &'static str {
+    let inner = TOOL_JSON.strip_prefix(r#"{"type": "function", "function": "#).and_then(|t| t.strip_suffix('}'));
+    inner.expect("TOOL_JSON wraps the function object")
+}
+
+impl Translator<'_> {
+    /// `tools | selectattr("type", "equalto", "x")` (or `rejectattr`): every tool Ollama passes
+    /// has the type "function", so the result is all of the tools or none.
+    fn select_tools(&mut self, f: &ast::Filter<'_>, v: Val, line: usize) -> Result<Val, Untranslatable> {
+        let mut args = Vec::new();
+        for a in &f.args {
+            match a {
+                CallArg::Pos(e) => args.push(self.expr(e)?),
+                _ => bail!(line, "|{} with keyword arguments", f.name),
+            }
+        }
+        let select = f.name == "selectattr";
+        let keep = match (&v, args.as_slice()) {
+            (Val::Undefined, _) => return Ok(Val::List(Vec::new())),
+            (Val::List(l), _) if l.is_empty() => return Ok(Val::List(Vec::new())),
+            (Val::Go(_, Kind::Tools), [Val::Str(attr), Val::Str(test), Val::Str(want)])
+                if attr == "type" && matches!(test.as_str(), "equalto" | "eq" | "==" | "sameas") =>
+            {
+                (want == "function") == select
+            }
+            (Val::Go(_, Kind::Tools), [Val::Str(attr)]) if attr == "type" => select,
+            (Val::Go(_, Kind::Tools), [Val::Str(attr)]) if attr == "function" => select,
+            _ => bail!(line, "|{} of {}", f.name, describe(&v)),
+        };
+        Ok(if keep { v } else { Val::List(Vec::new()) })
+    }
+}
+
+impl Translator<'_> {
+    /// Go template text that prints (a JSON writer, a date) turned into a string value: the
+    /// same code accumulating into a variable with `print` instead of writing, so that the
+    /// text can be assigned, concatenated and compared. Returns the variable.
+    pub(super) fn raw_value(&mut self, raw: &str) -> String {
+        let acc = self.fresh();
+        let mut out = format!("{{{{ {acc} := \"\" }}}}");
+        let mut text = String::new();
+        let mut rest = raw;
+        let mut trim_next = false;
+        let flush = |text: &mut String, out: &mut String| {
+            if !text.is_empty() {
+                out.push_str(&format!("{{{{ {acc} = print {acc} {} }}}}", go_quote(text)));
+                text.clear();
+            }
+        };
+        while let Some(open) = rest.find("{{") {
+            let mut chunk = &rest[..open];
+            if trim_next {
+                chunk = chunk.trim_start();
+            }
+            let after = &rest[open + 2..];
+            let (trim_before, after) = match after.strip_prefix("- ") {
+                Some(a) => (true, a),
+                None => (false, after),
+            };
+            if trim_before {
+                chunk = chunk.trim_end();
+            }
+            text.push_str(chunk);
+            let close = after.find("}}").unwrap_or(after.len());
+            let mut inner = &after[..close];
+            trim_next = false;
+            if let Some(i) = inner.strip_suffix(" -") {
+                inner = i;
+                trim_next = true;
+            }
+            rest = after.get(close + 2..).unwrap_or("");
+            let inner = inner.trim();
+            let word = inner.split_whitespace().next().unwrap_or("");
+            let control = matches!(word, "if" | "else" | "end" | "range" | "with" | "break" | "continue");
+            let decl = word.starts_with('$') && {
+                let mut w = inner.split_whitespace().skip(1);
+                matches!(w.next(), Some(":=" | "="))
+            };
+            if inner.starts_with("/*") {
+                continue;
+            }
+            flush(&mut text, &mut out);
+            if control || decl {
+                out.push_str(&format!("{{{{ {inner} }}}}"));
+            } else {
+                out.push_str(&format!("{{{{ {acc} = print {acc} ({inner}) }}}}"));
+            }
+        }
+        let mut chunk = rest;
+        if trim_next {
+            chunk = chunk.trim_start();
+        }
+        text.push_str(chunk);
+        flush(&mut text, &mut out);
+        self.out.push_str(&out);
+        acc
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::super::super::verify::{verify, TemplateContext};
+    use super::*;
+
+    fn verified(jinja: &str) -> Translation {
+        let t = translate(jinja, &TranslateOptions { eos_token: "</s>".into() }).unwrap_or_else(|e| panic!("{e}"));
+        let ctx = TemplateContext { bos_token: "<s>".into(), eos_token: "</s>".into(), ..Default::default() };
+        let v = verify(&t.template, jinja, &ctx).unwrap();
+        assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
+        t
+    }
+
+    #[test]
+    fn json_text_as_a_value() {
+        // Assigned, concatenated and compared: the JSON writer accumulates with print.
+        verified(
+            "{% set ns = namespace(t='') %}{% for tool in tools %}{% set ns.t = ns.t + (tool | tojson) + ';' %}{% endfor %}\
+             {% if ns.t != '' %}[{{ ns.t }}]{% endif %}{% for m in messages %}{% for c in m.tool_calls %}\
+             {% set a = c.function.arguments | tojson %}{{ c.function.name + a }}{% endfor %}{{ m.content }}{% endfor %}\
+             {% set d = strftime_now('%d %B %Y') %}{{ 'Today: ' + d }}",
+        );
+    }
+
+    #[test]
+    fn tool_functions_selectattr_and_constant_conditions() {
+        let t = verified(
+            "{% set code = tools | selectattr('type', 'equalto', 'code_interpreter') | list | length > 0 %}\
+             {% set fns = tools | selectattr('type', 'equalto', 'function') | list %}{% if code %}CODE{% endif %}\
+             {% for tool in fns %}{{ (tool.function if tool.function is defined else tool) | tojson }}\n{% endfor %}\
+             {% for m in messages %}{{ m.content }}{% endfor %}",
+        );
+        assert!(t.template.contains("$j_code = (gt 0 0)"), "{}", t.template);
+    }
+
+    #[test]
+    fn split_with_a_limit() {
+        verified(
+            "{% for m in messages %}{% if '</think>' in m.content %}{{ m.content.split('</think>', 1)[1] }}{% else %}\
+             {{ m.content.split(' ', 1)[0] }}|{{ m.content.split(' ', 1)[-1] }}|{{ m.content.split(' ', 2)[1] }}{% endif %}{% endfor %}",
+        );
+    }
+}
+
+impl Translator<'_> {
+    /// `s.strip()` / `lstrip` / `rstrip` (and `|trim`) on data, exactly: Go code walks the
+    /// character starts (a byte below 0x80 or from 0xC0), decides whether each character is
+    /// Python whitespace (`str.isspace`: ASCII 9-13 and 28-32, U+0085, U+00A0, U+1680,
+    /// U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000, told apart by their UTF-8
+    /// bytes) or one of `chars` (ASCII only), and slices from the first kept character to the
+    /// end of the last one.
+    pub(super) fn strip(
+        &mut self,
+        v: Val,
+        left: bool,
+        right: bool,
+        chars: Option<&str>,
+        line: usize,
+    ) -> Result<Val, Untranslatable> {
+        if !is_text(&v) {
+            bail!(line, "trimming {}", describe(&v));
+        }
+        let (src, _) = self.operand(v, line)?;
+        let [s, i, c, t, a, b, keep, r] = [(); 8].map(|_| self.fresh());
+        let ws = match chars {
+            None => format!(
+                "(or (eq {c} 32) (and (ge {c} 9) (le {c} 13)) (and (ge {c} 28) (le {c} 31)) \
+                 (and (eq {c} 194) (or (eq (index {t} 1) 133) (eq (index {t} 1) 160))) \
+                 (and (eq {c} 225) (eq (index {t} 1) 154) (eq (index {t} 2) 128)) \
+                 (and (eq {c} 226) (or (and (eq (index {t} 1) 128) (or (le (index {t} 2) 138) (eq (index {t} 2) 168) (eq (index {t} 2) 169) (eq (index {t} 2) 175))) (and (eq (index {t} 1) 129) (eq (index {t} 2) 159)))) \
+                 (and (eq {c} 227) (eq (index {t} 1) 128) (eq (index {t} 2) 128)))"
+            ),
+            Some(cs) if cs.is_ascii() => {
+                if cs.is_empty() {
+                    "false".to_string()
+                } else {
+                    format!("(or false {})", cs.bytes().map(|x| format!("(eq {c} {x})")).collect::<Vec<_>>().join(" "))
+                }
+            }
+            Some(cs) => bail!(line, "stripping the characters {cs:?}"),
+        };
+        // $a: start of the first kept character (-1: none); $b: end of the last one.
+        self.out.push_str(&format!(
+            "{{{{ {s} := {src} }}}}{{{{ {a} := -1 }}}}{{{{ {b} := 0 }}}}{{{{ {keep} := false }}}}\
+             {{{{ range {i} := len {s} }}}}{{{{ {c} := index {s} {i} }}}}{{{{ if or (lt {c} 128) (ge {c} 192) }}}}\
+             {{{{ if {keep} }}}}{{{{ {b} = {i} }}}}{{{{ end }}}}{{{{ {t} := slice {s} {i} }}}}{{{{ {keep} = not {ws} }}}}\
+             {{{{ if and {keep} (eq {a} -1) }}}}{{{{ {a} = {i} }}}}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}\
+             {{{{ if {keep} }}}}{{{{ {b} = len {s} }}}}{{{{ end }}}}{{{{ {r} := \"\" }}}}"
+        ));
+        let from = if left { a.clone() } else { "0".to_string() };
+        let to = if right { b.clone() } else { format!("(len {s})") };
+        self.out.push_str(&format!("{{{{ if ne {a} -1 }}}}{{{{ {r} = slice {s} {from} {to} }}}}{{{{ end }}}}"));
+        Ok(Val::Go(r, Kind::Str))
+    }
+}
+
+#[cfg(test)]
+mod pair_tests {
+    use super::super::super::verify::{verify, TemplateContext};
+    use super::*;
+
+    #[test]
+    fn loop_over_tool_call_arguments() {
+        let jinja = "{% for m in messages %}{{ m.content }}{% for tc in m.tool_calls %}{% set func = tc.function %}\
+                     <{{ func.name }}>{% set args = func.arguments %}{% if args is string %}{{ args }}{% else %}\
+                     {% for key, val in args.items() %}{% if val is string %}[{{ key + '=' + val }}]{% else %}\
+                     [{{ key }}:{{ val | tojson }}]{% endif %}{% endfor %}{% for k, v in args | items %}{{ k }};{% endfor %}\
+                     {% endif %}{% endfor %}{% endfor %}";
+        let t = translate(jinja, &TranslateOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(t.template.contains("range $j_key, $j_val := "), "{}", t.template);
+        let v = verify(&t.template, jinja, &TemplateContext::default()).unwrap();
+        assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
+        assert!(v.identical_conversations.iter().any(|c| c.contains("tool")), "{:?}", v.identical_conversations);
+    }
+}
+
+impl Translator<'_> {
+    /// `'key' in message`: the keys a Hugging Face message dict has for Ollama's message
+    /// (role and content always; the others when Ollama's field is set).
+    pub(super) fn has_key(&mut self, m: &str, key: Val, line: usize) -> Result<Val, Untranslatable> {
+        let Val::Str(key) = key else { bail!(line, "`in` on a message with a computed key") };
+        let field = |f: &str| Ok(Val::Go(format!("{}.{f}", paren(m)), Kind::Bool));
+        match key.as_str() {
+            "role" | "content" => Ok(Val::Bool(true)),
+            "tool_calls" => field("ToolCalls"),
+            "reasoning_content" => field("Thinking"),
+            "tool_call_id" => field("ToolCallID"),
+            "name" => field("ToolName"),
+            _ => Ok(Val::Bool(false)),
         }
     }
 }

@@ -663,15 +663,9 @@ impl Translator<'_> {
             }
             Some(_) => {}
             None => {
-                if matches!(
-                    kind,
-                    Kind::Message
-                        | Kind::ToolCall
-                        | Kind::Tool
-                        | Kind::ToolFunction
-                        | Kind::ToolCallFunction
-                        | Kind::Arguments
-                ) {
+                // Go template variables are untyped: one declared as "" may hold a message
+                // or a tool call's function later; only whole messages need a guard.
+                if matches!(kind, Kind::Message) {
                     bail!(line, "variable {name} holding a {kind:?}")
                 }
                 self.vars.insert(name.to_string(), kind);
@@ -702,8 +696,7 @@ impl Translator<'_> {
             Val::IntOff(g, off) => bail!(line, "arithmetic ({g} {off:+})"),
             Val::Relative { .. } => bail!(line, "a neighbouring message as a value"),
             Val::List(_) => bail!(line, "a list value"),
-            Val::Raw(_) => bail!(line, "JSON or a date inside an expression"),
-            Val::Fragment(_) => bail!(line, "captured output (a macro's or a set block's) inside an expression"),
+            Val::Raw(r) | Val::Fragment(r) => (self.raw_value(&r), Kind::Str),
         })
     }
 

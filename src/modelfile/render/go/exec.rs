@@ -880,6 +880,8 @@ fn sprintf(format: &str, args: &[Value]) -> String {
                 format!("{sign}{s}")
             }
             ('t', Value::Bool(b)) => b.to_string(),
+            // The operand's Go type (ARGS_JSON tells strings from other argument values).
+            ('T', v) => v.type_name(),
             ('c', Value::Int(i)) => char::from_u32(*i as u32).unwrap_or('\u{FFFD}').to_string(),
             ('x' | 'X', Value::Int(i)) => {
                 let s = if verb == 'x' { format!("{:x}", i.unsigned_abs()) } else { format!("{:X}", i.unsigned_abs()) };
