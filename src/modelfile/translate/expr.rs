@@ -1032,30 +1032,185 @@ pub(super) fn case(s: &str, how: &str) -> String {
     }
 }
 
+/// A tool's `function` object as `json.dumps` writes it: [`TOOL_JSON`] without the wrapper.
+fn function_json() -> &'static str {
+    let inner = TOOL_JSON.strip_prefix(r#"{"type": "function", "function": "#).and_then(|t| t.strip_suffix('}'));
+    inner.expect("TOOL_JSON wraps the function object")
+}
+
+impl Translator<'_> {
+    /// `tools | selectattr("type", "equalto", "x")` (or `rejectattr`): every tool Ollama passes
+    /// has the type "function", so the result is all of the tools or none.
+    fn select_tools(&mut self, f: &ast::Filter<'_>, v: Val, line: usize) -> Result<Val, Untranslatable> {
+        let mut args = Vec::new();
+        for a in &f.args {
+            match a {
+                CallArg::Pos(e) => args.push(self.expr(e)?),
+                _ => bail!(line, "|{} with keyword arguments", f.name),
+            }
+        }
+        let select = f.name == "selectattr";
+        let keep = match (&v, args.as_slice()) {
+            (Val::Undefined, _) => return Ok(Val::List(Vec::new())),
+            (Val::List(l), _) if l.is_empty() => return Ok(Val::List(Vec::new())),
+            (Val::Go(_, Kind::Tools), [Val::Str(attr), Val::Str(test), Val::Str(want)])
+                if attr == "type" && matches!(test.as_str(), "equalto" | "eq" | "==" | "sameas") =>
+            {
+                (want == "function") == select
+            }
+            (Val::Go(_, Kind::Tools), [Val::Str(attr)]) if attr == "type" => select,
+            (Val::Go(_, Kind::Tools), [Val::Str(attr)]) if attr == "function" => select,
+            _ => bail!(line, "|{} of {}", f.name, describe(&v)),
+        };
+        Ok(if keep { v } else { Val::List(Vec::new()) })
+    }
+
+    /// Go template text that prints (a JSON writer, a date) turned into a string value: the
+    /// same code accumulating into a variable with `print` instead of writing, so that the
+    /// text can be assigned, concatenated and compared. Returns the variable.
+    pub(super) fn raw_value(&mut self, raw: &str) -> String {
+        let acc = self.fresh();
+        let mut out = format!("{{{{ {acc} := \"\" }}}}");
+        let mut text = String::new();
+        let mut rest = raw;
+        let mut trim_next = false;
+        let flush = |text: &mut String, out: &mut String| {
+            if !text.is_empty() {
+                out.push_str(&format!("{{{{ {acc} = print {acc} {} }}}}", go_quote(text)));
+                text.clear();
+            }
+        };
+        while let Some(open) = rest.find("{{") {
+            let mut chunk = &rest[..open];
+            if trim_next {
+                chunk = chunk.trim_start();
+            }
+            let after = &rest[open + 2..];
+            let (trim_before, after) = match after.strip_prefix("- ") {
+                Some(a) => (true, a),
+                None => (false, after),
+            };
+            if trim_before {
+                chunk = chunk.trim_end();
+            }
+            text.push_str(chunk);
+            let close = after.find("}}").unwrap_or(after.len());
+            let mut inner = &after[..close];
+            trim_next = false;
+            if let Some(i) = inner.strip_suffix(" -") {
+                inner = i;
+                trim_next = true;
+            }
+            rest = after.get(close + 2..).unwrap_or("");
+            let inner = inner.trim();
+            let word = inner.split_whitespace().next().unwrap_or("");
+            let control = matches!(word, "if" | "else" | "end" | "range" | "with" | "break" | "continue");
+            let decl = word.starts_with('$') && {
+                let mut w = inner.split_whitespace().skip(1);
+                matches!(w.next(), Some(":=" | "="))
+            };
+            if inner.starts_with("/*") {
+                continue;
+            }
+            flush(&mut text, &mut out);
+            if control || decl {
+                out.push_str(&format!("{{{{ {inner} }}}}"));
+            } else {
+                out.push_str(&format!("{{{{ {acc} = print {acc} ({inner}) }}}}"));
+            }
+        }
+        let mut chunk = rest;
+        if trim_next {
+            chunk = chunk.trim_start();
+        }
+        text.push_str(chunk);
+        flush(&mut text, &mut out);
+        self.out.push_str(&out);
+        acc
+    }
+
+    /// `s.strip()` / `lstrip` / `rstrip` (and `|trim`) on data, exactly: Go code walks the
+    /// character starts (a byte below 0x80 or from 0xC0), decides whether each character is
+    /// Python whitespace (`str.isspace`: ASCII 9-13 and 28-32, U+0085, U+00A0, U+1680,
+    /// U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000, told apart by their UTF-8
+    /// bytes) or one of `chars` (ASCII only), and slices from the first kept character to the
+    /// end of the last one.
+    pub(super) fn strip(
+        &mut self,
+        v: Val,
+        left: bool,
+        right: bool,
+        chars: Option<&str>,
+        line: usize,
+    ) -> Result<Val, Untranslatable> {
+        if !is_text(&v) {
+            bail!(line, "trimming {}", describe(&v));
+        }
+        let (src, _) = self.operand(v, line)?;
+        let [s, i, c, t, a, b, keep, r] = [(); 8].map(|_| self.fresh());
+        let ws = match chars {
+            None => format!(
+                "(or (eq {c} 32) (and (ge {c} 9) (le {c} 13)) (and (ge {c} 28) (le {c} 31)) \
+                 (and (eq {c} 194) (or (eq (index {t} 1) 133) (eq (index {t} 1) 160))) \
+                 (and (eq {c} 225) (eq (index {t} 1) 154) (eq (index {t} 2) 128)) \
+                 (and (eq {c} 226) (or (and (eq (index {t} 1) 128) (or (le (index {t} 2) 138) (eq (index {t} 2) 168) (eq (index {t} 2) 169) (eq (index {t} 2) 175))) (and (eq (index {t} 1) 129) (eq (index {t} 2) 159)))) \
+                 (and (eq {c} 227) (eq (index {t} 1) 128) (eq (index {t} 2) 128)))"
+            ),
+            Some(cs) if cs.is_ascii() => {
+                if cs.is_empty() {
+                    "false".to_string()
+                } else {
+                    format!("(or false {})", cs.bytes().map(|x| format!("(eq {c} {x})")).collect::<Vec<_>>().join(" "))
+                }
+            }
+            Some(cs) => bail!(line, "stripping the characters {cs:?}"),
+        };
+        // $a: start of the first kept character (-1: none); $b: end of the last one.
+        self.out.push_str(&format!(
+            "{{{{ {s} := {src} }}}}{{{{ {a} := -1 }}}}{{{{ {b} := 0 }}}}{{{{ {keep} := false }}}}\
+             {{{{ range {i} := len {s} }}}}{{{{ {c} := index {s} {i} }}}}{{{{ if or (lt {c} 128) (ge {c} 192) }}}}\
+             {{{{ if {keep} }}}}{{{{ {b} = {i} }}}}{{{{ end }}}}{{{{ {t} := slice {s} {i} }}}}{{{{ {keep} = not {ws} }}}}\
+             {{{{ if and {keep} (eq {a} -1) }}}}{{{{ {a} = {i} }}}}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}\
+             {{{{ if {keep} }}}}{{{{ {b} = len {s} }}}}{{{{ end }}}}{{{{ {r} := \"\" }}}}"
+        ));
+        let from = if left { a.clone() } else { "0".to_string() };
+        let to = if right { b.clone() } else { format!("(len {s})") };
+        self.out.push_str(&format!("{{{{ if ne {a} -1 }}}}{{{{ {r} = slice {s} {from} {to} }}}}{{{{ end }}}}"));
+        Ok(Val::Go(r, Kind::Str))
+    }
+
+    /// `'key' in message`: the keys a Hugging Face message dict has for Ollama's message
+    /// (role and content always; the others when Ollama's field is set).
+    pub(super) fn has_key(&mut self, m: &str, key: Val, line: usize) -> Result<Val, Untranslatable> {
+        let Val::Str(key) = key else { bail!(line, "`in` on a message with a computed key") };
+        let field = |f: &str| Ok(Val::Go(format!("{}.{f}", paren(m)), Kind::Bool));
+        match key.as_str() {
+            "role" | "content" => Ok(Val::Bool(true)),
+            "tool_calls" => field("ToolCalls"),
+            "reasoning_content" => field("Thinking"),
+            "tool_call_id" => field("ToolCallID"),
+            "name" => field("ToolName"),
+            _ => Ok(Val::Bool(false)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::super::render::chat::{Chat, Message};
     use super::super::super::render::go::{GoTemplate, Request};
     use super::super::super::render::jinja::{JinjaContext, JinjaTemplate};
-    use super::super::super::verify::{verify, TemplateContext};
     use super::*;
+    use crate::modelfile::verify::{verify, TemplateContext};
 
     fn tr(jinja: &str) -> Translation {
-        translate(jinja, &TranslateOptions { eos_token: "</s>".into() }).unwrap_or_else(|e| panic!("{e}"))
+        translate(jinja, &crate::modelfile::translate::tests::opts()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Translates, verifies on the built-in conversations, and renders both sides on one
     /// user/assistant exchange per text of `texts` (awkward strings for the string scans).
     fn same(jinja: &str, texts: &[&str]) -> Translation {
-        let t = tr(jinja);
-        let ctx = TemplateContext {
-            bos_token: "<s>".into(),
-            eos_token: "</s>".into(),
-            add_bos: t.writes_bos,
-            ..Default::default()
-        };
-        let v = verify(&t.template, jinja, &ctx).unwrap();
-        assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
+        let t = crate::modelfile::translate::tests::check(jinja);
         let go = GoTemplate::parse(&t.template).unwrap();
         let j = JinjaTemplate::parse(jinja).unwrap();
         let jctx = JinjaContext { bos_token: "<s>".into(), eos_token: "</s>".into(), ..Default::default() };
@@ -1182,119 +1337,9 @@ mod tests {
             assert!(e.to_string().contains(what), "{j}: {e}");
         }
     }
-}
-
-/// A tool's `function` object as `json.dumps` writes it: [`TOOL_JSON`] without the wrapper.
-fn function_json() -> &'static str {
-    let inner = TOOL_JSON.strip_prefix(r#"{"type": "function", "function": "#).and_then(|t| t.strip_suffix('}'));
-    inner.expect("TOOL_JSON wraps the function object")
-}
-
-impl Translator<'_> {
-    /// `tools | selectattr("type", "equalto", "x")` (or `rejectattr`): every tool Ollama passes
-    /// has the type "function", so the result is all of the tools or none.
-    fn select_tools(&mut self, f: &ast::Filter<'_>, v: Val, line: usize) -> Result<Val, Untranslatable> {
-        let mut args = Vec::new();
-        for a in &f.args {
-            match a {
-                CallArg::Pos(e) => args.push(self.expr(e)?),
-                _ => bail!(line, "|{} with keyword arguments", f.name),
-            }
-        }
-        let select = f.name == "selectattr";
-        let keep = match (&v, args.as_slice()) {
-            (Val::Undefined, _) => return Ok(Val::List(Vec::new())),
-            (Val::List(l), _) if l.is_empty() => return Ok(Val::List(Vec::new())),
-            (Val::Go(_, Kind::Tools), [Val::Str(attr), Val::Str(test), Val::Str(want)])
-                if attr == "type" && matches!(test.as_str(), "equalto" | "eq" | "==" | "sameas") =>
-            {
-                (want == "function") == select
-            }
-            (Val::Go(_, Kind::Tools), [Val::Str(attr)]) if attr == "type" => select,
-            (Val::Go(_, Kind::Tools), [Val::Str(attr)]) if attr == "function" => select,
-            _ => bail!(line, "|{} of {}", f.name, describe(&v)),
-        };
-        Ok(if keep { v } else { Val::List(Vec::new()) })
-    }
-}
-
-impl Translator<'_> {
-    /// Go template text that prints (a JSON writer, a date) turned into a string value: the
-    /// same code accumulating into a variable with `print` instead of writing, so that the
-    /// text can be assigned, concatenated and compared. Returns the variable.
-    pub(super) fn raw_value(&mut self, raw: &str) -> String {
-        let acc = self.fresh();
-        let mut out = format!("{{{{ {acc} := \"\" }}}}");
-        let mut text = String::new();
-        let mut rest = raw;
-        let mut trim_next = false;
-        let flush = |text: &mut String, out: &mut String| {
-            if !text.is_empty() {
-                out.push_str(&format!("{{{{ {acc} = print {acc} {} }}}}", go_quote(text)));
-                text.clear();
-            }
-        };
-        while let Some(open) = rest.find("{{") {
-            let mut chunk = &rest[..open];
-            if trim_next {
-                chunk = chunk.trim_start();
-            }
-            let after = &rest[open + 2..];
-            let (trim_before, after) = match after.strip_prefix("- ") {
-                Some(a) => (true, a),
-                None => (false, after),
-            };
-            if trim_before {
-                chunk = chunk.trim_end();
-            }
-            text.push_str(chunk);
-            let close = after.find("}}").unwrap_or(after.len());
-            let mut inner = &after[..close];
-            trim_next = false;
-            if let Some(i) = inner.strip_suffix(" -") {
-                inner = i;
-                trim_next = true;
-            }
-            rest = after.get(close + 2..).unwrap_or("");
-            let inner = inner.trim();
-            let word = inner.split_whitespace().next().unwrap_or("");
-            let control = matches!(word, "if" | "else" | "end" | "range" | "with" | "break" | "continue");
-            let decl = word.starts_with('$') && {
-                let mut w = inner.split_whitespace().skip(1);
-                matches!(w.next(), Some(":=" | "="))
-            };
-            if inner.starts_with("/*") {
-                continue;
-            }
-            flush(&mut text, &mut out);
-            if control || decl {
-                out.push_str(&format!("{{{{ {inner} }}}}"));
-            } else {
-                out.push_str(&format!("{{{{ {acc} = print {acc} ({inner}) }}}}"));
-            }
-        }
-        let mut chunk = rest;
-        if trim_next {
-            chunk = chunk.trim_start();
-        }
-        text.push_str(chunk);
-        flush(&mut text, &mut out);
-        self.out.push_str(&out);
-        acc
-    }
-}
-
-#[cfg(test)]
-mod more_tests {
-    use super::super::super::verify::{verify, TemplateContext};
-    use super::*;
 
     fn verified(jinja: &str) -> Translation {
-        let t = translate(jinja, &TranslateOptions { eos_token: "</s>".into() }).unwrap_or_else(|e| panic!("{e}"));
-        let ctx = TemplateContext { bos_token: "<s>".into(), eos_token: "</s>".into(), ..Default::default() };
-        let v = verify(&t.template, jinja, &ctx).unwrap();
-        assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
-        t
+        crate::modelfile::translate::tests::check(jinja)
     }
 
     #[test]
@@ -1326,64 +1371,6 @@ mod more_tests {
              {{ m.content.split(' ', 1)[0] }}|{{ m.content.split(' ', 1)[-1] }}|{{ m.content.split(' ', 2)[1] }}{% endif %}{% endfor %}",
         );
     }
-}
-
-impl Translator<'_> {
-    /// `s.strip()` / `lstrip` / `rstrip` (and `|trim`) on data, exactly: Go code walks the
-    /// character starts (a byte below 0x80 or from 0xC0), decides whether each character is
-    /// Python whitespace (`str.isspace`: ASCII 9-13 and 28-32, U+0085, U+00A0, U+1680,
-    /// U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000, told apart by their UTF-8
-    /// bytes) or one of `chars` (ASCII only), and slices from the first kept character to the
-    /// end of the last one.
-    pub(super) fn strip(
-        &mut self,
-        v: Val,
-        left: bool,
-        right: bool,
-        chars: Option<&str>,
-        line: usize,
-    ) -> Result<Val, Untranslatable> {
-        if !is_text(&v) {
-            bail!(line, "trimming {}", describe(&v));
-        }
-        let (src, _) = self.operand(v, line)?;
-        let [s, i, c, t, a, b, keep, r] = [(); 8].map(|_| self.fresh());
-        let ws = match chars {
-            None => format!(
-                "(or (eq {c} 32) (and (ge {c} 9) (le {c} 13)) (and (ge {c} 28) (le {c} 31)) \
-                 (and (eq {c} 194) (or (eq (index {t} 1) 133) (eq (index {t} 1) 160))) \
-                 (and (eq {c} 225) (eq (index {t} 1) 154) (eq (index {t} 2) 128)) \
-                 (and (eq {c} 226) (or (and (eq (index {t} 1) 128) (or (le (index {t} 2) 138) (eq (index {t} 2) 168) (eq (index {t} 2) 169) (eq (index {t} 2) 175))) (and (eq (index {t} 1) 129) (eq (index {t} 2) 159)))) \
-                 (and (eq {c} 227) (eq (index {t} 1) 128) (eq (index {t} 2) 128)))"
-            ),
-            Some(cs) if cs.is_ascii() => {
-                if cs.is_empty() {
-                    "false".to_string()
-                } else {
-                    format!("(or false {})", cs.bytes().map(|x| format!("(eq {c} {x})")).collect::<Vec<_>>().join(" "))
-                }
-            }
-            Some(cs) => bail!(line, "stripping the characters {cs:?}"),
-        };
-        // $a: start of the first kept character (-1: none); $b: end of the last one.
-        self.out.push_str(&format!(
-            "{{{{ {s} := {src} }}}}{{{{ {a} := -1 }}}}{{{{ {b} := 0 }}}}{{{{ {keep} := false }}}}\
-             {{{{ range {i} := len {s} }}}}{{{{ {c} := index {s} {i} }}}}{{{{ if or (lt {c} 128) (ge {c} 192) }}}}\
-             {{{{ if {keep} }}}}{{{{ {b} = {i} }}}}{{{{ end }}}}{{{{ {t} := slice {s} {i} }}}}{{{{ {keep} = not {ws} }}}}\
-             {{{{ if and {keep} (eq {a} -1) }}}}{{{{ {a} = {i} }}}}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}\
-             {{{{ if {keep} }}}}{{{{ {b} = len {s} }}}}{{{{ end }}}}{{{{ {r} := \"\" }}}}"
-        ));
-        let from = if left { a.clone() } else { "0".to_string() };
-        let to = if right { b.clone() } else { format!("(len {s})") };
-        self.out.push_str(&format!("{{{{ if ne {a} -1 }}}}{{{{ {r} = slice {s} {from} {to} }}}}{{{{ end }}}}"));
-        Ok(Val::Go(r, Kind::Str))
-    }
-}
-
-#[cfg(test)]
-mod pair_tests {
-    use super::super::super::verify::{verify, TemplateContext};
-    use super::*;
 
     #[test]
     fn loop_over_tool_call_arguments() {
@@ -1397,22 +1384,5 @@ mod pair_tests {
         let v = verify(&t.template, jinja, &TemplateContext::default()).unwrap();
         assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
         assert!(v.identical_conversations.iter().any(|c| c.contains("tool")), "{:?}", v.identical_conversations);
-    }
-}
-
-impl Translator<'_> {
-    /// `'key' in message`: the keys a Hugging Face message dict has for Ollama's message
-    /// (role and content always; the others when Ollama's field is set).
-    pub(super) fn has_key(&mut self, m: &str, key: Val, line: usize) -> Result<Val, Untranslatable> {
-        let Val::Str(key) = key else { bail!(line, "`in` on a message with a computed key") };
-        let field = |f: &str| Ok(Val::Go(format!("{}.{f}", paren(m)), Kind::Bool));
-        match key.as_str() {
-            "role" | "content" => Ok(Val::Bool(true)),
-            "tool_calls" => field("ToolCalls"),
-            "reasoning_content" => field("Thinking"),
-            "tool_call_id" => field("ToolCallID"),
-            "name" => field("ToolName"),
-            _ => Ok(Val::Bool(false)),
-        }
     }
 }

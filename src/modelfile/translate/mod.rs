@@ -505,20 +505,30 @@ fn mentions_loop_control(body: &[Stmt<'_>]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::verify::{verify, TemplateContext};
+    use super::super::verify::{verify, TemplateContext, Verification};
     use super::*;
 
-    fn check(jinja: &str) -> Translation {
-        let t = translate(jinja, &TranslateOptions { eos_token: "</s>".into() }).unwrap_or_else(|e| panic!("{e}"));
+    pub(super) fn opts() -> TranslateOptions {
+        TranslateOptions { eos_token: "</s>".into() }
+    }
+
+    /// The verification of a translation against its Jinja on the built-in conversations.
+    pub(super) fn judge(t: &Translation, jinja: &str) -> Verification {
         let ctx = TemplateContext {
             bos_token: "<s>".into(),
             eos_token: "</s>".into(),
             add_bos: t.writes_bos,
             ..Default::default()
         };
-        let v = verify(&t.template, jinja, &ctx).unwrap();
+        verify(&t.template, jinja, &ctx).unwrap()
+    }
+
+    /// Translates strictly and checks the Go template renders like the Jinja everywhere.
+    pub(super) fn check(jinja: &str) -> Translation {
+        let t = translate(jinja, &opts()).unwrap_or_else(|e| panic!("{e}"));
+        let v = judge(&t, jinja);
         assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
-        assert!(v.conversations >= 5);
+        assert!(v.conversations >= 5, "{v:#?}");
         t
     }
 

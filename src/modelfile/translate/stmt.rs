@@ -1061,31 +1061,8 @@ fn mentions_expr(e: &Expr<'_>, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{translate, translate_lenient, TranslateOptions, Translation};
-    use crate::modelfile::verify::{verify, TemplateContext, Verification};
-
-    fn opts() -> TranslateOptions {
-        TranslateOptions { eos_token: "</s>".into() }
-    }
-
-    fn judge(t: &Translation, jinja: &str) -> Verification {
-        let ctx = TemplateContext {
-            bos_token: "<s>".into(),
-            eos_token: "</s>".into(),
-            add_bos: t.writes_bos,
-            ..Default::default()
-        };
-        verify(&t.template, jinja, &ctx).unwrap()
-    }
-
-    /// Translates strictly and checks the Go template renders like the Jinja everywhere.
-    fn check(jinja: &str) -> Translation {
-        let t = translate(jinja, &opts()).unwrap_or_else(|e| panic!("{e}"));
-        let v = judge(&t, jinja);
-        assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
-        assert!(v.conversations >= 5, "{v:#?}");
-        t
-    }
+    use super::super::tests::{check, judge, opts};
+    use super::super::{translate, translate_lenient};
 
     fn err(jinja: &str) -> String {
         translate(jinja, &opts()).unwrap_err().to_string()
