@@ -40,6 +40,8 @@ use super::Quantize;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
 pub use avx2::Avx2;
 
 #[cfg(test)]

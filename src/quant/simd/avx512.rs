@@ -1,0 +1,425 @@
+//! AVX-512 versions of the k-quant scale searches (`make_qx_quants`,
+//! `make_qkx2_quants` / `make_qkx3_quants`), bit-identical to the scalar
+//! oracle; [`super::Avx2`] calls them when the CPU has AVX-512 (F, VL, BW, DQ).
+//!
+//! The lane layout is the AVX2 one with twice the lanes: 16 independent
+//! groups (the 16 sub-blocks of a Q6_K / Q2_K super-block, or the 8 of two
+//! Q4_K / Q5_K super-blocks) in the 16 lanes of a `__m512`, each lane doing
+//! exactly the scalar sequence of operations for its group. FMA is never
+//! enabled, so no multiply-add is fused.
+//!
+//! One shortcut over the AVX2 kernels: inside the trial loops a level
+//! `clamp(nearest_int(y), lo, hi)` is computed in the float domain, as
+//! `max(lo, min(round_ties_even(y), hi))` (one rounding instruction instead
+//! of the integer trick, its clamp and the conversion back to float). The two
+//! are equal whenever `|y| ≤ 4194303`, where `nearest_int` is exact rounding;
+//! beyond it `nearest_int` wraps, so every trial first bounds `|y|` over the
+//! whole group from the group's extremes (`y` is monotone in `x`) and takes
+//! the exact integer path when a lane could leave that range. Levels written
+//! out are always computed the exact way. Blocks with a NaN or an infinity
+//! go to the AVX2 kernels.
+
+use std::arch::x86_64::*;
+
+use super::avx2::{lanes, store_levels};
+use crate::quant::search::{QkxSearch, GROUP_MAX_EPS};
+
+/// Whether this CPU has the AVX-512 subsets these kernels use.
+pub(super) fn detected() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512dq")
+}
+
+/// The largest |y| for which `nearest_int(y)` is `round_ties_even(y)`.
+const EXACT_LIMIT: f32 = 4194303.0;
+
+/// All 16 lanes.
+const ALL: __mmask16 = 0xFFFF;
+
+/// ggml's `nearest_int` on 16 lanes (the bits of `x + 1.5·2²³`, masked and rebased).
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn nearest_int(x: __m512) -> __m512i {
+    let v = _mm512_castps_si512(_mm512_add_ps(x, _mm512_set1_ps(12582912.0)));
+    _mm512_sub_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x007F_FFFF)), _mm512_set1_epi32(0x0040_0000))
+}
+
+/// The level range of a search, as i32 and as f32 lanes.
+#[derive(Clone, Copy)]
+struct Range {
+    lo: __m512i,
+    hi: __m512i,
+    lo_f: __m512,
+    hi_f: __m512,
+}
+
+impl Range {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+    unsafe fn new(lo: i32, hi: i32) -> Range {
+        Range {
+            lo: _mm512_set1_epi32(lo),
+            hi: _mm512_set1_epi32(hi),
+            lo_f: _mm512_set1_ps(lo as f32),
+            hi_f: _mm512_set1_ps(hi as f32),
+        }
+    }
+
+    /// `clamp(nearest_int(y), lo, hi)` as i32 lanes, for any `y`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+    unsafe fn exact(self, y: __m512) -> __m512i {
+        _mm512_max_epi32(self.lo, _mm512_min_epi32(nearest_int(y), self.hi))
+    }
+
+    /// The same level as f32; `FAST` computes it in the float domain, which
+    /// is only the same value where `|y| ≤ EXACT_LIMIT`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+    unsafe fn level<const FAST: bool>(self, y: __m512) -> __m512 {
+        if FAST {
+            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+            _mm512_max_ps(self.lo_f, _mm512_min_ps(r, self.hi_f))
+        } else {
+            _mm512_cvtepi32_ps(self.exact(y))
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn abs(v: __m512) -> __m512 {
+    _mm512_abs_ps(v)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn gt(a: __m512, b: __m512) -> __mmask16 {
+    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn lt(a: __m512, b: __m512) -> __mmask16 {
+    _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b)
+}
+
+/// `|v| ≤ EXACT_LIMIT` per lane (false for NaN).
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn in_exact_range(v: __m512) -> __mmask16 {
+    _mm512_cmp_ps_mask::<_CMP_LE_OQ>(abs(v), _mm512_set1_ps(EXACT_LIMIT))
+}
+
+/// Groups `g0 .. g0 + 16` of `x` in lanes: vector `i` holds value `i` of each.
+/// Requires `N % 8 == 0` and `g0 + 16 <= M`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn lanes16<const N: usize, const M: usize>(x: &[[f32; N]; M], g0: usize) -> [__m512; N] {
+    let (a, b) = (lanes(x, g0), lanes(x, g0 + 8));
+    let mut out = [_mm512_setzero_ps(); N];
+    for i in 0..N {
+        out[i] = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(a[i]), b[i]);
+    }
+    out
+}
+
+/// The inverse of [`lanes16`] for levels (0..=255 in i32 lanes).
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn store_levels16<const N: usize, const M: usize>(l: &[__m512i; N], out: &mut [[u8; N]; M], g0: usize) {
+    let mut lo = [_mm256_setzero_si256(); N];
+    let mut hi = [_mm256_setzero_si256(); N];
+    for i in 0..N {
+        lo[i] = _mm512_castsi512_si256(l[i]);
+        hi[i] = _mm512_extracti64x4_epi64::<1>(l[i]);
+    }
+    store_levels(&lo, out, g0);
+    store_levels(&hi, out, g0 + 8);
+}
+
+/// Whether every value is finite (`x · 0` is NaN exactly for NaN and ±∞).
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn all_finite<const N: usize>(x: &[__m512; N]) -> bool {
+    let zero = _mm512_setzero_ps();
+    let mut acc = zero;
+    for &v in x {
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(v, zero));
+    }
+    _mm512_cmp_ps_mask::<_CMP_ORD_Q>(acc, acc) == ALL
+}
+
+// ------------------------------------------------------------------ make_qx_quants
+
+/// Σ(w·x)·l and Σ(w·l)·l of `l = clamp(nearest_int(iscale·x))` (levels in the float domain when `FAST`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn qx_sums<const N: usize, const FAST: bool>(
+    iscale: __m512,
+    x: &[__m512; N],
+    w: &[__m512; N],
+    wx: &[__m512; N],
+    r: Range,
+) -> (__m512, __m512) {
+    let mut sumlx = _mm512_setzero_ps();
+    let mut suml2 = _mm512_setzero_ps();
+    for i in 0..N {
+        let lf = r.level::<FAST>(_mm512_mul_ps(iscale, x[i]));
+        sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx[i], lf));
+        suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w[i], lf), lf));
+    }
+    (sumlx, suml2)
+}
+
+/// `make_qx_quants(N, nmax, x, L, 1, w)` on 16 groups in lanes: levels `L` and scales.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn qx16<const N: usize>(nmax: i32, x: &[__m512; N], w: &[__m512; N]) -> ([__m512i; N], __m512) {
+    let zero = _mm512_setzero_ps();
+    // first_abs_max: `if |x| > amax { amax = |x|; max = x }`
+    let mut amax = zero;
+    let mut max = zero;
+    for &v in x {
+        let ax = abs(v);
+        let m = gt(ax, amax);
+        amax = _mm512_mask_blend_ps(m, amax, ax);
+        max = _mm512_mask_blend_ps(m, max, v);
+    }
+    let tiny = lt(amax, _mm512_set1_ps(GROUP_MAX_EPS));
+    let r = Range::new(-nmax, nmax - 1);
+    let nmax_f = nmax as f32;
+    let mut wx = [zero; N];
+    for i in 0..N {
+        wx[i] = _mm512_mul_ps(w[i], x[i]);
+    }
+    // |iscale·x| ≤ |iscale·amax| for every value of a group; tiny groups are
+    // zeroed at the end, whatever their levels.
+    let sums = |iscale: __m512| {
+        if in_exact_range(_mm512_mul_ps(iscale, amax)) | tiny == ALL {
+            qx_sums::<N, true>(iscale, x, w, &wx, r)
+        } else {
+            qx_sums::<N, false>(iscale, x, w, &wx, r)
+        }
+    };
+    let iscale0 = _mm512_div_ps(_mm512_set1_ps(-nmax_f), max);
+    let (sumlx, suml2) = sums(iscale0);
+    // if suml2 != 0 { sumlx / suml2 } else { 0 } (`!=` is true for NaN)
+    let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2, zero);
+    let mut scale = _mm512_maskz_div_ps(nz, sumlx, suml2);
+    let mut best = _mm512_mul_ps(scale, sumlx);
+    let mut best_iscale = iscale0;
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        let iscale = _mm512_div_ps(_mm512_set1_ps(-(nmax_f + 0.1f32 * is as f32)), max);
+        let (sumlx, suml2) = sums(iscale);
+        let better = gt(suml2, zero) & gt(_mm512_mul_ps(sumlx, sumlx), _mm512_mul_ps(best, suml2));
+        if better == 0 {
+            continue;
+        }
+        let s = _mm512_div_ps(sumlx, suml2);
+        scale = _mm512_mask_blend_ps(better, scale, s);
+        best = _mm512_mask_blend_ps(better, best, _mm512_mul_ps(s, sumlx));
+        best_iscale = _mm512_mask_blend_ps(better, best_iscale, iscale);
+    }
+    let off = _mm512_set1_epi32(nmax);
+    let mut l = [_mm512_setzero_si512(); N];
+    for i in 0..N {
+        let li = r.exact(_mm512_mul_ps(best_iscale, x[i]));
+        l[i] = _mm512_maskz_add_epi32(!tiny, li, off);
+    }
+    (l, _mm512_mask_blend_ps(tiny, scale, zero))
+}
+
+// ------------------------------------------------------------------ make_qkx2/3_quants
+
+/// One grid point's fit sums Σw·l, Σw·l², Σw·l·x (as the oracle's `qkx_fit`),
+/// its float levels into `lf`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn qkx_fit<const N: usize, const FAST: bool>(
+    iscale: __m512,
+    min: __m512,
+    x: &[__m512; N],
+    w: &[__m512; N],
+    r: Range,
+    lf: &mut [__m512; N],
+) -> (__m512, __m512, __m512) {
+    let zero = _mm512_setzero_ps();
+    let (mut sum_l, mut sum_l2, mut sum_xl) = (zero, zero, zero);
+    for i in 0..N {
+        let f = r.level::<FAST>(_mm512_mul_ps(iscale, _mm512_sub_ps(x[i], min)));
+        lf[i] = f;
+        let wl = _mm512_mul_ps(w[i], f);
+        sum_l = _mm512_add_ps(sum_l, wl);
+        sum_l2 = _mm512_add_ps(sum_l2, _mm512_mul_ps(wl, f));
+        sum_xl = _mm512_add_ps(sum_xl, _mm512_mul_ps(wl, x[i]));
+    }
+    (sum_l, sum_l2, sum_xl)
+}
+
+/// `Σ w·|s·l + m − x|` (`mad`) or `Σ w·(s·l + m − x)²`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn qkx_error<const N: usize>(
+    scale: __m512,
+    min: __m512,
+    lf: &[__m512; N],
+    x: &[__m512; N],
+    w: &[__m512; N],
+    mad: bool,
+) -> __m512 {
+    let mut err = _mm512_setzero_ps();
+    for i in 0..N {
+        let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, lf[i]), min), x[i]);
+        let e = if mad { abs(diff) } else { _mm512_mul_ps(diff, diff) };
+        err = _mm512_add_ps(err, _mm512_mul_ps(w[i], e));
+    }
+    err
+}
+
+/// `make_qkx2_quants` (`v3`: `make_qkx3_quants`) on 16 groups in lanes.
+/// Returns the levels (i32 lanes), the scales and `-min`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+unsafe fn qkx16<const N: usize>(
+    p: &QkxSearch,
+    v3: bool,
+    x: &[__m512; N],
+    w: &[__m512; N],
+) -> ([__m512i; N], __m512, __m512) {
+    let zero = _mm512_setzero_ps();
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = w[0];
+    let mut sum_x = _mm512_mul_ps(sum_w, x[0]);
+    for i in 1..N {
+        // vminps(a, b) = a < b ? a : b: exactly `if x < min { min = x }`
+        min = _mm512_min_ps(x[i], min);
+        max = _mm512_max_ps(x[i], max);
+        sum_w = _mm512_add_ps(sum_w, w[i]);
+        sum_x = _mm512_add_ps(sum_x, _mm512_mul_ps(w[i], x[i]));
+    }
+    // if min > 0 { min = 0 }
+    min = _mm512_min_ps(zero, min);
+    let degenerate =
+        if v3 { _mm512_cmp_ps_mask::<_CMP_LE_OQ>(max, min) } else { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max, min) };
+    let r = Range::new(0, p.nmax);
+    // Every x of a group lies in [min, max], so |iscale·(x − m)| is largest at
+    // one of the two ends; degenerate groups are replaced at the end.
+    let exact_range = |iscale: __m512, m: __m512| {
+        let a = in_exact_range(_mm512_mul_ps(iscale, _mm512_sub_ps(min, m)));
+        let b = in_exact_range(_mm512_mul_ps(iscale, _mm512_sub_ps(max, m)));
+        (a & b) | degenerate == ALL
+    };
+
+    let mut lf = [zero; N];
+    let iscale0 = _mm512_div_ps(_mm512_set1_ps(p.nmax as f32), _mm512_sub_ps(max, min));
+    let mut scale = _mm512_div_ps(_mm512_set1_ps(1.0), iscale0);
+    let fast0 = exact_range(iscale0, min);
+    for i in 0..N {
+        let y = _mm512_mul_ps(iscale0, _mm512_sub_ps(x[i], min));
+        lf[i] = if fast0 { r.level::<true>(y) } else { r.level::<false>(y) };
+    }
+    let mut best_error = qkx_error(scale, min, &lf, x, w, p.use_mad);
+    // The levels are not kept per step: the winning step's (iscale, min) is,
+    // and the levels are recomputed from it at the end (the same operations).
+    let mut best_iscale = iscale0;
+    let mut best_lmin = min;
+    let mut cur_min = min;
+    if p.nstep >= 1 {
+        for is in 0..=p.nstep {
+            let num = p.rmin + p.rdelta * is as f32 + p.nmax as f32;
+            let iscale = _mm512_div_ps(_mm512_set1_ps(num), _mm512_sub_ps(max, cur_min));
+            let (sum_l, sum_l2, sum_xl) = if exact_range(iscale, cur_min) {
+                qkx_fit::<N, true>(iscale, cur_min, x, w, r, &mut lf)
+            } else {
+                qkx_fit::<N, false>(iscale, cur_min, x, w, r, &mut lf)
+            };
+            let d = _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_l2), _mm512_mul_ps(sum_l, sum_l));
+            let dpos = gt(d, zero);
+            if dpos == 0 {
+                continue;
+            }
+            let mut this_scale =
+                _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_w, sum_xl), _mm512_mul_ps(sum_x, sum_l)), d);
+            let mut this_min =
+                _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_l2, sum_x), _mm512_mul_ps(sum_l, sum_xl)), d);
+            let mpos = gt(this_min, zero);
+            this_min = _mm512_mask_blend_ps(mpos, this_min, zero);
+            this_scale = _mm512_mask_blend_ps(mpos, this_scale, _mm512_div_ps(sum_xl, sum_l2));
+            let cur_error = qkx_error(this_scale, this_min, &lf, x, w, p.use_mad);
+            let upd = dpos & lt(cur_error, best_error);
+            best_error = _mm512_mask_blend_ps(upd, best_error, cur_error);
+            scale = _mm512_mask_blend_ps(upd, scale, this_scale);
+            best_iscale = _mm512_mask_blend_ps(upd, best_iscale, iscale);
+            best_lmin = _mm512_mask_blend_ps(upd, best_lmin, cur_min);
+            cur_min = _mm512_mask_blend_ps(upd, cur_min, this_min);
+        }
+    }
+    let mut l = [_mm512_setzero_si512(); N];
+    for i in 0..N {
+        let li = r.exact(_mm512_mul_ps(best_iscale, _mm512_sub_ps(x[i], best_lmin)));
+        l[i] = _mm512_maskz_mov_epi32(!degenerate, li);
+    }
+    let scale = _mm512_mask_blend_ps(degenerate, scale, zero);
+    let the_min = _mm512_mask_blend_ps(degenerate, cur_min, min);
+    (l, scale, _mm512_xor_ps(the_min, _mm512_set1_ps(-0.0)))
+}
+
+// ------------------------------------------------------------------ entry points
+
+/// `make_qx_quants` on groups `g .. g + 16`. `false` (nothing written) when a
+/// value is not finite: the caller runs the AVX2 kernel on those groups.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/VL/BW/DQ, AVX2 and F16C ([`detected`]);
+/// `N % 8 == 0` and `g + 16 <= M`.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+pub(super) unsafe fn qx<const N: usize, const M: usize>(
+    nmax: i32,
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    l: &mut [[u8; N]; M],
+    scales: &mut [f32; M],
+    g: usize,
+) -> bool {
+    let xl = lanes16(x, g);
+    if !all_finite(&xl) {
+        return false;
+    }
+    let (lv, s) = qx16(nmax, &xl, &lanes16(w, g));
+    store_levels16(&lv, l, g);
+    _mm512_storeu_ps(scales[g..g + 16].as_mut_ptr(), s);
+    true
+}
+
+/// `make_qkx2_quants` / `make_qkx3_quants` on groups `g .. g + 16`, as [`qx`].
+///
+/// # Safety
+/// As [`qx`].
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
+pub(super) unsafe fn qkx<const N: usize, const M: usize>(
+    p: &QkxSearch,
+    v3: bool,
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    l: &mut [[u8; N]; M],
+    scales: &mut [f32; M],
+    mins: &mut [f32; M],
+    g: usize,
+) -> bool {
+    let xl = lanes16(x, g);
+    if !all_finite(&xl) {
+        return false;
+    }
+    let (lv, s, m) = qkx16(p, v3, &xl, &lanes16(w, g));
+    store_levels16(&lv, l, g);
+    _mm512_storeu_ps(scales[g..g + 16].as_mut_ptr(), s);
+    _mm512_storeu_ps(mins[g..g + 16].as_mut_ptr(), m);
+    true
+}
