@@ -423,3 +423,59 @@ pub(super) unsafe fn qkx<const N: usize, const M: usize>(
     _mm512_storeu_ps(mins[g..g + 16].as_mut_ptr(), m);
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::search::nearest_int as scalar_nearest_int;
+    use crate::quant::testutil::Rng;
+
+    /// The float-domain level equals the integer one on the whole range the
+    /// searches allow it, ties included, and the range check stops exactly
+    /// where `nearest_int` stops being exact rounding.
+    #[test]
+    fn float_levels_are_exact_where_allowed() {
+        if !(detected() && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")) {
+            eprintln!("float_levels_are_exact_where_allowed: SKIPPED, this CPU lacks AVX-512");
+            return;
+        }
+        let mut r = Rng::new(0xF1);
+        let mut ys: Vec<f32> = vec![0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 31.5, -32.5, 63.5, EXACT_LIMIT, -EXACT_LIMIT];
+        ys.extend((0..20000).map(|_| (r.uniform() - 0.5) * 100.0));
+        ys.extend((0..20000).map(|_| (r.below(200) as f32 - 100.0) * 0.5));
+        ys.extend((0..20000).map(|_| (r.uniform() - 0.5) * 2.0 * EXACT_LIMIT));
+        ys.extend((0..2000).map(|i| EXACT_LIMIT - i as f32 * 0.25));
+        while ys.len() % 16 != 0 {
+            ys.push(r.normal());
+        }
+        for (lo, hi) in [(-32, 31), (0, 15), (0, 3), (-4, 3), (0, 31), (-4194304, 4194303)] {
+            for c in ys.chunks_exact(16) {
+                // SAFETY: the CPU has the features (checked above).
+                let (fast, exact, ok) = unsafe {
+                    let rg = Range::new(lo, hi);
+                    let y = _mm512_loadu_ps(c.as_ptr());
+                    let mut f = [0f32; 16];
+                    let mut e = [0f32; 16];
+                    _mm512_storeu_ps(f.as_mut_ptr(), rg.level::<true>(y));
+                    _mm512_storeu_ps(e.as_mut_ptr(), rg.level::<false>(y));
+                    (f, e, in_exact_range(y))
+                };
+                assert_eq!(ok, ALL, "{c:?}");
+                for j in 0..16 {
+                    let want = scalar_nearest_int(c[j]).clamp(lo, hi) as f32;
+                    assert_eq!(exact[j], want, "exact level of {} in [{lo}, {hi}]", c[j]);
+                    // +0 and -0 are the same level (sums from +0 never turn -0)
+                    assert_eq!(fast[j], want, "float level of {} in [{lo}, {hi}]", c[j]);
+                }
+            }
+        }
+        // just outside the range nearest_int wraps: the check must refuse it
+        let beyond = [4194303.5f32, 4194304.0, -4194304.0, 1e9, f32::INFINITY, f32::NAN];
+        for y in beyond {
+            // SAFETY: as above.
+            let ok = unsafe { in_exact_range(_mm512_set1_ps(y)) };
+            assert_eq!(ok, 0, "{y} must take the exact path");
+        }
+        assert_ne!(scalar_nearest_int(4194303.5), 4194304, "nearest_int wraps beyond the limit");
+    }
+}

@@ -373,6 +373,17 @@ fn wide_search_groups<const N: usize>(seed: u64) -> Vec<[f32; N]> {
         out.push(std::array::from_fn(|i| if i % 2 == 0 { 1e-45 } else { 0.0 }));
         out.push(std::array::from_fn(|_| (r.uniform() - 0.5) * 2.0 * 3e38));
         out.push(std::array::from_fn(|i| if i == 0 { 3e38 } else { -3e38 * r.uniform() }));
+        // an outlier with zero weight (index 0, see `weight`) below a tight
+        // cluster: the fitted minimum lands just under the cluster's top, so
+        // the next trial's inverse scale is huge and the outlier's level leaves
+        // nearest_int's exact range
+        let c = r.normal();
+        let eps = c.abs().max(1.0) * 1e-6 * (1 + r.below(8)) as f32;
+        out.push(std::array::from_fn(|i| match i {
+            0 => -1000.0 * (1.0 + r.uniform()),
+            _ if i % 2 == 0 => c + eps,
+            _ => c,
+        }));
     }
     out
 }
