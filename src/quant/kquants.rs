@@ -171,7 +171,7 @@ impl BlockQ2K {
         let mut max_scale = 0.0f32;
         let mut max_min = 0.0f32;
         // make_qkx2_quants(16, 3, x, w = |x|, -0.5, 0.1, 15, use_mad) per sub-block
-        let w = xs.map(|s| s.map(f32::abs));
+        let w = map_values(xs, f32::abs);
         k.qkx(&SEARCH, false, xs, &w, sub_blocks_mut::<u8, 16, 16>(&mut l), &mut scales, &mut mins);
         for j in 0..16 {
             if scales[j] > max_scale {
@@ -419,15 +419,30 @@ fn requantize_k4<K: Kernels>(
     }
 }
 
-/// The no-imatrix weights of a Q4_K/Q5_K sub-block: `sqrt(Σx²/32) + |x|`.
+/// The no-imatrix weights of Q4_K/Q5_K sub-blocks: `sqrt(Σx²/32) + |x|`.
+/// (Plain loops: array `map`s of this size are not inlined.)
 #[inline(always)]
-fn k4_ref_weights(x: &[f32; 32]) -> [f32; 32] {
-    let mut sum_x2 = 0.0f32;
-    for &v in x {
-        sum_x2 += v * v;
+fn k4_ref_weights<const M: usize>(x: &[[f32; 32]; M], w: &mut [[f32; 32]; M]) {
+    for (xs, ws) in x.iter().zip(w.iter_mut()) {
+        let mut sum_x2 = 0.0f32;
+        for &v in xs {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        for (wv, &v) in ws.iter_mut().zip(xs) {
+            *wv = av_x + v.abs();
+        }
     }
-    let av_x = (sum_x2 / 32.0).sqrt();
-    x.map(|v| av_x + v.abs())
+}
+
+/// Elementwise `f(x)` of sub-blocks, as a plain loop.
+#[inline(always)]
+fn map_values<const N: usize, const M: usize>(x: &[[f32; N]; M], f: impl Fn(f32) -> f32) -> [[f32; N]; M] {
+    let mut out = [[0f32; N]; M];
+    for (o, v) in out.as_flattened_mut().iter_mut().zip(x.as_flattened()) {
+        *o = f(*v);
+    }
+    out
 }
 
 /// The 6-bit scales and mins of a Q4_K/Q5_K super-block relative to their
@@ -462,15 +477,20 @@ fn k4_ref_scales<K: Kernels>(x: &[f32; QK_K], l: &mut [u8; QK_K], search: &QkxSe
     let xs = sub_blocks::<f32, 32, 8>(x);
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
-    let w = xs.map(|s| k4_ref_weights(&s));
+    let mut w = [[0f32; 32]; 8];
+    k4_ref_weights(xs, &mut w);
     k.qkx(search, false, xs, &w, sub_blocks_mut::<u8, 32, 8>(l), &mut scales, &mut mins);
     k4_ref_pack(&scales, &mins)
 }
 
-/// Q4_K / Q5_K without an importance matrix over many super-blocks: two at a
-/// time, so that one search call sees their 16 sub-blocks (the 16 lanes of
-/// the AVX-512 kernels; the sub-blocks are independent, so the bytes are
-/// those of one block at a time). `finish` requantizes and packs a block.
+/// Super-blocks per search call in [`k4_ref_blocks`]: their 32 sub-blocks are
+/// two batches of 16 for the AVX-512 kernels, searched side by side.
+const K4_BATCH: usize = 4;
+
+/// Q4_K / Q5_K without an importance matrix over many super-blocks, a few
+/// at a time so that one search call sees all their sub-blocks (the
+/// sub-blocks are independent, so the bytes are those of one block at a
+/// time). `finish` requantizes and packs a block.
 fn k4_ref_blocks<B, K: Kernels>(
     x: &[[f32; QK_K]],
     y: &mut [B],
@@ -478,20 +498,22 @@ fn k4_ref_blocks<B, K: Kernels>(
     k: K,
     finish: impl Fn(&[f32; QK_K], &mut [u8; QK_K], [u8; 12], Half, Half, K) -> B,
 ) {
-    let mut xp = x.chunks_exact(2);
-    let mut yp = y.chunks_exact_mut(2);
-    for (x2, y2) in (&mut xp).zip(&mut yp) {
-        let x2: &[[f32; QK_K]; 2] = x2.try_into().expect("chunks of 2");
-        let xs: &[[f32; 32]; 16] = bytemuck::cast_ref(x2);
-        let mut l = [[0u8; QK_K]; 2];
-        let mut scales = [0f32; 16];
-        let mut mins = [0f32; 16];
-        let w = xs.map(|s| k4_ref_weights(&s));
-        k.qkx(search, false, xs, &w, bytemuck::cast_mut::<_, [[u8; 32]; 16]>(&mut l), &mut scales, &mut mins);
-        for b in 0..2 {
-            let part = |v: &[f32; 16]| -> [f32; 8] { std::array::from_fn(|j| v[8 * b + j]) };
+    const SUBS: usize = 8 * K4_BATCH;
+    let mut xp = x.chunks_exact(K4_BATCH);
+    let mut yp = y.chunks_exact_mut(K4_BATCH);
+    for (xn, yn) in (&mut xp).zip(&mut yp) {
+        let xn: &[[f32; QK_K]; K4_BATCH] = xn.try_into().expect("chunks of K4_BATCH");
+        let xs: &[[f32; 32]; SUBS] = bytemuck::cast_ref(xn);
+        let mut l = [[0u8; QK_K]; K4_BATCH];
+        let mut scales = [0f32; SUBS];
+        let mut mins = [0f32; SUBS];
+        let mut w = [[0f32; 32]; SUBS];
+        k4_ref_weights(xs, &mut w);
+        k.qkx(search, false, xs, &w, bytemuck::cast_mut::<_, [[u8; 32]; SUBS]>(&mut l), &mut scales, &mut mins);
+        for b in 0..K4_BATCH {
+            let part = |v: &[f32; SUBS]| -> [f32; 8] { std::array::from_fn(|j| v[8 * b + j]) };
             let (sc, d, dmin) = k4_ref_pack(&part(&scales), &part(&mins));
-            y2[b] = finish(&x2[b], &mut l[b], sc, d, dmin, k);
+            yn[b] = finish(&xn[b], &mut l[b], sc, d, dmin, k);
         }
     }
     for (xb, yb) in xp.remainder().iter().zip(yp.into_remainder()) {
@@ -791,7 +813,7 @@ impl BlockQ6K {
         let xs = sub_blocks::<f32, 16, 16>(x);
         let mut l = [0u8; QK_K];
         let mut scales = [0f32; 16];
-        let w = xs.map(|s| s.map(|v| v * v));
+        let w = map_values(xs, |v| v * v);
         k.qx(32, xs, &w, sub_blocks_mut::<u8, 16, 16>(&mut l), &mut scales);
         Self::finish(x, &mut l, &scales, k)
     }

@@ -829,9 +829,13 @@ impl Kernels for Avx2 {
         }
         let mut g = 0;
         while g < M {
-            // 16 groups on AVX-512 unless a value is not finite
-            // SAFETY: `avx512` is only set on a CPU with AVX-512; `g + 16 <= M`.
-            if self.avx512 && g + 16 <= M && unsafe { super::avx512::qkx(p, v3, x, w, l, scales, mins, g) } {
+            // 32 or 16 groups on AVX-512 unless a value is not finite
+            // SAFETY: `avx512` is only set on a CPU with AVX-512; `g + 16·B <= M`.
+            if self.avx512 && g + 32 <= M && unsafe { super::avx512::qkx::<N, M, 2>(p, v3, x, w, l, scales, mins, g) } {
+                g += 32;
+                continue;
+            }
+            if self.avx512 && g + 16 <= M && unsafe { super::avx512::qkx::<N, M, 1>(p, v3, x, w, l, scales, mins, g) } {
                 g += 16;
                 continue;
             }

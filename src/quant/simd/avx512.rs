@@ -10,8 +10,8 @@
 //!
 //! One shortcut over the AVX2 kernels: inside the trial loops a level
 //! `clamp(nearest_int(y), lo, hi)` is computed in the float domain, as
-//! `max(lo, min(round_ties_even(y), hi))` (one rounding instruction instead
-//! of the integer trick, its clamp and the conversion back to float). The two
+//! `max(lo, min((y + 1.5·2²³) − 1.5·2²³, hi))` (two float adds instead of
+//! the integer trick, its clamp and the conversion back to float). The two
 //! are equal whenever `|y| ≤ 4194303`, where `nearest_int` is exact rounding;
 //! beyond it `nearest_int` wraps, so every trial first bounds `|y|` over the
 //! whole group from the group's extremes (`y` is monotone in `x`) and takes
@@ -80,7 +80,10 @@ impl Range {
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
     unsafe fn level<const FAST: bool>(self, y: __m512) -> __m512 {
         if FAST {
-            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+            // (y + 1.5·2²³) − 1.5·2²³ rounds half to even for |y| < 2²²: two
+            // adds (on either FP port; `vrndscaleps` is two uops on one)
+            let magic = _mm512_set1_ps(12582912.0);
+            let r = _mm512_sub_ps(_mm512_add_ps(y, magic), magic);
             _mm512_max_ps(self.lo_f, _mm512_min_ps(r, self.hi_f))
         } else {
             _mm512_cvtepi32_ps(self.exact(y))
@@ -154,24 +157,32 @@ unsafe fn all_finite<const N: usize>(x: &[__m512; N]) -> bool {
 
 // ------------------------------------------------------------------ make_qx_quants
 
-/// Σ(w·x)·l and Σ(w·l)·l of `l = clamp(nearest_int(iscale·x))` (levels in the float domain when `FAST`).
+/// Trials of `make_qx_quants` summed at once: their sums are independent
+/// chains, interleaved so that the adds' latency overlaps (each chain still
+/// adds in the oracle's order).
+const QX_TRIALS: usize = 5;
+
+/// Σ(w·x)·l and Σ(w·l)·l of `l = clamp(nearest_int(iscale·x))` for
+/// [`QX_TRIALS`] inverse scales (levels in the float domain when `FAST`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
 unsafe fn qx_sums<const N: usize, const FAST: bool>(
-    iscale: __m512,
+    iscale: &[__m512; QX_TRIALS],
     x: &[__m512; N],
     w: &[__m512; N],
     wx: &[__m512; N],
     r: Range,
-) -> (__m512, __m512) {
-    let mut sumlx = _mm512_setzero_ps();
-    let mut suml2 = _mm512_setzero_ps();
+) -> [(__m512, __m512); QX_TRIALS] {
+    let mut sumlx = [_mm512_setzero_ps(); QX_TRIALS];
+    let mut suml2 = [_mm512_setzero_ps(); QX_TRIALS];
     for i in 0..N {
-        let lf = r.level::<FAST>(_mm512_mul_ps(iscale, x[i]));
-        sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx[i], lf));
-        suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w[i], lf), lf));
+        for t in 0..QX_TRIALS {
+            let lf = r.level::<FAST>(_mm512_mul_ps(iscale[t], x[i]));
+            sumlx[t] = _mm512_add_ps(sumlx[t], _mm512_mul_ps(wx[i], lf));
+            suml2[t] = _mm512_add_ps(suml2[t], _mm512_mul_ps(_mm512_mul_ps(w[i], lf), lf));
+        }
     }
-    (sumlx, suml2)
+    std::array::from_fn(|t| (sumlx[t], suml2[t]))
 }
 
 /// `make_qx_quants(N, nmax, x, L, 1, w)` on 16 groups in lanes: levels `L` and scales.
@@ -194,28 +205,48 @@ unsafe fn qx16<const N: usize>(nmax: i32, x: &[__m512; N], w: &[__m512; N]) -> (
     for i in 0..N {
         wx[i] = _mm512_mul_ps(w[i], x[i]);
     }
-    // |iscale·x| ≤ |iscale·amax| for every value of a group; tiny groups are
-    // zeroed at the end, whatever their levels.
-    let sums = |iscale: __m512| {
-        if in_exact_range(_mm512_mul_ps(iscale, amax)) | tiny == ALL {
-            qx_sums::<N, true>(iscale, x, w, &wx, r)
-        } else {
-            qx_sums::<N, false>(iscale, x, w, &wx, r)
+    // The 19 trials (the first inverse scale, then is = -9..=9 without 0),
+    // padded to a multiple of QX_TRIALS with a repeat of the last, whose
+    // result is not used.
+    const TRIALS: usize = 19;
+    const PADDED: usize = TRIALS.div_ceil(QX_TRIALS) * QX_TRIALS;
+    let mut iscales = [zero; PADDED];
+    iscales[0] = _mm512_div_ps(_mm512_set1_ps(-nmax_f), max);
+    let mut t = 1;
+    for is in -9..=9 {
+        if is != 0 {
+            iscales[t] = _mm512_div_ps(_mm512_set1_ps(-(nmax_f + 0.1f32 * is as f32)), max);
+            t += 1;
         }
-    };
-    let iscale0 = _mm512_div_ps(_mm512_set1_ps(-nmax_f), max);
-    let (sumlx, suml2) = sums(iscale0);
+    }
+    for k in TRIALS..PADDED {
+        iscales[k] = iscales[TRIALS - 1];
+    }
+    let mut sums = [(zero, zero); PADDED];
+    for c in 0..PADDED / QX_TRIALS {
+        let chunk: [__m512; QX_TRIALS] = std::array::from_fn(|t| iscales[c * QX_TRIALS + t]);
+        // |iscale·x| ≤ |iscale·amax| for every value of a group; tiny groups
+        // are zeroed at the end, whatever their levels.
+        let mut in_range = ALL;
+        for &is in &chunk {
+            in_range &= in_exact_range(_mm512_mul_ps(is, amax)) | tiny;
+        }
+        let out = if in_range == ALL {
+            qx_sums::<N, true>(&chunk, x, w, &wx, r)
+        } else {
+            qx_sums::<N, false>(&chunk, x, w, &wx, r)
+        };
+        sums[c * QX_TRIALS..(c + 1) * QX_TRIALS].copy_from_slice(&out);
+    }
+    // The oracle's decisions, trial after trial.
+    let (sumlx, suml2) = sums[0];
     // if suml2 != 0 { sumlx / suml2 } else { 0 } (`!=` is true for NaN)
     let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2, zero);
     let mut scale = _mm512_maskz_div_ps(nz, sumlx, suml2);
     let mut best = _mm512_mul_ps(scale, sumlx);
-    let mut best_iscale = iscale0;
-    for is in -9..=9 {
-        if is == 0 {
-            continue;
-        }
-        let iscale = _mm512_div_ps(_mm512_set1_ps(-(nmax_f + 0.1f32 * is as f32)), max);
-        let (sumlx, suml2) = sums(iscale);
+    let mut best_iscale = iscales[0];
+    for k in 1..TRIALS {
+        let (sumlx, suml2) = sums[k];
         let better = gt(suml2, zero) & gt(_mm512_mul_ps(sumlx, sumlx), _mm512_mul_ps(best, suml2));
         if better == 0 {
             continue;
@@ -223,7 +254,7 @@ unsafe fn qx16<const N: usize>(nmax: i32, x: &[__m512; N], w: &[__m512; N]) -> (
         let s = _mm512_div_ps(sumlx, suml2);
         scale = _mm512_mask_blend_ps(better, scale, s);
         best = _mm512_mask_blend_ps(better, best, _mm512_mul_ps(s, sumlx));
-        best_iscale = _mm512_mask_blend_ps(better, best_iscale, iscale);
+        best_iscale = _mm512_mask_blend_ps(better, best_iscale, iscales[k]);
     }
     let off = _mm512_set1_epi32(nmax);
     let mut l = [_mm512_setzero_si512(); N];
@@ -236,95 +267,120 @@ unsafe fn qx16<const N: usize>(nmax: i32, x: &[__m512; N], w: &[__m512; N]) -> (
 
 // ------------------------------------------------------------------ make_qkx2/3_quants
 
-/// One grid point's fit sums Σw·l, Σw·l², Σw·l·x (as the oracle's `qkx_fit`),
-/// its float levels into `lf`.
+/// One grid point's fit sums Σw·l, Σw·l², Σw·l·x (as the oracle's `qkx_fit`)
+/// of `B` independent batches, interleaved; the float levels go to `lf`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
-unsafe fn qkx_fit<const N: usize, const FAST: bool>(
-    iscale: __m512,
-    min: __m512,
-    x: &[__m512; N],
-    w: &[__m512; N],
+unsafe fn qkx_fit<const N: usize, const B: usize, const FAST: bool>(
+    iscale: &[__m512; B],
+    min: &[__m512; B],
+    x: &[[__m512; N]; B],
+    w: &[[__m512; N]; B],
     r: Range,
-    lf: &mut [__m512; N],
-) -> (__m512, __m512, __m512) {
+    lf: &mut [[__m512; N]; B],
+) -> [(__m512, __m512, __m512); B] {
     let zero = _mm512_setzero_ps();
-    let (mut sum_l, mut sum_l2, mut sum_xl) = (zero, zero, zero);
+    let (mut sum_l, mut sum_l2, mut sum_xl) = ([zero; B], [zero; B], [zero; B]);
     for i in 0..N {
-        let f = r.level::<FAST>(_mm512_mul_ps(iscale, _mm512_sub_ps(x[i], min)));
-        lf[i] = f;
-        let wl = _mm512_mul_ps(w[i], f);
-        sum_l = _mm512_add_ps(sum_l, wl);
-        sum_l2 = _mm512_add_ps(sum_l2, _mm512_mul_ps(wl, f));
-        sum_xl = _mm512_add_ps(sum_xl, _mm512_mul_ps(wl, x[i]));
+        for b in 0..B {
+            let f = r.level::<FAST>(_mm512_mul_ps(iscale[b], _mm512_sub_ps(x[b][i], min[b])));
+            lf[b][i] = f;
+            let wl = _mm512_mul_ps(w[b][i], f);
+            sum_l[b] = _mm512_add_ps(sum_l[b], wl);
+            sum_l2[b] = _mm512_add_ps(sum_l2[b], _mm512_mul_ps(wl, f));
+            sum_xl[b] = _mm512_add_ps(sum_xl[b], _mm512_mul_ps(wl, x[b][i]));
+        }
     }
-    (sum_l, sum_l2, sum_xl)
+    std::array::from_fn(|b| (sum_l[b], sum_l2[b], sum_xl[b]))
 }
 
-/// `Σ w·|s·l + m − x|` (`mad`) or `Σ w·(s·l + m − x)²`.
+/// `Σ w·|s·l + m − x|` (`mad`) or `Σ w·(s·l + m − x)²` of `B` batches, interleaved.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
-unsafe fn qkx_error<const N: usize>(
-    scale: __m512,
-    min: __m512,
-    lf: &[__m512; N],
-    x: &[__m512; N],
-    w: &[__m512; N],
+unsafe fn qkx_error<const N: usize, const B: usize>(
+    scale: &[__m512; B],
+    min: &[__m512; B],
+    lf: &[[__m512; N]; B],
+    x: &[[__m512; N]; B],
+    w: &[[__m512; N]; B],
     mad: bool,
-) -> __m512 {
-    let mut err = _mm512_setzero_ps();
+) -> [__m512; B] {
+    let mut err = [_mm512_setzero_ps(); B];
     for i in 0..N {
-        let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, lf[i]), min), x[i]);
-        let e = if mad { abs(diff) } else { _mm512_mul_ps(diff, diff) };
-        err = _mm512_add_ps(err, _mm512_mul_ps(w[i], e));
+        for b in 0..B {
+            let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale[b], lf[b][i]), min[b]), x[b][i]);
+            let e = if mad { abs(diff) } else { _mm512_mul_ps(diff, diff) };
+            err[b] = _mm512_add_ps(err[b], _mm512_mul_ps(w[b][i], e));
+        }
     }
     err
 }
 
-/// `make_qkx2_quants` (`v3`: `make_qkx3_quants`) on 16 groups in lanes.
-/// Returns the levels (i32 lanes), the scales and `-min`.
+/// What a search returns for 16 groups: levels (i32 lanes), scales, `-min`.
+type QkxOut<const N: usize> = ([__m512i; N], __m512, __m512);
+
+/// `make_qkx2_quants` (`v3`: `make_qkx3_quants`) on `B` batches of 16 groups
+/// in lanes. The batches are independent searches whose steps run side by
+/// side, so that one batch's additions fill the other's latency.
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
-unsafe fn qkx16<const N: usize>(
+unsafe fn qkx16<const N: usize, const B: usize>(
     p: &QkxSearch,
     v3: bool,
-    x: &[__m512; N],
-    w: &[__m512; N],
-) -> ([__m512i; N], __m512, __m512) {
+    x: &[[__m512; N]; B],
+    w: &[[__m512; N]; B],
+) -> [QkxOut<N>; B] {
     let zero = _mm512_setzero_ps();
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = w[0];
-    let mut sum_x = _mm512_mul_ps(sum_w, x[0]);
-    for i in 1..N {
-        // vminps(a, b) = a < b ? a : b: exactly `if x < min { min = x }`
-        min = _mm512_min_ps(x[i], min);
-        max = _mm512_max_ps(x[i], max);
-        sum_w = _mm512_add_ps(sum_w, w[i]);
-        sum_x = _mm512_add_ps(sum_x, _mm512_mul_ps(w[i], x[i]));
+    let mut min = [zero; B];
+    let mut max = [zero; B];
+    let mut sum_w = [zero; B];
+    let mut sum_x = [zero; B];
+    let mut degenerate = [0 as __mmask16; B];
+    for b in 0..B {
+        let (x, w) = (&x[b], &w[b]);
+        let (mut mn, mut mx, mut sw) = (x[0], x[0], w[0]);
+        let mut sx = _mm512_mul_ps(sw, x[0]);
+        for i in 1..N {
+            // vminps(a, b) = a < b ? a : b: exactly `if x < min { min = x }`
+            mn = _mm512_min_ps(x[i], mn);
+            mx = _mm512_max_ps(x[i], mx);
+            sw = _mm512_add_ps(sw, w[i]);
+            sx = _mm512_add_ps(sx, _mm512_mul_ps(w[i], x[i]));
+        }
+        // if min > 0 { min = 0 }
+        mn = _mm512_min_ps(zero, mn);
+        degenerate[b] =
+            if v3 { _mm512_cmp_ps_mask::<_CMP_LE_OQ>(mx, mn) } else { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(mx, mn) };
+        (min[b], max[b], sum_w[b], sum_x[b]) = (mn, mx, sw, sx);
     }
-    // if min > 0 { min = 0 }
-    min = _mm512_min_ps(zero, min);
-    let degenerate =
-        if v3 { _mm512_cmp_ps_mask::<_CMP_LE_OQ>(max, min) } else { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max, min) };
     let r = Range::new(0, p.nmax);
     // Every x of a group lies in [min, max], so |iscale·(x − m)| is largest at
     // one of the two ends; degenerate groups are replaced at the end.
-    let exact_range = |iscale: __m512, m: __m512| {
-        let a = in_exact_range(_mm512_mul_ps(iscale, _mm512_sub_ps(min, m)));
-        let b = in_exact_range(_mm512_mul_ps(iscale, _mm512_sub_ps(max, m)));
-        (a & b) | degenerate == ALL
+    let exact_range = |iscale: &[__m512; B], m: &[__m512; B]| {
+        let mut ok = true;
+        for b in 0..B {
+            let lo = in_exact_range(_mm512_mul_ps(iscale[b], _mm512_sub_ps(min[b], m[b])));
+            let hi = in_exact_range(_mm512_mul_ps(iscale[b], _mm512_sub_ps(max[b], m[b])));
+            ok &= (lo & hi) | degenerate[b] == ALL;
+        }
+        ok
     };
 
-    let mut lf = [zero; N];
-    let iscale0 = _mm512_div_ps(_mm512_set1_ps(p.nmax as f32), _mm512_sub_ps(max, min));
-    let mut scale = _mm512_div_ps(_mm512_set1_ps(1.0), iscale0);
-    let fast0 = exact_range(iscale0, min);
-    for i in 0..N {
-        let y = _mm512_mul_ps(iscale0, _mm512_sub_ps(x[i], min));
-        lf[i] = if fast0 { r.level::<true>(y) } else { r.level::<false>(y) };
+    let mut lf = [[zero; N]; B];
+    let mut iscale0 = [zero; B];
+    let mut scale = [zero; B];
+    for b in 0..B {
+        iscale0[b] = _mm512_div_ps(_mm512_set1_ps(p.nmax as f32), _mm512_sub_ps(max[b], min[b]));
+        scale[b] = _mm512_div_ps(_mm512_set1_ps(1.0), iscale0[b]);
     }
-    let mut best_error = qkx_error(scale, min, &lf, x, w, p.use_mad);
+    let fast0 = exact_range(&iscale0, &min);
+    for i in 0..N {
+        for b in 0..B {
+            let y = _mm512_mul_ps(iscale0[b], _mm512_sub_ps(x[b][i], min[b]));
+            lf[b][i] = if fast0 { r.level::<true>(y) } else { r.level::<false>(y) };
+        }
+    }
+    let mut best_error = qkx_error(&scale, &min, &lf, x, w, p.use_mad);
     // The levels are not kept per step: the winning step's (iscale, min) is,
     // and the levels are recomputed from it at the end (the same operations).
     let mut best_iscale = iscale0;
@@ -332,42 +388,51 @@ unsafe fn qkx16<const N: usize>(
     let mut cur_min = min;
     if p.nstep >= 1 {
         for is in 0..=p.nstep {
-            let num = p.rmin + p.rdelta * is as f32 + p.nmax as f32;
-            let iscale = _mm512_div_ps(_mm512_set1_ps(num), _mm512_sub_ps(max, cur_min));
-            let (sum_l, sum_l2, sum_xl) = if exact_range(iscale, cur_min) {
-                qkx_fit::<N, true>(iscale, cur_min, x, w, r, &mut lf)
+            let num = _mm512_set1_ps(p.rmin + p.rdelta * is as f32 + p.nmax as f32);
+            let iscale: [__m512; B] = std::array::from_fn(|b| _mm512_div_ps(num, _mm512_sub_ps(max[b], cur_min[b])));
+            let sums = if exact_range(&iscale, &cur_min) {
+                qkx_fit::<N, B, true>(&iscale, &cur_min, x, w, r, &mut lf)
             } else {
-                qkx_fit::<N, false>(iscale, cur_min, x, w, r, &mut lf)
+                qkx_fit::<N, B, false>(&iscale, &cur_min, x, w, r, &mut lf)
             };
-            let d = _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_l2), _mm512_mul_ps(sum_l, sum_l));
-            let dpos = gt(d, zero);
-            if dpos == 0 {
+            let mut dpos = [0 as __mmask16; B];
+            let mut this_scale = [zero; B];
+            let mut this_min = [zero; B];
+            for b in 0..B {
+                let (sum_l, sum_l2, sum_xl) = sums[b];
+                let d = _mm512_sub_ps(_mm512_mul_ps(sum_w[b], sum_l2), _mm512_mul_ps(sum_l, sum_l));
+                dpos[b] = gt(d, zero);
+                let ts =
+                    _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_w[b], sum_xl), _mm512_mul_ps(sum_x[b], sum_l)), d);
+                let tm = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_l2, sum_x[b]), _mm512_mul_ps(sum_l, sum_xl)), d);
+                let mpos = gt(tm, zero);
+                this_min[b] = _mm512_mask_blend_ps(mpos, tm, zero);
+                this_scale[b] = _mm512_mask_blend_ps(mpos, ts, _mm512_div_ps(sum_xl, sum_l2));
+            }
+            if dpos.iter().all(|&m| m == 0) {
                 continue;
             }
-            let mut this_scale =
-                _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_w, sum_xl), _mm512_mul_ps(sum_x, sum_l)), d);
-            let mut this_min =
-                _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_l2, sum_x), _mm512_mul_ps(sum_l, sum_xl)), d);
-            let mpos = gt(this_min, zero);
-            this_min = _mm512_mask_blend_ps(mpos, this_min, zero);
-            this_scale = _mm512_mask_blend_ps(mpos, this_scale, _mm512_div_ps(sum_xl, sum_l2));
-            let cur_error = qkx_error(this_scale, this_min, &lf, x, w, p.use_mad);
-            let upd = dpos & lt(cur_error, best_error);
-            best_error = _mm512_mask_blend_ps(upd, best_error, cur_error);
-            scale = _mm512_mask_blend_ps(upd, scale, this_scale);
-            best_iscale = _mm512_mask_blend_ps(upd, best_iscale, iscale);
-            best_lmin = _mm512_mask_blend_ps(upd, best_lmin, cur_min);
-            cur_min = _mm512_mask_blend_ps(upd, cur_min, this_min);
+            let cur_error = qkx_error(&this_scale, &this_min, &lf, x, w, p.use_mad);
+            for b in 0..B {
+                let upd = dpos[b] & lt(cur_error[b], best_error[b]);
+                best_error[b] = _mm512_mask_blend_ps(upd, best_error[b], cur_error[b]);
+                scale[b] = _mm512_mask_blend_ps(upd, scale[b], this_scale[b]);
+                best_iscale[b] = _mm512_mask_blend_ps(upd, best_iscale[b], iscale[b]);
+                best_lmin[b] = _mm512_mask_blend_ps(upd, best_lmin[b], cur_min[b]);
+                cur_min[b] = _mm512_mask_blend_ps(upd, cur_min[b], this_min[b]);
+            }
         }
     }
-    let mut l = [_mm512_setzero_si512(); N];
-    for i in 0..N {
-        let li = r.exact(_mm512_mul_ps(best_iscale, _mm512_sub_ps(x[i], best_lmin)));
-        l[i] = _mm512_maskz_mov_epi32(!degenerate, li);
-    }
-    let scale = _mm512_mask_blend_ps(degenerate, scale, zero);
-    let the_min = _mm512_mask_blend_ps(degenerate, cur_min, min);
-    (l, scale, _mm512_xor_ps(the_min, _mm512_set1_ps(-0.0)))
+    std::array::from_fn(|b| {
+        let mut l = [_mm512_setzero_si512(); N];
+        for i in 0..N {
+            let li = r.exact(_mm512_mul_ps(best_iscale[b], _mm512_sub_ps(x[b][i], best_lmin[b])));
+            l[i] = _mm512_maskz_mov_epi32(!degenerate[b], li);
+        }
+        let scale = _mm512_mask_blend_ps(degenerate[b], scale[b], zero);
+        let the_min = _mm512_mask_blend_ps(degenerate[b], cur_min[b], min[b]);
+        (l, scale, _mm512_xor_ps(the_min, _mm512_set1_ps(-0.0)))
+    })
 }
 
 // ------------------------------------------------------------------ entry points
@@ -397,13 +462,14 @@ pub(super) unsafe fn qx<const N: usize, const M: usize>(
     true
 }
 
-/// `make_qkx2_quants` / `make_qkx3_quants` on groups `g .. g + 16`, as [`qx`].
+/// `make_qkx2_quants` / `make_qkx3_quants` on groups `g .. g + 16·B`, as
+/// [`qx`] (`B` batches of 16 searched side by side).
 ///
 /// # Safety
-/// As [`qx`].
+/// As [`qx`], with `g + 16·B <= M`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,f16c")]
-pub(super) unsafe fn qkx<const N: usize, const M: usize>(
+pub(super) unsafe fn qkx<const N: usize, const M: usize, const B: usize>(
     p: &QkxSearch,
     v3: bool,
     x: &[[f32; N]; M],
@@ -413,14 +479,22 @@ pub(super) unsafe fn qkx<const N: usize, const M: usize>(
     mins: &mut [f32; M],
     g: usize,
 ) -> bool {
-    let xl = lanes16(x, g);
-    if !all_finite(&xl) {
-        return false;
+    let mut xl = [[_mm512_setzero_ps(); N]; B];
+    let mut wl = [[_mm512_setzero_ps(); N]; B];
+    for b in 0..B {
+        xl[b] = lanes16(x, g + 16 * b);
+        if !all_finite(&xl[b]) {
+            return false;
+        }
+        wl[b] = lanes16(w, g + 16 * b);
     }
-    let (lv, s, m) = qkx16(p, v3, &xl, &lanes16(w, g));
-    store_levels16(&lv, l, g);
-    _mm512_storeu_ps(scales[g..g + 16].as_mut_ptr(), s);
-    _mm512_storeu_ps(mins[g..g + 16].as_mut_ptr(), m);
+    let out = qkx16(p, v3, &xl, &wl);
+    for (b, (lv, s, m)) in out.iter().enumerate() {
+        let gb = g + 16 * b;
+        store_levels16(lv, l, gb);
+        _mm512_storeu_ps(scales[gb..gb + 16].as_mut_ptr(), *s);
+        _mm512_storeu_ps(mins[gb..gb + 16].as_mut_ptr(), *m);
+    }
     true
 }
 

@@ -389,8 +389,8 @@ fn wide_search_groups<const N: usize>(seed: u64) -> Vec<[f32; N]> {
 }
 
 /// The 16-lane (AVX-512) searches against the scalar oracle, on batches of 16
-/// groups as Q6_K / Q2_K (16 × 16) and pairs of Q4_K / Q5_K super-blocks
-/// (16 × 32) present them, with every k-quant's search parameters and
+/// groups as Q6_K / Q2_K (16 × 16) and four Q4_K / Q5_K super-blocks
+/// (32 × 32, two batches side by side) present them, with every k-quant's search parameters and
 /// weights of both kinds (|x|-like and imatrix-like, zeros included).
 #[test]
 fn wide_searches_match_scalar() {
@@ -412,7 +412,8 @@ fn wide_searches_match_scalar() {
     let mut checked = 0;
     for round in 0..300 {
         let x16: [[f32; 16]; 16] = std::array::from_fn(|_| g16[r.below(g16.len() as u64) as usize]);
-        let x32: [[f32; 32]; 16] = std::array::from_fn(|_| g32[r.below(g32.len() as u64) as usize]);
+        // 32 groups of 32: two batches of 16 searched side by side (qkx)
+        let x32: [[f32; 32]; 32] = std::array::from_fn(|_| g32[r.below(g32.len() as u64) as usize]);
         let weight = |v: f32, i: usize| match round % 4 {
             0 => v.abs(),
             1 => v * v,
@@ -430,8 +431,8 @@ fn wide_searches_match_scalar() {
                 assert_eq!(la, lb, "qkx16 levels {p:?} v3={v3} round {round}");
                 assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qkx16 scales {p:?} v3={v3} round {round}");
                 assert_eq!(ma.map(f32::to_bits), mb.map(f32::to_bits), "qkx16 mins {p:?} v3={v3} round {round}");
-                let (mut la, mut sa, mut ma) = ([[0u8; 32]; 16], [0f32; 16], [0f32; 16]);
-                let (mut lb, mut sb, mut mb) = ([[0u8; 32]; 16], [0f32; 16], [0f32; 16]);
+                let (mut la, mut sa, mut ma) = ([[0u8; 32]; 32], [0f32; 32], [0f32; 32]);
+                let (mut lb, mut sb, mut mb) = ([[0u8; 32]; 32], [0f32; 32], [0f32; 32]);
                 Scalar.qkx(p, v3, &x32, &w32, &mut la, &mut sa, &mut ma);
                 k.qkx(p, v3, &x32, &w32, &mut lb, &mut sb, &mut mb);
                 assert_eq!(la, lb, "qkx32 levels {p:?} v3={v3} round {round}");
@@ -447,8 +448,8 @@ fn wide_searches_match_scalar() {
             k.qx(nmax, &x16, &w16, &mut lb, &mut sb);
             assert_eq!(la, lb, "qx16 levels nmax={nmax} round {round}");
             assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qx16 scales nmax={nmax} round {round}");
-            let (mut la, mut sa) = ([[0u8; 32]; 16], [0f32; 16]);
-            let (mut lb, mut sb) = ([[0u8; 32]; 16], [0f32; 16]);
+            let (mut la, mut sa) = ([[0u8; 32]; 32], [0f32; 32]);
+            let (mut lb, mut sb) = ([[0u8; 32]; 32], [0f32; 32]);
             Scalar.qx(nmax, &x32, &w32, &mut la, &mut sa);
             k.qx(nmax, &x32, &w32, &mut lb, &mut sb);
             assert_eq!(la, lb, "qx32 levels nmax={nmax} round {round}");
