@@ -824,7 +824,7 @@ impl Kernels for Avx2 {
         scales: &mut [f32; M],
         mins: &mut [f32; M],
     ) {
-        if N % 8 != 0 || M % 8 != 0 {
+        if !N.is_multiple_of(8) || !M.is_multiple_of(8) {
             return Scalar.qkx(p, v3, x, w, l, scales, mins);
         }
         let mut g = 0;
@@ -859,7 +859,7 @@ impl Kernels for Avx2 {
         l: &mut [[u8; N]; M],
         scales: &mut [f32; M],
     ) {
-        if N % 8 != 0 || M % 8 != 0 {
+        if !N.is_multiple_of(8) || !M.is_multiple_of(8) {
             return Scalar.qx(nmax, x, w, l, scales);
         }
         let mut g = 0;

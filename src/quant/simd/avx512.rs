@@ -519,7 +519,7 @@ mod tests {
         ys.extend((0..20000).map(|_| (r.below(200) as f32 - 100.0) * 0.5));
         ys.extend((0..20000).map(|_| (r.uniform() - 0.5) * 2.0 * EXACT_LIMIT));
         ys.extend((0..2000).map(|i| EXACT_LIMIT - i as f32 * 0.25));
-        while ys.len() % 16 != 0 {
+        while !ys.len().is_multiple_of(16) {
             ys.push(r.normal());
         }
         for (lo, hi) in [(-32, 31), (0, 15), (0, 3), (-4, 3), (0, 31), (-4194304, 4194303)] {
