@@ -70,16 +70,20 @@ fn per_block_imatrix<B>(
 /// scalar kernels or with the kernels given.
 macro_rules! kquant_entry_points {
     () => {
+        kquant_entry_points!(blocks);
+        fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK_K]], y: &mut [Self], k: K) {
+            for (xb, yb) in x.iter().zip(y.iter_mut()) {
+                *yb = Self::quantize_ref(xb, k);
+            }
+        }
+    };
+    // without `quantize_blocks_with` (the type defines its own)
+    (blocks) => {
         fn quantize(x: &[f32; QK_K]) -> Self {
             Self::quantize_ref(x, Scalar)
         }
         fn quantize_row_imatrix(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self]) {
             Self::quantize_imatrix(x, imatrix, y, Scalar)
-        }
-        fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK_K]], y: &mut [Self], k: K) {
-            for (xb, yb) in x.iter().zip(y.iter_mut()) {
-                *yb = Self::quantize_ref(xb, k);
-            }
         }
         fn quantize_row_imatrix_with<K: Kernels>(x: &[[f32; QK_K]], imatrix: &[[f32; QK_K]], y: &mut [Self], k: K) {
             Self::quantize_imatrix(x, imatrix, y, k)
@@ -167,7 +171,7 @@ impl BlockQ2K {
         let mut max_scale = 0.0f32;
         let mut max_min = 0.0f32;
         // make_qkx2_quants(16, 3, x, w = |x|, -0.5, 0.1, 15, use_mad) per sub-block
-        let w = xs.map(|s| s.map(f32::abs));
+        let w = map_values(xs, f32::abs);
         k.qkx(&SEARCH, false, xs, &w, sub_blocks_mut::<u8, 16, 16>(&mut l), &mut scales, &mut mins);
         for j in 0..16 {
             if scales[j] > max_scale {
@@ -415,25 +419,38 @@ fn requantize_k4<K: Kernels>(
     }
 }
 
-/// The no-imatrix scale search of Q4_K/Q5_K: weights `sqrt(Σx²/32) + |x|`
-/// per sub-block, then 6-bit scales and mins relative to their maxima.
-fn k4_ref_scales<K: Kernels>(x: &[f32; QK_K], l: &mut [u8; QK_K], search: &QkxSearch, k: K) -> ([u8; 12], Half, Half) {
-    let xs = sub_blocks::<f32, 32, 8>(x);
-    let mut scales = [0f32; 8];
-    let mut mins = [0f32; 8];
-    let mut max_scale = 0.0f32;
-    let mut max_min = 0.0f32;
-    let mut w = [[0f32; 32]; 8];
-    for j in 0..8 {
+/// The no-imatrix weights of Q4_K/Q5_K sub-blocks: `sqrt(Σx²/32) + |x|`.
+/// (Plain loops: array `map`s of this size are not inlined.)
+#[inline(always)]
+fn k4_ref_weights<const M: usize>(x: &[[f32; 32]; M], w: &mut [[f32; 32]; M]) {
+    for (xs, ws) in x.iter().zip(w.iter_mut()) {
         let mut sum_x2 = 0.0f32;
-        for &v in &xs[j] {
+        for &v in xs {
             sum_x2 += v * v;
         }
         let av_x = (sum_x2 / 32.0).sqrt();
-        w[j] = xs[j].map(|v| av_x + v.abs());
+        for (wv, &v) in ws.iter_mut().zip(xs) {
+            *wv = av_x + v.abs();
+        }
     }
-    // make_qkx2_quants(32, nmax, x, w, ...) per sub-block
-    k.qkx(search, false, xs, &w, sub_blocks_mut::<u8, 32, 8>(l), &mut scales, &mut mins);
+}
+
+/// Elementwise `f(x)` of sub-blocks, as a plain loop.
+#[inline(always)]
+fn map_values<const N: usize, const M: usize>(x: &[[f32; N]; M], f: impl Fn(f32) -> f32) -> [[f32; N]; M] {
+    let mut out = [[0f32; N]; M];
+    for (o, v) in out.as_flattened_mut().iter_mut().zip(x.as_flattened()) {
+        *o = f(*v);
+    }
+    out
+}
+
+/// The 6-bit scales and mins of a Q4_K/Q5_K super-block relative to their
+/// maxima, packed, and the two fp16 super-block scales.
+#[inline(always)]
+fn k4_ref_pack(scales: &[f32; 8], mins: &[f32; 8]) -> ([u8; 12], Half, Half) {
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
     for j in 0..8 {
         if scales[j] > max_scale {
             max_scale = scales[j];
@@ -451,6 +468,59 @@ fn k4_ref_scales<K: Kernels>(x: &[f32; QK_K], l: &mut [u8; QK_K], search: &QkxSe
         pack_scale_min_k4(&mut sc, j, ls, lm);
     }
     (sc, Half::from_f32(max_scale / 63.0), Half::from_f32(max_min / 63.0))
+}
+
+/// The no-imatrix scale search of Q4_K/Q5_K (`quantize_row_q{4,5}_K_ref`):
+/// weights per sub-block, `make_qkx2_quants(32, nmax, x, w, ...)` on each,
+/// then 6-bit scales and mins relative to their maxima.
+fn k4_ref_scales<K: Kernels>(x: &[f32; QK_K], l: &mut [u8; QK_K], search: &QkxSearch, k: K) -> ([u8; 12], Half, Half) {
+    let xs = sub_blocks::<f32, 32, 8>(x);
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    let mut w = [[0f32; 32]; 8];
+    k4_ref_weights(xs, &mut w);
+    k.qkx(search, false, xs, &w, sub_blocks_mut::<u8, 32, 8>(l), &mut scales, &mut mins);
+    k4_ref_pack(&scales, &mins)
+}
+
+/// Super-blocks per search call in [`k4_ref_blocks`]: their 32 sub-blocks are
+/// two batches of 16 for the AVX-512 kernels, searched side by side.
+const K4_BATCH: usize = 4;
+
+/// Q4_K / Q5_K without an importance matrix over many super-blocks, a few
+/// at a time so that one search call sees all their sub-blocks (the
+/// sub-blocks are independent, so the bytes are those of one block at a
+/// time). `finish` requantizes and packs a block.
+fn k4_ref_blocks<B, K: Kernels>(
+    x: &[[f32; QK_K]],
+    y: &mut [B],
+    search: &QkxSearch,
+    k: K,
+    finish: impl Fn(&[f32; QK_K], &mut [u8; QK_K], [u8; 12], Half, Half, K) -> B,
+) {
+    const SUBS: usize = 8 * K4_BATCH;
+    let mut xp = x.chunks_exact(K4_BATCH);
+    let mut yp = y.chunks_exact_mut(K4_BATCH);
+    for (xn, yn) in (&mut xp).zip(&mut yp) {
+        let xn: &[[f32; QK_K]; K4_BATCH] = xn.try_into().expect("chunks of K4_BATCH");
+        let xs: &[[f32; 32]; SUBS] = bytemuck::cast_ref(xn);
+        let mut l = [[0u8; QK_K]; K4_BATCH];
+        let mut scales = [0f32; SUBS];
+        let mut mins = [0f32; SUBS];
+        let mut w = [[0f32; 32]; SUBS];
+        k4_ref_weights(xs, &mut w);
+        k.qkx(search, false, xs, &w, bytemuck::cast_mut::<_, [[u8; 32]; SUBS]>(&mut l), &mut scales, &mut mins);
+        for b in 0..K4_BATCH {
+            let part = |v: &[f32; SUBS]| -> [f32; 8] { std::array::from_fn(|j| v[8 * b + j]) };
+            let (sc, d, dmin) = k4_ref_pack(&part(&scales), &part(&mins));
+            yn[b] = finish(&xn[b], &mut l[b], sc, d, dmin, k);
+        }
+    }
+    for (xb, yb) in xp.remainder().iter().zip(yp.into_remainder()) {
+        let mut l = [0u8; QK_K];
+        let (sc, d, dmin) = k4_ref_scales(xb, &mut l, search, k);
+        *yb = finish(xb, &mut l, sc, d, dmin, k);
+    }
 }
 
 /// The imatrix scale search of Q4_K/Q5_K (`quantize_row_q{4,5}_K_impl`).
@@ -538,15 +608,20 @@ impl Block<QK_K> for BlockQ4K {
 }
 
 impl Quantize<QK_K> for BlockQ4K {
-    kquant_entry_points!();
+    kquant_entry_points!(blocks);
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK_K]], y: &mut [Self], k: K) {
+        k4_ref_blocks(x, y, &Self::SEARCH, k, Self::finish)
+    }
 }
 
 impl BlockQ4K {
+    /// The grid of `quantize_row_q4_K_ref`'s `make_qkx2_quants`.
+    const SEARCH: QkxSearch = QkxSearch { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false };
+
     /// `quantize_row_q4_K_ref`
     fn quantize_ref<K: Kernels>(x: &[f32; QK_K], k: K) -> Self {
-        const SEARCH: QkxSearch = QkxSearch { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false };
         let mut l = [0u8; QK_K];
-        let (sc, d, dmin) = k4_ref_scales(x, &mut l, &SEARCH, k);
+        let (sc, d, dmin) = k4_ref_scales(x, &mut l, &Self::SEARCH, k);
         Self::finish(x, &mut l, sc, d, dmin, k)
     }
 
@@ -616,15 +691,20 @@ impl Block<QK_K> for BlockQ5K {
 }
 
 impl Quantize<QK_K> for BlockQ5K {
-    kquant_entry_points!();
+    kquant_entry_points!(blocks);
+    fn quantize_blocks_with<K: Kernels>(x: &[[f32; QK_K]], y: &mut [Self], k: K) {
+        k4_ref_blocks(x, y, &Self::SEARCH, k, Self::finish)
+    }
 }
 
 impl BlockQ5K {
+    /// The grid of `quantize_row_q5_K_ref`'s `make_qkx2_quants`.
+    const SEARCH: QkxSearch = QkxSearch { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: false };
+
     /// `quantize_row_q5_K_ref`
     fn quantize_ref<K: Kernels>(x: &[f32; QK_K], k: K) -> Self {
-        const SEARCH: QkxSearch = QkxSearch { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: false };
         let mut l = [0u8; QK_K];
-        let (sc, d, dmin) = k4_ref_scales(x, &mut l, &SEARCH, k);
+        let (sc, d, dmin) = k4_ref_scales(x, &mut l, &Self::SEARCH, k);
         Self::finish(x, &mut l, sc, d, dmin, k)
     }
 
@@ -733,7 +813,7 @@ impl BlockQ6K {
         let xs = sub_blocks::<f32, 16, 16>(x);
         let mut l = [0u8; QK_K];
         let mut scales = [0f32; 16];
-        let w = xs.map(|s| s.map(|v| v * v));
+        let w = map_values(xs, |v| v * v);
         k.qx(32, xs, &w, sub_blocks_mut::<u8, 16, 16>(&mut l), &mut scales);
         Self::finish(x, &mut l, &scales, k)
     }

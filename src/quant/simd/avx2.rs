@@ -18,20 +18,39 @@ use crate::quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0
 use crate::quant::search::{QkxSearch, GROUP_MAX_EPS};
 use crate::quant::Quantize;
 
-/// Proof that the CPU has AVX2 and F16C: the AVX2 kernels.
+/// Proof that the CPU has AVX2 and F16C: the AVX2 kernels, whose k-quant
+/// searches run on 16 lanes ([`super::avx512`]) when the CPU also has AVX-512.
 #[derive(Clone, Copy, Debug)]
 pub struct Avx2 {
-    _detected: (),
+    /// The CPU has AVX-512 F/VL/BW/DQ and its searches are wanted.
+    avx512: bool,
 }
 
 impl Avx2 {
-    /// `Some` when the CPU supports AVX2 and F16C.
+    /// `Some` when the CPU supports AVX2 and F16C; the AVX-512 searches are
+    /// used where the CPU has them, unless `GGUFKIT_NO_AVX512` is set to
+    /// anything but empty or `0` (read once per process).
     pub fn new() -> Option<Self> {
+        static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let wide = *WIDE.get_or_init(|| {
+            let off = std::env::var("GGUFKIT_NO_AVX512").is_ok_and(|v| !v.is_empty() && v != "0");
+            !off && super::avx512::detected()
+        });
+        Self::avx2_only().map(|_| Avx2 { avx512: wide })
+    }
+
+    /// The AVX2 kernels alone, even on a CPU with AVX-512 (for tests and benchmarks).
+    pub fn avx2_only() -> Option<Self> {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c") {
-            Some(Avx2 { _detected: () })
+            Some(Avx2 { avx512: false })
         } else {
             None
         }
+    }
+
+    /// Whether the searches run on AVX-512.
+    pub fn uses_avx512(self) -> bool {
+        self.avx512
     }
 }
 
@@ -105,7 +124,7 @@ unsafe fn transpose8(r: &mut [__m256; 8]) {
 /// Requires `N % 8 == 0` and `g0 + 8 <= M`.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn lanes<const N: usize, const M: usize>(x: &[[f32; N]; M], g0: usize) -> [__m256; N] {
+pub(super) unsafe fn lanes<const N: usize, const M: usize>(x: &[[f32; N]; M], g0: usize) -> [__m256; N] {
     let mut out = [_mm256_setzero_ps(); N];
     for c in 0..N / 8 {
         let mut r = [_mm256_setzero_ps(); 8];
@@ -122,7 +141,7 @@ unsafe fn lanes<const N: usize, const M: usize>(x: &[[f32; N]; M], g0: usize) ->
 /// The inverse of [`lanes`] for levels: lane `j` of `l[i]` (0..=255) goes to `out[g0 + j][i]`.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn store_levels<const N: usize, const M: usize>(l: &[__m256i; N], out: &mut [[u8; N]; M], g0: usize) {
+pub(super) unsafe fn store_levels<const N: usize, const M: usize>(l: &[__m256i; N], out: &mut [[u8; N]; M], g0: usize) {
     for c in 0..N / 8 {
         let mut r = [_mm256_setzero_ps(); 8];
         for k in 0..8 {
@@ -1047,10 +1066,21 @@ impl Kernels for Avx2 {
         scales: &mut [f32; M],
         mins: &mut [f32; M],
     ) {
-        if N % 8 != 0 || M % 8 != 0 {
+        if !N.is_multiple_of(8) || !M.is_multiple_of(8) {
             return Scalar.qkx(p, v3, x, w, l, scales, mins);
         }
-        for g in (0..M).step_by(8) {
+        let mut g = 0;
+        while g < M {
+            // 32 or 16 groups on AVX-512 unless a value is not finite
+            // SAFETY: `avx512` is only set on a CPU with AVX-512; `g + 16·B <= M`.
+            if self.avx512 && g + 32 <= M && unsafe { super::avx512::qkx::<N, M, 2>(p, v3, x, w, l, scales, mins, g) } {
+                g += 32;
+                continue;
+            }
+            if self.avx512 && g + 16 <= M && unsafe { super::avx512::qkx::<N, M, 1>(p, v3, x, w, l, scales, mins, g) } {
+                g += 16;
+                continue;
+            }
             // SAFETY: see the impl comment.
             unsafe {
                 let (xl, wl) = (lanes(x, g), lanes(w, g));
@@ -1059,6 +1089,7 @@ impl Kernels for Avx2 {
                 _mm256_storeu_ps(scales[g..g + 8].as_mut_ptr(), s);
                 _mm256_storeu_ps(mins[g..g + 8].as_mut_ptr(), m);
             }
+            g += 8;
         }
     }
 
@@ -1070,10 +1101,16 @@ impl Kernels for Avx2 {
         l: &mut [[u8; N]; M],
         scales: &mut [f32; M],
     ) {
-        if N % 8 != 0 || M % 8 != 0 {
+        if !N.is_multiple_of(8) || !M.is_multiple_of(8) {
             return Scalar.qx(nmax, x, w, l, scales);
         }
-        for g in (0..M).step_by(8) {
+        let mut g = 0;
+        while g < M {
+            // SAFETY: as in `qkx`.
+            if self.avx512 && g + 16 <= M && unsafe { super::avx512::qx(nmax, x, w, l, scales, g) } {
+                g += 16;
+                continue;
+            }
             // SAFETY: see the impl comment.
             unsafe {
                 let (xl, wl) = (lanes(x, g), lanes(w, g));
@@ -1081,6 +1118,7 @@ impl Kernels for Avx2 {
                 store_levels(&lv, l, g);
                 _mm256_storeu_ps(scales[g..g + 8].as_mut_ptr(), s);
             }
+            g += 8;
         }
     }
 

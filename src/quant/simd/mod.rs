@@ -27,7 +27,9 @@
 //!   scalar kernel for that block.
 //!
 //! Set `GGUFKIT_SCALAR=1` in the environment to force the scalar path (read
-//! once per process); [`active`] reports which path is in use.
+//! once per process); [`active`] reports which path is in use. On CPUs with
+//! AVX-512 the AVX2 backend runs the k-quant searches on 16 lanes
+//! (`avx512.rs`, same bytes); `GGUFKIT_NO_AVX512=1` keeps them on AVX2.
 
 use std::sync::OnceLock;
 
@@ -40,6 +42,8 @@ use crate::gguf::GgmlType;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub use avx2::Avx2;
 

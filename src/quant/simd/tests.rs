@@ -474,3 +474,106 @@ fn fused_half_kernels_match_decode_then_quantize() {
         }
     }
 }
+
+/// Groups that push the AVX-512 searches off their float-domain shortcut:
+/// ranges so narrow (or subnormal) that the inverse scale overflows, all
+/// negative groups whose largest value is almost zero (the fitted minimum
+/// then lies above it), and two-valued groups one ulp apart.
+fn wide_search_groups<const N: usize>(seed: u64) -> Vec<[f32; N]> {
+    let mut r = Rng::new(seed);
+    let mut out: Vec<[f32; N]> = adversarial_blocks::<N>(seed).into_iter().map(|(_, b)| b).collect();
+    for _ in 0..4 {
+        let a = r.normal();
+        out.push(std::array::from_fn(|i| if i % 3 == 0 { f32::from_bits(a.to_bits() + 1) } else { a }));
+        out.push(std::array::from_fn(|i| if i == 7 { -1e-30 } else { -r.normal().abs() - 1.0 }));
+        out.push(std::array::from_fn(|i| if i == 2 { -f32::MIN_POSITIVE * 1e-3 } else { -r.uniform() * 1e-3 }));
+        out.push(std::array::from_fn(|_| f32::from_bits(r.below(4) as u32)));
+        out.push(std::array::from_fn(|i| if i % 2 == 0 { 1e-45 } else { 0.0 }));
+        out.push(std::array::from_fn(|_| (r.uniform() - 0.5) * 2.0 * 3e38));
+        out.push(std::array::from_fn(|i| if i == 0 { 3e38 } else { -3e38 * r.uniform() }));
+        // an outlier with zero weight (index 0, see `weight`) below a tight
+        // cluster: the fitted minimum lands just under the cluster's top, so
+        // the next trial's inverse scale is huge and the outlier's level leaves
+        // nearest_int's exact range
+        let c = r.normal();
+        let eps = c.abs().max(1.0) * 1e-6 * (1 + r.below(8)) as f32;
+        out.push(std::array::from_fn(|i| match i {
+            0 => -1000.0 * (1.0 + r.uniform()),
+            _ if i % 2 == 0 => c + eps,
+            _ => c,
+        }));
+    }
+    out
+}
+
+/// The 16-lane (AVX-512) searches against the scalar oracle, on batches of 16
+/// groups as Q6_K / Q2_K (16 × 16) and four Q4_K / Q5_K super-blocks
+/// (32 × 32, two batches side by side) present them, with every k-quant's search parameters and
+/// weights of both kinds (|x|-like and imatrix-like, zeros included).
+#[test]
+fn wide_searches_match_scalar() {
+    let Some(_) = simd_backend("wide_searches_match_scalar") else { return };
+    let Some(k) = Avx2::new().filter(|k| k.uses_avx512()) else {
+        eprintln!("wide_searches_match_scalar: SKIPPED, this CPU lacks AVX-512 (or GGUFKIT_NO_AVX512 is set)");
+        return;
+    };
+    let g16 = wide_search_groups::<16>(0x16);
+    let g32 = wide_search_groups::<32>(0x32);
+    let mut r = Rng::new(0x512);
+    let params = [
+        QkxSearch { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: true },
+        QkxSearch { nmax: 3, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false },
+        QkxSearch { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false },
+        QkxSearch { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: false },
+        QkxSearch { nmax: 31, rmin: -0.9, rdelta: 0.05, nstep: 36, use_mad: false },
+    ];
+    let mut checked = 0;
+    for round in 0..300 {
+        let x16: [[f32; 16]; 16] = std::array::from_fn(|_| g16[r.below(g16.len() as u64) as usize]);
+        // 32 groups of 32: two batches of 16 searched side by side (qkx)
+        let x32: [[f32; 32]; 32] = std::array::from_fn(|_| g32[r.below(g32.len() as u64) as usize]);
+        let weight = |v: f32, i: usize| match round % 4 {
+            0 => v.abs(),
+            1 => v * v,
+            2 => (i % 5) as f32 * 0.7 * (0.01 + v * v).sqrt(),
+            _ => v.abs() + 0.25,
+        };
+        let w16 = x16.map(|g| std::array::from_fn(|i| weight(g[i], i)));
+        let w32 = x32.map(|g| std::array::from_fn(|i| weight(g[i], i)));
+        for p in &params {
+            for v3 in [false, true] {
+                let (mut la, mut sa, mut ma) = ([[0u8; 16]; 16], [0f32; 16], [0f32; 16]);
+                let (mut lb, mut sb, mut mb) = ([[0u8; 16]; 16], [0f32; 16], [0f32; 16]);
+                Scalar.qkx(p, v3, &x16, &w16, &mut la, &mut sa, &mut ma);
+                k.qkx(p, v3, &x16, &w16, &mut lb, &mut sb, &mut mb);
+                assert_eq!(la, lb, "qkx16 levels {p:?} v3={v3} round {round}");
+                assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qkx16 scales {p:?} v3={v3} round {round}");
+                assert_eq!(ma.map(f32::to_bits), mb.map(f32::to_bits), "qkx16 mins {p:?} v3={v3} round {round}");
+                let (mut la, mut sa, mut ma) = ([[0u8; 32]; 32], [0f32; 32], [0f32; 32]);
+                let (mut lb, mut sb, mut mb) = ([[0u8; 32]; 32], [0f32; 32], [0f32; 32]);
+                Scalar.qkx(p, v3, &x32, &w32, &mut la, &mut sa, &mut ma);
+                k.qkx(p, v3, &x32, &w32, &mut lb, &mut sb, &mut mb);
+                assert_eq!(la, lb, "qkx32 levels {p:?} v3={v3} round {round}");
+                assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qkx32 scales {p:?} v3={v3} round {round}");
+                assert_eq!(ma.map(f32::to_bits), mb.map(f32::to_bits), "qkx32 mins {p:?} v3={v3} round {round}");
+                checked += 2;
+            }
+        }
+        for nmax in [4, 8, 16, 32] {
+            let (mut la, mut sa) = ([[0u8; 16]; 16], [0f32; 16]);
+            let (mut lb, mut sb) = ([[0u8; 16]; 16], [0f32; 16]);
+            Scalar.qx(nmax, &x16, &w16, &mut la, &mut sa);
+            k.qx(nmax, &x16, &w16, &mut lb, &mut sb);
+            assert_eq!(la, lb, "qx16 levels nmax={nmax} round {round}");
+            assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qx16 scales nmax={nmax} round {round}");
+            let (mut la, mut sa) = ([[0u8; 32]; 32], [0f32; 32]);
+            let (mut lb, mut sb) = ([[0u8; 32]; 32], [0f32; 32]);
+            Scalar.qx(nmax, &x32, &w32, &mut la, &mut sa);
+            k.qx(nmax, &x32, &w32, &mut lb, &mut sb);
+            assert_eq!(la, lb, "qx32 levels nmax={nmax} round {round}");
+            assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qx32 scales nmax={nmax} round {round}");
+            checked += 2;
+        }
+    }
+    eprintln!("wide_searches_match_scalar: {checked} batches of 16 groups identical");
+}
