@@ -26,7 +26,7 @@ fn use_more_bits(i: u64, n: u64) -> bool {
 }
 
 fn fallback(ty: GgmlType, row: u64) -> GgmlType {
-    if row % ty.block_size() == 0 {
+    if row.is_multiple_of(ty.block_size()) {
         return ty;
     }
     match ty {

@@ -699,7 +699,7 @@ fn interrupted_pack_leaves_nothing() {
 /// (several chunks at a small context).
 fn eval_text(dir: &Path) -> PathBuf {
     let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
-    let text: String = std::iter::repeat(readme.as_str()).take(3).collect::<Vec<_>>().join("\n\n");
+    let text: String = std::iter::repeat_n(readme.as_str(), 3).collect::<Vec<_>>().join("\n\n");
     let p = dir.join("eval.txt");
     std::fs::write(&p, text).unwrap();
     p

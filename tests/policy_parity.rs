@@ -651,7 +651,8 @@ fn type_sweep_matches_llama_cpp() {
         let n_embd = rng.pick(&[256u64, 512, 896, 384, 320, 4096, 3584]);
         let n_embd = n_embd / n_head as u64 * n_head as u64;
         let n_ff = rng.pick(&[256u64, 4864, 200, 96, 1024, 18944]);
-        let m = SweepModel { arch, n_layer, n_head, n_head_kv, n_expert, n_embd, n_ff, tied: rng.next() % 3 == 0 };
+        let m =
+            SweepModel { arch, n_layer, n_head, n_head_kv, n_expert, n_embd, n_ff, tied: rng.next().is_multiple_of(3) };
         let ftype = rng.pick(&targets);
         let opts = option_sets[(rng.next() % option_sets.len() as u64) as usize].clone();
         let h = sweep_header(&m);

@@ -397,7 +397,7 @@ impl<W: HfTensors> HfToGguf<W> {
     /// tensor as f32, after permutation.
     pub fn read_tensor_rows(&self, t: &OutTensor, first_row: u64, out: &mut [f32]) -> Result<()> {
         let row = t.row_len() as usize;
-        if row == 0 || out.len() % row != 0 {
+        if row == 0 || !out.len().is_multiple_of(row) {
             return Err(Error::Other(format!("tensor '{}': buffer is not a whole number of rows", t.name)));
         }
         match &t.origin {

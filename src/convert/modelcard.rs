@@ -311,7 +311,7 @@ fn is_yaml11_float(s: &str) -> bool {
     } else {
         int.as_bytes()[0].is_ascii_digit() && digits(int)
     };
-    let exp_ok = exp.map_or(true, |e| {
+    let exp_ok = exp.is_none_or(|e| {
         e.len() > 1 && (e.starts_with('-') || e.starts_with('+')) && e[1..].bytes().all(|b| b.is_ascii_digit())
     });
     int_ok && digits(frac) && exp_ok

@@ -68,7 +68,7 @@ pub(super) fn tensor_type(
         OutType::F16 | OutType::Auto => GgmlType::F16,
         OutType::BF16 => GgmlType::BF16,
         OutType::Q8_0 => {
-            if row_len % 32 == 0 {
+            if row_len.is_multiple_of(32) {
                 GgmlType::Q8_0
             } else {
                 warnings.push(format!("{name}: row length {row_len} is not a multiple of 32, falling back to F16"));

@@ -155,7 +155,7 @@ impl SpecialVocab {
         if tid < 0 {
             return Err(Error::Other(format!("invalid value for special token type {typ}: {tid}")));
         }
-        if n_vocab.map_or(true, |n| (tid as u64) < n as u64) {
+        if n_vocab.is_none_or(|n| (tid as u64) < n as u64) {
             if self.get_id(typ).is_none() {
                 let id = u32::try_from(tid)
                     .map_err(|_| Error::Other(format!("special token type {typ}: id {tid} does not fit in 32 bits")))?;

@@ -148,7 +148,7 @@ impl GgmlType {
     /// number of blocks or the size overflows.
     pub fn row_size(self, n: u64) -> Option<u64> {
         let info = self.info();
-        if n % info.block_size != 0 {
+        if !n.is_multiple_of(info.block_size) {
             return None;
         }
         (n / info.block_size).checked_mul(info.type_size)

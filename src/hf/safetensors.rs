@@ -424,7 +424,7 @@ impl SafetensorsModel {
     /// `first_row`; `out.len()` must be a multiple of the row length.
     pub fn read_rows_f32(&self, t: &TensorEntry, first_row: u64, out: &mut [f32]) -> Result<()> {
         let row = t.row_len();
-        if row == 0 || out.len() as u64 % row != 0 {
+        if row == 0 || !(out.len() as u64).is_multiple_of(row) {
             return Err(Error::Other(format!(
                 "tensor '{}': buffer of {} is not a whole number of rows of {row}",
                 t.name,
@@ -595,7 +595,7 @@ pub fn parse_header(buf: &[u8]) -> std::result::Result<Header, ParseError> {
         let (Some(start), Some(len)) = (start, len) else {
             return Err(ParseError::new(field(), 8, "bad data_offsets"));
         };
-        if start.checked_add(len).map_or(true, |end| end > buf.len()) {
+        if start.checked_add(len).is_none_or(|end| end > buf.len()) {
             return Err(ParseError::new(field(), 8, "data past the end of the file"));
         }
         let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();

@@ -86,10 +86,10 @@ impl ActRound {
                     *v = half::bf16::from_f32(*v).to_f32();
                 }
             }),
-            ActRound::Q8_0 if n_in % 32 == 0 => {
+            ActRound::Q8_0 if n_in.is_multiple_of(32) => {
                 x.par_chunks_mut(32 * 512).for_each(|c| c.chunks_mut(32).for_each(q8_0_round))
             }
-            ActRound::Q8K if n_in % 256 == 0 => {
+            ActRound::Q8K if n_in.is_multiple_of(256) => {
                 x.par_chunks_mut(256 * 64).for_each(|c| c.chunks_mut(256).for_each(q8k_round))
             }
             // Rows that are not whole blocks cannot be block-quantized (llama.cpp refuses the type).

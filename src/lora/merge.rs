@@ -877,10 +877,10 @@ impl HfTensors for LoraMerged {
         let plan = self.plans.get(index).ok_or_else(|| Error::Other(format!("no tensor {index}")))?;
         let t = &self.tensors[index];
         let row_len = t.row_len() as usize;
-        if row_len == 0 || out.len() % row_len != 0 {
+        if row_len == 0 || !out.len().is_multiple_of(row_len) {
             return Err(Error::Other(format!("tensor '{}': buffer is not a whole number of rows", t.name)));
         }
-        if first_row.checked_add((out.len() / row_len) as u64).map_or(true, |end| end > t.n_rows()) {
+        if first_row.checked_add((out.len() / row_len) as u64).is_none_or(|end| end > t.n_rows()) {
             return Err(Error::Other(format!("tensor '{}': rows past the end", t.name)));
         }
         HfTensors::read_rows_f32(&self.base, plan.source, first_row, out)?;

@@ -239,7 +239,7 @@ pub fn detect(input: &DetectInput<'_>) -> Option<(&'static Family, Match)> {
             continue;
         }
         let score = d.priority + if exact { 1000 } else { 0 };
-        if best.as_ref().map_or(true, |(s, _, _)| score > *s) {
+        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
             best = Some((score, fam, if exact { Match::Exact } else { Match::Markers }));
         }
     }

@@ -84,7 +84,7 @@ pub fn from_gguf(meta: &Metadata, opts: &FromGgufOptions) -> Result<(ModelfileSp
     let chat_template = meta.get_str("tokenizer.chat_template");
     let tokens = string_array(meta.get("tokenizer.ggml.tokens"));
     let vocab: Option<HashSet<&str>> = tokens.as_ref().map(|t| t.iter().copied().collect());
-    let has_token = |t: &str| vocab.as_ref().map_or(true, |v| v.contains(t));
+    let has_token = |t: &str| vocab.as_ref().is_none_or(|v| v.contains(t));
     let mut names: Vec<&str> =
         ["general.name", "general.basename", "general.finetune"].iter().filter_map(|k| meta.get_str(k)).collect();
     names.extend(

@@ -395,7 +395,7 @@ pub(crate) fn is_valid_semver(s: &str) -> bool {
     if (pre.is_some() || build.is_some()) && parts.len() != 3 {
         return false;
     }
-    pre.map_or(true, |p| ident_ok(p, true)) && build.map_or(true, |b| ident_ok(b, false))
+    pre.is_none_or(|p| ident_ok(p, true)) && build.is_none_or(|b| ident_ok(b, false))
 }
 
 /// Parses and validates a Modelfile as `ollama create` would: syntax (first error only),

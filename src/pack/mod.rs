@@ -907,7 +907,7 @@ fn quality(w: &WriteSummary) -> Quality {
             None => by_type.push((t.ty, 1, *e)),
         }
         let r = e.relative_rms();
-        if r > 0.0 && worst.map_or(true, |(_, w)| r > w) {
+        if r > 0.0 && worst.is_none_or(|(_, w)| r > w) {
             worst = Some((i, r));
         }
     }

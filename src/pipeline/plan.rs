@@ -66,7 +66,7 @@ pub fn check_plan(src: &dyn TensorSource, plan: &[Planned]) -> Result<()> {
             return Err(Error::Unsupported(format!("tensor '{}': cannot convert {} to {}", t.name, t.ty, p.ty)));
         }
         if let Some(im) = &p.imatrix {
-            if im.is_empty() || im.len() as u64 % t.row_len() != 0 {
+            if im.is_empty() || !(im.len() as u64).is_multiple_of(t.row_len()) {
                 return Err(Error::Other(format!(
                     "tensor '{}': importance matrix of {} values does not fit rows of {}",
                     t.name,

@@ -247,7 +247,7 @@ pub(crate) fn choose_type(
 fn fallback(st: &mut MixState, opts: &Options, t: &TensorView, choice: Choice) -> Result<Choice> {
     let target = choice.ty;
     let block = target.block_size();
-    if t.ne0 % block == 0 {
+    if t.ne0.is_multiple_of(block) {
         return Ok(choice);
     }
     st.n_fallback += 1;
@@ -267,7 +267,7 @@ fn fallback(st: &mut MixState, opts: &Options, t: &TensorView, choice: Choice) -
             )))
         }
     };
-    if t.ne0 % to.block_size() != 0 {
+    if !t.ne0.is_multiple_of(to.block_size()) {
         to = G::F16;
     }
     if opts.no_fallback {
@@ -346,7 +346,7 @@ fn mix(
             set!(ty, format!("{what}: --output-tensor-type"));
         } else if ftype == F::MXFP4_MOE {
             set!(G::Q8_0, what.into());
-        } else if falcon || t.ne0 % ty.block_size() != 0 {
+        } else if falcon || !t.ne0.is_multiple_of(ty.block_size()) {
             set!(G::Q8_0, format!("{what}: row length {} not a multiple of {}", t.ne0, ty.block_size()));
         } else if is(&[F::IQ2_XXS, F::IQ2_XS, F::IQ3_XXS, F::IQ1_S, F::IQ2_S, F::IQ2_M, F::IQ1_M]) {
             set!(G::Q5_K, what.into());

@@ -159,12 +159,12 @@ pub fn quantize_rows_with(
         return Err(Error::Unsupported(format!("quantizing to {ty} is not supported")));
     }
     let block = ty.block_size() as usize;
-    if n_per_row == 0 || n_per_row % block != 0 {
+    if n_per_row == 0 || !n_per_row.is_multiple_of(block) {
         return Err(len_error(format!(
             "row length {n_per_row} is not a positive multiple of {ty}'s block size {block}"
         )));
     }
-    if src.len() % n_per_row != 0 {
+    if !src.len().is_multiple_of(n_per_row) {
         return Err(len_error(format!("{} values are not a whole number of rows of {n_per_row}", src.len())));
     }
     if let Some(qw) = imatrix {
@@ -254,7 +254,10 @@ pub fn dequantize_rows_with(backend: Backend, ty: GgmlType, src: &[u8], dst: &mu
         return Err(Error::Unsupported(format!("dequantizing {ty} is not supported")));
     }
     let (block, type_size) = (ty.block_size() as usize, ty.type_size() as usize);
-    if src.len() % type_size != 0 || dst.len() % block != 0 || src.len() / type_size != dst.len() / block {
+    if !src.len().is_multiple_of(type_size)
+        || !dst.len().is_multiple_of(block)
+        || src.len() / type_size != dst.len() / block
+    {
         return Err(len_error(format!(
             "{} bytes of {ty} do not hold exactly {} values (block {block} values in {type_size} bytes)",
             src.len(),

@@ -1129,7 +1129,7 @@ impl Kernels for Avx2 {
         l: &mut [[u8; N]; M],
         scales: &mut [f32; M],
     ) {
-        if N % 8 != 0 || M % 8 != 0 {
+        if !N.is_multiple_of(8) || !M.is_multiple_of(8) {
             return Scalar.q3(nmax, x, l, scales);
         }
         for g in (0..M).step_by(8) {
@@ -1144,7 +1144,7 @@ impl Kernels for Avx2 {
     }
 
     fn requantize<const N: usize>(self, x: &[f32; N], add: f32, d: f32, lo: i32, hi: i32, off: i32, l: &mut [u8; N]) {
-        if N % 16 != 0 {
+        if !N.is_multiple_of(16) {
             return Scalar.requantize(x, add, d, lo, hi, off, l);
         }
         // SAFETY: see the impl comment.
@@ -1152,7 +1152,7 @@ impl Kernels for Avx2 {
     }
 
     fn iq4_scales<const M: usize>(self, x: &[[f32; 32]; M], w: &[[f32; 32]; M], scales: &mut [f32; M]) {
-        if M % 8 != 0 {
+        if !M.is_multiple_of(8) {
             return Scalar.iq4_scales(x, w, scales);
         }
         for g in (0..M).step_by(8) {

@@ -311,15 +311,15 @@ fn encode_half_with<K: Kernels>(k: K, src_ty: GgmlType, src: &[u8], ty: GgmlType
         _ => return None,
     };
     let n = src.len() / 2;
-    if src.len() % 2 != 0 {
+    if !src.len().is_multiple_of(2) {
         return None;
     }
     match ty {
         GgmlType::F16 if bf16 && dst.len() == src.len() => Some(k.bf16_to_f16_row(src, dst)),
-        GgmlType::Q8_0 if n % 32 == 0 && dst.len() == n / 32 * std::mem::size_of::<BlockQ8_0>() => {
+        GgmlType::Q8_0 if n.is_multiple_of(32) && dst.len() == n / 32 * std::mem::size_of::<BlockQ8_0>() => {
             Some(k.q8_0_from_half(src, bf16, bytemuck::cast_slice_mut(dst)))
         }
-        GgmlType::Q4_0 if n % 32 == 0 && dst.len() == n / 32 * std::mem::size_of::<BlockQ4_0>() => {
+        GgmlType::Q4_0 if n.is_multiple_of(32) && dst.len() == n / 32 * std::mem::size_of::<BlockQ4_0>() => {
             Some(k.q4_0_from_half(src, bf16, bytemuck::cast_slice_mut(dst)))
         }
         _ => None,
