@@ -203,20 +203,8 @@ fn searches_match_scalar_on_adversarial_groups() {
         ];
         for p in &params {
             for v3 in [false, true] {
-                let (mut la, mut sa, mut ma) = ([[0u8; 16]; 16], [0f32; 16], [0f32; 16]);
-                let (mut lb, mut sb, mut mb) = ([[0u8; 16]; 16], [0f32; 16], [0f32; 16]);
-                Scalar.qkx(p, v3, &x16, &w16, &mut la, &mut sa, &mut ma);
-                k.qkx(p, v3, &x16, &w16, &mut lb, &mut sb, &mut mb);
-                assert_eq!(la, lb, "qkx levels {p:?} v3={v3} round {round}");
-                assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qkx scales {p:?} v3={v3}");
-                assert_eq!(ma.map(f32::to_bits), mb.map(f32::to_bits), "qkx mins {p:?} v3={v3}");
-                let (mut la, mut sa, mut ma) = ([[0u8; 32]; 8], [0f32; 8], [0f32; 8]);
-                let (mut lb, mut sb, mut mb) = ([[0u8; 32]; 8], [0f32; 8], [0f32; 8]);
-                Scalar.qkx(p, v3, &x32, &w32, &mut la, &mut sa, &mut ma);
-                k.qkx(p, v3, &x32, &w32, &mut lb, &mut sb, &mut mb);
-                assert_eq!(la, lb, "qkx32 levels {p:?} v3={v3} round {round}");
-                assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits));
-                assert_eq!(ma.map(f32::to_bits), mb.map(f32::to_bits));
+                same_qkx(k, p, v3, &x16, &w16, &format!("qkx round {round}"));
+                same_qkx(k, p, v3, &x32, &w32, &format!("qkx32 round {round}"));
                 checked += 2;
             }
         }
@@ -542,20 +530,8 @@ fn wide_searches_match_scalar() {
         let w32 = x32.map(|g| std::array::from_fn(|i| weight(g[i], i)));
         for p in &params {
             for v3 in [false, true] {
-                let (mut la, mut sa, mut ma) = ([[0u8; 16]; 16], [0f32; 16], [0f32; 16]);
-                let (mut lb, mut sb, mut mb) = ([[0u8; 16]; 16], [0f32; 16], [0f32; 16]);
-                Scalar.qkx(p, v3, &x16, &w16, &mut la, &mut sa, &mut ma);
-                k.qkx(p, v3, &x16, &w16, &mut lb, &mut sb, &mut mb);
-                assert_eq!(la, lb, "qkx16 levels {p:?} v3={v3} round {round}");
-                assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qkx16 scales {p:?} v3={v3} round {round}");
-                assert_eq!(ma.map(f32::to_bits), mb.map(f32::to_bits), "qkx16 mins {p:?} v3={v3} round {round}");
-                let (mut la, mut sa, mut ma) = ([[0u8; 32]; 32], [0f32; 32], [0f32; 32]);
-                let (mut lb, mut sb, mut mb) = ([[0u8; 32]; 32], [0f32; 32], [0f32; 32]);
-                Scalar.qkx(p, v3, &x32, &w32, &mut la, &mut sa, &mut ma);
-                k.qkx(p, v3, &x32, &w32, &mut lb, &mut sb, &mut mb);
-                assert_eq!(la, lb, "qkx32 levels {p:?} v3={v3} round {round}");
-                assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qkx32 scales {p:?} v3={v3} round {round}");
-                assert_eq!(ma.map(f32::to_bits), mb.map(f32::to_bits), "qkx32 mins {p:?} v3={v3} round {round}");
+                same_qkx(k, p, v3, &x16, &w16, &format!("qkx16 round {round}"));
+                same_qkx(k, p, v3, &x32, &w32, &format!("qkx32 round {round}"));
                 checked += 2;
             }
         }
@@ -576,4 +552,23 @@ fn wide_searches_match_scalar() {
         }
     }
     eprintln!("wide_searches_match_scalar: {checked} batches of 16 groups identical");
+}
+
+/// `k.qkx` against the scalar oracle on one batch of groups: levels, scales
+/// and mins bit for bit.
+fn same_qkx<K: Kernels, const N: usize, const M: usize>(
+    k: K,
+    p: &QkxSearch,
+    v3: bool,
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    what: &str,
+) {
+    let (mut la, mut sa, mut ma) = ([[0u8; N]; M], [0f32; M], [0f32; M]);
+    let (mut lb, mut sb, mut mb) = ([[0u8; N]; M], [0f32; M], [0f32; M]);
+    Scalar.qkx(p, v3, x, w, &mut la, &mut sa, &mut ma);
+    k.qkx(p, v3, x, w, &mut lb, &mut sb, &mut mb);
+    assert_eq!(la, lb, "{what} levels {p:?} v3={v3}");
+    assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "{what} scales {p:?} v3={v3}");
+    assert_eq!(ma.map(f32::to_bits), mb.map(f32::to_bits), "{what} mins {p:?} v3={v3}");
 }
