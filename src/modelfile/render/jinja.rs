@@ -530,7 +530,8 @@ fn py_float_repr(f: f64) -> String {
     }
 }
 
-const MONTHS: [&str; 12] = [
+/// English month names, as Python's `strftime("%B")` writes them.
+pub(crate) const MONTHS: [&str; 12] = [
     "January",
     "February",
     "March",

@@ -380,21 +380,6 @@ macro_rules! bail {
     };
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
 /// Tool definitions as Python's `json.dumps` writes them (Ollama's tool struct order: type,
 /// function{name, description, parameters{type, properties{type, description, enum}, required}}).
 const TOOL_JSON: &str = r#"{"type": "function", "function": {"name": {{ printf "%q" .Function.Name }}, "description": {{ printf "%q" .Function.Description }}, "parameters": {"type": {{ json .Function.Parameters.Type }}, "properties": { {{- $first := true }}{{ range $name, $p := .Function.Parameters.Properties }}{{ if not $first }}, {{ end }}{{ $first = false }}{{ printf "%q" $name }}: {"type": {{ json $p.Type }}{{ if $p.Description }}, "description": {{ printf "%q" $p.Description }}{{ end }}{{ if $p.Enum }}, "enum": [{{ range $k, $e := $p.Enum }}{{ if $k }}, {{ end }}{{ if eq (printf "%T" $e) "string" }}{{ printf "%q" $e }}{{ else }}{{ json $e }}{{ end }}{{ end }}]{{ end }}}{{ end }}}{{ if .Function.Parameters.Required }}, "required": [{{ range $k, $r := .Function.Parameters.Required }}{{ if $k }}, {{ end }}{{ printf "%q" $r }}{{ end }}]{{ end }}}}}"#;
@@ -424,7 +409,7 @@ fn strftime(fmt: &str, line: usize) -> Result<String, Untranslatable> {
     let mut out = String::from("{{ $d := currentDate }}");
     let month = |full: bool| {
         let mut s = String::from("{{ $m := slice $d 5 7 }}");
-        for (i, name) in MONTHS.iter().enumerate() {
+        for (i, name) in super::render::jinja::MONTHS.iter().enumerate() {
             let n = if full { name.to_string() } else { name[..3].to_string() };
             s.push_str(&format!("{{{{ {}if eq $m \"{:02}\" }}}}{n}", if i == 0 { "" } else { "else " }, i + 1));
         }
