@@ -209,18 +209,8 @@ fn searches_match_scalar_on_adversarial_groups() {
             }
         }
         for nmax in [4, 8, 16, 32] {
-            let (mut la, mut sa) = ([[0u8; 16]; 16], [0f32; 16]);
-            let (mut lb, mut sb) = ([[0u8; 16]; 16], [0f32; 16]);
-            Scalar.qx(nmax, &x16, &w16, &mut la, &mut sa);
-            k.qx(nmax, &x16, &w16, &mut lb, &mut sb);
-            assert_eq!(la, lb, "qx levels nmax={nmax} round {round}");
-            assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qx scales nmax={nmax}");
-            let (mut la, mut sa) = ([[0u8; 32]; 8], [0f32; 8]);
-            let (mut lb, mut sb) = ([[0u8; 32]; 8], [0f32; 8]);
-            Scalar.qx(nmax, &x32, &w32, &mut la, &mut sa);
-            k.qx(nmax, &x32, &w32, &mut lb, &mut sb);
-            assert_eq!(la, lb, "qx32 levels nmax={nmax} round {round}");
-            assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits));
+            same_qx(k, nmax, &x16, &w16, &format!("qx nmax={nmax} round {round}"));
+            same_qx(k, nmax, &x32, &w32, &format!("qx32 nmax={nmax} round {round}"));
             checked += 2;
         }
         let (mut la, mut sa) = ([[0u8; 16]; 16], [0f32; 16]);
@@ -536,18 +526,8 @@ fn wide_searches_match_scalar() {
             }
         }
         for nmax in [4, 8, 16, 32] {
-            let (mut la, mut sa) = ([[0u8; 16]; 16], [0f32; 16]);
-            let (mut lb, mut sb) = ([[0u8; 16]; 16], [0f32; 16]);
-            Scalar.qx(nmax, &x16, &w16, &mut la, &mut sa);
-            k.qx(nmax, &x16, &w16, &mut lb, &mut sb);
-            assert_eq!(la, lb, "qx16 levels nmax={nmax} round {round}");
-            assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qx16 scales nmax={nmax} round {round}");
-            let (mut la, mut sa) = ([[0u8; 32]; 32], [0f32; 32]);
-            let (mut lb, mut sb) = ([[0u8; 32]; 32], [0f32; 32]);
-            Scalar.qx(nmax, &x32, &w32, &mut la, &mut sa);
-            k.qx(nmax, &x32, &w32, &mut lb, &mut sb);
-            assert_eq!(la, lb, "qx32 levels nmax={nmax} round {round}");
-            assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "qx32 scales nmax={nmax} round {round}");
+            same_qx(k, nmax, &x16, &w16, &format!("qx16 nmax={nmax} round {round}"));
+            same_qx(k, nmax, &x32, &w32, &format!("qx32 nmax={nmax} round {round}"));
             checked += 2;
         }
     }
@@ -571,4 +551,21 @@ fn same_qkx<K: Kernels, const N: usize, const M: usize>(
     assert_eq!(la, lb, "{what} levels {p:?} v3={v3}");
     assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "{what} scales {p:?} v3={v3}");
     assert_eq!(ma.map(f32::to_bits), mb.map(f32::to_bits), "{what} mins {p:?} v3={v3}");
+}
+
+/// `k.qx` against the scalar oracle on one batch of groups: levels and
+/// scales bit for bit.
+fn same_qx<K: Kernels, const N: usize, const M: usize>(
+    k: K,
+    nmax: i32,
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    what: &str,
+) {
+    let (mut la, mut sa) = ([[0u8; N]; M], [0f32; M]);
+    let (mut lb, mut sb) = ([[0u8; N]; M], [0f32; M]);
+    Scalar.qx(nmax, x, w, &mut la, &mut sa);
+    k.qx(nmax, x, w, &mut lb, &mut sb);
+    assert_eq!(la, lb, "{what} levels");
+    assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "{what} scales");
 }
