@@ -60,6 +60,33 @@ impl Shape<'_> {
     }
 }
 
+/// The inherent `shape`, `row_len`, `n_rows` and `n_elements` of a tensor
+/// type whose dimension list is the field `$dims`, in convention `$conv`
+/// (`Ggml` or `RowMajor`): every tensor type answers them the same way.
+macro_rules! shape_accessors {
+    ($t:ty, $conv:ident, $dims:ident) => {
+        impl $t {
+            /// The dimension list with its convention.
+            pub fn shape(&self) -> $crate::shape::Shape<'_> {
+                $crate::shape::Shape::$conv(&self.$dims)
+            }
+            /// Elements in a row (1 for a scalar).
+            pub fn row_len(&self) -> u64 {
+                self.shape().row_len()
+            }
+            /// Rows: the product of every dimension but the row length.
+            pub fn n_rows(&self) -> u64 {
+                self.shape().n_rows()
+            }
+            /// Elements in all.
+            pub fn n_elements(&self) -> u64 {
+                self.shape().n_elements()
+            }
+        }
+    };
+}
+pub(crate) use shape_accessors;
+
 #[cfg(test)]
 mod tests {
     use super::Shape;

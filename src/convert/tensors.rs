@@ -12,7 +12,6 @@ use super::{experts, rope_factors};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::hf::{HfModelDir, HfTensors};
-use crate::shape::Shape;
 
 /// Where an output tensor's data comes from.
 #[derive(Debug, Clone)]
@@ -39,20 +38,7 @@ pub struct OutTensor {
     pub origin: Origin,
 }
 
-impl OutTensor {
-    pub fn shape(&self) -> Shape<'_> {
-        Shape::Ggml(&self.dims)
-    }
-    pub fn row_len(&self) -> u64 {
-        self.shape().row_len()
-    }
-    pub fn n_rows(&self) -> u64 {
-        self.shape().n_rows()
-    }
-    pub fn n_elements(&self) -> u64 {
-        self.shape().n_elements()
-    }
-}
+crate::shape::shape_accessors!(OutTensor, Ggml, dims);
 
 /// The stored type of an output tensor's source data.
 pub(super) fn stored_type<W: HfTensors>(weights: &W, t: &OutTensor) -> GgmlType {

@@ -17,7 +17,6 @@ pub use value::{Array, Value, ValueType};
 pub use writer::{GgufWriter, Layout, TensorSpec, WriterOptions};
 
 use crate::error::{Error, IoContext, Result};
-use crate::shape::Shape;
 
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 pub const GGUF_VERSION: u32 = 3;
@@ -112,18 +111,9 @@ pub struct TensorInfo {
     pub n_elements: u64,
 }
 
+crate::shape::shape_accessors!(TensorInfo, Ggml, dims);
+
 impl TensorInfo {
-    pub fn shape(&self) -> Shape<'_> {
-        Shape::Ggml(&self.dims)
-    }
-    /// Row length (ne0).
-    pub fn row_len(&self) -> u64 {
-        self.shape().row_len()
-    }
-    /// Number of rows (product of all dims but the first).
-    pub fn n_rows(&self) -> u64 {
-        self.shape().n_rows()
-    }
     pub fn spec(&self) -> TensorSpec {
         TensorSpec { name: self.name.clone(), dims: self.dims.clone(), ty: self.ty }
     }

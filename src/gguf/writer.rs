@@ -14,7 +14,6 @@ use super::types::GgmlType;
 use super::value::Value;
 use super::{Metadata, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, KEY_ALIGNMENT, MAX_DIMS, MAX_NAME_LEN};
 use crate::error::{Error, Result};
-use crate::shape::Shape;
 
 /// An output tensor: name, dimensions (ne0 first) and type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,19 +27,9 @@ impl TensorSpec {
     pub fn new(name: impl Into<String>, dims: Vec<u64>, ty: GgmlType) -> Self {
         TensorSpec { name: name.into(), dims, ty }
     }
-    pub fn shape(&self) -> Shape<'_> {
-        Shape::Ggml(&self.dims)
-    }
-    pub fn n_elements(&self) -> u64 {
-        self.shape().n_elements()
-    }
-    pub fn row_len(&self) -> u64 {
-        self.shape().row_len()
-    }
-    pub fn n_rows(&self) -> u64 {
-        self.shape().n_rows()
-    }
 }
+
+crate::shape::shape_accessors!(TensorSpec, Ggml, dims);
 
 /// How the container itself is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 use super::tensors::{HfTensor, HfTensors};
 use crate::error::{Error, IoContext, ParseError, Result};
-use crate::shape::Shape;
 
 /// Most tensors accepted in one safetensors file.
 pub const MAX_TENSORS_PER_FILE: usize = 1_000_000;
@@ -146,23 +145,9 @@ pub struct TensorEntry {
     len: usize,
 }
 
+crate::shape::shape_accessors!(TensorEntry, RowMajor, shape);
+
 impl TensorEntry {
-    /// The shape, row-major.
-    pub fn shape(&self) -> Shape<'_> {
-        Shape::RowMajor(&self.shape)
-    }
-    /// Number of elements.
-    pub fn n_elements(&self) -> u64 {
-        self.shape().n_elements()
-    }
-    /// Length of a row: the last dimension (1 for a scalar).
-    pub fn row_len(&self) -> u64 {
-        self.shape().row_len()
-    }
-    /// Number of rows: the product of all dimensions but the last.
-    pub fn n_rows(&self) -> u64 {
-        self.shape().n_rows()
-    }
     /// Size of the data in bytes.
     pub fn n_bytes(&self) -> u64 {
         self.len as u64

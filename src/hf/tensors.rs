@@ -13,7 +13,6 @@ use std::path::Path;
 
 use super::DType;
 use crate::error::Result;
-use crate::shape::Shape;
 
 /// Name, element type and shape of one tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,24 +23,7 @@ pub struct HfTensor {
     pub shape: Vec<u64>,
 }
 
-impl HfTensor {
-    /// The shape, row-major.
-    pub fn shape(&self) -> Shape<'_> {
-        Shape::RowMajor(&self.shape)
-    }
-    /// Number of elements.
-    pub fn n_elements(&self) -> u64 {
-        self.shape().n_elements()
-    }
-    /// Length of a row: the last dimension (1 for a scalar).
-    pub fn row_len(&self) -> u64 {
-        self.shape().row_len()
-    }
-    /// Number of rows: the product of all dimensions but the last.
-    pub fn n_rows(&self) -> u64 {
-        self.shape().n_rows()
-    }
-}
+crate::shape::shape_accessors!(HfTensor, RowMajor, shape);
 
 /// An ordered collection of Hugging Face-named tensors.
 pub trait HfTensors: Sync {

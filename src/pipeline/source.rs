@@ -3,7 +3,6 @@
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::quant;
-use crate::shape::Shape;
 
 /// A tensor as a source offers it.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,20 +15,7 @@ pub struct SourceTensor {
     pub ty: GgmlType,
 }
 
-impl SourceTensor {
-    pub fn shape(&self) -> Shape<'_> {
-        Shape::Ggml(&self.dims)
-    }
-    pub fn row_len(&self) -> u64 {
-        self.shape().row_len()
-    }
-    pub fn n_rows(&self) -> u64 {
-        self.shape().n_rows()
-    }
-    pub fn n_elements(&self) -> u64 {
-        self.shape().n_elements()
-    }
-}
+crate::shape::shape_accessors!(SourceTensor, Ggml, dims);
 
 /// A lazy, ordered collection of named tensors.
 pub trait TensorSource: Sync {
