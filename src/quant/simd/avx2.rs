@@ -19,7 +19,7 @@ use crate::quant::search::{QkxSearch, GROUP_MAX_EPS};
 use crate::quant::Quantize;
 
 /// Proof that the CPU has AVX2 and F16C: the AVX2 kernels, whose k-quant
-/// searches run on 16 lanes ([`super::avx512`]) when the CPU also has AVX-512.
+/// searches run on 16 lanes (`simd::avx512`) when the CPU also has AVX-512.
 #[derive(Clone, Copy, Debug)]
 pub struct Avx2 {
     /// The CPU has AVX-512 F/VL/BW/DQ and its searches are wanted.
