@@ -657,6 +657,19 @@ pub fn decode_f32(dtype: DType, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// A safetensors file in memory from (name, shape, f32 values), for tests.
+#[cfg(test)]
+pub(crate) fn f32_file_bytes(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+    use ::safetensors::tensor::TensorView;
+    let data: Vec<Vec<u8>> = tensors.iter().map(|t| t.2.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let views: Vec<(&str, TensorView)> = tensors
+        .iter()
+        .zip(&data)
+        .map(|(t, d)| (t.0, TensorView::new(::safetensors::Dtype::F32, t.1.clone(), d).unwrap()))
+        .collect();
+    ::safetensors::serialize(views, None).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

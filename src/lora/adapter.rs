@@ -448,21 +448,10 @@ mod tests {
         assert!(classify("model.layers.0.foo").is_none());
     }
 
-    /// A safetensors file in memory from (name, shape, f32 values).
-    fn st_bytes(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
-        use ::safetensors::tensor::TensorView;
-        let data: Vec<Vec<u8>> = tensors.iter().map(|t| t.2.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
-        let views: Vec<(&str, TensorView)> = tensors
-            .iter()
-            .zip(&data)
-            .map(|(t, d)| (t.0, TensorView::new(::safetensors::Dtype::F32, t.1.clone(), d).unwrap()))
-            .collect();
-        ::safetensors::serialize(views, None).unwrap()
-    }
-
     fn from_memory(config: &str, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Result<Adapter> {
         let dir = PathBuf::from("mem");
-        let st = SafetensorsModel::from_bytes(&dir.join(WEIGHTS_FILE), st_bytes(tensors))?;
+        let st =
+            SafetensorsModel::from_bytes(&dir.join(WEIGHTS_FILE), crate::hf::safetensors::f32_file_bytes(tensors))?;
         Adapter::from_parts(dir, config, st, &crate::progress::NoProgress)
     }
 
@@ -489,7 +478,7 @@ mod tests {
         let e = from_memory("{", &[(a, vec![2, 3], vec![0.5; 6])]).unwrap_err().to_string();
         assert!(e.contains("adapter_config.json") && e.contains("invalid JSON"), "{e}");
         // Truncated weights: the safetensors header check names the file.
-        let mut bytes = st_bytes(&[(a, vec![2, 3], vec![0.5; 6])]);
+        let mut bytes = crate::hf::safetensors::f32_file_bytes(&[(a, vec![2, 3], vec![0.5; 6])]);
         bytes.pop();
         let e = SafetensorsModel::from_bytes(Path::new("mem/adapter_model.safetensors"), bytes).unwrap_err();
         assert!(e.to_string().contains("adapter_model.safetensors"), "{e}");

@@ -978,18 +978,6 @@ mod tests {
         assert_eq!(ids(&h), ["bl", "d2"]);
     }
 
-    /// A safetensors file in memory from (name, shape, f32 values).
-    fn st(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
-        use ::safetensors::tensor::TensorView;
-        let data: Vec<Vec<u8>> = tensors.iter().map(|t| t.2.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
-        let views: Vec<(&str, TensorView)> = tensors
-            .iter()
-            .zip(&data)
-            .map(|(t, d)| (t.0, TensorView::new(::safetensors::Dtype::F32, t.1.clone(), d).unwrap()))
-            .collect();
-        ::safetensors::serialize(views, None).unwrap()
-    }
-
     /// ensure_weight_tying on a tied base: lm_head's LoRA is the transposed
     /// embedding LoRA and is merged once; a different lm_head LoRA is merged
     /// into the shared weight too.
@@ -1006,7 +994,7 @@ mod tests {
         let merged = |hb: Vec<f32>| {
             let base = SafetensorsModel::from_bytes(
                 Path::new("mem/model.safetensors"),
-                st(&[
+                crate::hf::safetensors::f32_file_bytes(&[
                     ("model.embed_tokens.weight", vec![vocab, hidden], w.clone()),
                     ("model.norm.weight", vec![hidden], vec![1.0; 3]),
                 ]),
@@ -1015,7 +1003,7 @@ mod tests {
             let p = "base_model.model.";
             let ad = SafetensorsModel::from_bytes(
                 Path::new("ad/adapter_model.safetensors"),
-                st(&[
+                crate::hf::safetensors::f32_file_bytes(&[
                     (&format!("{p}model.embed_tokens.lora_embedding_A"), vec![r, vocab], ea.clone()),
                     (&format!("{p}model.embed_tokens.lora_embedding_B"), vec![hidden, r], eb.clone()),
                     (&format!("{p}lm_head.lora_A.weight"), vec![r, hidden], ha.clone()),
