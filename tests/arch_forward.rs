@@ -90,11 +90,6 @@ fn logits_match_llama_cpp() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-fn number_after(text: &str, label: &str) -> f64 {
-    let i = text.find(label).unwrap_or_else(|| panic!("'{label}' not in:\n{text}"));
-    text[i + label.len()..].split_whitespace().next().unwrap().parse().unwrap()
-}
-
 /// `llama-perplexity` on the F32 model; its log.
 fn llama_perplexity(gguf: &Path, text: &Path, ctx: &str, chunks: &str) -> String {
     common::llama_tool_log(
@@ -127,7 +122,7 @@ fn eval_ppl_matches_llama_perplexity() {
     for (fixture, _) in RUNS {
         let gguf = converted(fixture, "f32");
         let all = llama_perplexity(&gguf, &text(), &ctx, &chunks);
-        let ref_ppl = number_after(&all, "Final estimate: PPL =");
+        let ref_ppl = common::number_after(&all, "Final estimate: PPL =");
         let run = common::ggufkit_ok(&[
             os("eval"),
             gguf.as_os_str(),
@@ -212,7 +207,7 @@ fn phi3_long_rope_factors_past_the_original_context() {
     std::fs::write(&text, all).unwrap();
     let gguf = converted("phi3.5-mini-f32", "f32");
     let log = llama_perplexity(&gguf, &text, "4352", "1");
-    let ref_ppl = number_after(&log, "Final estimate: PPL =");
+    let ref_ppl = common::number_after(&log, "Final estimate: PPL =");
     let run = common::ggufkit_ok(&[
         os("eval"),
         gguf.as_os_str(),

@@ -147,11 +147,6 @@ fn llama_perplexity(args: &[&std::ffi::OsStr], marker: &str) -> String {
     common::llama_tool_log("llama-perplexity", &a, marker)
 }
 
-fn number_after(text: &str, label: &str) -> f64 {
-    let i = text.find(label).unwrap_or_else(|| panic!("'{label}' not in:\n{text}"));
-    text[i + label.len()..].split_whitespace().next().unwrap().parse().unwrap()
-}
-
 #[test]
 fn ppl_and_kld_of_quantized_models_match_llama_perplexity() {
     if !common::parity_enabled("eval_parity") {
@@ -170,12 +165,12 @@ fn ppl_and_kld_of_quantized_models_match_llama_perplexity() {
         let q = quantized(&f32_gguf, ty);
         let ppl_text =
             llama_perplexity(&[os("-m"), q.as_os_str(), os("-f"), text().as_os_str()], "Final estimate: PPL =");
-        let ref_ppl = number_after(&ppl_text, "Final estimate: PPL =");
+        let ref_ppl = common::number_after(&ppl_text, "Final estimate: PPL =");
         let kld_text = llama_perplexity(
             &[os("-m"), q.as_os_str(), os("--kl-divergence-base"), base.as_os_str(), os("--kl-divergence")],
             "Same top p:",
         );
-        let ref_kld = number_after(&kld_text, "Mean    KLD:");
+        let ref_kld = common::number_after(&kld_text, "Mean    KLD:");
         let ours = ggufkit_eval_json(&[
             q.as_os_str(),
             os("--text"),
@@ -212,13 +207,23 @@ fn ppl_and_kld_of_quantized_models_match_llama_perplexity() {
             (
                 "ppl_ratio",
                 ours["ppl_ratio"].as_f64().unwrap(),
-                number_after(&kld_text, "Mean PPL(Q)/PPL(base)         :"),
+                common::number_after(&kld_text, "Mean PPL(Q)/PPL(base)         :"),
                 0.005,
             ),
-            ("kld median", ours["kld"]["median"].as_f64().unwrap(), number_after(&kld_text, "Median  KLD:"), 0.15),
-            ("kld p99", ours["kld"]["p99"].as_f64().unwrap(), number_after(&kld_text, "99.0%   KLD:"), 0.15),
-            ("rms_dp", 100.0 * ours["rms_dp"].as_f64().unwrap(), number_after(&kld_text, "RMS Δp    :"), 0.10),
-            ("same_top", 100.0 * ours["same_top"].as_f64().unwrap(), number_after(&kld_text, "Same top p:"), 0.0),
+            (
+                "kld median",
+                ours["kld"]["median"].as_f64().unwrap(),
+                common::number_after(&kld_text, "Median  KLD:"),
+                0.15,
+            ),
+            ("kld p99", ours["kld"]["p99"].as_f64().unwrap(), common::number_after(&kld_text, "99.0%   KLD:"), 0.15),
+            ("rms_dp", 100.0 * ours["rms_dp"].as_f64().unwrap(), common::number_after(&kld_text, "RMS Δp    :"), 0.10),
+            (
+                "same_top",
+                100.0 * ours["same_top"].as_f64().unwrap(),
+                common::number_after(&kld_text, "Same top p:"),
+                0.0,
+            ),
         ];
         for (what, a, b, rel) in others {
             let d = (a / b - 1.0).abs();

@@ -132,11 +132,6 @@ fn run(tool: &str, args: &[&std::ffi::OsStr]) -> String {
     all
 }
 
-fn number_after(text: &str, label: &str) -> f64 {
-    let i = text.find(label).unwrap_or_else(|| panic!("'{label}' not in:\n{text}"));
-    text[i + label.len()..].split_whitespace().next().unwrap().parse().unwrap()
-}
-
 #[test]
 fn ppl_matches_llama_perplexity() {
     if !common::parity_enabled("moe_forward") {
@@ -163,7 +158,7 @@ fn ppl_matches_llama_perplexity() {
                 os("2"),
             ],
         );
-        let ref_ppl = number_after(&t, "Final estimate: PPL =");
+        let ref_ppl = common::number_after(&t, "Final estimate: PPL =");
         let r = common::ggufkit_ok(&[
             os("eval"),
             gguf.as_os_str(),

@@ -261,3 +261,10 @@ pub fn arch_fixtures(names: &[&str]) -> &'static Path {
         dir
     })
 }
+
+/// The number printed right after `label` in a tool's log (llama-perplexity's
+/// `Mean KLD:` and the like).
+pub fn number_after(text: &str, label: &str) -> f64 {
+    let i = text.find(label).unwrap_or_else(|| panic!("'{label}' not in:\n{text}"));
+    text[i + label.len()..].split_whitespace().next().unwrap().parse().unwrap()
+}
