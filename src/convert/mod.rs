@@ -282,12 +282,29 @@ impl<W: HfTensors> HfToGguf<W> {
         opts: &ConvertOptions,
         progress: &dyn Progress,
     ) -> Result<HfToGguf<W>> {
+        Self::from_model_with_vocab(model, identity, opts, None, progress)
+    }
+
+    /// [`from_model`](Self::from_model) with the vocabulary already read from
+    /// the same directory with the same `vocab_pre` (it does not depend on the
+    /// output type): `pack` opens one directory once per output type, and
+    /// reading a 150k-token tokenizer is most of an open.
+    pub fn from_model_with_vocab(
+        model: HfModelDir<W>,
+        identity: &ModelIdentity,
+        opts: &ConvertOptions,
+        known_vocab: Option<&Vocab>,
+        progress: &dyn Progress,
+    ) -> Result<HfToGguf<W>> {
         let ArchInfo { hf_architecture: hf_arch, spec, config, config_path, hparams } =
             ArchInfo::from_config(&model.config, &model.file("config.json"))?;
 
         let mut warnings = Vec::new();
         // Vocabulary (first: Gemma 3 trims its embedding to it).
-        let vocab = load_vocab(&model, &spec, &config, opts, progress)?;
+        let vocab = match known_vocab {
+            Some(v) => v.clone(),
+            None => load_vocab(&model, &spec, &config, opts, progress)?,
+        };
         let n_vocab_real = match spec.vocab {
             VocabKind::Gemma3 => Some(gemma3_vocab_rows(&model, &vocab)?),
             _ => None,

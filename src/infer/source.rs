@@ -26,7 +26,7 @@ impl ModelInput {
     pub fn open(path: &Path, adapters: &[AdapterSpec], progress: &dyn Progress) -> Result<ModelInput> {
         if path.is_dir() {
             let stem = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-            let model = crate::pack::open_model(path, adapters, OutType::F32, &stem, progress)?;
+            let model = crate::pack::open_model(path, adapters, OutType::F32, &stem, None, progress)?;
             return Ok(ModelInput::Hf { dir: path.to_path_buf(), model });
         }
         if !adapters.is_empty() {

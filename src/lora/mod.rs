@@ -280,6 +280,7 @@ pub fn open_merged_conversion(
     outtype: OutType,
     stem: &str,
     threads: Option<usize>,
+    known_vocab: Option<&crate::convert::vocab::Vocab>,
     progress: &dyn Progress,
 ) -> Result<(HfToGguf<LoraMerged>, MergeReport)> {
     let mut model = open_merged(base_dir, adapters, progress)?;
@@ -292,7 +293,7 @@ pub fn open_merged_conversion(
     let report = model.weights.report.clone();
     let identity = ModelIdentity { dir_name: stem.to_string(), model_card: false };
     let copts = ConvertOptions { outtype, threads, vocab_pre: None };
-    let conv = HfToGguf::from_model(model, &identity, &copts, progress)?;
+    let conv = HfToGguf::from_model_with_vocab(model, &identity, &copts, known_vocab, progress)?;
     if report.untied && !conv.tensors.iter().any(|t| t.name == "output.weight") {
         // Gemma 2: convert_hf_to_gguf.py drops lm_head.weight and llama.cpp
         // always uses the token embeddings as the output layer.
@@ -320,7 +321,8 @@ pub fn merge_to_gguf(
     progress: &dyn Progress,
 ) -> Result<MergeSummary> {
     let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let (src, report) = open_merged_conversion(base_dir, adapters, target.conversion(), &stem, opts.threads, progress)?;
+    let (src, report) =
+        open_merged_conversion(base_dir, adapters, target.conversion(), &stem, opts.threads, None, progress)?;
     let resolved = target.resolve(&src, imatrix)?;
     for w in &resolved.warnings {
         progress.warn(w);

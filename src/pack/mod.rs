@@ -46,10 +46,12 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde_json::{json, Value as Json};
 
-use crate::convert::{ConvertOptions, HfToGguf, OutType};
+use crate::convert::vocab::Vocab;
+use crate::convert::{ConvertOptions, HfToGguf, ModelIdentity, OutType};
 use crate::error::{Error, Result};
 use crate::fileio::AtomicDir;
 use crate::gguf::{GgmlType, GgufFile, Metadata};
+use crate::hf::HfModelDir;
 use crate::imatrix::Imatrix;
 use crate::infer::eval::{EvalOptions, EvalReport};
 use crate::infer::{Chunks, ForwardOptions, Precision};
@@ -156,19 +158,24 @@ impl PackSummary {
 ///
 /// Every model opened for one release must list the same tensors, in the
 /// same order, with the same rows: the pass reads the rows from one of them
-/// and takes only plans and metadata from the others.
+/// and takes only plans and metadata from the others. `vocab`: the
+/// vocabulary an earlier open of `hf_dir` read (the same for every output
+/// type), not read again.
 pub fn open_model(
     hf_dir: &Path,
     adapters: &[AdapterSpec],
     outtype: OutType,
     stem: &str,
+    vocab: Option<&Vocab>,
     progress: &dyn Progress,
 ) -> Result<Box<dyn PackModel>> {
     if adapters.is_empty() {
         let opts = ConvertOptions { outtype, threads: None, vocab_pre: None };
-        return Ok(Box::new(HfToGguf::open(hf_dir, &opts, progress)?));
+        let model = HfModelDir::open(hf_dir)?;
+        let identity = ModelIdentity::of_dir(hf_dir);
+        return Ok(Box::new(HfToGguf::from_model_with_vocab(model, &identity, &opts, vocab, progress)?));
     }
-    let (model, _report) = crate::lora::open_merged_conversion(hf_dir, adapters, outtype, stem, None, progress)?;
+    let (model, _report) = crate::lora::open_merged_conversion(hf_dir, adapters, outtype, stem, None, vocab, progress)?;
     Ok(Box::new(model))
 }
 
@@ -477,7 +484,7 @@ pub fn plan_release(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, rec: 
     let merged: Option<Box<dyn PackModel>> = if opts.adapters.is_empty() {
         None
     } else {
-        Some(open_model(hf_dir, &opts.adapters, OutType::F32, &format!("{name}-F32"), rec)?)
+        Some(open_model(hf_dir, &opts.adapters, OutType::F32, &format!("{name}-F32"), Some(&base.vocab), rec)?)
     };
     let reader: &dyn PackModel = merged.as_deref().unwrap_or(&base);
     let src = reader.source();
@@ -512,9 +519,11 @@ pub fn plan_release(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, rec: 
                 Some(t) => t,
                 None => {
                     let quiet = CollectWarnings::default();
-                    let t =
-                        HfToGguf::open(hf_dir, &ConvertOptions { outtype: OutType::Auto, ..f32_opts.clone() }, &quiet)?
-                            .outtype;
+                    let auto_opts = ConvertOptions { outtype: OutType::Auto, ..f32_opts.clone() };
+                    let model = HfModelDir::open(hf_dir)?;
+                    let identity = ModelIdentity::of_dir(hf_dir);
+                    let t = HfToGguf::from_model_with_vocab(model, &identity, &auto_opts, Some(&base.vocab), &quiet)?
+                        .outtype;
                     *auto.insert(t)
                 }
             },
@@ -539,7 +548,7 @@ pub fn plan_release(hf_dir: &Path, release_dir: &Path, opts: &PackOptions, rec: 
         } else {
             let stem = format!("{name}-{label}");
             let quiet = CollectWarnings::default();
-            let m = open_model(hf_dir, &opts.adapters, outtype, &stem, &quiet)?;
+            let m = open_model(hf_dir, &opts.adapters, outtype, &stem, Some(&base.vocab), &quiet)?;
             for w in m.warnings() {
                 if !reader.warnings().contains(w) {
                     rec.warn(&format!("{}: {w}", req.requested));

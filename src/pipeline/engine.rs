@@ -391,33 +391,8 @@ fn row_errors(ty: GgmlType, row_len: usize, reference: &[f32], encoded: &[u8], o
         let x = reference.get(r * row_len..(r + 1) * row_len).unwrap_or_default();
         let enc = encoded.get(r * out_row..(r + 1) * out_row).unwrap_or_default();
         quant::dequantize_rows(ty, enc, &mut back)?;
-        // Four independent f64 lanes, so that the loop vectorizes; the lanes
-        // are added in a fixed order, so the figures do not depend on threads.
-        let (mut err, mut refs, mut max) = ([0f64; 4], [0f64; 4], [0f64; 4]);
-        let mut xs = x.chunks_exact(4);
-        let mut bs = back.chunks_exact(4);
-        for (xa, xb) in (&mut xs).zip(&mut bs) {
-            for k in 0..4 {
-                let (a, b) = (xa[k] as f64, xb[k] as f64);
-                let d = a - b;
-                err[k] += d * d;
-                refs[k] += a * a;
-                max[k] = max[k].max(d.abs());
-            }
-        }
-        for (&a, &b) in xs.remainder().iter().zip(bs.remainder()) {
-            let (a, b) = (a as f64, b as f64);
-            let d = a - b;
-            err[0] += d * d;
-            refs[0] += a * a;
-            max[0] = max[0].max(d.abs());
-        }
-        *e = ErrorStats {
-            n: row_len as u64,
-            sum_sq_err: (err[0] + err[1]) + (err[2] + err[3]),
-            sum_sq_ref: (refs[0] + refs[1]) + (refs[2] + refs[3]),
-            max_abs_err: max[0].max(max[1]).max(max[2]).max(max[3]),
-        };
+        let [sum_sq_err, sum_sq_ref, max_abs_err] = quant::error_sums(x, &back);
+        *e = ErrorStats { n: row_len as u64, sum_sq_err, sum_sq_ref, max_abs_err };
     }
     Ok(())
 }

@@ -138,6 +138,7 @@ impl BlockQ2K {
 
 impl Block<QK_K> for BlockQ2K {
     const TYPE: GgmlType = GgmlType::Q2_K;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         let min = self.dmin.to_f32();
@@ -296,6 +297,7 @@ impl BlockQ3K {
 
 impl Block<QK_K> for BlockQ3K {
     const TYPE: GgmlType = GgmlType::Q3_K;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK_K]) {
         let d_all = self.d.to_f32();
         let ys = sub_blocks_mut::<f32, 16, 16>(y);
@@ -587,6 +589,7 @@ impl BlockQ4K {
 
 impl Block<QK_K> for BlockQ4K {
     const TYPE: GgmlType = GgmlType::Q4_K;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         let min = self.dmin.to_f32();
@@ -667,6 +670,7 @@ impl BlockQ5K {
 
 impl Block<QK_K> for BlockQ5K {
     const TYPE: GgmlType = GgmlType::Q5_K;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         let min = self.dmin.to_f32();
@@ -781,6 +785,7 @@ impl BlockQ6K {
 
 impl Block<QK_K> for BlockQ6K {
     const TYPE: GgmlType = GgmlType::Q6_K;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
         for c in 0..2 {
@@ -845,6 +850,7 @@ pub struct BlockQ8K {
 
 impl Block<QK_K> for BlockQ8K {
     const TYPE: GgmlType = GgmlType::Q8_K;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK_K]) {
         let d = f32::from_le_bytes(self.d);
         for j in 0..QK_K {

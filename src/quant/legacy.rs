@@ -121,6 +121,7 @@ pub struct BlockQ4_0 {
 
 impl Block<QK> for BlockQ4_0 {
     const TYPE: GgmlType = GgmlType::Q4_0;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK]) {
         let d = self.d.to_f32();
         for j in 0..16 {
@@ -202,6 +203,7 @@ fn min_max(x: &[f32; QK]) -> (f32, f32) {
 
 impl Block<QK> for BlockQ4_1 {
     const TYPE: GgmlType = GgmlType::Q4_1;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK]) {
         let d = self.d.to_f32();
         let m = self.m.to_f32();
@@ -269,6 +271,7 @@ pub struct BlockQ5_0 {
 
 impl Block<QK> for BlockQ5_0 {
     const TYPE: GgmlType = GgmlType::Q5_0;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK]) {
         let d = self.d.to_f32();
         for j in 0..16 {
@@ -335,6 +338,7 @@ pub struct BlockQ5_1 {
 
 impl Block<QK> for BlockQ5_1 {
     const TYPE: GgmlType = GgmlType::Q5_1;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK]) {
         let d = self.d.to_f32();
         let m = self.m.to_f32();
@@ -401,6 +405,7 @@ pub struct BlockQ8_0 {
 
 impl Block<QK> for BlockQ8_0 {
     const TYPE: GgmlType = GgmlType::Q8_0;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK]) {
         let d = self.d.to_f32();
         for j in 0..QK {
@@ -444,6 +449,7 @@ pub struct BlockQ8_1 {
 
 impl Block<QK> for BlockQ8_1 {
     const TYPE: GgmlType = GgmlType::Q8_1;
+    #[inline]
     fn dequantize(&self, y: &mut [f32; QK]) {
         let d = self.d.to_f32();
         for j in 0..QK {

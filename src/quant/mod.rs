@@ -279,33 +279,32 @@ pub fn dequantize_rows_with(backend: Backend, ty: GgmlType, src: &[u8], dst: &mu
                     return Ok(());
                 }
             }
-            let _ = backend;
             if ty == F16 {
                 Scalar.f16_to_f32_row(src, dst);
             } else {
                 Scalar.bf16_to_f32_row(src, dst);
             }
         }
-        Q4_0 => dequantize_blocks::<legacy::BlockQ4_0, 32>(src, dst)?,
-        Q4_1 => dequantize_blocks::<legacy::BlockQ4_1, 32>(src, dst)?,
-        Q5_0 => dequantize_blocks::<legacy::BlockQ5_0, 32>(src, dst)?,
-        Q5_1 => dequantize_blocks::<legacy::BlockQ5_1, 32>(src, dst)?,
-        Q8_0 => dequantize_blocks::<legacy::BlockQ8_0, 32>(src, dst)?,
-        Q8_1 => dequantize_blocks::<legacy::BlockQ8_1, 32>(src, dst)?,
-        Q2_K => dequantize_blocks::<kquants::BlockQ2K, QK_K>(src, dst)?,
-        Q3_K => dequantize_blocks::<kquants::BlockQ3K, QK_K>(src, dst)?,
-        Q4_K => dequantize_blocks::<kquants::BlockQ4K, QK_K>(src, dst)?,
-        Q5_K => dequantize_blocks::<kquants::BlockQ5K, QK_K>(src, dst)?,
-        Q6_K => dequantize_blocks::<kquants::BlockQ6K, QK_K>(src, dst)?,
-        Q8_K => dequantize_blocks::<kquants::BlockQ8K, QK_K>(src, dst)?,
-        IQ4_NL => dequantize_blocks::<iq4::BlockIQ4NL, 32>(src, dst)?,
-        IQ4_XS => dequantize_blocks::<iq4::BlockIQ4XS, QK_K>(src, dst)?,
-        MXFP4 => dequantize_blocks::<fp4::BlockMXFP4, 32>(src, dst)?,
-        NVFP4 => dequantize_blocks::<fp4::BlockNVFP4, 64>(src, dst)?,
-        Q1_0 => dequantize_blocks::<lowbit::BlockQ1_0, 128>(src, dst)?,
-        Q2_0 => dequantize_blocks::<lowbit::BlockQ2_0, 64>(src, dst)?,
-        TQ1_0 => dequantize_blocks::<lowbit::BlockTQ1_0, QK_K>(src, dst)?,
-        TQ2_0 => dequantize_blocks::<lowbit::BlockTQ2_0, QK_K>(src, dst)?,
+        Q4_0 => dequantize_blocks::<legacy::BlockQ4_0, 32>(backend, src, dst)?,
+        Q4_1 => dequantize_blocks::<legacy::BlockQ4_1, 32>(backend, src, dst)?,
+        Q5_0 => dequantize_blocks::<legacy::BlockQ5_0, 32>(backend, src, dst)?,
+        Q5_1 => dequantize_blocks::<legacy::BlockQ5_1, 32>(backend, src, dst)?,
+        Q8_0 => dequantize_blocks::<legacy::BlockQ8_0, 32>(backend, src, dst)?,
+        Q8_1 => dequantize_blocks::<legacy::BlockQ8_1, 32>(backend, src, dst)?,
+        Q2_K => dequantize_blocks::<kquants::BlockQ2K, QK_K>(backend, src, dst)?,
+        Q3_K => dequantize_blocks::<kquants::BlockQ3K, QK_K>(backend, src, dst)?,
+        Q4_K => dequantize_blocks::<kquants::BlockQ4K, QK_K>(backend, src, dst)?,
+        Q5_K => dequantize_blocks::<kquants::BlockQ5K, QK_K>(backend, src, dst)?,
+        Q6_K => dequantize_blocks::<kquants::BlockQ6K, QK_K>(backend, src, dst)?,
+        Q8_K => dequantize_blocks::<kquants::BlockQ8K, QK_K>(backend, src, dst)?,
+        IQ4_NL => dequantize_blocks::<iq4::BlockIQ4NL, 32>(backend, src, dst)?,
+        IQ4_XS => dequantize_blocks::<iq4::BlockIQ4XS, QK_K>(backend, src, dst)?,
+        MXFP4 => dequantize_blocks::<fp4::BlockMXFP4, 32>(backend, src, dst)?,
+        NVFP4 => dequantize_blocks::<fp4::BlockNVFP4, 64>(backend, src, dst)?,
+        Q1_0 => dequantize_blocks::<lowbit::BlockQ1_0, 128>(backend, src, dst)?,
+        Q2_0 => dequantize_blocks::<lowbit::BlockQ2_0, 64>(backend, src, dst)?,
+        TQ1_0 => dequantize_blocks::<lowbit::BlockTQ1_0, QK_K>(backend, src, dst)?,
+        TQ2_0 => dequantize_blocks::<lowbit::BlockTQ2_0, QK_K>(backend, src, dst)?,
         _ => return Err(Error::Unsupported(format!("dequantizing {ty} is not supported"))),
     }
     Ok(())
@@ -338,13 +337,32 @@ fn quantize_blocks<B: Quantize<QK>, const QK: usize, K: Kernels>(
     Ok(())
 }
 
-fn dequantize_blocks<B: Block<QK>, const QK: usize>(src: &[u8], dst: &mut [f32]) -> Result<()> {
+fn dequantize_blocks<B: Block<QK>, const QK: usize>(backend: Backend, src: &[u8], dst: &mut [f32]) -> Result<()> {
     let x: &[B] = bytemuck::try_cast_slice(src).map_err(cast_error)?;
     let y: &mut [[f32; QK]] = bytemuck::try_cast_slice_mut(dst).map_err(cast_error)?;
-    for (xb, yb) in x.iter().zip(y.iter_mut()) {
-        xb.dequantize(yb);
+    #[cfg(target_arch = "x86_64")]
+    if backend == Backend::Avx2 {
+        if let Some(k) = simd::Avx2::new() {
+            k.dequantize(x, y);
+            return Ok(());
+        }
     }
+    let _ = backend;
+    Scalar.dequantize(x, y);
     Ok(())
+}
+
+/// The sums behind error statistics of `decoded` against `reference`
+/// ([`simd::error_sums`]: squared differences, squared references, largest
+/// absolute difference), on the active backend; the same figures on every one.
+pub fn error_sums(reference: &[f32], decoded: &[f32]) -> [f64; 3] {
+    #[cfg(target_arch = "x86_64")]
+    if simd::active() == Backend::Avx2 {
+        if let Some(k) = simd::Avx2::new() {
+            return k.error_sums(reference, decoded);
+        }
+    }
+    Scalar.error_sums(reference, decoded)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::{Kernels, Scalar};
 use crate::quant::float::Half;
 use crate::quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use crate::quant::search::{QkxSearch, GROUP_MAX_EPS};
-use crate::quant::Quantize;
+use crate::quant::{Block, Quantize};
 
 /// Proof that the CPU has AVX2 and F16C: the AVX2 kernels, whose k-quant
 /// searches run on 16 lanes (`simd::avx512`) when the CPU also has AVX-512.
@@ -1049,6 +1049,54 @@ unsafe fn first_non_finite(x: &[f32]) -> Option<usize> {
     Scalar.first_non_finite(&x[body..]).map(|j| body + j)
 }
 
+/// The blocks' scalar loops, compiled with AVX2 (same arithmetic, no FMA).
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn dequantize<B: Block<QK>, const QK: usize>(x: &[B], y: &mut [[f32; QK]]) {
+    for (xb, yb) in x.iter().zip(y) {
+        xb.dequantize(yb);
+    }
+}
+
+/// [`super::error_sums`] on AVX2: lanes 0–3 and 4–7 are two vectors of f64,
+/// with the same operations per lane in the same order (no FMA), the tail and
+/// the combination done by the scalar code.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn error_sums(reference: &[f32], decoded: &[f32]) -> [f64; 3] {
+    let n = reference.len().min(decoded.len());
+    let body = n - n % 8;
+    let abs_mask = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
+    let (mut err_lo, mut err_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let (mut ref_lo, mut ref_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let (mut max_lo, mut max_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for i in (0..body).step_by(8) {
+        let x = _mm256_loadu_ps(reference[i..i + 8].as_ptr());
+        let y = _mm256_loadu_ps(decoded[i..i + 8].as_ptr());
+        let (a_lo, a_hi) = (_mm256_cvtps_pd(_mm256_castps256_ps128(x)), _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+        let (b_lo, b_hi) = (_mm256_cvtps_pd(_mm256_castps256_ps128(y)), _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1)));
+        let (d_lo, d_hi) = (_mm256_sub_pd(a_lo, b_lo), _mm256_sub_pd(a_hi, b_hi));
+        err_lo = _mm256_add_pd(err_lo, _mm256_mul_pd(d_lo, d_lo));
+        err_hi = _mm256_add_pd(err_hi, _mm256_mul_pd(d_hi, d_hi));
+        ref_lo = _mm256_add_pd(ref_lo, _mm256_mul_pd(a_lo, a_lo));
+        ref_hi = _mm256_add_pd(ref_hi, _mm256_mul_pd(a_hi, a_hi));
+        // max_pd(x, m) is `x > m ? x : m`, the scalar code's select.
+        max_lo = _mm256_max_pd(_mm256_and_pd(d_lo, abs_mask), max_lo);
+        max_hi = _mm256_max_pd(_mm256_and_pd(d_hi, abs_mask), max_hi);
+    }
+    let lanes = |lo: __m256d, hi: __m256d| {
+        let mut v = [0f64; 8];
+        _mm256_storeu_pd(v[..4].as_mut_ptr(), lo);
+        _mm256_storeu_pd(v[4..].as_mut_ptr(), hi);
+        v
+    };
+    super::error_sums_from(
+        lanes(err_lo, err_hi),
+        lanes(ref_lo, ref_hi),
+        lanes(max_lo, max_hi),
+        &reference[body..n],
+        &decoded[body..n],
+    )
+}
+
 // ------------------------------------------------------------------ Kernels
 
 // SAFETY (every method): an `Avx2` value exists only when `Avx2::new` saw
@@ -1200,6 +1248,14 @@ impl Kernels for Avx2 {
     fn first_non_finite(self, x: &[f32]) -> Option<usize> {
         // SAFETY: see the impl comment.
         unsafe { first_non_finite(x) }
+    }
+    fn dequantize<B: Block<QK>, const QK: usize>(self, x: &[B], y: &mut [[f32; QK]]) {
+        // SAFETY: see the impl comment.
+        unsafe { dequantize(x, y) }
+    }
+    fn error_sums(self, reference: &[f32], decoded: &[f32]) -> [f64; 3] {
+        // SAFETY: see the impl comment.
+        unsafe { error_sums(reference, decoded) }
     }
     fn q8_0_blocks(self, x: &[[f32; 32]], y: &mut [BlockQ8_0]) {
         // SAFETY: see the impl comment.

@@ -37,7 +37,7 @@ use super::float;
 use super::iq4;
 use super::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use super::search::{make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qx_quants, QkxSearch};
-use super::Quantize;
+use super::{Block, Quantize};
 use crate::gguf::GgmlType;
 
 #[cfg(target_arch = "x86_64")]
@@ -190,6 +190,19 @@ pub trait Kernels: Copy + Send + Sync {
         x.iter().position(|v| !v.is_finite())
     }
 
+    /// ggml's `to_float` of whole blocks: the blocks' own loops, compiled for
+    /// this backend's instruction set (the arithmetic is the same).
+    fn dequantize<B: Block<QK>, const QK: usize>(self, x: &[B], y: &mut [[f32; QK]]) {
+        for (xb, yb) in x.iter().zip(y) {
+            xb.dequantize(yb);
+        }
+    }
+
+    /// [`error_sums`] compiled for this backend's instruction set.
+    fn error_sums(self, reference: &[f32], decoded: &[f32]) -> [f64; 3] {
+        error_sums(reference, decoded)
+    }
+
     fn q8_0_blocks(self, x: &[[f32; 32]], y: &mut [BlockQ8_0]) {
         for (xb, yb) in x.iter().zip(y) {
             *yb = BlockQ8_0::quantize(xb);
@@ -331,3 +344,48 @@ fn encode_half_with<K: Kernels>(k: K, src_ty: GgmlType, src: &[u8], ty: GgmlType
 pub struct Scalar;
 
 impl Kernels for Scalar {}
+
+/// The sums behind error statistics of `decoded` against `reference`: the sum
+/// of squared differences, the sum of squared reference values (both in f64)
+/// and the largest absolute difference. Element `i` goes to lane `i % 8`; the
+/// eight lanes are combined in one fixed pairwise order, so every backend (and
+/// every CPU) gives the same figures.
+pub fn error_sums(reference: &[f32], decoded: &[f32]) -> [f64; 3] {
+    let mut xs = reference.chunks_exact(8);
+    let mut ys = decoded.chunks_exact(8);
+    let (mut err, mut refs, mut max) = ([0f64; 8], [0f64; 8], [0f64; 8]);
+    for (xa, ya) in (&mut xs).zip(&mut ys) {
+        for k in 0..8 {
+            error_lane(xa[k], ya[k], &mut err[k], &mut refs[k], &mut max[k]);
+        }
+    }
+    error_sums_from(err, refs, max, xs.remainder(), ys.remainder())
+}
+
+/// One element of [`error_sums`] added to its lane.
+#[inline(always)]
+fn error_lane(a: f32, b: f32, err: &mut f64, refs: &mut f64, max: &mut f64) {
+    let (a, b) = (a as f64, b as f64);
+    let d = a - b;
+    *err += d * d;
+    *refs += a * a;
+    let ad = d.abs();
+    *max = if ad > *max { ad } else { *max };
+}
+
+/// The end of [`error_sums`]: the tail (fewer than 8 elements, element `k`
+/// to lane `k`) added to the lanes, then the lanes combined.
+fn error_sums_from(
+    mut err: [f64; 8],
+    mut refs: [f64; 8],
+    mut max: [f64; 8],
+    tail_ref: &[f32],
+    tail_dec: &[f32],
+) -> [f64; 3] {
+    for (k, (&a, &b)) in tail_ref.iter().zip(tail_dec).enumerate() {
+        error_lane(a, b, &mut err[k], &mut refs[k], &mut max[k]);
+    }
+    let sum = |v: [f64; 8]| ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+    let m = |a: f64, b: f64| if b > a { b } else { a };
+    [sum(err), sum(refs), m(m(m(max[0], max[1]), m(max[2], max[3])), m(m(max[4], max[5]), m(max[6], max[7])))]
+}

@@ -569,3 +569,49 @@ fn same_qx<K: Kernels, const N: usize, const M: usize>(
     assert_eq!(la, lb, "{what} levels");
     assert_eq!(sa.map(f32::to_bits), sb.map(f32::to_bits), "{what} scales");
 }
+
+/// Dequantization (every type, random and adversarial blocks) and the error
+/// sums (random rows of every remainder length, subnormals, ±0) give the same
+/// bits on the SIMD backend as on the scalar one.
+#[test]
+fn dequantize_and_error_sums_match_scalar() {
+    let Some(b) = simd_backend("dequantize_and_error_sums_match_scalar") else { return };
+    for &ty in QUANTIZABLE {
+        let n = 512usize;
+        if n % ty.block_size() as usize != 0 {
+            continue;
+        }
+        for (name, src) in row_sets(n, 0xDE0 + ty as u64) {
+            let rows = src.len() / n;
+            let src = &src[..rows * n];
+            if src.iter().any(|v| !v.is_finite()) {
+                continue;
+            }
+            let mut q = vec![0u8; rows * ty.row_size(n as u64).unwrap() as usize];
+            quantize_rows_with(Backend::Scalar, ty, src, n, None, &mut q).unwrap();
+            let (mut a, mut c) = (vec![0f32; src.len()], vec![0f32; src.len()]);
+            dequantize_rows_with(Backend::Scalar, ty, &q, &mut a).unwrap();
+            dequantize_rows_with(b, ty, &q, &mut c).unwrap();
+            assert!(a.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits()), "{ty} {name}: dequantize differs");
+            let scalar = Scalar.error_sums(src, &a);
+            let simd = crate::quant::error_sums(src, &c);
+            assert_eq!(scalar.map(f64::to_bits), simd.map(f64::to_bits), "{ty} {name}: error sums differ");
+        }
+    }
+    let mut r = Rng::new(0xE55);
+    for len in 0..40 {
+        let x: Vec<f32> = (0..len).map(|i| if i % 7 == 3 { 1e-40 } else { r.normal() }).collect();
+        let y: Vec<f32> = x.iter().enumerate().map(|(i, v)| if i % 5 == 0 { -0.0 } else { v * 0.99 }).collect();
+        let s = Scalar.error_sums(&x, &y);
+        assert_eq!(s.map(f64::to_bits), crate::quant::error_sums(&x, &y).map(f64::to_bits), "len {len}");
+        // The figures themselves: a plain f64 loop agrees to rounding.
+        let (mut e, mut rr, mut m) = (0f64, 0f64, 0f64);
+        for (&a, &b) in x.iter().zip(&y) {
+            let d = a as f64 - b as f64;
+            e += d * d;
+            rr += a as f64 * a as f64;
+            m = m.max(d.abs());
+        }
+        assert!((s[0] - e).abs() <= 1e-12 * e.max(1e-300) && (s[1] - rr).abs() <= 1e-12 * rr.max(1e-300) && s[2] == m);
+    }
+}
