@@ -267,18 +267,18 @@ impl SpecialVocab {
         types: &mut Vec<&'static str>,
     ) -> Result<()> {
         let tok_path = dir.join("tokenizer.json");
-        let tokenizer = crate::hf::read_json_opt(&tok_path)?;
+        let tokenizer = read_tokenizer_parts(&tok_path)?;
         let mut added_tokens: Vec<Value> = Vec::new();
         if let Some(tok) = &tokenizer {
             if load_merges {
-                if let Some(merges) = tok.get("model").and_then(|m| m.get("merges")).and_then(Value::as_array) {
-                    self.merges = convert_merges(merges).map_err(|m| Error::input(&tok_path, m))?;
+                if let Some(merges) = &tok.merges {
+                    self.merges = merges.clone().map_err(|m| Error::input(&tok_path, m))?;
                 }
             }
-            if let Some(n) = tok.get("normalizer").filter(|n| truthy(n)) {
+            if let Some(n) = tok.parts.get("normalizer").filter(|n| truthy(n)) {
                 self.parse_normalizer(n);
             }
-            if let Some(list) = tok.get("added_tokens").and_then(Value::as_array) {
+            if let Some(list) = tok.parts.get("added_tokens").and_then(Value::as_array) {
                 added_tokens = list.clone();
             }
         }
@@ -288,8 +288,8 @@ impl SpecialVocab {
             Some(Value::Object(m)) => Some(m),
             Some(_) => return Err(Error::input(&tc_path, "not a JSON object")),
         };
-        if let Some(tok) = tokenizer.as_ref().filter(|t| truthy(t)) {
-            self.apply_post_processor(tok, &mut tc, types);
+        if let Some(tok) = tokenizer.as_ref().filter(|t| !t.empty) {
+            self.apply_post_processor(&tok.parts, &mut tc, types);
         }
         let Some(tc) = tc.filter(|m| !m.is_empty()) else { return Ok(()) };
 
@@ -571,6 +571,138 @@ fn truthy(v: &Value) -> bool {
 
 /// tokenizer.json merges: `"a b"` strings, or `["a", "b"]` pairs (spaces
 /// inside a pair's parts are encoded as U+0120, as gguf-py does).
+/// What `SpecialVocab` reads of tokenizer.json: `normalizer`, `added_tokens`
+/// and `post_processor` (in `parts`), and `model.merges` already converted.
+#[derive(Debug)]
+struct TokenizerParts {
+    parts: Value,
+    /// `model.merges` when it is a list (converted, or why it cannot be).
+    merges: Option<std::result::Result<Vec<String>, String>>,
+    /// The file holds `{}`.
+    empty: bool,
+}
+
+/// Reads tokenizer.json's [`TokenizerParts`] without building a tree of the
+/// whole file: the vocabulary (the tokenizers crate reads it) is skipped and
+/// the merges are borrowed from the text. A file that does not have the
+/// expected shape is read as a plain JSON tree, as before.
+fn read_tokenizer_parts(path: &Path) -> Result<Option<TokenizerParts>> {
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    struct Parts<'a> {
+        #[serde(borrow, default)]
+        model: Option<ModelParts<'a>>,
+        #[serde(default)]
+        normalizer: Option<Value>,
+        #[serde(default)]
+        added_tokens: Option<Value>,
+        #[serde(default)]
+        post_processor: Option<Value>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ModelParts<'a> {
+        #[serde(borrow, default)]
+        merges: Option<Vec<Merge<'a>>>,
+    }
+    /// A merge as `"a b"` or `["a", "b"]`.
+    enum Merge<'a> {
+        Joined(Cow<'a, str>),
+        Pair(Cow<'a, str>, Cow<'a, str>),
+    }
+    struct Text<'a>(Cow<'a, str>);
+    impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Text<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Text<'de>, E> {
+                    Ok(Text(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> std::result::Result<Text<'de>, E> {
+                    Ok(Text(Cow::Owned(v.to_string())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+    impl<'de: 'a, 'a> serde::Deserialize<'de> for Merge<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Merge<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a merge")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Merge<'de>, E> {
+                    Ok(Merge::Joined(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> std::result::Result<Merge<'de>, E> {
+                    Ok(Merge::Joined(Cow::Owned(v.to_string())))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> std::result::Result<Merge<'de>, A::Error> {
+                    use serde::de::Error as _;
+                    let a: Text = seq.next_element()?.ok_or_else(|| A::Error::custom("short merge"))?;
+                    let b: Text = seq.next_element()?.ok_or_else(|| A::Error::custom("short merge"))?;
+                    if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                        return Err(A::Error::custom("long merge"));
+                    }
+                    Ok(Merge::Pair(a.0, b.0))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = crate::hf::read_text(path)?;
+    let empty = text.trim_start().strip_prefix('{').is_some_and(|r| r.trim_start().starts_with('}'));
+    let Ok(parts) = serde_json::from_str::<Parts>(&text) else {
+        // Not the usual shape (or not JSON): the tree, and its errors, as before.
+        let tree = crate::hf::read_json(path)?;
+        let merges =
+            tree.get("model").and_then(|m| m.get("merges")).and_then(Value::as_array).map(|m| convert_merges(m));
+        return Ok(Some(TokenizerParts { empty: !truthy(&tree), parts: tree, merges }));
+    };
+    let merges = parts.model.and_then(|m| m.merges).map(|list| {
+        let joined = matches!(list.first(), Some(Merge::Joined(_)));
+        let mut out = Vec::with_capacity(list.len());
+        for (i, m) in list.into_iter().enumerate() {
+            match (m, joined) {
+                (Merge::Joined(s), true) => out.push(s.into_owned()),
+                (Merge::Pair(a, b), false) => out.push(merge_pair(&a, &b)),
+                (_, true) => return Err(format!("model.merges[{i}] is not a string")),
+                (_, false) => return Err(format!("model.merges[{i}] is not a pair of strings")),
+            }
+        }
+        Ok(out)
+    });
+    let mut obj = Map::new();
+    for (k, v) in [
+        ("normalizer", parts.normalizer),
+        ("added_tokens", parts.added_tokens),
+        ("post_processor", parts.post_processor),
+    ] {
+        if let Some(v) = v {
+            obj.insert(k.to_string(), v);
+        }
+    }
+    Ok(Some(TokenizerParts { parts: Value::Object(obj), merges, empty }))
+}
+
+/// A `[a, b]` merge as gguf-py writes it: `"a b"` with spaces inside each side as `Ġ`.
+fn merge_pair(a: &str, b: &str) -> String {
+    let enc = |s: &str| s.chars().map(|c| if c == ' ' { '\u{120}' } else { c }).collect::<String>();
+    format!("{} {}", enc(a), enc(b))
+}
+
 fn convert_merges(merges: &[Value]) -> std::result::Result<Vec<String>, String> {
     let mut out = Vec::with_capacity(merges.len());
     let Some(first) = merges.first() else { return Ok(out) };
@@ -585,8 +717,7 @@ fn convert_merges(merges: &[Value]) -> std::result::Result<Vec<String>, String> 
                 .filter(|a| a.len() == 2)
                 .and_then(|a| Some((a[0].as_str()?, a[1].as_str()?)))
                 .ok_or_else(|| format!("model.merges[{i}] is not a pair of strings"))?;
-            let enc = |s: &str| s.chars().map(|c| if c == ' ' { '\u{120}' } else { c }).collect::<String>();
-            out.push(format!("{} {}", enc(pair.0), enc(pair.1)));
+            out.push(merge_pair(pair.0, pair.1));
         }
     } else {
         return Err("Unknown tokenizer merges format".into());
@@ -913,6 +1044,47 @@ mod tests {
         assert_eq!(convert_merges(&m).unwrap(), ["Ġ t", "h e"]);
         let m: Vec<Value> = serde_json::from_str(r#"[1, 2]"#).unwrap();
         assert!(convert_merges(&m).is_err());
+    }
+
+    /// The borrowed parse of tokenizer.json reads what the JSON tree gives, for
+    /// both merge formats (escaped strings included), and odd shapes fall back
+    /// to the tree with its messages.
+    #[test]
+    fn tokenizer_parts_match_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let cases = [
+            r#"{"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0, "b\u0020": 1}, "merges": [["\u0120", "t"], ["a b", "c"]]},
+               "normalizer": {"type": "NFC"}, "added_tokens": [{"id": 1, "content": "<s>"}], "post_processor": null}"#,
+            r#"{"model": {"merges": ["\u0120 t", "h e"]}, "added_tokens": [], "post_processor": {"type": "ByteLevel"}}"#,
+            r#"{"model": {"merges": []}}"#,
+            r#"{"model": {"merges": null}, "normalizer": null}"#,
+            r#"{"model": {"merges": [1, 2]}}"#,
+            r#"{"model": {"merges": ["a b", ["c", "d"]]}}"#,
+            r#"{"model": {"merges": [["a", "b"], "c d"]}}"#,
+            r#"{"model": {"merges": [["a", "b", "c"]]}}"#,
+            r#"{"model": "BPE"}"#,
+            r#"{"model": {}, "model": {"merges": ["x y"]}}"#,
+            r#"[1, 2]"#,
+            r#" { } "#,
+            r#"{"added_tokens": {"not": "a list"}}"#,
+        ];
+        for text in cases {
+            std::fs::write(&path, text).unwrap();
+            let got = read_tokenizer_parts(&path).unwrap().unwrap();
+            let tree: Value = serde_json::from_str(text).unwrap();
+            let want =
+                tree.get("model").and_then(|m| m.get("merges")).and_then(Value::as_array).map(|m| convert_merges(m));
+            assert_eq!(got.merges, want, "{text}");
+            assert_eq!(got.empty, !truthy(&tree), "{text}");
+            for k in ["normalizer", "added_tokens", "post_processor"] {
+                let want = tree.get(k).filter(|v| !v.is_null());
+                assert_eq!(got.parts.get(k).filter(|v| !v.is_null()), want, "{text}: {k}");
+            }
+        }
+        assert!(read_tokenizer_parts(&dir.path().join("absent.json")).unwrap().is_none());
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(read_tokenizer_parts(&path).unwrap_err().to_string().contains("tokenizer.json"));
     }
 
     #[test]

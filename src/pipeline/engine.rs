@@ -7,11 +7,13 @@
 //! order), so a single output is written front to back. Each chunk of rows is
 //! read and decoded once; one rayon task per few rows decodes its rows and,
 //! while they are still in cache, encodes them for every output that uses the
-//! tensor (copies of stored bytes included) and measures the error when asked
-//! (the fused fast path is simply the case of one output). A writer thread
-//! hands each encoded chunk to its sink at its place in the output, so
-//! reading, computing and writing overlap and memory stays bounded by a few
-//! chunks whatever the model size.
+//! tensor (copies of stored bytes included) and hands the encoded rows (with
+//! their f32 rows) to the [`Observer`]s: error figures, progress, any side
+//! work a caller adds. Stored F16/BF16 rows are encoded without f32 rows in
+//! memory when no observer needs them (the fused fast path). A writer thread
+//! hands each encoded chunk to its sink at its place in the output (and tells
+//! the observers), so reading, computing and writing overlap and memory stays
+//! bounded by a few chunks whatever the model size.
 //!
 //! Sinks own their layout, padding, writeback and atomic commit: nothing is
 //! committed unless every output is complete, and an error leaves none.
@@ -21,10 +23,11 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use super::observe::{EncodedRows, ErrorObserver, Observer, ProgressObserver};
 use super::plan::{check_plan, Planned};
 use super::sink::Sink;
 use super::source::{SourceTensor, TensorSource};
-use super::write::{ErrorStats, TensorReport, WriteOptions, WriteSummary};
+use super::write::{TensorReport, WriteOptions, WriteSummary};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::progress::Progress;
@@ -64,12 +67,25 @@ struct Use<'p> {
 }
 
 /// Runs a schedule: writes every job's plan of `src` to its sink and commits
-/// all sinks once every one is complete. Returns one summary per job.
+/// all sinks once every one is complete. Returns one summary per job, with
+/// the error figures when [`WriteOptions::measure_error`].
 pub fn run(
     src: &dyn TensorSource,
     jobs: Vec<Job<'_>>,
     opts: &WriteOptions,
     progress: &dyn Progress,
+) -> Result<Vec<WriteSummary>> {
+    run_observed(src, jobs, opts, progress, &[])
+}
+
+/// [`run`] with more [`Observer`]s doing side work beside the error figures
+/// and the progress reports.
+pub fn run_observed(
+    src: &dyn TensorSource,
+    jobs: Vec<Job<'_>>,
+    opts: &WriteOptions,
+    progress: &dyn Progress,
+    extra: &[&dyn Observer],
 ) -> Result<Vec<WriteSummary>> {
     let start = Instant::now();
     let tensors = src.tensors();
@@ -99,9 +115,13 @@ pub fn run(
     progress.begin("writing", sizes.iter().sum());
 
     let mut reports: Vec<Vec<Option<TensorReport>>> = plans.iter().map(|p| vec![None; p.len()]).collect();
-    let measure = opts.measure_error;
-    let mut errors: Vec<Vec<ErrorStats>> =
-        plans.iter().map(|p| if measure { vec![ErrorStats::default(); p.len()] } else { vec![] }).collect();
+    let errors = opts.measure_error.then(|| ErrorObserver::new(&plans.iter().map(|p| p.len()).collect::<Vec<_>>()));
+    let shown = ProgressObserver(progress);
+    let mut observers: Vec<&dyn Observer> = vec![&shown];
+    observers.extend(errors.as_ref().map(|e| e as &dyn Observer));
+    observers.extend_from_slice(extra);
+    let observers = &observers;
+    let measure = observers.iter().any(|o| o.needs_reference());
 
     // The writer thread hands each filled buffer to its sink and returns it for reuse.
     // A buffer travels with the length of its contents: buffers are never
@@ -113,7 +133,9 @@ pub fn run(
         let handle = scope.spawn(move || -> Result<Vec<Box<dyn Sink + '_>>> {
             for (u, k, at, buf, len) in full_rx {
                 sinks[u].write(k, at, &buf[..len])?;
-                progress.advance(len as u64);
+                for o in observers {
+                    o.written(u, len as u64);
+                }
                 let _ = empty_tx.send(buf);
             }
             for s in sinks.iter_mut() {
@@ -130,7 +152,6 @@ pub fn run(
             b
         };
         let mut scratch: Vec<f32> = Vec::new();
-        let mut row_errs: Vec<Vec<ErrorStats>> = Vec::new();
         let produced = (|| -> Result<()> {
             for &si in &order {
                 let t = &tensors[si];
@@ -158,17 +179,12 @@ pub fn run(
                 let rows = t.n_rows() as usize;
                 let rows_per_chunk = (opts.chunk_bytes / (row_len * 4).max(1)).clamp(1, rows.max(1));
                 let rows_per_task = task_rows(rows_per_chunk, row_len, pool.current_num_threads());
-                row_errs.resize_with(uses.len(), Vec::new);
                 let mut r0 = 0;
                 while r0 < rows {
                     let n = rows_per_chunk.min(rows - r0);
                     let mut bufs: Vec<Vec<u8>> = uses.iter().map(|x| take_buffer(n * x.out_row)).collect();
                     if decode && scratch.len() < n * row_len {
                         scratch.resize(n * row_len, 0.0);
-                    }
-                    for e in row_errs.iter_mut().take(if measure { uses.len() } else { 0 }) {
-                        e.clear();
-                        e.resize(n, ErrorStats::default());
                     }
                     // One task per `rows_per_task` rows: its f32 rows, its slice of every output.
                     let n_tasks = n.div_ceil(rows_per_task);
@@ -179,21 +195,15 @@ pub fn run(
                         .zip(&uses)
                         .map(|(b, x)| b[..n * x.out_row].chunks_mut((rows_per_task * x.out_row).max(1)))
                         .collect();
-                    let mut e_chunks: Vec<_> = row_errs.iter_mut().map(|e| e.chunks_mut(rows_per_task)).collect();
                     let mut tasks = Vec::with_capacity(n_tasks);
                     for i in 0..n_tasks {
                         let f = if decode { f_chunks.next() } else { None };
                         let outs: Vec<&mut [u8]> = o_chunks.iter_mut().map(|c| c.next().unwrap_or_default()).collect();
-                        let errs: Vec<&mut [ErrorStats]> = if measure {
-                            e_chunks.iter_mut().map(|c| c.next().unwrap_or_default()).collect()
-                        } else {
-                            vec![]
-                        };
-                        tasks.push((r0 + i * rows_per_task, f, outs, errs));
+                        tasks.push((r0 + i * rows_per_task, f, outs));
                     }
                     let uses = &uses;
                     pool.install(|| {
-                        tasks.into_par_iter().try_for_each(|(first, mut f, mut outs, mut errs)| -> Result<()> {
+                        tasks.into_par_iter().try_for_each(|(first, mut f, mut outs)| -> Result<()> {
                             let m = rows_per_task.min(r0 + n - first);
                             let fused = fuse && encode_stored(src, si, t, first as u64, m as u64, uses, &mut outs)?;
                             if let Some(f) = f.as_deref_mut().filter(|_| !fused) {
@@ -210,20 +220,23 @@ pub fn run(
                                 } else if let Some(f) = f.as_deref() {
                                     encode(t, x.p, first as u64, row_len, f, o)?;
                                 }
-                                if let (Some(f), Some(e)) = (f.as_deref(), errs.get_mut(j)) {
-                                    row_errors(x.p.ty, row_len, f, o, e)?;
+                                let rows = EncodedRows {
+                                    output: x.u,
+                                    index: x.k,
+                                    ty: x.p.ty,
+                                    row_len,
+                                    first_row: first as u64,
+                                    reference: f.as_deref().filter(|_| !fused),
+                                    encoded: o,
+                                };
+                                for obs in observers {
+                                    obs.rows(rows)?;
                                 }
                             }
                             Ok(())
                         })
                     })?;
-                    for (j, (x, b)) in uses.iter().zip(bufs).enumerate() {
-                        if measure {
-                            let acc = &mut errors[x.u][x.k];
-                            for e in &row_errs[j] {
-                                acc.add(e);
-                            }
-                        }
+                    for (x, b) in uses.iter().zip(bufs) {
                         if full_tx.send((x.u, x.k, (r0 * x.out_row) as u64, b, n * x.out_row)).is_err() {
                             return Ok(()); // the writer failed; its error is reported below
                         }
@@ -236,6 +249,9 @@ pub fn run(
                 src.done(si);
                 for x in &uses {
                     reports[x.u][x.k] = Some(TensorReport::new(t, x.p, x.copy));
+                    for o in observers {
+                        o.tensor_done(x.u, x.k);
+                    }
                 }
             }
             Ok(())
@@ -251,6 +267,10 @@ pub fn run(
     produced?;
     let sinks = written?;
     let seconds = start.elapsed().as_secs_f64();
+    let errors = match errors {
+        Some(e) => e.into_stats(),
+        None => vec![Vec::new(); sinks.len()],
+    };
     let mut out = Vec::with_capacity(sinks.len());
     let mut done = Vec::with_capacity(sinks.len());
     for ((sink, reports), errors) in sinks.into_iter().zip(reports).zip(errors) {
@@ -379,20 +399,6 @@ fn encode(t: &SourceTensor, p: &Planned, first_row: u64, row_len: usize, f: &[f3
         quant::quantize_rows(p.ty, fs, row_len, imatrix, os).map_err(|e| e.in_tensor(&t.name, Some(row)))?;
         check_encoded(t, p.ty, row, os)?;
         r += run;
-    }
-    Ok(())
-}
-
-/// Per row: the error of encoded rows against their f32 source.
-fn row_errors(ty: GgmlType, row_len: usize, reference: &[f32], encoded: &[u8], out: &mut [ErrorStats]) -> Result<()> {
-    let out_row = ty.row_size(row_len as u64).unwrap_or(0) as usize;
-    let mut back = vec![0f32; row_len];
-    for (r, e) in out.iter_mut().enumerate() {
-        let x = reference.get(r * row_len..(r + 1) * row_len).unwrap_or_default();
-        let enc = encoded.get(r * out_row..(r + 1) * out_row).unwrap_or_default();
-        quant::dequantize_rows(ty, enc, &mut back)?;
-        let [sum_sq_err, sum_sq_ref, max_abs_err] = quant::error_sums(x, &back);
-        *e = ErrorStats { n: row_len as u64, sum_sq_err, sum_sq_ref, max_abs_err };
     }
     Ok(())
 }

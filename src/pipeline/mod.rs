@@ -9,12 +9,13 @@
 //! they are). A plan ([`Planned`] per output tensor, in output order) says
 //! which source tensor each output tensor comes from and what type it is
 //! written as. The engine ([`run`]) reads each source tensor once, decodes
-//! each chunk of rows once and encodes it for every output, measuring the
-//! error when asked; [`Sink`]s ([`GgufSink`], [`SafetensorsSink`]) put the bytes at their place,
+//! each chunk of rows once and encodes it for every output; [`Observer`]s
+//! do the side work (error figures, progress, more when asked); [`Sink`]s ([`GgufSink`], [`SafetensorsSink`]) put the bytes at their place,
 //! with writeback windows and an atomic commit. [`write_gguf`] and
 //! [`write_gguf_multi`] are the engine with GGUF sinks. See ARCHITECTURE.md.
 
 mod engine;
+mod observe;
 mod plan;
 mod sink;
 mod source;
@@ -23,7 +24,8 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{run, thread_pool, Job};
+pub use engine::{run, run_observed, thread_pool, Job};
+pub use observe::{EncodedRows, ErrorObserver, Observer, ProgressObserver};
 pub use plan::{check_plan, layout, specs, Planned};
 pub use sink::{GgufSink, SafetensorsFile, SafetensorsSink, Sink};
 pub use source::{GgufSource, SourceTensor, TensorSource};
