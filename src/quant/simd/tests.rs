@@ -578,7 +578,7 @@ fn dequantize_and_error_sums_match_scalar() {
     let Some(b) = simd_backend("dequantize_and_error_sums_match_scalar") else { return };
     for &ty in QUANTIZABLE {
         let n = 512usize;
-        if n % ty.block_size() as usize != 0 {
+        if !n.is_multiple_of(ty.block_size() as usize) {
             continue;
         }
         for (name, src) in row_sets(n, 0xDE0 + ty as u64) {
