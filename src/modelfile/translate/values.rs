@@ -243,16 +243,21 @@ impl Translator<'_> {
         if l.target != name || !text || matches!(l.kind, Kind::Str | Kind::ArgValue) {
             return None;
         }
-        let (expr, index) = (l.expr.clone(), l.index.clone());
-        // Only the range variable itself, assigned in the loop's own body (not in a branch).
-        if expr != format!("${}", go_var(name)) || self.vals.loop_nest.get(&index).copied() != Some(self.nest_depth()) {
+        let (expr, index, kind) = (l.expr.clone(), l.index.clone(), l.kind);
+        // Only the range variable itself, assigned in the loop's own body (not in a branch),
+        // and not in a loop over messages (whose item is also read as the previous message
+        // and as `messages[loop.index0]`).
+        if kind == Kind::Message
+            || expr != format!("${}", go_var(name))
+            || self.vals.loop_nest.get(&index).copied() != Some(self.nest_depth())
+        {
             // Afterwards the name may mean either: reading it is untranslatable (the caller
             // poisons the name, which the loop no longer shadows).
             if let Some(l) = self.loops.last_mut() {
                 l.target = format!("\0{name}");
             }
             return Some(Err(Untranslatable {
-                construct: format!("loop variable {name} replaced by text inside a branch"),
+                construct: format!("loop variable {name} replaced by text inside a branch or a loop over messages"),
                 line,
             }));
         }
@@ -373,11 +378,11 @@ mod tests {
 
     #[test]
     fn neighbours_are_undefined_past_the_ends() {
-        check(&format!(
-            "{{% for m in messages %}}{{% if loop.previtem is undefined or loop.previtem.role != m.role %}}<{{{{ m.role }}}}>{{% endif %}}\
-             {{{{ m.content }}}}{{% if loop.nextitem is undefined or loop.nextitem.role != m.role %}}</{{{{ m.role }}}}>{{% endif %}}\
-             {{% if loop.nextitem is defined %}}+{{% endif %}}{{% endfor %}}"
-        ));
+        check(
+            "{% for m in messages %}{% if loop.previtem is undefined or loop.previtem.role != m.role %}<{{ m.role }}>{% endif %}\
+             {{ m.content }}{% if loop.nextitem is undefined or loop.nextitem.role != m.role %}</{{ m.role }}>{% endif %}\
+             {% if loop.nextitem is defined %}+{% endif %}{% endfor %}"
+        );
     }
 
     #[test]
