@@ -699,7 +699,10 @@ impl Translator<'_> {
             ))),
             "iterable" | "sequence" => Ok(Val::Bool(matches!(
                 v,
-                Val::Str(_) | Val::List(_) | Val::Go(_, Kind::Str | Kind::Messages | Kind::Tools | Kind::ToolCalls)
+                Val::Str(_)
+                    | Val::List(_)
+                    | Val::Dict(_)
+                    | Val::Go(_, Kind::Str | Kind::Messages | Kind::Tools | Kind::ToolCalls)
             ))),
             "false" | "true" => {
                 let want = t.name == "true";

@@ -341,11 +341,11 @@ mod tests {
     fn dict_literals_are_read_by_key() {
         let t = check(
             "{% macro turn(m, extra={}) %}<|{{ m['role'] }}|>{{ m.content }}{{ m.get('name', '') }}\
-             {% if 'x' in extra %}X{{ extra.x }}{% endif %}{{ extra | length }}\n{% endmacro %}\
+             {% if 'x' in extra %}X{{ extra.x }}{% endif %}{{ extra | length }}{% if extra is iterable %}I{% endif %}\n{% endmacro %}\
              {{ turn({'role': 'developer', 'content': 'Be brief.', 'role': 'dev'}) }}\
              {% for m in messages %}{{ turn({'role': m.role, 'content': m.content}, {'x': m.role}) }}{% endfor %}<|assistant|>",
         );
-        assert!(t.template.starts_with("<|dev|>Be brief.0\n"), "{}", t.template);
+        assert!(t.template.starts_with("<|dev|>Be brief.0I{{"), "{}", t.template);
         // Tool-call arguments or an empty dict: the arguments.
         check(
             "{% for m in messages %}{{ m.content }}{% for tc in m.tool_calls %}{% set a = tc.function.arguments or {} %}\
