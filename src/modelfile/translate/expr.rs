@@ -44,6 +44,7 @@ impl Translator<'_> {
             Val::List(l) => (!l.is_empty()).to_string(),
             Val::Raw(_) => "true".into(),
             Val::Fragment(_) => bail!(line, "testing captured output (a macro's or a set block's)"),
+            Val::Dict(d) => (!d.is_empty()).to_string(),
         })
     }
 
@@ -207,6 +208,16 @@ impl Translator<'_> {
                     Some(f) => self.expr(f)?,
                     None => Val::Undefined,
                 };
+                let printable = |v: &Val| {
+                    is_text(v)
+                        || matches!(
+                            v,
+                            Val::Raw(_) | Val::Fragment(_) | Val::Int(_) | Val::Go(_, Kind::ArgValue | Kind::Int)
+                        )
+                };
+                if (!is_text(&t) || !is_text(&f)) && printable(&t) && printable(&f) {
+                    return self.printed_choice(&c, t, f, line);
+                }
                 let (to, tk) = self.operand(t, line)?;
                 let (fo, fk) = self.operand(f, line)?;
                 let kind = if tk == Kind::Undefined { fk } else { tk };
@@ -224,7 +235,7 @@ impl Translator<'_> {
             Expr::Filter(f) => self.filter(f, line),
             Expr::Test(t) => self.test(t, line),
             Expr::Call(c) => self.call(c, line),
-            Expr::Map(_) => bail!(line, "dict literal"),
+            Expr::Map(m) => self.dict_literal(m, line),
         }
     }
 
@@ -287,6 +298,9 @@ impl Translator<'_> {
     }
 
     pub(super) fn attr(&mut self, base: Val, name: &str, line: usize) -> Result<Val, Untranslatable> {
+        if let Val::Go(g, Kind::MaybeMessage) = &base {
+            return self.maybe_message_attr(g, name, line);
+        }
         let (g, kind) = match base {
             Val::Go(g, k) => (g, k),
             Val::Relative { iter, index, offset } => {
@@ -308,6 +322,7 @@ impl Translator<'_> {
                 (m, Kind::Message)
             }
             Val::Undefined => return Ok(Val::Undefined),
+            Val::Dict(d) => return Ok(values::dict_get(&d, name)),
             other => bail!(line, "attribute {name} of {}", describe(&other)),
         };
         let field = |f: &str, k: Kind| Ok(Val::Go(format!("{}.{f}", paren(&g)), k));
@@ -344,6 +359,10 @@ impl Translator<'_> {
             }
             // messages[-k]: Go has no arithmetic, but `slice X k` is k shorter than X.
             Val::Go(g, Kind::Messages) => Ok(Val::Go(format!("(index {g} (len (slice {g} {})))", -i), Kind::Message)),
+            Val::Go(g, k @ (Kind::ToolCalls | Kind::Tools)) => Ok(Val::Go(
+                format!("(index {g} (len (slice {g} {})))", -i),
+                if k == Kind::Tools { Kind::Tool } else { Kind::ToolCall },
+            )),
             // An item of a constant list (unrolled loops over pairs).
             Val::List(mut items) if i >= 0 && (i as usize) < items.len() => Ok(items.swap_remove(i as usize)),
             other => bail!(line, "item {i} of {}", describe(&other)),
@@ -394,6 +413,9 @@ impl Translator<'_> {
                 // On strings Jinja's `a or b` is a value (the first non-empty one): so is Go's.
                 if is_text(&l) && is_text(&r) {
                     return self.text_and_or(matches!(b.op, K::ScOr), l, r, line);
+                }
+                if let Some(v) = self.known_and_or(matches!(b.op, K::ScOr), &l, &r) {
+                    return Ok(v);
                 }
                 let a = self.truth(l, line)?;
                 let c = self.truth(r, line)?;
@@ -448,6 +470,7 @@ impl Translator<'_> {
                 Val::Undefined => Ok(Val::Bool(false)),
                 r if is_text(&r) => self.text_contains(r, l, line),
                 Val::Go(m, Kind::Message) => self.has_key(&m, l, line),
+                Val::Dict(d) => self.dict_has(&d, &l, line),
                 other => bail!(line, "`in` on {}", describe(&other)),
             },
             _ => bail!(line, "arithmetic ({:?})", b.op),
@@ -476,6 +499,10 @@ impl Translator<'_> {
     }
 
     pub(super) fn equal(&mut self, l: Val, r: Val, line: usize) -> Result<Val, Untranslatable> {
+        if let Some(v) = self.think_equal(&l, &r) {
+            return Ok(v);
+        }
+        self.maybe_equal(&l, &r, line)?;
         match (&l, &r) {
             (Val::Str(a), Val::Str(b)) => return Ok(Val::Bool(a == b)),
             (Val::Int(a), Val::Int(b)) => return Ok(Val::Bool(a == b)),
@@ -508,6 +535,7 @@ impl Translator<'_> {
                 Val::Undefined => Ok(Val::Int(0)),
                 Val::Str(s) => Ok(Val::Int(s.chars().count() as i64)),
                 Val::List(l) => Ok(Val::Int(l.len() as i64)),
+                Val::Dict(d) => Ok(Val::Int(d.len() as i64)),
                 other => bail!(line, "|length of {}", describe(&other)),
             },
             "trim" => {
@@ -531,6 +559,13 @@ impl Translator<'_> {
                 let Some(CallArg::Pos(d)) = f.args.first() else { bail!(line, "|default without a value") };
                 match v {
                     Val::Undefined => self.expr(d),
+                    Val::Go(ref g, Kind::Str) if self.vals.maybe.contains_key(g) => {
+                        bail!(line, "|default of a field of a message that may be none")
+                    }
+                    Val::Go(ref g, Kind::Bool) if g == "$.Think" => {
+                        let d = self.expr(d)?;
+                        self.think_default(d, line)
+                    }
                     v => Ok(v),
                 }
             }
@@ -604,6 +639,12 @@ impl Translator<'_> {
         if let Val::Go(g, Kind::ArgValue) = &v {
             return self.arg_value_test(g, t.name, line);
         }
+        if matches!(v, Val::Relative { .. }) && matches!(t.name, "defined" | "undefined") {
+            return self.neighbour_defined(v, t.name == "defined", line);
+        }
+        if let Some(r) = self.maybe_test(&v, t.name, line) {
+            return r;
+        }
         let truthy = |s: &mut Self, v: Val| -> Result<Val, Untranslatable> {
             let g = s.truth(v, line)?;
             Ok(match g.as_str() {
@@ -652,12 +693,16 @@ impl Translator<'_> {
             "string" => Ok(Val::Bool(matches!(v, Val::Str(_) | Val::Concat(_) | Val::Go(_, Kind::Str)))),
             "number" | "integer" => Ok(Val::Bool(matches!(v, Val::Int(_) | Val::IntOff(..) | Val::Go(_, Kind::Int)))),
             "boolean" => Ok(Val::Bool(matches!(v, Val::Bool(_) | Val::Go(_, Kind::Bool)))),
-            "mapping" => {
-                Ok(Val::Bool(matches!(v, Val::Go(_, Kind::Message | Kind::Tool | Kind::ToolCall | Kind::Arguments))))
-            }
+            "mapping" => Ok(Val::Bool(matches!(
+                v,
+                Val::Dict(_) | Val::Go(_, Kind::Message | Kind::Tool | Kind::ToolCall | Kind::Arguments)
+            ))),
             "iterable" | "sequence" => Ok(Val::Bool(matches!(
                 v,
-                Val::Str(_) | Val::List(_) | Val::Go(_, Kind::Str | Kind::Messages | Kind::Tools | Kind::ToolCalls)
+                Val::Str(_)
+                    | Val::List(_)
+                    | Val::Dict(_)
+                    | Val::Go(_, Kind::Str | Kind::Messages | Kind::Tools | Kind::ToolCalls)
             ))),
             "false" | "true" => {
                 let want = t.name == "true";

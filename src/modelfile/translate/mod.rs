@@ -229,6 +229,7 @@ fn translate_mode(jinja: &str, opts: &TranslateOptions, lenient: bool) -> Result
         counter: 0,
         poisoned: BTreeMap::new(),
         st: stmt::StmtState::new(lenient),
+        vals: values::ValState::default(),
     };
     let Stmt::Template(root) = &tree else {
         return Err(Untranslatable { construct: "template root".into(), line: 0 });
@@ -270,6 +271,8 @@ enum Kind {
     Namespace,
     /// A tool-call argument value (string, number, boolean, list or object).
     ArgValue,
+    /// A variable holding a message or none (`""` in Go; see `values.rs`).
+    MaybeMessage,
 }
 
 impl Kind {
@@ -311,6 +314,8 @@ enum Val {
     /// Go template text produced by a macro or a `{% set %}` block: printed as is where the
     /// Jinja prints it; Go cannot capture it into a value, so it cannot be tested or compared.
     Fragment(String),
+    /// A dict bound at translation time: its items by key (see `values.rs`).
+    Dict(Vec<(String, Val)>),
 }
 
 struct LoopCtx {
@@ -341,6 +346,8 @@ struct Translator<'o> {
     poisoned: BTreeMap<String, Untranslatable>,
     /// Statement-level state: macros, captured output, lenient mode (see `stmt.rs`).
     st: stmt::StmtState<'o>,
+    /// State of the value translations (see `values.rs`).
+    vals: values::ValState,
 }
 
 fn go_var(name: &str) -> String {
@@ -403,6 +410,7 @@ impl Translator<'_> {
 
 mod expr;
 mod stmt;
+mod values;
 
 /// `strftime_now(fmt)` from Ollama's `currentDate` ("2006-01-02").
 fn strftime(fmt: &str, line: usize) -> Result<String, Untranslatable> {
@@ -457,6 +465,7 @@ fn describe(v: &Val) -> String {
         Val::Raw(_) => "JSON text".into(),
         Val::Undefined => "an undefined value".into(),
         Val::Fragment(_) => "captured output (a macro's or a set block's)".into(),
+        Val::Dict(_) => "a dict".into(),
     }
 }
 

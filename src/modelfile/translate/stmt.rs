@@ -386,7 +386,7 @@ impl Translator<'_> {
     }
 
     /// Bookkeeping of an assignment to a variable (by its stored name).
-    fn assigned(&mut self, name: &str) {
+    pub(super) fn assigned(&mut self, name: &str) {
         self.st.generation += 1;
         self.st.last_assign.insert(format!("${}", go_var(name)), self.st.generation);
         for i in 0..self.st.captures.len() {
@@ -509,6 +509,7 @@ impl Translator<'_> {
             Val::Relative { .. } => bail!(line, "printing a message"),
             Val::List(_) => bail!(line, "printing a list"),
             Val::Raw(r) | Val::Fragment(r) => self.out.push_str(&r),
+            Val::Dict(_) => bail!(line, "printing a dict"),
         }
         Ok(())
     }
@@ -586,6 +587,12 @@ impl Translator<'_> {
             return Ok(());
         }
         let v = self.expr(value)?;
+        if let Some(r) = self.set_loop_target(name, &v, line) {
+            return r;
+        }
+        if let Some(r) = self.set_maybe_message(name, &v) {
+            return r;
+        }
         // `set tools = []` (when none were given): an empty list of the same data.
         if matches!(&v, Val::List(items) if items.is_empty()) {
             let current = match self.vars.get(name) {
@@ -602,6 +609,7 @@ impl Translator<'_> {
         if matches!(
             v,
             Val::Fragment(_)
+                | Val::Dict(_)
                 | Val::List(_)
                 | Val::Raw(_)
                 | Val::Go(
@@ -629,6 +637,7 @@ impl Translator<'_> {
     }
 
     pub(super) fn assign(&mut self, name: &str, v: Val, line: usize) -> Result<(), Untranslatable> {
+        self.vals.assigned(name, &v, self.vars.contains_key(name));
         let (operand, kind) = self.operand(v, line)?;
         let kind = match (kind, self.vars.get(name)) {
             (Kind::Undefined, Some(k)) => *k,
@@ -697,6 +706,7 @@ impl Translator<'_> {
             Val::Relative { .. } => bail!(line, "a neighbouring message as a value"),
             Val::List(_) => bail!(line, "a list value"),
             Val::Raw(r) | Val::Fragment(r) => (self.raw_value(&r), Kind::Str),
+            Val::Dict(_) => bail!(line, "a dict value"),
         })
     }
 
@@ -743,6 +753,7 @@ impl Translator<'_> {
             prev: prev.clone(),
             kind: item_kind,
         });
+        self.vals.loop_nest.insert(index.clone(), self.st.nest + 1);
         self.out.push_str(&format!("{{{{ range {index}, {item} := {iter} }}}}"));
         if let Some(fe) = &f.filter_expr {
             if mentions(&f.body, "loop") {
@@ -791,11 +802,11 @@ impl Translator<'_> {
         }
         self.out.push_str(&format!("{{{{ if {cond} }}}}"));
         let v = self.expr(&ie.true_expr)?;
-        self.emit(v, line)?;
+        self.emit(values::narrow(&cond, v, true), line)?;
         if let Some(f) = &ie.false_expr {
             self.out.push_str("{{ else }}");
             let v = self.expr(f)?;
-            self.emit(v, line)?;
+            self.emit(values::narrow(&cond, v, false), line)?;
         }
         self.out.push_str("{{ end }}");
         Ok(())
@@ -1057,6 +1068,13 @@ fn target_name(e: &Expr<'_>, out: &mut BTreeSet<String>) {
 /// Does an expression mention this identifier (cheap, textual)?
 fn mentions_expr(e: &Expr<'_>, name: &str) -> bool {
     format!("{e:?}").contains(&format!("\"{name}\""))
+}
+
+impl Translator<'_> {
+    /// How deep in branches and loop bodies the statement being translated sits.
+    pub(super) fn nest_depth(&self) -> usize {
+        self.st.nest
+    }
 }
 
 #[cfg(test)]
