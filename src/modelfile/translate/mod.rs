@@ -229,6 +229,8 @@ fn translate_mode(jinja: &str, opts: &TranslateOptions, lenient: bool) -> Result
         counter: 0,
         poisoned: BTreeMap::new(),
         st: stmt::StmtState::new(lenient),
+        map_counters: Default::default(),
+        tools_default: None,
     };
     let Stmt::Template(root) = &tree else {
         return Err(Untranslatable { construct: "template root".into(), line: 0 });
@@ -270,6 +272,16 @@ enum Kind {
     Namespace,
     /// A tool-call argument value (string, number, boolean, list or object).
     ArgValue,
+    /// A tool's `parameters` (Ollama's templateToolFunctionParameters; see `tools.rs`).
+    Params,
+    /// A map of tool properties by name.
+    Props,
+    /// One tool property (api.ToolProperty).
+    Prop,
+    /// A list of strings (a schema's `required`).
+    StrList,
+    /// A list of JSON values (a property's `enum`).
+    JsonList,
 }
 
 impl Kind {
@@ -341,6 +353,10 @@ struct Translator<'o> {
     poisoned: BTreeMap<String, Untranslatable>,
     /// Statement-level state: macros, captured output, lenient mode (see `stmt.rs`).
     st: stmt::StmtState<'o>,
+    /// Counter variables of loops over tool property maps (see `tools.rs`).
+    map_counters: std::collections::BTreeSet<String>,
+    /// `tools` was defaulted when undefined (`set tools = none` if true, `= []` if false).
+    tools_default: Option<bool>,
 }
 
 fn go_var(name: &str) -> String {
@@ -368,10 +384,13 @@ fn go_quote(s: &str) -> String {
 
 /// Raw template text that Go's parser passes through unchanged.
 fn go_text(s: &str) -> String {
-    if !s.contains("{{") {
-        return s.to_string();
+    let mut out = if s.contains("{{") { s.split("{{").collect::<Vec<_>>().join("{{ \"{{\" }}") } else { s.to_string() };
+    // A final `{` would join an action (or text) written next into `{{`.
+    if out.ends_with('{') {
+        out.pop();
+        out.push_str("{{ \"{\" }}");
     }
-    s.split("{{").collect::<Vec<_>>().join("{{ \"{{\" }}")
+    out
 }
 
 macro_rules! bail {
@@ -403,6 +422,7 @@ impl Translator<'_> {
 
 mod expr;
 mod stmt;
+mod tools;
 
 /// `strftime_now(fmt)` from Ollama's `currentDate` ("2006-01-02").
 fn strftime(fmt: &str, line: usize) -> Result<String, Untranslatable> {
