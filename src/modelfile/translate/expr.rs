@@ -623,6 +623,9 @@ impl Translator<'_> {
     }
 
     pub(super) fn test(&mut self, t: &ast::Test<'_>, line: usize) -> Result<Val, Untranslatable> {
+        if let Some(r) = self.defined_test(t, line)? {
+            return Ok(r);
+        }
         let v = self.expr(&t.expr)?;
         if let Some(r) = self.schema_test(&v, t.name, line)? {
             return Ok(r);

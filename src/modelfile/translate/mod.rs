@@ -231,6 +231,7 @@ fn translate_mode(jinja: &str, opts: &TranslateOptions, lenient: bool) -> Result
         st: stmt::StmtState::new(lenient),
         map_counters: Default::default(),
         tools_default: None,
+        tested_defined: tools::tested_defined(jinja),
     };
     let Stmt::Template(root) = &tree else {
         return Err(Untranslatable { construct: "template root".into(), line: 0 });
@@ -357,6 +358,8 @@ struct Translator<'o> {
     map_counters: std::collections::BTreeSet<String>,
     /// `tools` was defaulted when undefined (`set tools = none` if true, `= []` if false).
     tools_default: Option<bool>,
+    /// Names the template tests with `is defined`/`is undefined` (see `tools.rs`).
+    tested_defined: std::collections::BTreeSet<String>,
 }
 
 fn go_var(name: &str) -> String {
@@ -385,12 +388,24 @@ fn go_quote(s: &str) -> String {
 /// Raw template text that Go's parser passes through unchanged.
 fn go_text(s: &str) -> String {
     let mut out = if s.contains("{{") { s.split("{{").collect::<Vec<_>>().join("{{ \"{{\" }}") } else { s.to_string() };
-    // A final `{` would join an action (or text) written next into `{{`.
-    if out.ends_with('{') {
-        out.pop();
-        out.push_str("{{ \"{\" }}");
+    // `"""` would end the Modelfile's quoted TEMPLATE (Ollama has no escapes).
+    if out.contains("\"\"\"") {
+        out = out.replace("\"\"\"", "\"\"{{ \"\\\"\" }}");
     }
-    out
+    // A final `{` would join an action (or text) written next into `{{`, a final `"` text
+    // written next into `"""`: written as actions.
+    let mut tail = String::new();
+    loop {
+        if out.ends_with('{') {
+            tail.insert_str(0, "{{ \"{\" }}");
+        } else if out.ends_with('"') {
+            tail.insert_str(0, "{{ \"\\\"\" }}");
+        } else {
+            break;
+        }
+        out.pop();
+    }
+    out + &tail
 }
 
 macro_rules! bail {

@@ -63,6 +63,11 @@ impl StmtState<'_> {
         StmtState { lenient, ..Default::default() }
     }
 
+    /// Outside any macro call.
+    pub(super) fn at_frames_top(&self) -> bool {
+        self.frames.is_empty()
+    }
+
     /// Outside any macro call, branch or loop.
     pub(super) fn at_top(&self) -> bool {
         self.frames.is_empty() && self.nest == 0
@@ -655,6 +660,7 @@ impl Translator<'_> {
         self.declare(name, kind, line)?;
         self.poisoned.remove(name);
         self.out.push_str(&format!("{{{{ ${} = {} }}}}", go_var(name), operand));
+        self.mark_defined(name);
         self.assigned(name);
         // A variable holding captured output set in an enclosing block: which one it holds
         // after this block depends on the branch taken.
