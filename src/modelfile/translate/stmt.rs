@@ -842,7 +842,7 @@ impl Translator<'_> {
             },
             // `|dictsort` of a property map (tools.rs: sorted by Go).
             Expr::Filter(fl) if fl.name == "dictsort" && fl.args.is_empty() => match &fl.expr {
-                Some(e) if matches!(self.expr(e), Ok(Val::Go(_, Kind::Props | Kind::Arguments))) => {
+                Some(e) if matches!(self.expr(e), Ok(Val::Go(_, Kind::Props | Kind::Arguments | Kind::ArgValue))) => {
                     self.note("|dictsort visits keys in Go's byte order (case-sensitive)");
                     e
                 }
@@ -864,7 +864,8 @@ impl Translator<'_> {
             bail!(line, "loop over key/value pairs using loop or a filter");
         }
         let g = match self.expr(base)? {
-            Val::Go(g, Kind::Arguments) => g,
+            // A tool-call argument that is an object (under `is mapping`): a map as well.
+            Val::Go(g, Kind::Arguments | Kind::ArgValue) => g,
             Val::Undefined => return self.block(&f.else_body, false),
             other => bail!(line, "loop over the key/value pairs of {}", describe(&other)),
         };

@@ -323,7 +323,8 @@ impl Translator<'_> {
     ) -> Result<(), Untranslatable> {
         let Val::Go(g, kind) = iter else { bail!(line, "loop over {}", describe(&iter)) };
         match kind {
-            Kind::StrList | Kind::JsonList => {
+            // A tool-call argument that is a list (under `is sequence`): its items.
+            Kind::StrList | Kind::JsonList | Kind::ArgValue => {
                 let item = if kind == Kind::StrList { Kind::Str } else { Kind::ArgValue };
                 let (index, var) = (self.fresh(), format!("${}", go_var(target)));
                 self.loops.push(LoopCtx {
@@ -736,5 +737,37 @@ mod text_tests {
         );
         assert!(!t.template.contains("\"\"\""), "{}", t.template);
         assert!(!t.template.contains("{{{"), "{}", t.template);
+    }
+}
+
+#[cfg(test)]
+mod argument_tests {
+    use super::super::super::render::chat::{Chat, FunctionCall, Message, ToolCall};
+    use super::super::super::render::go::{GoTemplate, Request};
+    use super::super::super::render::jinja::{JinjaContext, JinjaTemplate};
+
+    #[test]
+    fn nested_arguments_loop_as_maps_and_lists() {
+        let jinja = "{% for m in messages %}{{ m.content }}{% for tc in m.tool_calls %}{{ tc.function.name }}(\
+            {% for k, v in tc.function.arguments | dictsort %}{{ k }}=\
+            {% if v is mapping %}{{ '{' }}{% for k2, v2 in v | dictsort %}{{ k2 }}:{{ v2 }};{% endfor %}}\
+            {% elif v is sequence and v is not string %}[{% for x in v %}{{ x }},{% endfor %}]{% else %}{{ v }}{% endif %} {% endfor %})\
+            {% endfor %}{% endfor %}";
+        let t = crate::modelfile::translate::tests::check(jinja);
+        let mut call = Message::new("assistant", "");
+        let args = serde_json::json!({"b": {"y": "2", "x": "1"}, "a": ["p", "q"], "c": "s"});
+        call.tool_calls = vec![ToolCall {
+            id: "1".into(),
+            kind: "function".into(),
+            function: FunctionCall { index: None, name: "f".into(), arguments: args.as_object().cloned().unwrap() },
+        }];
+        let chat = Chat { messages: vec![Message::new("user", "hi"), call], ..Default::default() };
+        let want = JinjaTemplate::parse(jinja)
+            .unwrap()
+            .render(&chat, &JinjaContext { bos_token: "<s>".into(), eos_token: "</s>".into(), ..Default::default() })
+            .unwrap();
+        let got = GoTemplate::parse(&t.template).unwrap().render(&chat, &Request::default()).unwrap();
+        assert_eq!(got, want, "\n{}", t.template);
+        assert!(want.contains("a=[p,q,] b={x:1;y:2;} c=s"), "{want}");
     }
 }
