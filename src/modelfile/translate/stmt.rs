@@ -1094,6 +1094,41 @@ fn mentions_expr(e: &Expr<'_>, name: &str) -> bool {
     format!("{e:?}").contains(&format!("\"{name}\""))
 }
 
+impl Translator<'_> {
+    /// A loop body (a block of its own) for loops written elsewhere (tools.rs).
+    pub(super) fn stmts_block(&mut self, body: &[Stmt<'_>]) -> Result<(), Untranslatable> {
+        self.block(body, false)
+    }
+
+    /// Runs `f` with the name `target` bound to a value known here (as [`Self::unrolled_loop`]
+    /// binds each item).
+    pub(super) fn with_bound<R>(&mut self, target: &str, item: Val, f: impl FnOnce(&mut Self) -> R) -> R {
+        match self.st.frames.last_mut() {
+            Some(fr) => {
+                let saved = fr.params.insert(target.to_string(), item);
+                let r = f(self);
+                if let Some(fr) = self.st.frames.last_mut() {
+                    match saved {
+                        Some(v) => fr.params.insert(target.to_string(), v),
+                        None => fr.params.remove(target),
+                    };
+                }
+                r
+            }
+            None => {
+                let fragment = Fragment { val: item, blocks: self.st.blocks.clone(), generation: self.st.generation };
+                let saved = self.st.fragments.insert(target.to_string(), fragment);
+                let r = f(self);
+                match saved {
+                    Some(v) => self.st.fragments.insert(target.to_string(), v),
+                    None => self.st.fragments.remove(target),
+                };
+                r
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{check, judge, opts};
@@ -1266,40 +1301,5 @@ mod tests {
         assert_eq!(t.left_out, ["slice with a step (reversed list) at line 1"]);
         // A top-level statement that fails still fails.
         assert!(translate_lenient(&format!("{{{{ messages | weird }}}}{CHAT}"), &opts()).is_err());
-    }
-}
-
-impl Translator<'_> {
-    /// A loop body (a block of its own) for loops written elsewhere (tools.rs).
-    pub(super) fn stmts_block(&mut self, body: &[Stmt<'_>]) -> Result<(), Untranslatable> {
-        self.block(body, false)
-    }
-
-    /// Runs `f` with the name `target` bound to a value known here (as [`Self::unrolled_loop`]
-    /// binds each item).
-    pub(super) fn with_bound<R>(&mut self, target: &str, item: Val, f: impl FnOnce(&mut Self) -> R) -> R {
-        match self.st.frames.last_mut() {
-            Some(fr) => {
-                let saved = fr.params.insert(target.to_string(), item);
-                let r = f(self);
-                if let Some(fr) = self.st.frames.last_mut() {
-                    match saved {
-                        Some(v) => fr.params.insert(target.to_string(), v),
-                        None => fr.params.remove(target),
-                    };
-                }
-                r
-            }
-            None => {
-                let fragment = Fragment { val: item, blocks: self.st.blocks.clone(), generation: self.st.generation };
-                let saved = self.st.fragments.insert(target.to_string(), fragment);
-                let r = f(self);
-                match saved {
-                    Some(v) => self.st.fragments.insert(target.to_string(), v),
-                    None => self.st.fragments.remove(target),
-                };
-                r
-            }
-        }
     }
 }

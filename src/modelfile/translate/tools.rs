@@ -541,6 +541,81 @@ impl Translator<'_> {
     }
 }
 
+/// The names a template tests with `x is defined` / `x is not defined` / `x is undefined`
+/// (a textual over-approximation: only variables the template sets are affected).
+pub(super) fn tested_defined(jinja: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let words: Vec<&str> = jinja.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
+    let mut rest = jinja;
+    while let Some(p) = rest.find(" is ") {
+        let before = &rest[..p];
+        let after = rest[p + 4..].trim_start();
+        let after = after.strip_prefix("not ").map(str::trim_start).unwrap_or(after);
+        if after.starts_with("defined") || after.starts_with("undefined") {
+            let name: String = before
+                .chars()
+                .rev()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            // Names the caller passes (defined even before the template sets them) keep the
+            // tests of expr.rs.
+            let context = [
+                "messages",
+                "tools",
+                "documents",
+                "add_generation_prompt",
+                "bos_token",
+                "eos_token",
+                "enable_thinking",
+            ];
+            if !name.is_empty() && words.contains(&name.as_str()) && !context.contains(&name.as_str()) {
+                out.insert(name);
+            }
+        }
+        rest = &rest[p + 4..];
+    }
+    out
+}
+
+impl Translator<'_> {
+    /// Name of the Go flag recording that a top-level variable was assigned.
+    fn defined_flag(name: &str) -> String {
+        format!("{name}__defined")
+    }
+
+    /// After an assignment to a top-level variable the template tests with `is defined`:
+    /// set its flag (declared false at the top), so that a variable set only in some branches
+    /// is defined exactly where Jinja's is.
+    pub(super) fn mark_defined(&mut self, name: &str) {
+        if name.contains('.') || !self.st.at_frames_top() || !self.tested_defined.contains(name) {
+            return;
+        }
+        let flag = Self::defined_flag(name);
+        self.vars.insert(flag.clone(), Kind::Bool);
+        self.out.push_str(&format!("{{{{ ${} = true }}}}", go_var(&flag)));
+    }
+
+    /// `x is defined` / `x is undefined` of a top-level variable that has a flag.
+    pub(super) fn defined_test(&mut self, t: &ast::Test<'_>, line: usize) -> Result<Option<Val>, Untranslatable> {
+        let Expr::Var(v) = &t.expr else { return Ok(None) };
+        if !matches!(t.name, "defined" | "undefined") || !self.st.at_frames_top() || self.loop_ctx(v.id).is_some() {
+            return Ok(None);
+        }
+        let flag = Self::defined_flag(v.id);
+        if !self.vars.contains_key(&flag) {
+            return Ok(None);
+        }
+        if let Some(e) = self.poisoned.get(v.id) {
+            return Err(Untranslatable { construct: e.construct.clone(), line });
+        }
+        let g = format!("${}", go_var(&flag));
+        Ok(Some(if t.name == "defined" { Val::Go(g, Kind::Bool) } else { Val::Go(format!("(not {g})"), Kind::Bool) }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::super::render::chat::{Chat, Message};
@@ -635,81 +710,6 @@ mod tests {
         let (want, got) = both(&t, jinja, RICH);
         assert_eq!(got, want, "\n{}", t.template);
         assert!(want.contains("type book = (_: {a_size: integer"), "{want}");
-    }
-}
-
-/// The names a template tests with `x is defined` / `x is not defined` / `x is undefined`
-/// (a textual over-approximation: only variables the template sets are affected).
-pub(super) fn tested_defined(jinja: &str) -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    let words: Vec<&str> = jinja.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
-    let mut rest = jinja;
-    while let Some(p) = rest.find(" is ") {
-        let before = &rest[..p];
-        let after = rest[p + 4..].trim_start();
-        let after = after.strip_prefix("not ").map(str::trim_start).unwrap_or(after);
-        if after.starts_with("defined") || after.starts_with("undefined") {
-            let name: String = before
-                .chars()
-                .rev()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            // Names the caller passes (defined even before the template sets them) keep the
-            // tests of expr.rs.
-            let context = [
-                "messages",
-                "tools",
-                "documents",
-                "add_generation_prompt",
-                "bos_token",
-                "eos_token",
-                "enable_thinking",
-            ];
-            if !name.is_empty() && words.contains(&name.as_str()) && !context.contains(&name.as_str()) {
-                out.insert(name);
-            }
-        }
-        rest = &rest[p + 4..];
-    }
-    out
-}
-
-impl Translator<'_> {
-    /// Name of the Go flag recording that a top-level variable was assigned.
-    fn defined_flag(name: &str) -> String {
-        format!("{name}__defined")
-    }
-
-    /// After an assignment to a top-level variable the template tests with `is defined`:
-    /// set its flag (declared false at the top), so that a variable set only in some branches
-    /// is defined exactly where Jinja's is.
-    pub(super) fn mark_defined(&mut self, name: &str) {
-        if name.contains('.') || !self.st.at_frames_top() || !self.tested_defined.contains(name) {
-            return;
-        }
-        let flag = Self::defined_flag(name);
-        self.vars.insert(flag.clone(), Kind::Bool);
-        self.out.push_str(&format!("{{{{ ${} = true }}}}", go_var(&flag)));
-    }
-
-    /// `x is defined` / `x is undefined` of a top-level variable that has a flag.
-    pub(super) fn defined_test(&mut self, t: &ast::Test<'_>, line: usize) -> Result<Option<Val>, Untranslatable> {
-        let Expr::Var(v) = &t.expr else { return Ok(None) };
-        if !matches!(t.name, "defined" | "undefined") || !self.st.at_frames_top() || self.loop_ctx(v.id).is_some() {
-            return Ok(None);
-        }
-        let flag = Self::defined_flag(v.id);
-        if !self.vars.contains_key(&flag) {
-            return Ok(None);
-        }
-        if let Some(e) = self.poisoned.get(v.id) {
-            return Err(Untranslatable { construct: e.construct.clone(), line });
-        }
-        let g = format!("${}", go_var(&flag));
-        Ok(Some(if t.name == "defined" { Val::Go(g, Kind::Bool) } else { Val::Go(format!("(not {g})"), Kind::Bool) }))
     }
 }
 
