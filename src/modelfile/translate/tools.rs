@@ -105,21 +105,11 @@ impl Translator<'_> {
         }))
     }
 
-    /// `x[key]` with a key computed in Go (a loop's key): an entry of a property map, or the
-    /// field of a schema object named by a constant bound to a loop name.
-    pub(super) fn schema_item(&mut self, base: &Val, key: &Val, line: usize) -> Result<Option<Val>, Untranslatable> {
+    /// `x[key]` with a key computed in Go (a loop's key): an entry of a property map.
+    pub(super) fn schema_item(&mut self, base: &Val, key: &Val, _line: usize) -> Result<Option<Val>, Untranslatable> {
         let Val::Go(k, Kind::Str) = key else { return Ok(None) };
         let Val::Go(g, kind) = base else { return Ok(None) };
-        if *kind == Kind::Props {
-            return Ok(Some(Val::Go(format!("(index {} {k})", paren(g)), Kind::Prop)));
-        }
-        // A Go string literal (an unrolled loop over an object's keys).
-        if let Ok(name) = serde_json::from_str::<String>(k) {
-            if matches!(kind, Kind::Params | Kind::Prop | Kind::ToolFunction) {
-                return self.schema_attr(g, *kind, &name, line);
-            }
-        }
-        Ok(None)
+        Ok((*kind == Kind::Props).then(|| Val::Go(format!("(index {} {k})", paren(g)), Kind::Prop)))
     }
 
     /// Is this Go operand an optional field of a schema (absent when empty)?
@@ -303,9 +293,7 @@ impl Translator<'_> {
     /// but every use of a missing list (loops, `in`, `|length`) behaves as an empty one.
     pub(super) fn schema_or(&mut self, l: &Val, r: &Val) -> Option<Val> {
         match (l, r) {
-            (Val::Go(_, Kind::StrList | Kind::JsonList | Kind::Props), Val::List(items) | Val::List(items))
-                if items.is_empty() =>
-            {
+            (Val::Go(_, Kind::StrList | Kind::JsonList | Kind::Props), Val::List(items)) if items.is_empty() => {
                 Some(l.clone())
             }
             _ => None,
