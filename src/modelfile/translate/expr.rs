@@ -22,6 +22,8 @@ impl Translator<'_> {
                 let _ = g;
                 "false".into()
             }
+            // A tool and its function always have a name: never empty (tools.rs).
+            Val::Go(_, Kind::Tool | Kind::ToolFunction) => "true".into(),
             Val::Go(g, _) => g,
             Val::Concat(_) => {
                 let (o, _) = self.operand(v, line)?;
@@ -152,7 +154,10 @@ impl Translator<'_> {
                         }
                         _ => bail!(line, "indexing by a computed position"),
                     },
-                    _ => bail!(line, "subscript"),
+                    sub => match self.schema_item(&base, &sub, line)? {
+                        Some(v) => Ok(v),
+                        None => bail!(line, "subscript"),
+                    },
                 }
             }
             Expr::Slice(s) => {
@@ -248,6 +253,9 @@ impl Translator<'_> {
     }
 
     pub(super) fn loop_attr(&mut self, name: &str, line: usize) -> Result<Val, Untranslatable> {
+        if let Some(v) = self.map_loop_attr(name, line)? {
+            return Ok(v);
+        }
         let Some(l) = self.loops.last() else { bail!(line, "loop outside a loop") };
         let (iter, index) = (l.iter.clone(), l.index.clone());
         Ok(match name {
@@ -343,7 +351,10 @@ impl Translator<'_> {
             (Kind::ToolCall, "type") => Ok(Val::Str("function".into())),
             (Kind::ToolCallFunction, "name") => field("Name", Kind::Str),
             (Kind::ToolCallFunction, "arguments") => Ok(Val::Go(format!("{}.Arguments", paren(&g)), Kind::Arguments)),
-            (k, n) => bail!(line, "attribute {n} of a {k:?}"),
+            (k, n) => match self.schema_attr(&g, k, n, line)? {
+                Some(v) => Ok(v),
+                None => bail!(line, "attribute {n} of a {k:?}"),
+            },
         }
     }
 
@@ -373,6 +384,15 @@ impl Translator<'_> {
         use ast::BinOpKind as K;
         let l = self.expr(&b.left)?;
         let r = self.expr(&b.right)?;
+        // Tool schemas (tools.rs): `x in required`, `'key' in tool`, `required or []`.
+        if matches!(b.op, K::In) {
+            if let Some(v) = self.schema_in(&l, &r, line)? {
+                return Ok(v);
+            }
+        }
+        if let (K::ScOr, Some(v)) = (b.op, self.schema_or(&l, &r)) {
+            return Ok(v);
+        }
         match b.op {
             K::Add | K::Concat => match (l, r) {
                 (Val::Int(a), Val::Int(c)) => Ok(Val::Int(a + c)),
@@ -527,6 +547,9 @@ impl Translator<'_> {
     pub(super) fn filter(&mut self, f: &ast::Filter<'_>, line: usize) -> Result<Val, Untranslatable> {
         let Some(arg) = &f.expr else { bail!(line, "filter {} without a value", f.name) };
         let v = self.expr(arg)?;
+        if let Some(r) = self.schema_filter(f, &v, line)? {
+            return Ok(r);
+        }
         match f.name {
             "length" | "count" => match v {
                 Val::Go(g, Kind::Messages | Kind::Tools | Kind::ToolCalls) => {
@@ -635,7 +658,13 @@ impl Translator<'_> {
     }
 
     pub(super) fn test(&mut self, t: &ast::Test<'_>, line: usize) -> Result<Val, Untranslatable> {
+        if let Some(r) = self.defined_test(t, line)? {
+            return Ok(r);
+        }
         let v = self.expr(&t.expr)?;
+        if let Some(r) = self.schema_test(&v, t.name, line)? {
+            return Ok(r);
+        }
         if let Val::Go(g, Kind::ArgValue) = &v {
             return self.arg_value_test(g, t.name, line);
         }

@@ -230,6 +230,9 @@ fn translate_mode(jinja: &str, opts: &TranslateOptions, lenient: bool) -> Result
         poisoned: BTreeMap::new(),
         st: stmt::StmtState::new(lenient),
         vals: values::ValState::default(),
+        map_counters: Default::default(),
+        tools_default: None,
+        tested_defined: tools::tested_defined(jinja),
     };
     let Stmt::Template(root) = &tree else {
         return Err(Untranslatable { construct: "template root".into(), line: 0 });
@@ -273,6 +276,16 @@ enum Kind {
     ArgValue,
     /// A variable holding a message or none (`""` in Go; see `values.rs`).
     MaybeMessage,
+    /// A tool's `parameters` (Ollama's templateToolFunctionParameters; see `tools.rs`).
+    Params,
+    /// A map of tool properties by name.
+    Props,
+    /// One tool property (api.ToolProperty).
+    Prop,
+    /// A list of strings (a schema's `required`).
+    StrList,
+    /// A list of JSON values (a property's `enum`).
+    JsonList,
 }
 
 impl Kind {
@@ -348,6 +361,12 @@ struct Translator<'o> {
     st: stmt::StmtState<'o>,
     /// State of the value translations (see `values.rs`).
     vals: values::ValState,
+    /// Counter variables of loops over tool property maps (see `tools.rs`).
+    map_counters: std::collections::BTreeSet<String>,
+    /// `tools` was defaulted when undefined (`set tools = none` if true, `= []` if false).
+    tools_default: Option<bool>,
+    /// Names the template tests with `is defined`/`is undefined` (see `tools.rs`).
+    tested_defined: std::collections::BTreeSet<String>,
 }
 
 fn go_var(name: &str) -> String {
@@ -375,10 +394,25 @@ fn go_quote(s: &str) -> String {
 
 /// Raw template text that Go's parser passes through unchanged.
 fn go_text(s: &str) -> String {
-    if !s.contains("{{") {
-        return s.to_string();
+    let mut out = if s.contains("{{") { s.split("{{").collect::<Vec<_>>().join("{{ \"{{\" }}") } else { s.to_string() };
+    // `"""` would end the Modelfile's quoted TEMPLATE (Ollama has no escapes).
+    if out.contains("\"\"\"") {
+        out = out.replace("\"\"\"", "\"\"{{ \"\\\"\" }}");
     }
-    s.split("{{").collect::<Vec<_>>().join("{{ \"{{\" }}")
+    // A final `{` would join an action (or text) written next into `{{`, a final `"` text
+    // written next into `"""`: written as actions.
+    let mut tail = String::new();
+    loop {
+        if out.ends_with('{') {
+            tail.insert_str(0, "{{ \"{\" }}");
+        } else if out.ends_with('"') {
+            tail.insert_str(0, "{{ \"\\\"\" }}");
+        } else {
+            break;
+        }
+        out.pop();
+    }
+    out + &tail
 }
 
 macro_rules! bail {
@@ -411,6 +445,7 @@ impl Translator<'_> {
 mod expr;
 mod stmt;
 mod values;
+mod tools;
 
 /// `strftime_now(fmt)` from Ollama's `currentDate` ("2006-01-02").
 fn strftime(fmt: &str, line: usize) -> Result<String, Untranslatable> {

@@ -62,6 +62,16 @@ impl StmtState<'_> {
     pub(super) fn new(lenient: bool) -> Self {
         StmtState { lenient, ..Default::default() }
     }
+
+    /// Outside any macro call.
+    pub(super) fn at_frames_top(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Outside any macro call, branch or loop.
+    pub(super) fn at_top(&self) -> bool {
+        self.frames.is_empty() && self.nest == 0
+    }
 }
 
 struct Frame {
@@ -347,10 +357,13 @@ impl Translator<'_> {
                 if let Some(e) = self.poisoned.get(&n) {
                     return Err(e.clone());
                 }
-                return Ok(Some(match self.vars.get(&n) {
-                    Some(k) => Val::Go(format!("${}", go_var(&n)), *k),
-                    None => Val::Undefined,
-                }));
+                // Not assigned yet (`set tool = tool.function` reads the loop's `tool`).
+                if let Some(k) = self.vars.get(&n) {
+                    return Ok(Some(Val::Go(format!("${}", go_var(&n)), *k)));
+                }
+                if !self.loops[f.loop_base.min(self.loops.len())..].iter().any(|l| l.target == id) {
+                    return Ok(Some(Val::Undefined));
+                }
             }
             if self.loops[..f.loop_base.min(self.loops.len())].iter().any(|l| l.target == id) {
                 return Ok(Some(Val::Undefined));
@@ -422,6 +435,10 @@ impl Translator<'_> {
                 // A branch that only rejects the conversation: the conversations it rejects are
                 // not compared, so the check itself has nothing to translate.
                 if only_raises(&c.true_body) && c.false_body.is_empty() {
+                    return Ok(());
+                }
+                // `tools` defaulted to none or [] when undefined: Ollama's empty .Tools (tools.rs).
+                if self.tools_default_if(c) {
                     return Ok(());
                 }
                 let cond = self.cond(&c.expr, line)?;
@@ -620,6 +637,11 @@ impl Translator<'_> {
                         | Kind::ToolFunction
                         | Kind::ToolCallFunction
                         | Kind::Arguments
+                        | Kind::Params
+                        | Kind::Props
+                        | Kind::Prop
+                        | Kind::StrList
+                        | Kind::JsonList
                 )
         ) && !self.loops.iter().any(|l| l.target == name)
         {
@@ -647,6 +669,7 @@ impl Translator<'_> {
         self.declare(name, kind, line)?;
         self.poisoned.remove(name);
         self.out.push_str(&format!("{{{{ ${} = {} }}}}", go_var(name), operand));
+        self.mark_defined(name);
         self.assigned(name);
         // A variable holding captured output set in an enclosing block: which one it holds
         // after this block depends on the branch taken.
@@ -728,7 +751,7 @@ impl Translator<'_> {
                 return Ok(());
             }
             Val::List(items) => return self.unrolled_loop(f, &target, items, line),
-            other => bail!(line, "loop over {}", describe(&other)),
+            other => return self.schema_loop(f, &target, other, line),
         };
         let item_kind = match kind {
             Kind::Messages => Kind::Message,
@@ -828,6 +851,14 @@ impl Translator<'_> {
                 Expr::GetAttr(a) if a.name == "items" => &a.expr,
                 _ => bail!(line, "loop over key/value pairs"),
             },
+            // `|dictsort` of a property map (tools.rs: sorted by Go).
+            Expr::Filter(fl) if fl.name == "dictsort" && fl.args.is_empty() => match &fl.expr {
+                Some(e) if matches!(self.expr(e), Ok(Val::Go(_, Kind::Props | Kind::Arguments | Kind::ArgValue))) => {
+                    self.note("|dictsort visits keys in Go's byte order (case-sensitive)");
+                    e
+                }
+                _ => bail!(line, "loop over key/value pairs"),
+            },
             Expr::Filter(fl) if fl.name == "items" && fl.args.is_empty() => match &fl.expr {
                 Some(e) => e,
                 None => bail!(line, "loop over key/value pairs"),
@@ -837,11 +868,15 @@ impl Translator<'_> {
         if names.len() != 2 || t.items.len() != 2 {
             bail!(line, "loop over key/value pairs into {} names", t.items.len());
         }
+        if let Val::Go(g, Kind::Props) = self.expr(base)? {
+            return self.map_loop(f, &g, &names, line);
+        }
         if f.recursive || f.filter_expr.is_some() || mentions(&f.body, "loop") {
             bail!(line, "loop over key/value pairs using loop or a filter");
         }
         let g = match self.expr(base)? {
-            Val::Go(g, Kind::Arguments) => g,
+            // A tool-call argument that is an object (under `is mapping`): a map as well.
+            Val::Go(g, Kind::Arguments | Kind::ArgValue) => g,
             Val::Undefined => return self.block(&f.else_body, false),
             other => bail!(line, "loop over the key/value pairs of {}", describe(&other)),
         };
@@ -1074,6 +1109,39 @@ impl Translator<'_> {
     /// How deep in branches and loop bodies the statement being translated sits.
     pub(super) fn nest_depth(&self) -> usize {
         self.st.nest
+    }
+
+    /// A loop body (a block of its own) for loops written elsewhere (tools.rs).
+    pub(super) fn stmts_block(&mut self, body: &[Stmt<'_>]) -> Result<(), Untranslatable> {
+        self.block(body, false)
+    }
+
+    /// Runs `f` with the name `target` bound to a value known here (as [`Self::unrolled_loop`]
+    /// binds each item).
+    pub(super) fn with_bound<R>(&mut self, target: &str, item: Val, f: impl FnOnce(&mut Self) -> R) -> R {
+        match self.st.frames.last_mut() {
+            Some(fr) => {
+                let saved = fr.params.insert(target.to_string(), item);
+                let r = f(self);
+                if let Some(fr) = self.st.frames.last_mut() {
+                    match saved {
+                        Some(v) => fr.params.insert(target.to_string(), v),
+                        None => fr.params.remove(target),
+                    };
+                }
+                r
+            }
+            None => {
+                let fragment = Fragment { val: item, blocks: self.st.blocks.clone(), generation: self.st.generation };
+                let saved = self.st.fragments.insert(target.to_string(), fragment);
+                let r = f(self);
+                match saved {
+                    Some(v) => self.st.fragments.insert(target.to_string(), v),
+                    None => self.st.fragments.remove(target),
+                };
+                r
+            }
+        }
     }
 }
 
