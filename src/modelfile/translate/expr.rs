@@ -170,6 +170,7 @@ impl Translator<'_> {
                     Val::Go(g, k @ (Kind::Messages | Kind::Tools | Kind::ToolCalls)) => {
                         Ok(Val::Go(self.slice_from(&g, start, line)?, k))
                     }
+                    Val::Go(g, Kind::SplitParts) => self.split_slice(&g, start, line),
                     other => bail!(line, "slice of {}", describe(&other)),
                 }
             }
@@ -344,6 +345,7 @@ impl Translator<'_> {
             }
             // messages[-k]: Go has no arithmetic, but `slice X k` is k shorter than X.
             Val::Go(g, Kind::Messages) => Ok(Val::Go(format!("(index {g} (len (slice {g} {})))", -i), Kind::Message)),
+            Val::Go(g, Kind::SplitParts) => self.split_index(&g, i, line),
             // An item of a constant list (unrolled loops over pairs).
             Val::List(mut items) if i >= 0 && (i as usize) < items.len() => Ok(items.swap_remove(i as usize)),
             other => bail!(line, "item {i} of {}", describe(&other)),
@@ -391,6 +393,14 @@ impl Translator<'_> {
                 _ => bail!(line, "subtraction"),
             },
             K::ScAnd | K::ScOr => {
+                // `tools or []`: the list itself (no items either way).
+                if let (K::ScOr, Val::Go(g, k @ (Kind::Messages | Kind::Tools | Kind::ToolCalls)), Val::List(items)) =
+                    (b.op, &l, &r)
+                {
+                    if items.is_empty() {
+                        return Ok(Val::Go(format!("(or {g} (slice {g} 0 0))"), *k));
+                    }
+                }
                 // On strings Jinja's `a or b` is a value (the first non-empty one): so is Go's.
                 if is_text(&l) && is_text(&r) {
                     return self.text_and_or(matches!(b.op, K::ScOr), l, r, line);
@@ -500,6 +510,10 @@ impl Translator<'_> {
     pub(super) fn filter(&mut self, f: &ast::Filter<'_>, line: usize) -> Result<Val, Untranslatable> {
         let Some(arg) = &f.expr else { bail!(line, "filter {} without a value", f.name) };
         let v = self.expr(arg)?;
+        let v = match self.string_filter(f, v, line)? {
+            Ok(r) => return Ok(r),
+            Err(v) => v,
+        };
         match f.name {
             "length" | "count" => match v {
                 Val::Go(g, Kind::Messages | Kind::Tools | Kind::ToolCalls) => {
@@ -604,6 +618,9 @@ impl Translator<'_> {
         if let Val::Go(g, Kind::ArgValue) = &v {
             return self.arg_value_test(g, t.name, line);
         }
+        if let Some(r) = self.list_test(&v, t.name) {
+            return Ok(r);
+        }
         let truthy = |s: &mut Self, v: Val| -> Result<Val, Untranslatable> {
             let g = s.truth(v, line)?;
             Ok(match g.as_str() {
@@ -693,6 +710,15 @@ impl Translator<'_> {
             Expr::GetAttr(a) => {
                 let base = self.expr(&a.expr)?;
                 match a.name {
+                    "upper" | "lower" if strings::is_data_text(&base) => {
+                        self.string_method(base, a.name, &c.args, line)
+                    }
+                    "strip" | "lstrip" | "rstrip" | "replace" | "startswith" | "endswith"
+                        if matches!(base, Val::Fragment(_) | Val::Raw(_)) =>
+                    {
+                        let base = self.fragment_value(base);
+                        self.str_method(base, a.name, &c.args, line)
+                    }
                     "startswith" | "endswith" | "replace" | "upper" | "lower" | "capitalize" | "title" | "strip"
                     | "lstrip" | "rstrip" => self.str_method(base, a.name, &c.args, line),
                     "items" if c.args.is_empty() => match base {
@@ -710,7 +736,7 @@ impl Translator<'_> {
                             (v, _) => Ok(v),
                         }
                     }
-                    other => bail!(line, "method .{other}()"),
+                    other => self.string_method(base, other, &c.args, line),
                 }
             }
             Expr::Var(v) if self.is_macro(v.id) => self.inline_macro(v.id, c, line),
@@ -963,7 +989,7 @@ impl Translator<'_> {
             }
             ("replace", [old, new]) => {
                 let Some(old) = konst(old) else { bail!(line, "method .replace() of a computed string") };
-                self.replace(base, &old, new.clone(), line)
+                self.replace_any(base, &old, new.clone(), line)
             }
             ("strip" | "lstrip" | "rstrip", [chars]) => match (&base, konst(chars)) {
                 (Val::Str(s), Some(cs)) => {
@@ -1327,9 +1353,9 @@ mod tests {
     fn unsupported_string_operations_still_fail() {
         for (j, what) in [
             ("{% for m in messages %}{{ m.content.split(m.role)[0] }}{% endfor %}", "split"),
-            ("{% for m in messages %}{{ m.content.split('a') }}{% endfor %}", "split"),
+            ("{% for m in messages %}{{ m.content.split('a') }}{% endfor %}", "SplitParts"),
             ("{% for m in messages %}{% if m.role in m.content %}x{% endif %}{% endfor %}", "needle"),
-            ("{% for m in messages %}{{ m.content.upper() }}{% endfor %}", "upper"),
+            ("{% for m in messages %}{{ m.content.capitalize() }}{% endfor %}", "capitalize"),
             ("{% for m in messages %}{{ m.content.strip('é') }}{% endfor %}", "stripping"),
             ("{% for m in messages %}{{ m.content.strip(m.role) }}{% endfor %}", "strip"),
         ] {

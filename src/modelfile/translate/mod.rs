@@ -229,6 +229,7 @@ fn translate_mode(jinja: &str, opts: &TranslateOptions, lenient: bool) -> Result
         counter: 0,
         poisoned: BTreeMap::new(),
         st: stmt::StmtState::new(lenient),
+        strs: strings::StringState::default(),
     };
     let Stmt::Template(root) = &tree else {
         return Err(Untranslatable { construct: "template root".into(), line: 0 });
@@ -270,6 +271,8 @@ enum Kind {
     Namespace,
     /// A tool-call argument value (string, number, boolean, list or object).
     ArgValue,
+    /// `s.split(sep)` kept as a list: the Go operand holds `s` (see `strings.rs`).
+    SplitParts,
 }
 
 impl Kind {
@@ -341,6 +344,8 @@ struct Translator<'o> {
     poisoned: BTreeMap<String, Untranslatable>,
     /// Statement-level state: macros, captured output, lenient mode (see `stmt.rs`).
     st: stmt::StmtState<'o>,
+    /// String filters and methods on data (see `strings.rs`).
+    strs: strings::StringState,
 }
 
 fn go_var(name: &str) -> String {
@@ -403,6 +408,7 @@ impl Translator<'_> {
 
 mod expr;
 mod stmt;
+mod strings;
 
 /// `strftime_now(fmt)` from Ollama's `currentDate` ("2006-01-02").
 fn strftime(fmt: &str, line: usize) -> Result<String, Untranslatable> {
