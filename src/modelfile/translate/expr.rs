@@ -86,6 +86,9 @@ impl Translator<'_> {
                         };
                     }
                 }
+                if let Some(v) = self.attr_of_char(a)? {
+                    return Ok(v);
+                }
                 let base = self.expr(&a.expr)?;
                 self.attr(base, a.name, line)
             }

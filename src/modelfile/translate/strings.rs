@@ -44,6 +44,15 @@ pub(super) struct StringState {
     pub not_none: std::collections::BTreeSet<String>,
 }
 
+/// Python's `str` methods (attributes a character does have).
+const STR_METHODS: &[&str] = &[
+    "capitalize", "casefold", "center", "count", "encode", "endswith", "expandtabs", "find", "format",
+    "format_map", "index", "isalnum", "isalpha", "isascii", "isdecimal", "isdigit", "isidentifier", "islower",
+    "isnumeric", "isprintable", "isspace", "istitle", "isupper", "join", "ljust", "lower", "lstrip", "maketrans",
+    "partition", "removeprefix", "removesuffix", "replace", "rfind", "rindex", "rjust", "rpartition", "rsplit",
+    "rstrip", "split", "splitlines", "startswith", "strip", "swapcase", "title", "translate", "upper", "zfill",
+];
+
 /// A Go action that makes the rendering fail (a string sliced past its end).
 const FAIL: &str = "{{ slice \"\" 1 }}";
 
@@ -270,6 +279,22 @@ impl Translator<'_> {
         }
     }
 
+    /// `s[k].name` where `s` is text (`message.content[0].type`, written for content given as
+    /// a list of parts): a character has no attributes other than its methods, so the
+    /// attribute is undefined (an empty `s` makes Jinja fail: not compared).
+    pub(super) fn attr_of_char(&mut self, a: &ast::GetAttr<'_>) -> Result<Option<Val>, Untranslatable> {
+        let ast::Expr::GetItem(g) = &a.expr else { return Ok(None) };
+        let ast::Expr::Const(c) = &g.subscript_expr else { return Ok(None) };
+        if c.value.as_i64().is_none() || STR_METHODS.contains(&a.name) {
+            return Ok(None);
+        }
+        let (mark, counter) = (self.out.len(), self.counter);
+        let base = self.expr(&g.expr)?;
+        self.out.truncate(mark);
+        self.counter = counter;
+        Ok((is_data_text(&base) || matches!(base, Val::Str(_))).then_some(Val::Undefined))
+    }
+
     /// `.replace(old, new)` / `|replace(old, new)`, where `new` may be captured output.
     pub(super) fn replace_any(&mut self, hay: Val, old: &str, new: Val, line: usize) -> Result<Val, Untranslatable> {
         let new = self.fragment_value(new);
@@ -456,6 +481,16 @@ mod tests {
                 ("user", "no tags"),
             ],
         );
+    }
+
+    #[test]
+    fn attribute_of_a_character_is_undefined() {
+        let t = same(
+            "{% for m in messages %}{% if m.content and m.content[0].type == 'thinking' %}T{{ m.content[0].thinking }}{% endif %}\
+             {{ m.content[0].text | default('-') }}{{ m.content }}\n{% endfor %}",
+            &[("user", "thinking"), ("user", "x")],
+        );
+        assert!(t.contains("(eq \"\" \"thinking\")"), "{t}");
     }
 
     #[test]
