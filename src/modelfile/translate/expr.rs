@@ -1062,7 +1062,7 @@ pub(super) fn case(s: &str, how: &str) -> String {
 }
 
 /// A tool's `function` object as `json.dumps` writes it: [`TOOL_JSON`] without the wrapper.
-fn function_json() -> &'static str {
+pub(super) fn function_json() -> &'static str {
     let inner = TOOL_JSON.strip_prefix(r#"{"type": "function", "function": "#).and_then(|t| t.strip_suffix('}'));
     inner.expect("TOOL_JSON wraps the function object")
 }

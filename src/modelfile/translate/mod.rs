@@ -273,6 +273,8 @@ enum Kind {
     ArgValue,
     /// `s.split(sep)` kept as a list: the Go operand holds `s` (see `strings.rs`).
     SplitParts,
+    /// `tools | map(attribute='function')`: the Go operand is the list of tools.
+    ToolFunctions,
 }
 
 impl Kind {

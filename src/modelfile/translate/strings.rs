@@ -46,11 +46,53 @@ pub(super) struct StringState {
 
 /// Python's `str` methods (attributes a character does have).
 const STR_METHODS: &[&str] = &[
-    "capitalize", "casefold", "center", "count", "encode", "endswith", "expandtabs", "find", "format",
-    "format_map", "index", "isalnum", "isalpha", "isascii", "isdecimal", "isdigit", "isidentifier", "islower",
-    "isnumeric", "isprintable", "isspace", "istitle", "isupper", "join", "ljust", "lower", "lstrip", "maketrans",
-    "partition", "removeprefix", "removesuffix", "replace", "rfind", "rindex", "rjust", "rpartition", "rsplit",
-    "rstrip", "split", "splitlines", "startswith", "strip", "swapcase", "title", "translate", "upper", "zfill",
+    "capitalize",
+    "casefold",
+    "center",
+    "count",
+    "encode",
+    "endswith",
+    "expandtabs",
+    "find",
+    "format",
+    "format_map",
+    "index",
+    "isalnum",
+    "isalpha",
+    "isascii",
+    "isdecimal",
+    "isdigit",
+    "isidentifier",
+    "islower",
+    "isnumeric",
+    "isprintable",
+    "isspace",
+    "istitle",
+    "isupper",
+    "join",
+    "ljust",
+    "lower",
+    "lstrip",
+    "maketrans",
+    "partition",
+    "removeprefix",
+    "removesuffix",
+    "replace",
+    "rfind",
+    "rindex",
+    "rjust",
+    "rpartition",
+    "rsplit",
+    "rstrip",
+    "split",
+    "splitlines",
+    "startswith",
+    "strip",
+    "swapcase",
+    "title",
+    "translate",
+    "upper",
+    "zfill",
 ];
 
 /// A Go action that makes the rendering fail (a string sliced past its end).
@@ -87,6 +129,13 @@ impl Translator<'_> {
                 v if is_data_text(&v) => Ok(Ok(self.char_count(v, line)?)),
                 v => Ok(Err(v)),
             },
+            ("map", [CallArg::Kwarg("attribute", attr)]) => match (self.expr(attr)?, v) {
+                (Val::Str(a), Val::Go(g, Kind::Tools)) if a == "function" => Ok(Ok(Val::Go(g, Kind::ToolFunctions))),
+                (_, v) => bail!(line, "|map of {}", describe(&v)),
+            },
+            ("tojson", args) if matches!(v, Val::Go(_, Kind::ToolFunctions)) || !args.is_empty() => {
+                self.tojson_indent(v, args, line)
+            }
             ("join", [CallArg::Pos(sep)]) => {
                 let Val::Go(g, Kind::SplitParts) = v else { return Ok(Err(v)) };
                 let sep = match self.expr(sep)? {
@@ -295,6 +344,52 @@ impl Translator<'_> {
         Ok((is_data_text(&base) || matches!(base, Val::Str(_))).then_some(Val::Undefined))
     }
 
+    /// `|tojson(indent=n)` of the tools (or their functions), and `|tojson` of the functions:
+    /// the compact JSON of `expr.rs` accumulated into a string, then re-indented as Python's
+    /// `json.dumps(indent=n)` writes it (items separated by `,` and a new line, keys by `: `,
+    /// empty containers as `{}`/`[]`) by a byte scan that skips string contents.
+    fn tojson_indent(&mut self, v: Val, args: &[CallArg<'_>], line: usize) -> Result<Result<Val, Val>, Untranslatable> {
+        let mut indent = None;
+        for a in args {
+            match a {
+                CallArg::Kwarg("indent", e) | CallArg::Pos(e) if indent.is_none() => match self.expr(e)? {
+                    Val::Int(n) if (0..=16).contains(&n) => indent = Some(n as usize),
+                    Val::Undefined => {}
+                    _ => bail!(line, "|tojson with a computed indent"),
+                },
+                CallArg::Kwarg("ensure_ascii", e) if matches!(self.expr(e)?, Val::Bool(false)) => {}
+                _ => return Ok(Err(v)),
+            }
+        }
+        let range = |g: &str, body: &str| {
+            format!("[{{{{ range $k, $t := {g} }}}}{{{{ if $k }}}}, {{{{ end }}}}{{{{ with $t }}}}{body}{{{{ end }}}}{{{{ end }}}}]")
+        };
+        let compact = match &v {
+            Val::Go(g, Kind::Tools) => range(g, TOOL_JSON),
+            Val::Go(g, Kind::ToolFunctions) => range(g, expr::function_json()),
+            _ => return Ok(Err(v)),
+        };
+        let Some(n) = indent else { return Ok(Ok(Val::Raw(compact))) };
+        let src = self.raw_value(&compact);
+        let [s, r, ind, st, esc, skip, i, ch, nx] = [(); 9].map(|_| self.fresh());
+        let step = go_quote(&" ".repeat(n));
+        let nl_ind = |x: &str| format!("\"\\n\" {x}");
+        self.out.push_str(&format!(
+            "{{{{ {s} := {src} }}}}{{{{ {r} := \"\" }}}}{{{{ {ind} := \"\" }}}}{{{{ {st} := false }}}}{{{{ {esc} := false }}}}{{{{ {skip} := false }}}}\
+             {{{{ range {i} := len {s} }}}}{{{{ {ch} := slice (slice {s} {i}) 0 1 }}}}{{{{ {nx} := slice (print (slice {s} {i}) \"  \") 1 2 }}}}\
+             {{{{ if {skip} }}}}{{{{ {skip} = false }}}}\
+             {{{{ else if {st} }}}}{{{{ {r} = print {r} {ch} }}}}{{{{ if {esc} }}}}{{{{ {esc} = false }}}}{{{{ else if eq {ch} \"\\\\\" }}}}{{{{ {esc} = true }}}}{{{{ else if eq {ch} \"\\\"\" }}}}{{{{ {st} = false }}}}{{{{ end }}}}\
+             {{{{ else if eq {ch} \"\\\"\" }}}}{{{{ {r} = print {r} {ch} }}}}{{{{ {st} = true }}}}\
+             {{{{ else if or (and (eq {ch} \"{{\") (eq {nx} \"}}\")) (and (eq {ch} \"[\") (eq {nx} \"]\")) }}}}{{{{ {r} = print {r} {ch} {nx} }}}}{{{{ {skip} = true }}}}\
+             {{{{ else if or (eq {ch} \"{{\") (eq {ch} \"[\") }}}}{{{{ {ind} = print {ind} {step} }}}}{{{{ {r} = print {r} {ch} {nl} }}}}\
+             {{{{ else if or (eq {ch} \"}}\") (eq {ch} \"]\") }}}}{{{{ {ind} = slice {ind} {n} }}}}{{{{ {r} = print {r} {nl} {ch} }}}}\
+             {{{{ else if eq {ch} \",\" }}}}{{{{ {r} = print {r} {ch} {nl} }}}}{{{{ {skip} = eq {nx} \" \" }}}}\
+             {{{{ else }}}}{{{{ {r} = print {r} {ch} }}}}{{{{ end }}}}{{{{ end }}}}",
+            nl = nl_ind(&ind),
+        ));
+        Ok(Ok(Val::Go(r, Kind::Str)))
+    }
+
     /// `.replace(old, new)` / `|replace(old, new)`, where `new` may be captured output.
     pub(super) fn replace_any(&mut self, hay: Val, old: &str, new: Val, line: usize) -> Result<Val, Untranslatable> {
         let new = self.fragment_value(new);
@@ -491,6 +586,16 @@ mod tests {
             &[("user", "thinking"), ("user", "x")],
         );
         assert!(t.contains("(eq \"\" \"thinking\")"), "{t}");
+    }
+
+    #[test]
+    fn tool_functions_and_indented_json() {
+        let t = check(
+            "{% if tools %}{{ tools | map(attribute='function') | tojson(indent=2) }}|{{ tools | tojson(indent=4) }}\
+             |{{ tools | map(attribute='function') | tojson }}{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}",
+        );
+        assert!(t.template.contains("range $k, $t := $.Tools"), "{}", t.template);
+        assert!(translate("{{ tools | map(attribute='name') | tojson }}", &opts()).is_err());
     }
 
     #[test]
