@@ -17,8 +17,16 @@
 //!   the k-th occurrence, or empty) and `parts | length` are computed by the scans of
 //!   `expr.rs`.
 //! - `x or []` of a list (`set tools = tools or []`): the list itself (an empty and an absent
-//!   list behave alike in Go: no items, false, length 0).
-//! - `loop over a string` and other uses stay [`Untranslatable`].
+//!   list behave alike in Go: no items, false, length 0); a variable assigned so at the top
+//!   level is `defined` and not `none` afterwards, as in Jinja. `set tools = none` empties the
+//!   list (the translator's model: Ollama never sends an empty tool list, so none ≡ empty).
+//! - `s[k].attr` of text (`content[0].type`, written for content given as a list of parts):
+//!   undefined, as a character has no such attribute.
+//! - `tools | map(attribute='function')` ([`Kind::ToolFunctions`]) and `|tojson(indent=n)`
+//!   of it or of the tools: the compact JSON re-indented by a byte scan, as Python's
+//!   `json.dumps(indent=n)` writes it.
+//! - Loops over a string, `.split()` with a computed separator, other methods of data stay
+//!   [`Untranslatable`].
 
 use std::collections::BTreeMap;
 
@@ -462,6 +470,13 @@ fn py_format(s: &str, args: &[Val], line: usize) -> Result<Val, Untranslatable> 
     Ok(Val::Concat(parts))
 }
 
+impl Translator<'_> {
+    /// Outside any branch, loop or macro call (an assignment there always happens, once).
+    fn st_top_level(&self) -> bool {
+        self.loops.is_empty() && self.st.is_top_level()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::super::render::chat::{Chat, Message};
@@ -607,12 +622,5 @@ mod tests {
             &[("user", "a")],
         );
         assert!(!t.contains("$j_tools = \"\""), "{t}");
-    }
-}
-
-impl Translator<'_> {
-    /// Outside any branch, loop or macro call (an assignment there always happens, once).
-    fn st_top_level(&self) -> bool {
-        self.loops.is_empty() && self.st.is_top_level()
     }
 }
