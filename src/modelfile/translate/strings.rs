@@ -50,6 +50,8 @@ pub(super) struct StringState {
     /// List variables (`$j_name`) that hold `X or []` (assigned at the top level): defined and
     /// not none even when empty.
     pub not_none: std::collections::BTreeSet<String>,
+    /// List variables assigned at the top level: defined from then on, whatever the value.
+    pub assigned: std::collections::BTreeSet<String>,
 }
 
 /// Python's `str` methods (attributes a character does have).
@@ -316,7 +318,11 @@ impl Translator<'_> {
     /// `set x = X or []` at the top level: `x` is a list (possibly empty), never none.
     pub(super) fn note_list_assign(&mut self, name: &str, operand: &str, kind: Kind) {
         let or_empty = operand.starts_with("(or ") && operand.ends_with(" 0 0))");
-        if or_empty && self.st_top_level() && matches!(kind, Kind::Messages | Kind::Tools | Kind::ToolCalls) {
+        let list = matches!(kind, Kind::Messages | Kind::Tools | Kind::ToolCalls);
+        if list && self.st_top_level() {
+            self.strs.assigned.insert(format!("${}", go_var(name)));
+        }
+        if or_empty && list && self.st_top_level() {
             self.strs.not_none.insert(format!("${}", go_var(name)));
         } else {
             self.strs.not_none.remove(&format!("${}", go_var(name)));
@@ -327,7 +333,12 @@ impl Translator<'_> {
     pub(super) fn list_test(&self, v: &Val, test: &str) -> Option<Val> {
         let Val::Go(g, Kind::Messages | Kind::Tools | Kind::ToolCalls) = v else { return None };
         if !self.strs.not_none.contains(g) {
-            return None;
+            // `set tools = none` at the top level: defined (as none); none ≡ empty otherwise.
+            return match test {
+                "defined" if self.strs.assigned.contains(g) => Some(Val::Bool(true)),
+                "undefined" if self.strs.assigned.contains(g) => Some(Val::Bool(false)),
+                _ => None,
+            };
         }
         match test {
             "defined" => Some(Val::Bool(true)),
@@ -611,6 +622,15 @@ mod tests {
         );
         assert!(t.template.contains("range $k, $t := $.Tools"), "{}", t.template);
         assert!(translate("{{ tools | map(attribute='name') | tojson }}", &opts()).is_err());
+    }
+
+    #[test]
+    fn none_assigned_at_the_top_level_is_defined() {
+        same(
+            "{% set tools = none %}{% if tools is defined %}D{% endif %}{% if tools is none %}N{% endif %}\
+             {% for m in messages %}{{ m.content }}{% endfor %}",
+            &[("user", "a")],
+        );
     }
 
     #[test]
