@@ -139,7 +139,7 @@ impl Translator<'_> {
                                 (Some(LoopCtx { prev: Some(p), .. }), -1) => {
                                     Ok(Val::Relative { iter: p.clone(), index: "prev".into(), offset: -1 })
                                 }
-                                _ => bail!(line, "indexing messages by a computed position"),
+                                _ => Ok(strings::message_at(&iter, &idx, off)),
                             }
                         }
                         _ => bail!(line, "indexing by a computed position"),

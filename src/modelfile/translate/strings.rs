@@ -416,6 +416,19 @@ impl Translator<'_> {
     }
 }
 
+/// `messages[i + off]` for a Go integer `i` (a loop index over another list, e.g. the loop
+/// runs over `messages[1:]`): `index (slice M i) off`, or for a negative offset
+/// `index M (len (slice M -off i))` (= i + off). Where Jinja would wrap around (a negative
+/// position) or find nothing (past the end), Go's `index`/`slice` fail the rendering instead.
+pub(super) fn message_at(m: &str, i: &str, off: i64) -> Val {
+    let g = if off >= 0 {
+        format!("(index (slice {m} {i}) {off})")
+    } else {
+        format!("(index {m} (len (slice {m} {} {i})))", -off)
+    };
+    Val::Go(g, Kind::Message)
+}
+
 /// Text from Ollama's data (not a constant): what the Go scans of this module work on.
 pub(super) fn is_data_text(v: &Val) -> bool {
     matches!(v, Val::Concat(_) | Val::Go(_, Kind::Str))
@@ -630,6 +643,17 @@ mod tests {
             "{% set tools = none %}{% if tools is defined %}D{% endif %}{% if tools is none %}N{% endif %}\
              {% for m in messages %}{{ m.content }}{% endfor %}",
             &[("user", "a")],
+        );
+    }
+
+    #[test]
+    fn messages_indexed_from_a_loop_over_a_slice() {
+        // The index is relative to the slice, the list indexed is the whole one (as written).
+        same(
+            "{% if messages[0].role == 'system' %}{% set start = 1 %}{% else %}{% set start = 0 %}{% endif %}\
+             {% for m in messages[start:] %}{% if loop.index0 == 0 or messages[loop.index0 - 1].role != m.role %}<{{ m.role }}>{% endif %}\
+             {{ m.content }}{% if not loop.last and messages[loop.index0 + 1].role == 'user' %}|{% endif %}\n{% endfor %}",
+            &[("user", "a"), ("system", "b")],
         );
     }
 
