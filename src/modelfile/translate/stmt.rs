@@ -519,6 +519,11 @@ impl Translator<'_> {
     }
 
     pub(super) fn set(&mut self, target: &Expr<'_>, value: &Expr<'_>, line: usize) -> Result<(), Untranslatable> {
+        // `set x = x | f` in a macro whose parameter is x: the value reads the parameter.
+        let param = match target {
+            Expr::Var(v) => self.st.frames.last().and_then(|f| f.params.get(v.id).cloned()).map(|p| (v.id, p)),
+            _ => None,
+        };
         let name = match target {
             Expr::Var(v) => self.local_name(v.id),
             Expr::GetAttr(a) => match &a.expr {
@@ -527,11 +532,18 @@ impl Translator<'_> {
             },
             _ => bail!(line, "assignment to a tuple"),
         };
+        if let (Some((id, p)), Some(f)) = (&param, self.st.frames.last_mut()) {
+            f.params.insert(id.to_string(), p.clone());
+        }
         // A value that cannot be translated poisons the variable: only a later read fails
         // (counters that only feed raise_exception checks never are read).
         let mark = self.out.len();
         let impure = self.st.impure.len();
-        match self.set_named(&name, value, line) {
+        let r = self.set_named(&name, value, line);
+        if let (Some((id, _)), Some(f)) = (&param, self.st.frames.last_mut()) {
+            f.params.remove(*id);
+        }
+        match r {
             Ok(()) => Ok(()),
             // Dropping a macro call that sets variables would lose those assignments.
             Err(e) if self.st.impure.len() != impure => Err(e),

@@ -658,6 +658,15 @@ mod tests {
     }
 
     #[test]
+    fn a_macro_parameter_reassigned_from_itself() {
+        same(
+            "{% macro show(text) %}{% set text = text | string %}{% set text = text.replace('a', 'b') %}[{{ text }}]{% endmacro %}\
+             {% for m in messages %}{{ show(m.content) }}{{ show(m.role) }}\n{% endfor %}",
+            &[("user", "banana")],
+        );
+    }
+
+    #[test]
     fn list_or_empty_and_none() {
         let t = same(
             "{% set tools = tools or [] %}{% set messages = messages or [] %}{% if tools | length > 0 %}T{% endif %}\
