@@ -89,6 +89,9 @@ impl Translator<'_> {
                         };
                     }
                 }
+                if let Some(v) = self.attr_of_char(a)? {
+                    return Ok(v);
+                }
                 let base = self.expr(&a.expr)?;
                 self.attr(base, a.name, line)
             }
@@ -139,7 +142,7 @@ impl Translator<'_> {
                                 (Some(LoopCtx { prev: Some(p), .. }), -1) => {
                                     Ok(Val::Relative { iter: p.clone(), index: "prev".into(), offset: -1 })
                                 }
-                                _ => bail!(line, "indexing messages by a computed position"),
+                                _ => Ok(strings::message_at(&iter, &idx, off)),
                             }
                         }
                         _ => bail!(line, "indexing by a computed position"),
@@ -176,6 +179,7 @@ impl Translator<'_> {
                     Val::Go(g, k @ (Kind::Messages | Kind::Tools | Kind::ToolCalls)) => {
                         Ok(Val::Go(self.slice_from(&g, start, line)?, k))
                     }
+                    Val::Go(g, Kind::SplitParts) => self.split_slice(&g, start, line),
                     other => bail!(line, "slice of {}", describe(&other)),
                 }
             }
@@ -374,6 +378,7 @@ impl Translator<'_> {
                 format!("(index {g} (len (slice {g} {})))", -i),
                 if k == Kind::Tools { Kind::Tool } else { Kind::ToolCall },
             )),
+            Val::Go(g, Kind::SplitParts) => self.split_index(&g, i, line),
             // An item of a constant list (unrolled loops over pairs).
             Val::List(mut items) if i >= 0 && (i as usize) < items.len() => Ok(items.swap_remove(i as usize)),
             other => bail!(line, "item {i} of {}", describe(&other)),
@@ -430,6 +435,14 @@ impl Translator<'_> {
                 _ => bail!(line, "subtraction"),
             },
             K::ScAnd | K::ScOr => {
+                // `tools or []`: the list itself (no items either way).
+                if let (K::ScOr, Val::Go(g, k @ (Kind::Messages | Kind::Tools | Kind::ToolCalls)), Val::List(items)) =
+                    (b.op, &l, &r)
+                {
+                    if items.is_empty() {
+                        return Ok(Val::Go(format!("(or {g} (slice {g} 0 0))"), *k));
+                    }
+                }
                 // On strings Jinja's `a or b` is a value (the first non-empty one): so is Go's.
                 if is_text(&l) && is_text(&r) {
                     return self.text_and_or(matches!(b.op, K::ScOr), l, r, line);
@@ -550,6 +563,10 @@ impl Translator<'_> {
         if let Some(r) = self.schema_filter(f, &v, line)? {
             return Ok(r);
         }
+        let v = match self.string_filter(f, v, line)? {
+            Ok(r) => return Ok(r),
+            Err(v) => v,
+        };
         match f.name {
             "length" | "count" => match v {
                 Val::Go(g, Kind::Messages | Kind::Tools | Kind::ToolCalls) => {
@@ -674,6 +691,9 @@ impl Translator<'_> {
         if let Some(r) = self.maybe_test(&v, t.name, line) {
             return r;
         }
+        if let Some(r) = self.list_test(&v, t.name) {
+            return Ok(r);
+        }
         let truthy = |s: &mut Self, v: Val| -> Result<Val, Untranslatable> {
             let g = s.truth(v, line)?;
             Ok(match g.as_str() {
@@ -767,6 +787,15 @@ impl Translator<'_> {
             Expr::GetAttr(a) => {
                 let base = self.expr(&a.expr)?;
                 match a.name {
+                    "upper" | "lower" if strings::is_data_text(&base) => {
+                        self.string_method(base, a.name, &c.args, line)
+                    }
+                    "strip" | "lstrip" | "rstrip" | "replace" | "startswith" | "endswith"
+                        if matches!(base, Val::Fragment(_) | Val::Raw(_)) =>
+                    {
+                        let base = self.fragment_value(base);
+                        self.str_method(base, a.name, &c.args, line)
+                    }
                     "startswith" | "endswith" | "replace" | "upper" | "lower" | "capitalize" | "title" | "strip"
                     | "lstrip" | "rstrip" => self.str_method(base, a.name, &c.args, line),
                     "items" if c.args.is_empty() => match base {
@@ -784,7 +813,7 @@ impl Translator<'_> {
                             (v, _) => Ok(v),
                         }
                     }
-                    other => bail!(line, "method .{other}()"),
+                    other => self.string_method(base, other, &c.args, line),
                 }
             }
             Expr::Var(v) if self.is_macro(v.id) => self.inline_macro(v.id, c, line),
@@ -1037,7 +1066,7 @@ impl Translator<'_> {
             }
             ("replace", [old, new]) => {
                 let Some(old) = konst(old) else { bail!(line, "method .replace() of a computed string") };
-                self.replace(base, &old, new.clone(), line)
+                self.replace_any(base, &old, new.clone(), line)
             }
             ("strip" | "lstrip" | "rstrip", [chars]) => match (&base, konst(chars)) {
                 (Val::Str(s), Some(cs)) => {
@@ -1107,7 +1136,7 @@ pub(super) fn case(s: &str, how: &str) -> String {
 }
 
 /// A tool's `function` object as `json.dumps` writes it: [`TOOL_JSON`] without the wrapper.
-fn function_json() -> &'static str {
+pub(super) fn function_json() -> &'static str {
     let inner = TOOL_JSON.strip_prefix(r#"{"type": "function", "function": "#).and_then(|t| t.strip_suffix('}'));
     inner.expect("TOOL_JSON wraps the function object")
 }
@@ -1401,9 +1430,9 @@ mod tests {
     fn unsupported_string_operations_still_fail() {
         for (j, what) in [
             ("{% for m in messages %}{{ m.content.split(m.role)[0] }}{% endfor %}", "split"),
-            ("{% for m in messages %}{{ m.content.split('a') }}{% endfor %}", "split"),
+            ("{% for m in messages %}{{ m.content.split('a') }}{% endfor %}", "SplitParts"),
             ("{% for m in messages %}{% if m.role in m.content %}x{% endif %}{% endfor %}", "needle"),
-            ("{% for m in messages %}{{ m.content.upper() }}{% endfor %}", "upper"),
+            ("{% for m in messages %}{{ m.content.capitalize() }}{% endfor %}", "capitalize"),
             ("{% for m in messages %}{{ m.content.strip('é') }}{% endfor %}", "stripping"),
             ("{% for m in messages %}{{ m.content.strip(m.role) }}{% endfor %}", "strip"),
         ] {

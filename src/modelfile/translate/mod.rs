@@ -233,6 +233,7 @@ fn translate_mode(jinja: &str, opts: &TranslateOptions, lenient: bool) -> Result
         map_counters: Default::default(),
         tools_default: None,
         tested_defined: tools::tested_defined(jinja),
+        strs: strings::StringState::default(),
     };
     let Stmt::Template(root) = &tree else {
         return Err(Untranslatable { construct: "template root".into(), line: 0 });
@@ -286,6 +287,10 @@ enum Kind {
     StrList,
     /// A list of JSON values (a property's `enum`).
     JsonList,
+    /// `s.split(sep)` kept as a list: the Go operand holds `s` (see `strings.rs`).
+    SplitParts,
+    /// `tools | map(attribute='function')`: the Go operand is the list of tools.
+    ToolFunctions,
 }
 
 impl Kind {
@@ -367,6 +372,8 @@ struct Translator<'o> {
     tools_default: Option<bool>,
     /// Names the template tests with `is defined`/`is undefined` (see `tools.rs`).
     tested_defined: std::collections::BTreeSet<String>,
+    /// String filters and methods on data (see `strings.rs`).
+    strs: strings::StringState,
 }
 
 fn go_var(name: &str) -> String {
@@ -446,6 +453,7 @@ mod expr;
 mod stmt;
 mod values;
 mod tools;
+mod strings;
 
 /// `strftime_now(fmt)` from Ollama's `currentDate` ("2006-01-02").
 fn strftime(fmt: &str, line: usize) -> Result<String, Untranslatable> {

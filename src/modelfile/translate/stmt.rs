@@ -72,6 +72,11 @@ impl StmtState<'_> {
     pub(super) fn at_top(&self) -> bool {
         self.frames.is_empty() && self.nest == 0
     }
+
+    /// Outside any branch, loop body or macro call.
+    pub(super) fn is_top_level(&self) -> bool {
+        self.blocks.is_empty() && self.frames.is_empty() && self.captures.is_empty()
+    }
 }
 
 struct Frame {
@@ -532,6 +537,11 @@ impl Translator<'_> {
     }
 
     pub(super) fn set(&mut self, target: &Expr<'_>, value: &Expr<'_>, line: usize) -> Result<(), Untranslatable> {
+        // `set x = x | f` in a macro whose parameter is x: the value reads the parameter.
+        let param = match target {
+            Expr::Var(v) => self.st.frames.last().and_then(|f| f.params.get(v.id).cloned()).map(|p| (v.id, p)),
+            _ => None,
+        };
         let name = match target {
             Expr::Var(v) => self.local_name(v.id),
             Expr::GetAttr(a) => match &a.expr {
@@ -540,11 +550,18 @@ impl Translator<'_> {
             },
             _ => bail!(line, "assignment to a tuple"),
         };
+        if let (Some((id, p)), Some(f)) = (&param, self.st.frames.last_mut()) {
+            f.params.insert(id.to_string(), p.clone());
+        }
         // A value that cannot be translated poisons the variable: only a later read fails
         // (counters that only feed raise_exception checks never are read).
         let mark = self.out.len();
         let impure = self.st.impure.len();
-        match self.set_named(&name, value, line) {
+        let r = self.set_named(&name, value, line);
+        if let (Some((id, _)), Some(f)) = (&param, self.st.frames.last_mut()) {
+            f.params.remove(*id);
+        }
+        match r {
             Ok(()) => Ok(()),
             // Dropping a macro call that sets variables would lose those assignments.
             Err(e) if self.st.impure.len() != impure => Err(e),
@@ -611,7 +628,7 @@ impl Translator<'_> {
             return r;
         }
         // `set tools = []` (when none were given): an empty list of the same data.
-        if matches!(&v, Val::List(items) if items.is_empty()) {
+        if matches!(&v, Val::List(items) if items.is_empty()) || matches!(v, Val::Undefined) {
             let current = match self.vars.get(name) {
                 Some(k) => Some((format!("${}", go_var(name)), *k)),
                 None if name == "tools" => Some(("$.Tools".to_string(), Kind::Tools)),
@@ -642,6 +659,7 @@ impl Translator<'_> {
                         | Kind::Prop
                         | Kind::StrList
                         | Kind::JsonList
+                        | Kind::SplitParts
                 )
         ) && !self.loops.iter().any(|l| l.target == name)
         {
@@ -668,6 +686,7 @@ impl Translator<'_> {
         };
         self.declare(name, kind, line)?;
         self.poisoned.remove(name);
+        self.note_list_assign(name, &operand, kind);
         self.out.push_str(&format!("{{{{ ${} = {} }}}}", go_var(name), operand));
         self.mark_defined(name);
         self.assigned(name);
@@ -1291,11 +1310,11 @@ mod tests {
     #[test]
     fn lenient_translation_leaves_out_what_sits_in_branches() {
         let jinja = format!(
-            "{{% macro tooldoc(t) %}}{{{{ t.function.name | upper }}}}{{% endmacro %}}{{% if tools %}}<tools>{{% for t in tools %}}{{{{ tooldoc(t) }}}}{{% endfor %}}</tools>{{% endif %}}{CHAT}"
+            "{{% macro tooldoc(t) %}}{{{{ t.function.name | capitalize }}}}{{% endmacro %}}{{% if tools %}}<tools>{{% for t in tools %}}{{{{ tooldoc(t) }}}}{{% endfor %}}</tools>{{% endif %}}{CHAT}"
         );
-        assert!(err(&jinja).contains("filter |upper"));
+        assert!(err(&jinja).contains("filter |capitalize"));
         let t = translate_lenient(&jinja, &opts()).unwrap();
-        assert_eq!(t.left_out, ["filter |upper at line 1 (tools)"]);
+        assert_eq!(t.left_out, ["filter |capitalize at line 1 (tools)"]);
         let v = judge(&t, &jinja);
         assert!(!v.is_verified());
         assert!(
