@@ -611,6 +611,7 @@ impl Translator<'_> {
                 Val::Str(s) => Ok(Val::Str(case(&s, f.name))),
                 _ => bail!(line, "filter |{}", f.name),
             },
+            "int" if f.args.is_empty() => self.int_filter(v, line),
             other => bail!(line, "filter |{other}"),
         }
     }

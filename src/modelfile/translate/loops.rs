@@ -670,6 +670,15 @@ mod tests {
     }
 
     #[test]
+    fn int_filter() {
+        // Reka: settings defaulted and converted; a count added to a position.
+        same(
+            "{% set n = num_img_tokens | default(64, true) | int %}{% set k = '12.7' | int %}\
+             {% for m in messages %}{{ n + k }}:{{ loop.index0 + ('3' | int) }}:{{ m.content }};{% endfor %}",
+        );
+    }
+
+    #[test]
     fn what_stays_untranslatable() {
         for (j, what) in [
             ("{% for m in messages[::2] %}{% endfor %}", "step"),
@@ -680,5 +689,22 @@ mod tests {
             let e = translate(j, &opts()).unwrap_err();
             assert!(e.to_string().contains(what), "{j}: {e}");
         }
+    }
+}
+
+impl Translator<'_> {
+    /// `x | int`: integers as they are, constant strings parsed as Jinja's filter does
+    /// (an integer, else a float truncated, else 0).
+    pub(super) fn int_filter(&mut self, v: Val, line: usize) -> Result<Val, Untranslatable> {
+        Ok(match v {
+            v @ (Val::Int(_) | Val::IntOff(..) | Val::Go(_, Kind::Int)) => v,
+            Val::Bool(b) => Val::Int(b as i64),
+            Val::Str(s) => {
+                let t = s.trim();
+                Val::Int(t.parse().unwrap_or_else(|_| t.parse::<f64>().map_or(0, |f| f.trunc() as i64)))
+            }
+            Val::Undefined => Val::Int(0),
+            other => bail!(line, "|int of {}", describe(&other)),
+        })
     }
 }
