@@ -148,42 +148,52 @@ impl Translator<'_> {
             _ => {}
         }
         let Val::Go(b, Kind::Int) = r else { bail!(line, "subtracting {}", describe(&r)) };
-        // (g + k) - b with k < 0: (g - b) + k, the tally of g is then cut twice.
+        // (len X + k) - b with k < 0: X cut by b then by -k (the common `len - 1 - i`); where
+        // that is not exact (b < 0, a negative result), the general computation.
         if let Val::IntOff(g, k) = &l {
             if *k < 0 && g.starts_with("(len ") {
                 let (tc, t) = self.tally(g);
-                let res = self.fresh();
                 let kk = -k;
-                // len(slice (slice X b) kk) = n - b - kk when b ≥ 0 and n - b ≥ kk.
+                let (a_code, a) = self.plus_const_code(g, *k);
+                let (gen_code, gen) = self.sub_code(&a, &b);
+                let res = self.fresh();
                 self.out.push_str(&format!(
-                    "{tc}{{{{ {res} := 0 }}}}{{{{ if and (ge {b} 0) (ge (len (slice {t} {b})) {kk}) }}}}{{{{ {res} = len (slice (slice {t} {b}) {kk}) }}}}{{{{ else }}}}{FAIL}{{{{ end }}}}"
+                    "{tc}{{{{ {res} := 0 }}}}{{{{ if and (ge {b} 0) (ge (len (slice {t} {b})) {kk}) }}}}\
+                     {{{{ {res} = len (slice (slice {t} {b}) {kk}) }}}}{{{{ else }}}}{a_code}{gen_code}{{{{ {res} = {gen} }}}}{{{{ end }}}}"
                 ));
                 return Ok(Val::Go(res, Kind::Int));
             }
         }
         let a = self.int_operand(l, line)?;
+        let (code, res) = self.sub_code(&a, &b);
+        self.out.push_str(&code);
+        Ok(Val::Go(res, Kind::Int))
+    }
+
+    /// Code computing `a - b` for Go integers into a new variable (returned).
+    fn sub_code(&mut self, a: &str, b: &str) -> (String, String) {
         let res = self.fresh();
-        let (tc, t) = self.tally(&a);
-        let (tb_code, tb) = self.tally(&b);
+        let (tc, t) = self.tally(a);
+        let (tb_code, tb) = self.tally(b);
         let d = self.fresh();
         let neg_result = Self::negated(&d, &res);
         // b < 0: a + |b|.
-        let b_neg = self.by_negative(&b, |s, v| {
-            let (code, r) = s.plus_const_code(&a, v);
+        let b_neg = self.by_negative(b, |s, v| {
+            let (code, r) = s.plus_const_code(a, v);
             format!("{code}{{{{ {res} = {r} }}}}")
         });
         // a < 0: -(b + |a|).
-        let a_neg = self.by_negative(&a, |s, v| {
-            let (code, r) = s.plus_const_code(&b, v);
+        let a_neg = self.by_negative(a, |s, v| {
+            let (code, r) = s.plus_const_code(b, v);
             format!("{code}{}", Self::negated(&r, &res))
         });
-        self.out.push_str(&format!(
+        let code = format!(
             "{{{{ {res} := 0 }}}}{{{{ if and (ge {a} 0) (ge {b} 0) }}}}\
              {{{{ if ge {a} {b} }}}}{tc}{{{{ {res} = len (slice {t} {b}) }}}}\
              {{{{ else }}}}{tb_code}{{{{ {d} := len (slice {tb} {a}) }}}}{neg_result}{{{{ end }}}}\
              {{{{ else if ge {a} 0 }}}}{b_neg}{{{{ else if ge {b} 0 }}}}{a_neg}{{{{ else }}}}{FAIL}{{{{ end }}}}"
-        ));
-        Ok(Val::Go(res, Kind::Int))
+        );
+        (code, res)
     }
 
     /// `l + r` on integers both computed by Go.
@@ -496,6 +506,23 @@ impl Translator<'_> {
     }
 }
 
+impl Translator<'_> {
+    /// `x | int`: integers as they are, constant strings parsed as Jinja's filter does
+    /// (an integer, else a float truncated, else 0).
+    pub(super) fn int_filter(&mut self, v: Val, line: usize) -> Result<Val, Untranslatable> {
+        Ok(match v {
+            v @ (Val::Int(_) | Val::IntOff(..) | Val::Go(_, Kind::Int)) => v,
+            Val::Bool(b) => Val::Int(b as i64),
+            Val::Str(s) => {
+                let t = s.trim();
+                Val::Int(t.parse().unwrap_or_else(|_| t.parse::<f64>().map_or(0, |f| f.trunc() as i64)))
+            }
+            Val::Undefined => Val::Int(0),
+            other => bail!(line, "|int of {}", describe(&other)),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::super::render::chat::{Chat, FunctionCall, Message, ToolCall};
@@ -638,7 +665,8 @@ mod tests {
             "{% set ns = namespace(u=0, a=-1) %}{% for m in messages %}{% if m.role == 'user' %}{% set ns.u = ns.u + 1 %}\
              {% else %}{% set ns.a = loop.index0 %}{% endif %}{% endfor %}{{ ns.u + ns.a }},{{ ns.a - ns.u }},{{ ns.a + 1 }},\
              {{ messages|length - ns.u }},{{ loop_free }}{% for m in messages %}{% if loop.index0 + ns.u == messages|length %}={% endif %}\
-             {{ loop.index }}/{{ (messages|length - 1) - loop.index0 }}:{{ m.content }} {% endfor %}",
+             {{ loop.index }}/{{ (messages|length - 1) - loop.index0 }}/{{ (messages|length - 3) - loop.index0 }}:{{ m.content }} {% endfor %}\
+             {{ messages|length - 1 - ns.a }}",
         );
     }
 
@@ -689,22 +717,5 @@ mod tests {
             let e = translate(j, &opts()).unwrap_err();
             assert!(e.to_string().contains(what), "{j}: {e}");
         }
-    }
-}
-
-impl Translator<'_> {
-    /// `x | int`: integers as they are, constant strings parsed as Jinja's filter does
-    /// (an integer, else a float truncated, else 0).
-    pub(super) fn int_filter(&mut self, v: Val, line: usize) -> Result<Val, Untranslatable> {
-        Ok(match v {
-            v @ (Val::Int(_) | Val::IntOff(..) | Val::Go(_, Kind::Int)) => v,
-            Val::Bool(b) => Val::Int(b as i64),
-            Val::Str(s) => {
-                let t = s.trim();
-                Val::Int(t.parse().unwrap_or_else(|_| t.parse::<f64>().map_or(0, |f| f.trunc() as i64)))
-            }
-            Val::Undefined => Val::Int(0),
-            other => bail!(line, "|int of {}", describe(&other)),
-        })
     }
 }
