@@ -142,7 +142,10 @@ impl Translator<'_> {
                                 (Some(LoopCtx { prev: Some(p), .. }), -1) => {
                                     Ok(Val::Relative { iter: p.clone(), index: "prev".into(), offset: -1 })
                                 }
-                                _ => Ok(strings::message_at(&iter, &idx, off)),
+                                _ => {
+                                    let i = self.py_index(&iter, Val::IntOff(idx, off), line)?;
+                                    Ok(Val::Go(format!("(index {iter} {i})"), Kind::Message))
+                                }
                             }
                         }
                         _ => bail!(line, "indexing by a computed position"),
@@ -172,8 +175,19 @@ impl Translator<'_> {
                     None => Val::Int(0),
                     Some(x) => self.expr(x)?,
                 };
-                if s.stop.is_some() {
-                    bail!(line, "slice with an end");
+                // An end, a negative start or a start computed with an offset: Python's slice rules,
+                // which clamp to the list (loops.rs).
+                if s.stop.is_some() || matches!(start, Val::IntOff(..) | Val::Int(i64::MIN..=-1)) {
+                    let stop = match &s.stop {
+                        Some(x) => Some(self.expr(x)?),
+                        None => None,
+                    };
+                    return match base {
+                        Val::Go(g, k @ (Kind::Messages | Kind::Tools | Kind::ToolCalls)) => {
+                            Ok(Val::Go(self.py_slice(&g, Some(start), stop, line)?, k))
+                        }
+                        other => bail!(line, "slice of {}", describe(&other)),
+                    };
                 }
                 match base {
                     Val::Go(g, k @ (Kind::Messages | Kind::Tools | Kind::ToolCalls)) => {
@@ -403,6 +417,9 @@ impl Translator<'_> {
                 (Val::Int(a), Val::Int(c)) => Ok(Val::Int(a + c)),
                 (Val::IntOff(g, o), Val::Int(c)) | (Val::Int(c), Val::IntOff(g, o)) => Ok(Val::IntOff(g, o + c)),
                 (Val::Go(g, Kind::Int), Val::Int(c)) | (Val::Int(c), Val::Go(g, Kind::Int)) => Ok(Val::IntOff(g, c)),
+                (l @ (Val::IntOff(..) | Val::Go(_, Kind::Int)), r @ (Val::IntOff(..) | Val::Go(_, Kind::Int))) => {
+                    self.int_add(l, r, line)
+                }
                 (l, r) => {
                     let mut parts = Vec::new();
                     for v in [l, r] {
@@ -432,7 +449,7 @@ impl Translator<'_> {
                 (Val::Int(a), Val::Int(c)) => Ok(Val::Int(a - c)),
                 (Val::IntOff(g, o), Val::Int(c)) => Ok(Val::IntOff(g, o - c)),
                 (Val::Go(g, Kind::Int), Val::Int(c)) => Ok(Val::IntOff(g, -c)),
-                _ => bail!(line, "subtraction"),
+                (l, r) => self.int_sub(l, r, line),
             },
             K::ScAnd | K::ScOr => {
                 // `tools or []`: the list itself (no items either way).
@@ -527,7 +544,11 @@ impl Translator<'_> {
             (true, false) => Ok(((lo - ro).to_string(), rg)),
             (false, false) if lo == ro => Ok((lg, rg)),
             (true, true) => Ok((lo.to_string(), ro.to_string())),
-            _ => bail!(line, "comparing two computed positions"),
+            // Both computed: the left side's offset moved to the right (loops.rs).
+            _ => {
+                let r = self.int_operand(Val::IntOff(rg, ro - lo), line)?;
+                Ok((lg, r))
+            }
         }
     }
 
@@ -665,6 +686,7 @@ impl Translator<'_> {
                 Val::Str(s) => Ok(Val::Str(case(&s, f.name))),
                 _ => bail!(line, "filter |{}", f.name),
             },
+            "int" if f.args.is_empty() => self.int_filter(v, line),
             other => bail!(line, "filter |{other}"),
         }
     }

@@ -233,7 +233,7 @@ impl Translator<'_> {
     }
 
     /// Translates a branch or loop body (a block of its own).
-    fn block(&mut self, body: &[Stmt<'_>], tools: bool) -> Result<(), Untranslatable> {
+    pub(super) fn block(&mut self, body: &[Stmt<'_>], tools: bool) -> Result<(), Untranslatable> {
         self.st.block_counter += 1;
         let tools = tools || self.st.tools_ctx.last().copied().unwrap_or(false);
         self.st.blocks.push(self.st.block_counter);
@@ -524,9 +524,10 @@ impl Translator<'_> {
                 Kind::Undefined => {}
                 k => bail!(line, "printing a {k:?} value"),
             },
-            Val::IntOff(g, off) => {
-                // Only loop.index (= $i + 1) is common; Go has no arithmetic.
-                bail!(line, "printing {g} + {off}")
+            v @ Val::IntOff(..) => {
+                // Computed with tallies (loops.rs).
+                let g = self.int_operand(v, line)?;
+                self.out.push_str(&format!("{{{{ {g} }}}}"));
             }
             Val::Relative { .. } => bail!(line, "printing a message"),
             Val::List(_) => bail!(line, "printing a list"),
@@ -744,7 +745,7 @@ impl Translator<'_> {
                 }
                 (format!("(print {})", args.join(" ")), Kind::Str)
             }
-            Val::IntOff(g, off) => bail!(line, "arithmetic ({g} {off:+})"),
+            v @ Val::IntOff(..) => (self.int_operand(v, line)?, Kind::Int),
             Val::Relative { .. } => bail!(line, "a neighbouring message as a value"),
             Val::List(_) => bail!(line, "a list value"),
             Val::Raw(r) | Val::Fragment(r) => (self.raw_value(&r), Kind::Str),
@@ -761,6 +762,10 @@ impl Translator<'_> {
             Expr::List(t) => return self.pairs_loop(f, t, line),
             _ => bail!(line, "loop over key/value pairs"),
         };
+        // Reversed lists and range() (loops.rs).
+        if let Some(r) = self.special_loop(f, &target, line) {
+            return r;
+        }
         let iter = self.expr(&f.iter)?;
         let (iter, kind) = match iter {
             Val::Go(g, k @ (Kind::Messages | Kind::Tools | Kind::ToolCalls)) => (g, k),
@@ -1331,7 +1336,7 @@ mod tests {
         assert_eq!(t.left_out.len(), 2, "{:?}", t.left_out);
         assert!(t.left_out[1].starts_with("variable ns.flag set in a left-out statement"), "{:?}", t.left_out);
         // A whole top-level loop can be left out (as if it ran no iteration).
-        let jinja = format!("{{% for m in messages[::-1] %}}{{{{ m.role }}}}{{% endfor %}}{CHAT}");
+        let jinja = format!("{{% for m in messages[::2] %}}{{{{ m.role }}}}{{% endfor %}}{CHAT}");
         let t = translate_lenient(&jinja, &opts()).unwrap();
         assert_eq!(t.left_out, ["slice with a step (reversed list) at line 1"]);
         // A top-level statement that fails still fails.

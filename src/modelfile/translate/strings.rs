@@ -416,19 +416,6 @@ impl Translator<'_> {
     }
 }
 
-/// `messages[i + off]` for a Go integer `i` (a loop index over another list, e.g. the loop
-/// runs over `messages[1:]`): `index (slice M i) off`, or for a negative offset
-/// `index M (len (slice M -off i))` (= i + off). Where Jinja would wrap around (a negative
-/// position) or find nothing (past the end), Go's `index`/`slice` fail the rendering instead.
-pub(super) fn message_at(m: &str, i: &str, off: i64) -> Val {
-    let g = if off >= 0 {
-        format!("(index (slice {m} {i}) {off})")
-    } else {
-        format!("(index {m} (len (slice {m} {} {i})))", -off)
-    };
-    Val::Go(g, Kind::Message)
-}
-
 /// Text from Ollama's data (not a constant): what the Go scans of this module work on.
 pub(super) fn is_data_text(v: &Val) -> bool {
     matches!(v, Val::Concat(_) | Val::Go(_, Kind::Str))
