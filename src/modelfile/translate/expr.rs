@@ -402,6 +402,12 @@ impl Translator<'_> {
     pub(super) fn binop(&mut self, b: &ast::BinOp<'_>, line: usize) -> Result<Val, Untranslatable> {
         use ast::BinOpKind as K;
         let l = self.expr(&b.left)?;
+        // Jinja short-circuits: a left side known here that decides `and`/`or` is the
+        // value, and the right side is never evaluated (it need not even be translatable:
+        // `content is not string and content[0].text`).
+        if matches!(b.op, K::ScAnd | K::ScOr) && known_truth(&l) == Some(matches!(b.op, K::ScOr)) {
+            return Ok(l);
+        }
         let r = self.expr(&b.right)?;
         // Tool schemas (tools.rs): `x in required`, `'key' in tool`, `required or []`.
         if matches!(b.op, K::In) {
@@ -590,7 +596,7 @@ impl Translator<'_> {
         };
         match f.name {
             "length" | "count" => match v {
-                Val::Go(g, Kind::Messages | Kind::Tools | Kind::ToolCalls) => {
+                Val::Go(g, Kind::Messages | Kind::Tools | Kind::ToolCalls | Kind::Selected) => {
                     Ok(Val::Go(format!("(len {g})"), Kind::Int))
                 }
                 Val::Undefined => Ok(Val::Int(0)),
@@ -657,7 +663,9 @@ impl Translator<'_> {
                 }
             }
             "list" if f.args.is_empty() => match v {
-                v @ (Val::List(_) | Val::Go(_, Kind::Messages | Kind::Tools | Kind::ToolCalls)) => Ok(v),
+                v @ (Val::List(_) | Val::Go(_, Kind::Messages | Kind::Tools | Kind::ToolCalls | Kind::Selected)) => {
+                    Ok(v)
+                }
                 Val::Undefined => Ok(Val::List(Vec::new())),
                 other => bail!(line, "|list of {}", describe(&other)),
             },
@@ -1185,6 +1193,18 @@ impl Translator<'_> {
             }
             (Val::Go(_, Kind::Tools), [Val::Str(attr)]) if attr == "type" => select,
             (Val::Go(_, Kind::Tools), [Val::Str(attr)]) if attr == "function" => select,
+            (Val::Go(g, Kind::Messages), [Val::Str(attr), Val::Str(test), Val::Str(want)])
+                if attr == "role" && matches!(test.as_str(), "equalto" | "eq" | "==" | "sameas") =>
+            {
+                // Counted as they are picked: a byte per message.
+                let t = self.fresh();
+                let cmp = if select { "eq" } else { "ne" };
+                self.out.push_str(&format!(
+                    "{{{{ {t} := \"\" }}}}{{{{ range {g} }}}}{{{{ if {cmp} .Role {} }}}}{{{{ {t} = print {t} \"x\" }}}}{{{{ end }}}}{{{{ end }}}}",
+                    go_quote(want)
+                ));
+                return Ok(Val::Go(t, Kind::Selected));
+            }
             _ => bail!(line, "|{} of {}", f.name, describe(&v)),
         };
         Ok(if keep { v } else { Val::List(Vec::new()) })
@@ -1510,4 +1530,17 @@ mod tests {
         assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
         assert!(v.identical_conversations.iter().any(|c| c.contains("tool")), "{:?}", v.identical_conversations);
     }
+}
+
+/// The truth of a value known at translation time (`None` for Go values).
+pub(super) fn known_truth(v: &Val) -> Option<bool> {
+    Some(match v {
+        Val::Undefined => false,
+        Val::Bool(b) => *b,
+        Val::Int(i) => *i != 0,
+        Val::Str(s) => !s.is_empty(),
+        Val::Dict(d) => !d.is_empty(),
+        Val::List(items) => !items.is_empty(),
+        _ => return None,
+    })
 }

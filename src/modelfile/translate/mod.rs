@@ -294,6 +294,9 @@ enum Kind {
     SplitParts,
     /// `tools | map(attribute='function')`: the Go operand is the list of tools.
     ToolFunctions,
+    /// Messages picked by `selectattr`/`rejectattr` on their role, only to be counted or
+    /// tested: the Go operand is a string of one byte per message picked.
+    Selected,
 }
 
 impl Kind {
@@ -455,9 +458,9 @@ impl Translator<'_> {
 mod expr;
 mod loops;
 mod stmt;
-mod values;
-mod tools;
 mod strings;
+mod tools;
+mod values;
 
 /// `strftime_now(fmt)` from Ollama's `currentDate` ("2006-01-02").
 fn strftime(fmt: &str, line: usize) -> Result<String, Untranslatable> {

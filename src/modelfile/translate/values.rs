@@ -120,15 +120,7 @@ impl Translator<'_> {
                 _ => {}
             }
         }
-        let truth = match l {
-            Val::Undefined => false,
-            Val::Bool(b) => *b,
-            Val::Int(i) => *i != 0,
-            Val::Str(s) => !s.is_empty(),
-            Val::Dict(d) => !d.is_empty(),
-            Val::List(items) => !items.is_empty(),
-            _ => return None,
-        };
+        let truth = super::expr::known_truth(l)?;
         // Jinja's `or` gives the left side when true, the right one otherwise; `and` the
         // other way round.
         Some(if truth == or { l.clone() } else { r.clone() })
@@ -312,6 +304,39 @@ mod tests {
         let want = j.render(chat, &jctx).unwrap();
         let got = go.render(chat, &Request::default()).unwrap();
         assert_eq!(got, want, "{template}");
+    }
+
+    /// `and`/`or` with a left side known at translation time never translate the right side
+    /// (Jinja never evaluates it), and messages picked by role are counted.
+    #[test]
+    fn known_left_sides_short_circuit_and_picked_messages_count() {
+        let jinja = format!(
+            "{{% for m in messages %}}{{% if m.content is not string and m.content[0].text %}}[list]{{% endif %}}\
+             {{% if m.content is string or m.content[0].text %}}[text]{{% endif %}}{{% endfor %}}{CHAT}"
+        );
+        let t = check(&jinja);
+        assert!(!t.template.contains("index"), "{}", t.template);
+        let jinja = format!(
+            "{{% if messages|selectattr('role', 'equalto', 'system')|list|length == 0 %}}<|system|>default\n{{% endif %}}\
+             {{% if messages|rejectattr('role', 'eq', 'user')|list %}}[not only users]{{% endif %}}\
+             [{{{{ messages|selectattr('role', 'equalto', 'user')|list|length }}}}]{CHAT}"
+        );
+        let t = check(&jinja);
+        let chats = [
+            vec![Message::new("user", "hi")],
+            vec![Message::new("system", "s"), Message::new("user", "hi")],
+            vec![Message::new("user", "a"), Message::new("assistant", "b"), Message::new("user", "c")],
+            vec![],
+        ];
+        for messages in chats {
+            same_on(&jinja, &t.template, &Chat { messages, ..Default::default() });
+        }
+        // Other attributes and tests stay untranslatable.
+        assert!(translate(
+            &format!("{{{{ messages|selectattr('content', 'equalto', 'x')|list|length }}}}{CHAT}"),
+            &opts()
+        )
+        .is_err());
     }
 
     #[test]
