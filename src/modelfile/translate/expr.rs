@@ -1340,6 +1340,19 @@ impl Translator<'_> {
     }
 }
 
+/// The truth of a value known at translation time (`None` for Go values).
+pub(super) fn known_truth(v: &Val) -> Option<bool> {
+    Some(match v {
+        Val::Undefined => false,
+        Val::Bool(b) => *b,
+        Val::Int(i) => *i != 0,
+        Val::Str(s) => !s.is_empty(),
+        Val::Dict(d) => !d.is_empty(),
+        Val::List(items) => !items.is_empty(),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::super::render::chat::{Chat, Message};
@@ -1530,17 +1543,4 @@ mod tests {
         assert!(v.is_verified(), "{}\n{:#?}", t.template, v.differences);
         assert!(v.identical_conversations.iter().any(|c| c.contains("tool")), "{:?}", v.identical_conversations);
     }
-}
-
-/// The truth of a value known at translation time (`None` for Go values).
-pub(super) fn known_truth(v: &Val) -> Option<bool> {
-    Some(match v {
-        Val::Undefined => false,
-        Val::Bool(b) => *b,
-        Val::Int(i) => *i != 0,
-        Val::Str(s) => !s.is_empty(),
-        Val::Dict(d) => !d.is_empty(),
-        Val::List(items) => !items.is_empty(),
-        _ => return None,
-    })
 }
