@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::parse::{Arg, Branch, Node, Pipe, Tree};
+use super::parse::{Arg, Branch, Cmd, Node, Pipe, Tree};
 use super::value::{format_g, Kind, Value};
 
 /// Execution limits: Go has none but its recursion depth; a verification must end.
@@ -49,7 +49,7 @@ struct State<'a> {
     steps: u64,
     depth: usize,
     /// The node being executed, for error messages.
-    at: String,
+    at: std::rc::Rc<str>,
     line: usize,
 }
 
@@ -93,7 +93,7 @@ pub fn execute(env: &Env<'_>, data: &Value) -> R<String> {
         vars: vec![("$".into(), data.clone())],
         steps: 0,
         depth: 0,
-        at: String::new(),
+        at: "".into(),
         line: 1,
     };
     match st.list(env.root, data) {
@@ -197,15 +197,14 @@ impl State<'_> {
         self.line = b.line;
         let mark = self.vars.len();
         // The declared variables are set per element, not by the pipeline.
-        let pipe = Pipe { decl: Vec::new(), is_assign: false, cmds: b.pipe.cmds.clone() };
-        let v = self.pipeline(&pipe, dot)?;
+        let v = self.commands(&b.pipe.cmds, dot)?;
         let items: Vec<(Value, Value)> = match &v {
             Value::List(l) => l.items.iter().enumerate().map(|(i, x)| (Value::Int(i as i64), x.clone())).collect(),
             Value::Map(m) => m.entries.iter().map(|(k, x)| (Value::str(k), x.clone())).collect(),
             Value::Int(n) => (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect(),
             Value::Missing | Value::Nil => Vec::new(),
             other => {
-                self.at = b.pipe.describe();
+                self.at = b.pipe.describe().into();
                 return Err(self.fail(format!("range can't iterate over {}", other.print())));
             }
         };
@@ -258,22 +257,28 @@ impl State<'_> {
     }
 
     fn pipeline(&mut self, p: &Pipe, dot: &Value) -> R<Value> {
-        let mut last: Option<Value> = None;
-        for cmd in &p.cmds {
-            self.step()?;
-            let v = self.command(&cmd.args, dot, last.take())?;
-            last = Some(v);
-        }
-        let v = last.unwrap_or(Value::Missing);
+        let v = self.commands(&p.cmds, dot)?;
         for name in &p.decl {
             self.set_or_push(name, v.clone(), p.is_assign);
         }
         Ok(v)
     }
 
-    fn command(&mut self, args: &[Arg], dot: &Value, fin: Option<Value>) -> R<Value> {
+    /// A pipeline's commands, each given the previous one's value as its last argument.
+    fn commands(&mut self, cmds: &[Cmd], dot: &Value) -> R<Value> {
+        let mut last: Option<Value> = None;
+        for cmd in cmds {
+            self.step()?;
+            let v = self.command(cmd, dot, last.take())?;
+            last = Some(v);
+        }
+        Ok(last.unwrap_or(Value::Missing))
+    }
+
+    fn command(&mut self, cmd: &Cmd, dot: &Value, fin: Option<Value>) -> R<Value> {
+        let args = &cmd.args[..];
         let first = &args[0];
-        self.at = args.iter().map(|a| a.describe()).collect::<Vec<_>>().join(" ");
+        self.at = cmd.desc.clone();
         match first {
             Arg::Ident(name) => self.call(name, &args[1..], dot, fin),
             Arg::Field(fields) => {

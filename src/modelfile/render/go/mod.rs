@@ -70,7 +70,7 @@ impl GoTemplate {
                 pipe: Pipe {
                     decl: Vec::new(),
                     is_assign: false,
-                    cmds: vec![parse::Cmd { args: vec![Arg::Field(vec!["Response".into()])] }],
+                    cmds: vec![parse::Cmd::new(vec![Arg::Field(vec!["Response".into()])])],
                 },
             });
         }

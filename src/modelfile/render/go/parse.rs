@@ -45,6 +45,15 @@ pub struct Pipe {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cmd {
     pub args: Vec<Arg>,
+    /// The command as Go's errors show it (`at <...>`), made once at parse time.
+    pub desc: std::rc::Rc<str>,
+}
+
+impl Cmd {
+    pub fn new(args: Vec<Arg>) -> Cmd {
+        let desc = args.iter().map(|a| a.describe()).collect::<Vec<_>>().join(" ").into();
+        Cmd { args, desc }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -859,7 +868,7 @@ impl Parser {
         if args.is_empty() {
             return Err(err(self.line(), "empty command"));
         }
-        Ok(Cmd { args })
+        Ok(Cmd::new(args))
     }
 
     fn operand(&mut self, funcs: &dyn Fn(&str) -> bool) -> Result<Arg, ParseError> {
