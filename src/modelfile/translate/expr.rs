@@ -1069,6 +1069,23 @@ impl Translator<'_> {
 }
 
 impl Translator<'_> {
+    /// A method call's arguments, translated; keyword arguments are untranslatable.
+    pub(super) fn method_args(
+        &mut self,
+        name: &str,
+        args: &[CallArg<'_>],
+        line: usize,
+    ) -> Result<Vec<Val>, Untranslatable> {
+        let mut vals = Vec::new();
+        for a in args {
+            match a {
+                CallArg::Pos(e) => vals.push(self.expr(e)?),
+                _ => bail!(line, "method .{name}() with keyword arguments"),
+            }
+        }
+        Ok(vals)
+    }
+
     /// Python string methods: evaluated here on constants; on data, the ones Go code can
     /// compute exactly (`startswith`, `endswith`, `replace` with a constant to find).
     pub(super) fn str_method(
@@ -1078,13 +1095,7 @@ impl Translator<'_> {
         args: &[CallArg<'_>],
         line: usize,
     ) -> Result<Val, Untranslatable> {
-        let mut vals = Vec::new();
-        for a in args {
-            match a {
-                CallArg::Pos(e) => vals.push(self.expr(e)?),
-                _ => bail!(line, "method .{name}() with keyword arguments"),
-            }
-        }
+        let vals = self.method_args(name, args, line)?;
         let konst = |v: &Val| match v {
             Val::Str(s) => Some(s.clone()),
             _ => None,

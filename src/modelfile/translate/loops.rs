@@ -343,7 +343,8 @@ impl Translator<'_> {
         self.loop_else(f)
     }
 
-    fn loop_body(&mut self, f: &ast::ForLoop<'_>, line: usize) -> Result<(), Untranslatable> {
+    /// A loop's body, inside `{{ if c }}` when the loop has a filter (`for x in xs if c`).
+    pub(super) fn loop_body(&mut self, f: &ast::ForLoop<'_>, line: usize) -> Result<(), Untranslatable> {
         match &f.filter_expr {
             Some(fe) => {
                 if mentions(&f.body, "loop") {

@@ -802,17 +802,7 @@ impl Translator<'_> {
         });
         self.vals.loop_nest.insert(index.clone(), self.st.nest + 1);
         self.out.push_str(&format!("{{{{ range {index}, {item} := {iter} }}}}"));
-        if let Some(fe) = &f.filter_expr {
-            if mentions(&f.body, "loop") {
-                bail!(line, "loop variable in a filtered loop");
-            }
-            let c = self.cond(fe, line)?;
-            self.out.push_str(&format!("{{{{ if {c} }}}}"));
-            self.block(&f.body, false)?;
-            self.out.push_str("{{ end }}");
-        } else {
-            self.block(&f.body, false)?;
-        }
+        self.loop_body(f, line)?;
         if let Some(p) = &prev {
             self.out.push_str(&format!("{{{{ {p} = {item} }}}}"));
         }

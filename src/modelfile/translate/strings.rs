@@ -167,13 +167,7 @@ impl Translator<'_> {
         args: &[CallArg<'_>],
         line: usize,
     ) -> Result<Val, Untranslatable> {
-        let mut vals = Vec::new();
-        for a in args {
-            match a {
-                CallArg::Pos(e) => vals.push(self.expr(e)?),
-                _ => bail!(line, "method .{name}() with keyword arguments"),
-            }
-        }
+        let vals = self.method_args(name, args, line)?;
         match (name, base) {
             ("format", Val::Str(s)) => py_format(&s, &vals, line),
             ("split", base) => {
