@@ -775,6 +775,7 @@ impl Translator<'_> {
                 return Ok(());
             }
             Val::List(items) => return self.unrolled_loop(f, &target, items, line),
+            Val::Go(g, Kind::SplitParts) => return self.split_loop(f, &target, g, line),
             other => return self.schema_loop(f, &target, other, line),
         };
         let item_kind = match kind {

@@ -212,6 +212,42 @@ impl Translator<'_> {
         Ok(Val::Go(n, Kind::SplitParts))
     }
 
+    /// `for part in s.split(sep)`, with a body that uses neither `loop` nor `break`/`continue`
+    /// (and no filter or `else`): the body is written twice, with `part` a Go variable — at
+    /// each occurrence of `sep`, set to the text before it (from the end of the previous
+    /// one), and after the scan, set to the text after the last occurrence — so it runs once
+    /// per part, in order, as Jinja's loop does.
+    pub(super) fn split_loop(
+        &mut self,
+        f: &ast::ForLoop<'_>,
+        target: &str,
+        g: String,
+        line: usize,
+    ) -> Result<(), Untranslatable> {
+        let info = self.split_info(&g, line)?;
+        if info.skip > 0
+            || f.filter_expr.is_some()
+            || !f.else_body.is_empty()
+            || mentions(&f.body, "loop")
+            || mentions_loop_control(&f.body)
+        {
+            bail!(line, "loop over .split() parts using a slice, loop, a filter, else, break or continue");
+        }
+        let part = self.fresh();
+        self.out.push_str(&format!("{{{{ {part} := \"\" }}}}"));
+        let mark = self.out.len();
+        self.with_bound(target, Val::Go(part.clone(), Kind::Str), |t| t.stmts_block(&f.body))?;
+        let body = self.out.split_off(mark);
+        let sc = self.scan(
+            Val::Go(g, Kind::Str),
+            &info.sep,
+            |sc| format!("{{{{ {part} = slice {} {} {} }}}}{body}", sc.s, sc.from, sc.i),
+            line,
+        )?;
+        self.out.push_str(&format!("{{{{ {part} = slice {} {} }}}}{body}", sc.s, sc.from));
+        Ok(())
+    }
+
     fn split_info(&self, g: &str, line: usize) -> Result<SplitInfo, Untranslatable> {
         match self.strs.splits.get(g) {
             Some(i) => Ok(i.clone()),
@@ -507,6 +543,40 @@ mod tests {
             assert_eq!(got, want, "on {role:?} {text:?}\n{}", t.template);
         }
         t.template
+    }
+
+    /// `for part in text.split(sep)` (the loop of Gemma 4's `strip_thinking`): every part
+    /// once, in order, with separators at the ends, adjacent, absent, and overlapping their
+    /// own prefix.
+    #[test]
+    fn loops_over_split_parts() {
+        let jinja = "{%- set ns = namespace(result='') -%}{%- for m in messages -%}{%- set ns.result = '' -%}\
+            {%- for part in m.content.split('<c|>') -%}{%- if '<|c>' in part -%}\
+            {%- set ns.result = ns.result + part.split('<|c>')[0] -%}{%- else -%}\
+            {%- set ns.result = ns.result + '[' + part + ']' -%}{%- endif -%}{%- endfor -%}\
+            <{{ m.role }}>{{ ns.result | trim }}\n{%- endfor -%}<assistant>";
+        let cases = [
+            ("user", "plain"),
+            ("user", ""),
+            ("user", "<c|>"),
+            ("user", "a<c|>b"),
+            ("user", "<c|>start"),
+            ("user", "end<c|>"),
+            ("user", "x<c|><c|>y"),
+            ("user", "<|c>thought<c|>answer"),
+            ("user", "pre<|c>t1<c|>mid<|c>t2<c|>post"),
+            ("user", "<c<c|>|>é<c|>ü"),
+        ];
+        same(jinja, &cases);
+        let top =
+            "{%- for m in messages -%}{%- for p in m.content.split(', ') -%}({{ p }}){%- endfor -%}\n{%- endfor -%}";
+        same(top, &[("user", "a, b,, c"), ("user", ", "), ("user", "none here")]);
+        // A body that needs the loop's position is refused.
+        assert!(translate(
+            "{%- for m in messages -%}{%- for p in m.content.split(',') -%}{{ loop.index }}{%- endfor -%}{%- endfor -%}",
+            &opts()
+        )
+        .is_err());
     }
 
     /// Renders both sides on one exchange per (role, text); `None`: the Go rendering fails.
