@@ -320,6 +320,20 @@ def main() -> int:
     return 0 if all(r["identical"] in (True, None) for r in results["runs"]) else 1
 
 
+def qwen2_large(args, work: Path) -> tuple[Path, Path]:
+    """scripts/gen_fixtures.py's qwen2-large-bf16-sharded (4 BF16 shards, real Qwen2 tokenizer) in `work`,
+    and its BF16 GGUF (`ggufkit convert --outtype bf16`), each made once."""
+    src = subprocess.run([str(REPO / "scripts/ref-src.sh")], capture_output=True, text=True, check=True).stdout.strip()
+    hf = work / "qwen2-large-bf16-sharded"
+    if not hf.exists():
+        subprocess.run([sys.executable, str(REPO / "scripts/gen_fixtures.py"), "--llama-src", src, "--out", str(work),
+                        "qwen2-large-bf16-sharded"], check=True, capture_output=True)
+    gguf = work / "pack-source-bf16.gguf"
+    if not gguf.exists():
+        subprocess.run([str(args.bin), "convert", str(hf), str(gguf), "--outtype", "bf16", "-q"], check=True)
+    return hf, gguf
+
+
 def bench_convert(args, work: Path, model: Path, outdir: Path | None) -> dict:
     """`ggufkit convert --outtype f16` of a BF16 safetensors model (scripts/gen_fixtures.py
     qwen2-large-bf16-sharded: 4 shards, ~554 MB, real Qwen2 tokenizer) against `cp` of its shards,
@@ -328,14 +342,7 @@ def bench_convert(args, work: Path, model: Path, outdir: Path | None) -> dict:
     if not has_command(args.bin, "convert"):
         print("NOTE: no `convert` command: convert benchmark skipped", file=sys.stderr)
         return {"skipped": "no convert command"}
-    src = subprocess.run([str(REPO / "scripts/ref-src.sh")], capture_output=True, text=True, check=True).stdout.strip()
-    hf = work / "qwen2-large-bf16-sharded"
-    if not hf.exists():
-        subprocess.run([sys.executable, str(REPO / "scripts/gen_fixtures.py"), "--llama-src", src, "--out", str(work),
-                        "qwen2-large-bf16-sharded"], check=True, capture_output=True)
-    bf16_gguf = work / "pack-source-bf16.gguf"
-    if not bf16_gguf.exists():
-        subprocess.run([str(args.bin), "convert", str(hf), str(bf16_gguf), "--outtype", "bf16", "-q"], check=True)
+    hf, bf16_gguf = qwen2_large(args, work)
     shards = sorted(hf.glob("*.safetensors"))
     size = sum(f.stat().st_size for f in shards)
     for f in [*shards, bf16_gguf]:  # warm the page cache
@@ -386,14 +393,7 @@ def bench_pack(args, work: Path, outdir: Path) -> dict:
     """`ggufkit pack HF --types Q4_K_M,Q8_0` (one read of the source, every output, Modelfiles, hashes)
     against `ggufkit quantize` of the same model's BF16 GGUF to Q4_K_M then to Q8_0 (scripts/gen_fixtures.py
     qwen2-large-bf16-sharded, real Qwen2 tokenizer). Both write into `outdir`."""
-    src = subprocess.run([str(REPO / "scripts/ref-src.sh")], capture_output=True, text=True, check=True).stdout.strip()
-    hf = work / "qwen2-large-bf16-sharded"
-    if not hf.exists():
-        subprocess.run([sys.executable, str(REPO / "scripts/gen_fixtures.py"), "--llama-src", src, "--out", str(work),
-                        "qwen2-large-bf16-sharded"], check=True, capture_output=True)
-    gguf = work / "pack-source-bf16.gguf"
-    if not gguf.exists():
-        subprocess.run([str(args.bin), "convert", str(hf), str(gguf), "--outtype", "bf16", "-q"], check=True)
+    hf, gguf = qwen2_large(args, work)
     for f in [*hf.glob("*.safetensors"), gguf]:  # warm the page cache
         f.read_bytes()
     nt = str(max(int(t) for t in args.threads.split(",")))

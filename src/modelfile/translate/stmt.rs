@@ -44,9 +44,8 @@ pub(super) struct StmtState<'o> {
     /// Open captures: `frames.len()` when each started, and whether it assigned anything
     /// outside its own macro frames.
     captures: Vec<(usize, bool)>,
-    /// Depth of conditional branches and loop bodies (lenient mode leaves out only there).
-    nest: usize,
-    /// The branch/loop bodies being translated (unique ids), outermost first.
+    /// The branch/loop bodies being translated (unique ids), outermost first; their
+    /// number is the depth lenient mode leaves out statements at (only inside them).
     blocks: Vec<usize>,
     block_counter: usize,
     /// Whether each open block is conditional on tools (for left-out notes).
@@ -70,12 +69,12 @@ impl StmtState<'_> {
 
     /// Outside any macro call, branch or loop.
     pub(super) fn at_top(&self) -> bool {
-        self.frames.is_empty() && self.nest == 0
+        self.frames.is_empty() && self.blocks.is_empty()
     }
 
     /// Outside any branch, loop body or macro call.
     pub(super) fn is_top_level(&self) -> bool {
-        self.blocks.is_empty() && self.frames.is_empty() && self.captures.is_empty()
+        self.at_top() && self.captures.is_empty()
     }
 }
 
@@ -129,7 +128,8 @@ impl Translator<'_> {
             if self.out.len() > MAX_OUTPUT {
                 bail!(0, "{TOO_LARGE}");
             }
-            let catch = self.st.lenient && (self.st.nest > 0 || matches!(s, Stmt::IfCond(_) | Stmt::ForLoop(_)));
+            let catch =
+                self.st.lenient && (!self.st.blocks.is_empty() || matches!(s, Stmt::IfCond(_) | Stmt::ForLoop(_)));
             if !catch {
                 self.stmt(s)?;
                 continue;
@@ -238,9 +238,7 @@ impl Translator<'_> {
         let tools = tools || self.st.tools_ctx.last().copied().unwrap_or(false);
         self.st.blocks.push(self.st.block_counter);
         self.st.tools_ctx.push(tools);
-        self.st.nest += 1;
         let r = self.stmts(body);
-        self.st.nest -= 1;
         self.st.tools_ctx.pop();
         self.st.blocks.pop();
         r
@@ -801,7 +799,7 @@ impl Translator<'_> {
             prev: prev.clone(),
             kind: item_kind,
         });
-        self.vals.loop_nest.insert(index.clone(), self.st.nest + 1);
+        self.vals.loop_nest.insert(index.clone(), self.st.blocks.len() + 1);
         self.out.push_str(&format!("{{{{ range {index}, {item} := {iter} }}}}"));
         self.loop_body(f, line)?;
         if let Some(p) = &prev {
@@ -1123,7 +1121,7 @@ fn mentions_expr(e: &Expr<'_>, name: &str) -> bool {
 impl Translator<'_> {
     /// How deep in branches and loop bodies the statement being translated sits.
     pub(super) fn nest_depth(&self) -> usize {
-        self.st.nest
+        self.st.blocks.len()
     }
 
     /// A loop body (a block of its own) for loops written elsewhere (tools.rs).
