@@ -36,6 +36,7 @@ mod outtype;
 mod rope;
 mod tensors;
 mod text_params;
+mod tokenizer_json;
 
 use std::path::{Path, PathBuf};
 
@@ -439,7 +440,6 @@ impl<W: HfTensors> HfToGguf<W> {
                     let index = w.index_of(name).ok_or_else(|| Error::Other(format!("tensor '{name}' vanished")))?;
                     let dst = &mut out[(done as usize) * row..((done + take) as usize) * row];
                     w.read_rows_f32(index, local, dst)?;
-                    w.release_rows(index, local, take);
                     done += take;
                 }
                 Ok(())
@@ -450,7 +450,6 @@ impl<W: HfTensors> HfToGguf<W> {
                 match permute {
                     None => {
                         w.read_rows_f32(index, first_row, out)?;
-                        w.release_rows(index, first_row, (out.len() / row) as u64);
                         if *add_one {
                             norms::add_one(out, e.dtype == crate::hf::DType::F16);
                         }
@@ -542,11 +541,29 @@ impl<W: HfTensors> TensorSource for HfToGguf<W> {
         let end = row0.checked_add(n).filter(|&end| end <= e.n_rows())?;
         self.model.weights.raw(i)?.get((row0 * row_bytes) as usize..(end * row_bytes) as usize)
     }
-    fn stored_rows_done(&self, index: usize, row0: u64, n: u64) {
-        if let Some(Origin::Hf { name, .. }) = self.tensors.get(index).map(|t| &t.origin) {
-            if let Some(i) = self.model.weights.index_of(name) {
-                self.model.weights.release_rows(i, row0, n);
+    fn rows_done(&self, index: usize, row0: u64, n: u64) {
+        let Some(t) = self.tensors.get(index) else { return };
+        let w = &self.model.weights;
+        match &t.origin {
+            // Permuted rows come from all over the tensor: released when it is done.
+            Origin::Hf { name, permute: None, .. } => {
+                if let Some(i) = w.index_of(name) {
+                    w.release_rows(i, row0, n);
+                }
             }
+            Origin::Stacked { names, rows_each } if *rows_each > 0 => {
+                let end = row0.saturating_add(n);
+                let mut r = row0;
+                while r < end {
+                    let (x, local) = ((r / rows_each) as usize, r % rows_each);
+                    let take = (rows_each - local).min(end - r);
+                    if let Some(i) = names.get(x).and_then(|name| w.index_of(name)) {
+                        w.release_rows(i, local, take);
+                    }
+                    r += take;
+                }
+            }
+            _ => {}
         }
     }
 }

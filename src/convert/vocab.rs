@@ -761,7 +761,7 @@ pub fn pre_name_for_hash(hash: &str) -> Result<Option<String>> {
 
 fn load_hf_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
     let text = crate::hf::read_text(path)?;
-    tokenizers::Tokenizer::from_bytes(text.as_bytes())
+    super::tokenizer_json::load(text.as_bytes())
         .map_err(|e| Error::input(path, format!("cannot load the tokenizer: {e}")))
 }
 
@@ -787,6 +787,21 @@ pub fn bpe_vocab(
     vocab_pre: Option<&str>,
     progress: &dyn Progress,
 ) -> Result<Vocab> {
+    // The special vocabulary (tokenizer.json read again for its merges and added
+    // tokens, tokenizer_config.json, config.json) does not need the tokenizer:
+    // it is read on a second core while the tokenizer is built.
+    std::thread::scope(|s| {
+        let special = s.spawn(|| SpecialVocab::load(dir, true, None));
+        let vocab = bpe_tokens(dir, vocab_size, vocab_pre, progress);
+        let special = special.join().unwrap_or_else(|_| Err(Error::Other("special vocabulary reader panicked".into())));
+        let mut vocab = vocab?;
+        vocab.special = special?;
+        Ok(vocab)
+    })
+}
+
+/// [`bpe_vocab`] without its special vocabulary.
+fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, progress: &dyn Progress) -> Result<Vocab> {
     let path = dir.join("tokenizer.json");
     if !path.is_file() {
         return Err(Error::input(&path, "missing tokenizer.json (and no tokenizer.model)"));
@@ -868,7 +883,9 @@ pub fn bpe_vocab(
         }
         tokens.push(token);
     }
-    let special = SpecialVocab::load(dir, true, None)?;
+    // Freeing a 150k-token tokenizer takes tens of milliseconds nobody waits for.
+    drop(reverse);
+    std::thread::spawn(move || drop(tok));
     Ok(Vocab {
         add_space_prefix: None,
         add_space_prefix_last: None,
@@ -878,7 +895,7 @@ pub fn bpe_vocab(
         scores: None,
         types,
         pre_hash: Some(hash),
-        special,
+        special: SpecialVocab::default(),
     })
 }
 

@@ -54,18 +54,13 @@ impl TensorSource for HfSource<'_> {
         &self.tensors
     }
     fn read_rows(&self, index: usize, row0: u64, out: &mut [f32]) -> Result<()> {
-        self.src.read_rows_f32(index, row0, out)?;
-        let row_len = self.tensors[index].row_len().max(1);
-        self.src.release_rows(index, row0, out.len() as u64 / row_len);
-        Ok(())
+        self.src.read_rows_f32(index, row0, out)
     }
     fn raw(&self, index: usize) -> Option<&[u8]> {
         self.src.raw(index)
     }
-    fn raw_consumed(&self, index: usize, start: u64, len: u64) {
-        let t = &self.tensors[index];
-        let row_bytes = t.ty.row_size(t.row_len()).unwrap_or(1).max(1);
-        self.src.release_rows(index, start / row_bytes, len.div_ceil(row_bytes));
+    fn rows_done(&self, index: usize, row0: u64, n: u64) {
+        self.src.release_rows(index, row0, n);
     }
     fn done(&self, index: usize) {
         self.src.release(index);

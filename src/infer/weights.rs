@@ -248,6 +248,7 @@ impl Linear<'_> {
                 w.par_chunks_mut(task_rows * k).enumerate().try_for_each(|(t, part)| {
                     self.source.read_rows(self.index, self.row0 + (j0 + t * task_rows) as u64, part)
                 })?;
+                self.source.rows_done(self.index, self.row0 + j0 as u64, rows as u64);
                 gemm_f32(m, rows, k, x, k, w, (1, k), &mut out[j0..], n_out, true);
                 j0 += rows;
             }
@@ -287,6 +288,7 @@ impl<'a> Weights<'a> {
         let t = &self.source.tensors()[i];
         let mut out = vec![0f32; n * t.row_len() as usize];
         self.source.read_rows(i, row0, &mut out)?;
+        self.source.rows_done(i, row0, n as u64);
         Ok(out)
     }
 

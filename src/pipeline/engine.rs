@@ -241,9 +241,8 @@ pub fn run_observed(
                             return Ok(()); // the writer failed; its error is reported below
                         }
                     }
-                    if let Some(x) = uses.iter().find(|x| x.copy) {
-                        src.raw_consumed(si, (r0 * x.out_row) as u64, (n * x.out_row) as u64);
-                    }
+                    // One release per chunk, not per task (see `TensorSource::rows_done`).
+                    src.rows_done(si, r0 as u64, n as u64);
                     r0 += n;
                 }
                 src.done(si);
@@ -317,7 +316,6 @@ fn encode_stored(
         }
         check_encoded(t, x.p.ty, first, o)?;
     }
-    src.stored_rows_done(si, first, m);
     Ok(true)
 }
 

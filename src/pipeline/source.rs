@@ -29,11 +29,6 @@ pub trait TensorSource: Sync {
     fn raw(&self, _index: usize) -> Option<&[u8]> {
         None
     }
-    /// The writer has copied `len` bytes of [`TensorSource::raw`] from `start`
-    /// (sources may release that memory).
-    fn raw_consumed(&self, _index: usize, _start: u64, _len: u64) {}
-    /// The writer is done with tensor `index` (sources may release memory).
-    fn done(&self, _index: usize) {}
     /// Rows `[row0, row0 + n)` of tensor `index` as stored in the tensor's
     /// type, when the source holds them unchanged: exactly the bytes
     /// [`TensorSource::read_rows`] decodes. Kernels that encode F16 / BF16
@@ -41,9 +36,18 @@ pub trait TensorSource: Sync {
     fn stored_rows(&self, _index: usize, _row0: u64, _n: u64) -> Option<&[u8]> {
         None
     }
-    /// The writer has encoded rows it got from [`TensorSource::stored_rows`]
-    /// (sources may release that memory, as `read_rows` does).
-    fn stored_rows_done(&self, _index: usize, _row0: u64, _n: u64) {}
+    /// The reader is done with rows `[row0, row0 + n)` of tensor `index`, however
+    /// it read them ([`TensorSource::read_rows`], [`TensorSource::raw`] or
+    /// [`TensorSource::stored_rows`]): the source may release their memory.
+    ///
+    /// Reading never releases by itself. Readers hand rows back in large
+    /// ranges (the engine: once per chunk), because each release of mapped
+    /// pages is a system call that interrupts every other core running this
+    /// process (a TLB shootdown): releasing per task cost a third of a
+    /// BF16 → F16 conversion's time.
+    fn rows_done(&self, _index: usize, _row0: u64, _n: u64) {}
+    /// The reader is done with tensor `index` (sources may release memory).
+    fn done(&self, _index: usize) {}
 }
 
 /// A GGUF file as a tensor source.
@@ -80,13 +84,7 @@ impl TensorSource for GgufSource<'_> {
         }
         let data = self.file.data(info);
         let bytes = &data[(row0 * row_bytes) as usize..((row0 + n) * row_bytes) as usize];
-        quant::dequantize_rows(info.ty, bytes, out)?;
-        // Each row is read once: its pages can go (memory stays bounded by the chunk size).
-        self.file.release_range(info, row0 * row_bytes, n * row_bytes);
-        Ok(())
-    }
-    fn raw_consumed(&self, index: usize, start: u64, len: u64) {
-        self.file.release_range(&self.file.header.tensors[index], start, len);
+        quant::dequantize_rows(info.ty, bytes, out)
     }
     fn stored_rows(&self, index: usize, row0: u64, n: u64) -> Option<&[u8]> {
         let info = &self.file.header.tensors[index];
@@ -94,7 +92,7 @@ impl TensorSource for GgufSource<'_> {
         let end = row0.checked_add(n).filter(|&e| e <= info.n_rows())?;
         self.file.data(info).get((row0 * row_bytes) as usize..(end * row_bytes) as usize)
     }
-    fn stored_rows_done(&self, index: usize, row0: u64, n: u64) {
+    fn rows_done(&self, index: usize, row0: u64, n: u64) {
         let info = &self.file.header.tensors[index];
         let row_bytes = info.ty.row_size(info.row_len()).unwrap_or(0);
         self.file.release_range(info, row0 * row_bytes, n * row_bytes);
