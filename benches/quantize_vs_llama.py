@@ -22,7 +22,9 @@ the numbers are only as good as the load was low.
 `--dtype f16 --types Q8_0` F16 → Q8_0.
 
 Also optional (`--convert`): `ggufkit convert --outtype f16` of a BF16
-safetensors directory (scripts/gen_fixtures.py qwen2-large-bf16-sharded),
+safetensors directory (scripts/gen_fixtures.py qwen2-large-bf16-sharded, or
+`--convert-fixture qwen2.5-7b-blocks-bf16-sharded`: two Qwen2.5-7B blocks
+with the untied 152064-token embedding and output, 3.1 GB),
 against a plain copy of its shards, the memory floor (with `--outdir`: the
 shards read from page cache, then a file of the output's size copied) and
 llama.cpp's nearest equivalent, `llama_model_quantize` of the same weights as
@@ -219,6 +221,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--scalar", action="store_true", help="also time ggufkit with GGUFKIT_SCALAR=1")
     ap.add_argument("--convert", action="store_true", help="also time `ggufkit convert` bf16 → f16 against cp")
+    ap.add_argument("--convert-fixture", default="qwen2-large-bf16-sharded",
+                    help="the BF16 directory to convert: qwen2-large-bf16-sharded (scripts/gen_fixtures.py, 0.28B, "
+                         f"554 MB) or {QWEN7_BLOCKS} (two Qwen2.5-7B blocks, 3.1 GB)")
     ap.add_argument("--outdir", type=Path, default=None,
                     help="write the outputs here (e.g. /dev/shm: only CPU and memory count) and time the memory "
                          "floor in the same run: read the input from page cache, then copy a file of the output's size")
@@ -320,29 +325,93 @@ def main() -> int:
     return 0 if all(r["identical"] in (True, None) for r in results["runs"]) else 1
 
 
-def qwen2_large(args, work: Path) -> tuple[Path, Path]:
-    """scripts/gen_fixtures.py's qwen2-large-bf16-sharded (4 BF16 shards, real Qwen2 tokenizer) in `work`,
-    and its BF16 GGUF (`ggufkit convert --outtype bf16`), each made once."""
+QWEN7_BLOCKS = "qwen2.5-7b-blocks-bf16-sharded"
+
+
+def write_qwen7_blocks(base: Path, hf: Path, seed: int = 9) -> None:
+    """Two Qwen2.5-7B blocks with its untied 152064-token embedding and output, BF16 N(0, 0.02²)
+    weights in 2 safetensors shards (3.1 GB), written tensor by tensor in row slabs so memory stays
+    small; config and tokenizer files are `base`'s (scripts/gen_fixtures.py qwen2-large-bf16-sharded:
+    the real Qwen2 tokenizer) with Qwen2.5-7B's widths."""
+    h, ff, nh, nkv, layers, vocab = 3584, 18944, 28, 4, 2, 152064
+    kv = h // nh * nkv
+    tmp = hf.with_name(hf.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(base / f, tmp / f)
+    cfg = json.loads((base / "config.json").read_text())
+    cfg.update(hidden_size=h, intermediate_size=ff, num_attention_heads=nh, num_key_value_heads=nkv,
+               num_hidden_layers=layers, max_window_layers=layers, vocab_size=vocab, tie_word_embeddings=False)
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+    shards: list[list[tuple[str, tuple[int, ...]]]] = [[("model.embed_tokens.weight", (vocab, h))], []]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shards[0 if i == 0 else 1] += [
+            (p + "input_layernorm.weight", (h,)), (p + "post_attention_layernorm.weight", (h,)),
+            (p + "self_attn.q_proj.weight", (h, h)), (p + "self_attn.q_proj.bias", (h,)),
+            (p + "self_attn.k_proj.weight", (kv, h)), (p + "self_attn.k_proj.bias", (kv,)),
+            (p + "self_attn.v_proj.weight", (kv, h)), (p + "self_attn.v_proj.bias", (kv,)),
+            (p + "self_attn.o_proj.weight", (h, h)), (p + "mlp.gate_proj.weight", (ff, h)),
+            (p + "mlp.up_proj.weight", (ff, h)), (p + "mlp.down_proj.weight", (h, ff))]
+    shards[1] += [("model.norm.weight", (h,)), ("lm_head.weight", (vocab, h))]
+    rng = np.random.default_rng(seed)
+    weight_map, total = {}, 0
+    for k, tensors in enumerate(shards):
+        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        header, off = {}, 0
+        for name, shape in tensors:
+            n = int(np.prod(shape)) * 2
+            header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [off, off + n]}
+            off += n
+            weight_map[name] = fname
+        total += off
+        hb = json.dumps(header, separators=(",", ":")).encode()
+        hb += b" " * (-len(hb) % 8)
+        with open(tmp / fname, "wb") as f:
+            f.write(len(hb).to_bytes(8, "little") + hb)
+            for name, shape in tensors:
+                rows = shape[0] if len(shape) == 2 else 1
+                cols = shape[-1]
+                for r0 in range(0, rows, 4096):
+                    n = min(4096, rows - r0)
+                    a = rng.standard_normal((n, cols), dtype=np.float32) * np.float32(0.02)
+                    if name.endswith("norm.weight"):
+                        a += np.float32(1.0)
+                    u = a.view(np.uint32)
+                    f.write(((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype("<u2").tobytes())
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    tmp.rename(hf)
+
+
+def hf_fixture(args, work: Path, name: str = "qwen2-large-bf16-sharded") -> tuple[Path, Path]:
+    """A BF16 HF directory `name` (real Qwen2 tokenizer) in `work`: scripts/gen_fixtures.py's
+    qwen2-large-bf16-sharded, or QWEN7_BLOCKS; and its BF16 GGUF (`ggufkit convert --outtype
+    bf16`), each made once."""
     src = subprocess.run([str(REPO / "scripts/ref-src.sh")], capture_output=True, text=True, check=True).stdout.strip()
-    hf = work / "qwen2-large-bf16-sharded"
-    if not hf.exists():
+    hf = work / name
+    if name == QWEN7_BLOCKS:
+        if not hf.exists():
+            write_qwen7_blocks(hf_fixture(args, work)[0], hf)
+    elif not hf.exists():
         subprocess.run([sys.executable, str(REPO / "scripts/gen_fixtures.py"), "--llama-src", src, "--out", str(work),
-                        "qwen2-large-bf16-sharded"], check=True, capture_output=True)
-    gguf = work / "pack-source-bf16.gguf"
+                        name], check=True, capture_output=True)
+    gguf = work / ("pack-source-bf16.gguf" if name == "qwen2-large-bf16-sharded" else f"{name}.gguf")
     if not gguf.exists():
         subprocess.run([str(args.bin), "convert", str(hf), str(gguf), "--outtype", "bf16", "-q"], check=True)
     return hf, gguf
 
 
 def bench_convert(args, work: Path, model: Path, outdir: Path | None) -> dict:
-    """`ggufkit convert --outtype f16` of a BF16 safetensors model (scripts/gen_fixtures.py
-    qwen2-large-bf16-sharded: 4 shards, ~554 MB, real Qwen2 tokenizer) against `cp` of its shards,
+    """`ggufkit convert --outtype f16` of a BF16 safetensors model (scripts/gen_fixtures.py's
+    `--convert-fixture`, real Qwen2 tokenizer) against `cp` of its shards,
     the memory floor in the same run (with `--outdir`) and llama.cpp's BF16 GGUF → F16
     (`llama_model_quantize`, the nearest thing it has: it has no safetensors reader)."""
     if not has_command(args.bin, "convert"):
         print("NOTE: no `convert` command: convert benchmark skipped", file=sys.stderr)
         return {"skipped": "no convert command"}
-    hf, bf16_gguf = qwen2_large(args, work)
+    hf, bf16_gguf = hf_fixture(args, work, args.convert_fixture)
     shards = sorted(hf.glob("*.safetensors"))
     size = sum(f.stat().st_size for f in shards)
     for f in [*shards, bf16_gguf]:  # warm the page cache
@@ -393,7 +462,7 @@ def bench_pack(args, work: Path, outdir: Path) -> dict:
     """`ggufkit pack HF --types Q4_K_M,Q8_0` (one read of the source, every output, Modelfiles, hashes)
     against `ggufkit quantize` of the same model's BF16 GGUF to Q4_K_M then to Q8_0 (scripts/gen_fixtures.py
     qwen2-large-bf16-sharded, real Qwen2 tokenizer). Both write into `outdir`."""
-    hf, gguf = qwen2_large(args, work)
+    hf, gguf = hf_fixture(args, work)
     for f in [*hf.glob("*.safetensors"), gguf]:  # warm the page cache
         f.read_bytes()
     nt = str(max(int(t) for t in args.threads.split(",")))

@@ -194,7 +194,7 @@ pub fn parse_gguf(buf: &[u8]) -> Result<ImatrixFile, ParseError> {
     let mut datasets = Vec::new();
     if let Some(Value::Array(a)) = md.get(KEY_DATASETS) {
         if a.elem_type == ValueType::String {
-            for v in &a.values {
+            for v in a.values.iter() {
                 if let Value::String(s) = v {
                     datasets.push(c_str(s));
                 }

@@ -93,7 +93,7 @@ fn describe_value_diff(a: &Value, b: &Value) -> String {
             if x.values.len() != y.values.len() {
                 return format!("array length {} vs {}", x.values.len(), y.values.len());
             }
-            let i = x.values.iter().zip(&y.values).position(|(p, q)| !same_value(p, q)).unwrap_or(0);
+            let i = x.values.iter().zip(y.values.iter()).position(|(p, q)| !same_value(p, q)).unwrap_or(0);
             format!("element {i}: {} vs {}", x.values[i].summary(4), y.values[i].summary(4))
         }
         _ => format!("{} vs {}", a.summary(8), b.summary(8)),
@@ -108,7 +108,7 @@ fn same_value(a: &Value, b: &Value) -> bool {
         (Value::Array(x), Value::Array(y)) => {
             x.elem_type == y.elem_type
                 && x.values.len() == y.values.len()
-                && x.values.iter().zip(&y.values).all(|(p, q)| same_value(p, q))
+                && x.values.iter().zip(y.values.iter()).all(|(p, q)| same_value(p, q))
         }
         _ => a == b,
     }

@@ -122,7 +122,7 @@ fn read_value(c: &mut Cursor, ty: ValueType, depth: usize, field: &dyn Fn() -> S
                 let f = || format!("{}[{i}]", field());
                 values.push(read_value(c, elem_type, depth + 1, &f)?);
             }
-            Value::Array(Array { elem_type, values })
+            Value::Array(Array { elem_type, values: std::sync::Arc::new(values) })
         }
     })
 }

@@ -123,10 +123,13 @@ pub enum Value {
 }
 
 /// A typed array; `elem_type` is kept even when the array is empty.
+///
+/// The values are shared: a vocabulary is a few hundred thousand strings, and
+/// metadata is cloned once per output (`Arc::make_mut` to change one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Array {
     pub elem_type: ValueType,
-    pub values: Vec<Value>,
+    pub values: std::sync::Arc<Vec<Value>>,
 }
 
 impl Value {
@@ -159,13 +162,13 @@ impl Value {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Value::Array(Array { elem_type: ValueType::String, values: items.into_iter().map(Value::string).collect() })
+        Value::Array(Array { elem_type: ValueType::String, values: std::sync::Arc::new(items.into_iter().map(Value::string).collect()) })
     }
 
     /// An array of values of one type.
     pub fn array(elem_type: ValueType, values: Vec<Value>) -> Value {
         debug_assert!(values.iter().all(|v| v.value_type() == elem_type));
-        Value::Array(Array { elem_type, values })
+        Value::Array(Array { elem_type, values: std::sync::Arc::new(values) })
     }
 
     /// The string, if this is a UTF-8 string value.

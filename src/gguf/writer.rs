@@ -161,7 +161,7 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
         Value::Array(a) => {
             out.extend(a.elem_type.id().to_le_bytes());
             out.extend((a.values.len() as u64).to_le_bytes());
-            for x in &a.values {
+            for x in a.values.iter() {
                 put_value(out, x);
             }
         }

@@ -183,7 +183,7 @@ fn c_string(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(s.split(|&b| b == 0).next().unwrap_or_default().to_vec()),
         Value::Array(a) if a.elem_type == crate::gguf::ValueType::String => {
-            Value::Array(Array { elem_type: a.elem_type, values: a.values.iter().map(c_string).collect() })
+            Value::Array(Array { elem_type: a.elem_type, values: std::sync::Arc::new(a.values.iter().map(c_string).collect()) })
         }
         other => other.clone(),
     }
