@@ -182,7 +182,11 @@ pub(crate) fn c_atof(s: &str) -> Option<f64> {
 fn c_string(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(s.split(|&b| b == 0).next().unwrap_or_default().to_vec()),
-        Value::Array(a) if a.elem_type == crate::gguf::ValueType::String => {
+        // A vocabulary has no NUL: its (shared) array is kept as it is.
+        Value::Array(a)
+            if a.elem_type == crate::gguf::ValueType::String
+                && a.values.iter().any(|x| matches!(x, Value::String(s) if s.contains(&0))) =>
+        {
             Value::Array(Array { elem_type: a.elem_type, values: std::sync::Arc::new(a.values.iter().map(c_string).collect()) })
         }
         other => other.clone(),
