@@ -139,9 +139,7 @@ pub fn convert(
     let mut summary = src.summary(out, written.file_size);
     summary.file_type = r.file_type;
     summary.outtype = r.name.clone();
-    // The vocabulary and metadata are a few hundred thousand allocations:
-    // freeing them is tens of milliseconds the caller need not wait for.
-    std::thread::spawn(move || drop((src, r)));
+    crate::convert::drop_later((src, r));
     Ok((summary, written))
 }
 

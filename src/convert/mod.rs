@@ -568,6 +568,14 @@ impl<W: HfTensors> TensorSource for HfToGguf<W> {
     }
 }
 
+/// Drops `value` on a thread of its own: a vocabulary or tokenizer is a few
+/// hundred thousand allocations, tens of milliseconds of `free` nobody needs
+/// to wait for.
+pub(crate) fn drop_later<T: Send + 'static>(value: T) {
+    // When the thread cannot start, the closure, and `value` in it, is dropped by `spawn`.
+    let _ = std::thread::Builder::new().spawn(move || drop(value));
+}
+
 /// The vocabulary as the architecture's `set_vocab` reads it.
 fn load_vocab<W>(
     model: &HfModelDir<W>,

@@ -791,9 +791,12 @@ pub fn bpe_vocab(
     // tokens, tokenizer_config.json, config.json) does not need the tokenizer:
     // it is read on a second core while the tokenizer is built.
     std::thread::scope(|s| {
-        let special = s.spawn(|| SpecialVocab::load(dir, true, None));
+        let special = std::thread::Builder::new().spawn_scoped(s, || SpecialVocab::load(dir, true, None));
         let vocab = bpe_tokens(dir, vocab_size, vocab_pre, progress);
-        let special = special.join().unwrap_or_else(|_| Err(Error::Other("special vocabulary reader panicked".into())));
+        let special = match special {
+            Ok(h) => h.join().unwrap_or_else(|_| Err(Error::Other("special vocabulary reader panicked".into()))),
+            Err(_) => SpecialVocab::load(dir, true, None),
+        };
         let mut vocab = vocab?;
         vocab.special = special?;
         Ok(vocab)
@@ -885,7 +888,7 @@ fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, prog
     }
     // Freeing a 150k-token tokenizer takes tens of milliseconds nobody waits for.
     drop(reverse);
-    std::thread::spawn(move || drop(tok));
+    super::drop_later(tok);
     Ok(Vocab {
         add_space_prefix: None,
         add_space_prefix_last: None,
