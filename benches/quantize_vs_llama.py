@@ -24,7 +24,8 @@ the numbers are only as good as the load was low.
 Also optional (`--convert`): `ggufkit convert --outtype f16` of a BF16
 safetensors directory (scripts/gen_fixtures.py qwen2-large-bf16-sharded, or
 `--convert-fixture qwen2.5-7b-blocks-bf16-sharded`: two Qwen2.5-7B blocks
-with the untied 152064-token embedding and output, 3.1 GB),
+with the untied 152064-token embedding and output, 3.1 GB, or
+`--convert-fixture qwen2.5-0.5b-bf16`: the Qwen2.5-0.5B shape, 0.99 GB),
 against a plain copy of its shards, the memory floor (with `--outdir`: the
 shards read from page cache, then a file of the output's size copied) and
 llama.cpp's nearest equivalent, `llama_model_quantize` of the same weights as
@@ -223,7 +224,8 @@ def main() -> int:
     ap.add_argument("--convert", action="store_true", help="also time `ggufkit convert` bf16 → f16 against cp")
     ap.add_argument("--convert-fixture", default="qwen2-large-bf16-sharded",
                     help="the BF16 directory to convert: qwen2-large-bf16-sharded (scripts/gen_fixtures.py, 0.28B, "
-                         f"554 MB) or {QWEN7_BLOCKS} (two Qwen2.5-7B blocks, 3.1 GB)")
+                         "554 MB), qwen2.5-7b-blocks-bf16-sharded (two Qwen2.5-7B blocks, 3.1 GB) or "
+                         "qwen2.5-0.5b-bf16 (the Qwen2.5-0.5B shape, 0.99 GB)")
     ap.add_argument("--outdir", type=Path, default=None,
                     help="write the outputs here (e.g. /dev/shm: only CPU and memory count) and time the memory "
                          "floor in the same run: read the input from page cache, then copy a file of the output's size")
@@ -325,15 +327,22 @@ def main() -> int:
     return 0 if all(r["identical"] in (True, None) for r in results["runs"]) else 1
 
 
-QWEN7_BLOCKS = "qwen2.5-7b-blocks-bf16-sharded"
+# BF16 HF directories made here from the qwen2-large fixture's config and tokenizer
+# (the real Qwen2 tokenizer), at a real model's widths: name → (hidden, ffn, heads,
+# kv heads, layers, vocab, tied, shards).
+QWEN_SHAPES = {
+    "qwen2.5-7b-blocks-bf16-sharded": (3584, 18944, 28, 4, 2, 152064, False, 2),
+    "qwen2.5-0.5b-bf16": (896, 4864, 14, 2, 24, 151936, True, 1),
+}
 
 
-def write_qwen7_blocks(base: Path, hf: Path, seed: int = 9) -> None:
-    """Two Qwen2.5-7B blocks with its untied 152064-token embedding and output, BF16 N(0, 0.02²)
-    weights in 2 safetensors shards (3.1 GB), written tensor by tensor in row slabs so memory stays
-    small; config and tokenizer files are `base`'s (scripts/gen_fixtures.py qwen2-large-bf16-sharded:
-    the real Qwen2 tokenizer) with Qwen2.5-7B's widths."""
-    h, ff, nh, nkv, layers, vocab = 3584, 18944, 28, 4, 2, 152064
+def write_qwen_shape(base: Path, hf: Path, shape: tuple, seed: int = 9) -> None:
+    """A Qwen2 model at the widths of `shape` (QWEN_SHAPES), BF16 N(0, 0.02²) weights in
+    safetensors shards, written tensor by tensor in row slabs so memory stays small; config and
+    tokenizer files are `base`'s (scripts/gen_fixtures.py qwen2-large-bf16-sharded) with the
+    widths replaced. Two Qwen2.5-7B blocks with the untied embedding and output are 3.1 GB;
+    the Qwen2.5-0.5B shape 0.99 GB."""
+    h, ff, nh, nkv, layers, vocab, tied, n_shards = shape
     kv = h // nh * nkv
     tmp = hf.with_name(hf.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -342,27 +351,37 @@ def write_qwen7_blocks(base: Path, hf: Path, seed: int = 9) -> None:
         shutil.copy(base / f, tmp / f)
     cfg = json.loads((base / "config.json").read_text())
     cfg.update(hidden_size=h, intermediate_size=ff, num_attention_heads=nh, num_key_value_heads=nkv,
-               num_hidden_layers=layers, max_window_layers=layers, vocab_size=vocab, tie_word_embeddings=False)
+               num_hidden_layers=layers, max_window_layers=layers, vocab_size=vocab, tie_word_embeddings=tied)
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-    shards: list[list[tuple[str, tuple[int, ...]]]] = [[("model.embed_tokens.weight", (vocab, h))], []]
+    tensors: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, h))]
     for i in range(layers):
         p = f"model.layers.{i}."
-        shards[0 if i == 0 else 1] += [
+        tensors += [
             (p + "input_layernorm.weight", (h,)), (p + "post_attention_layernorm.weight", (h,)),
             (p + "self_attn.q_proj.weight", (h, h)), (p + "self_attn.q_proj.bias", (h,)),
             (p + "self_attn.k_proj.weight", (kv, h)), (p + "self_attn.k_proj.bias", (kv,)),
             (p + "self_attn.v_proj.weight", (kv, h)), (p + "self_attn.v_proj.bias", (kv,)),
             (p + "self_attn.o_proj.weight", (h, h)), (p + "mlp.gate_proj.weight", (ff, h)),
             (p + "mlp.up_proj.weight", (ff, h)), (p + "mlp.down_proj.weight", (h, ff))]
-    shards[1] += [("model.norm.weight", (h,)), ("lm_head.weight", (vocab, h))]
+    tensors.append(("model.norm.weight", (h,)))
+    if not tied:
+        tensors.append(("lm_head.weight", (vocab, h)))
+    # Shards of about equal size, tensors in order.
+    sizes = [int(np.prod(s)) * 2 for _, s in tensors]
+    per = sum(sizes) / n_shards
+    shards: list[list[tuple[str, tuple[int, ...]]]] = [[] for _ in range(n_shards)]
+    acc = 0
+    for t, n in zip(tensors, sizes):
+        shards[min(int(acc // per), n_shards - 1)].append(t)
+        acc += n
     rng = np.random.default_rng(seed)
     weight_map, total = {}, 0
-    for k, tensors in enumerate(shards):
-        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+    for k, part in enumerate(shards):
+        fname = "model.safetensors" if n_shards == 1 else f"model-{k + 1:05d}-of-{n_shards:05d}.safetensors"
         header, off = {}, 0
-        for name, shape in tensors:
-            n = int(np.prod(shape)) * 2
-            header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [off, off + n]}
+        for name, shape_ in part:
+            n = int(np.prod(shape_)) * 2
+            header[name] = {"dtype": "BF16", "shape": list(shape_), "data_offsets": [off, off + n]}
             off += n
             weight_map[name] = fname
         total += off
@@ -370,30 +389,29 @@ def write_qwen7_blocks(base: Path, hf: Path, seed: int = 9) -> None:
         hb += b" " * (-len(hb) % 8)
         with open(tmp / fname, "wb") as f:
             f.write(len(hb).to_bytes(8, "little") + hb)
-            for name, shape in tensors:
-                rows = shape[0] if len(shape) == 2 else 1
-                cols = shape[-1]
+            for name, shape_ in part:
+                rows = shape_[0] if len(shape_) == 2 else 1
                 for r0 in range(0, rows, 4096):
-                    n = min(4096, rows - r0)
-                    a = rng.standard_normal((n, cols), dtype=np.float32) * np.float32(0.02)
+                    a = rng.standard_normal((min(4096, rows - r0), shape_[-1]), dtype=np.float32) * np.float32(0.02)
                     if name.endswith("norm.weight"):
                         a += np.float32(1.0)
                     u = a.view(np.uint32)
                     f.write(((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype("<u2").tobytes())
-    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    if n_shards > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     tmp.rename(hf)
 
 
 def hf_fixture(args, work: Path, name: str = "qwen2-large-bf16-sharded") -> tuple[Path, Path]:
     """A BF16 HF directory `name` (real Qwen2 tokenizer) in `work`: scripts/gen_fixtures.py's
-    qwen2-large-bf16-sharded, or QWEN7_BLOCKS; and its BF16 GGUF (`ggufkit convert --outtype
+    qwen2-large-bf16-sharded, or one of QWEN_SHAPES; and its BF16 GGUF (`ggufkit convert --outtype
     bf16`), each made once."""
     src = subprocess.run([str(REPO / "scripts/ref-src.sh")], capture_output=True, text=True, check=True).stdout.strip()
     hf = work / name
-    if name == QWEN7_BLOCKS:
+    if name in QWEN_SHAPES:
         if not hf.exists():
-            write_qwen7_blocks(hf_fixture(args, work)[0], hf)
+            write_qwen_shape(hf_fixture(args, work)[0], hf, QWEN_SHAPES[name])
     elif not hf.exists():
         subprocess.run([sys.executable, str(REPO / "scripts/gen_fixtures.py"), "--llama-src", src, "--out", str(work),
                         name], check=True, capture_output=True)
