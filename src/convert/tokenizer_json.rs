@@ -11,8 +11,12 @@
 //! way its deserializer adds them.
 //!
 //! Anything else (a model that is not `"type": "BPE"`, an unexpected field
-//! shape, a duplicate key) takes the crate's own path, so the result, and
-//! every error, is always what `Tokenizer::from_bytes` gives.
+//! shape, an unknown field, a duplicate key, `null` or an array where the
+//! crate wants an object) takes the crate's own path, so the result, and
+//! every error, is what `Tokenizer::from_bytes` gives. One difference is
+//! left: each part is parsed again from its own text, so serde_json's
+//! nesting limit (128) counts from the part, one level more than the crate
+//! allows a part nested exactly 127 deep.
 
 use std::fmt;
 
@@ -39,12 +43,13 @@ pub fn load(bytes: &[u8]) -> tokenizers::Result<Tokenizer> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Top<'a> {
-    version: Option<&'a str>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    version: Option<&'a RawValue>,
     #[serde(borrow)]
     truncation: Option<&'a RawValue>,
     #[serde(borrow)]
     padding: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     added_tokens: Option<&'a RawValue>,
     #[serde(borrow)]
     normalizer: Option<&'a RawValue>,
@@ -58,12 +63,16 @@ struct Top<'a> {
     model: Option<&'a RawValue>,
 }
 
-/// A BPE model object, field by field as the crate's BPE deserializer reads it.
+/// A BPE model object, field by field as the crate's BPE deserializer reads
+/// it. The crate checks the values of fields it does not know (it buffers the
+/// whole object first); here an unknown field sends the file to the crate.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BpeFields<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
-    dropout: Option<f32>,
+    /// Read as f64 and narrowed, as the crate does (it reads the model from a JSON tree).
+    dropout: Option<f64>,
     unk_token: Option<String>,
     continuing_subword_prefix: Option<String>,
     end_of_word_suffix: Option<String>,
@@ -74,8 +83,10 @@ struct BpeFields<'a> {
     merges: MergeList,
 }
 
-/// An added token as tokenizer.json lists it (the crate requires every field).
+/// An added token as tokenizer.json lists it (the crate requires every field;
+/// an unknown one sends the file to the crate, which checks its value).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AddedEntry {
     #[allow(dead_code)] // required, as the crate requires it; the id is the model's or the next one
     id: u32,
@@ -165,18 +176,38 @@ fn part<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<Option<T>> 
     }
 }
 
+/// A field that is there, `null` included (a plain `Option` reads `null` as
+/// absent; the crate refuses `null` for `version` and `added_tokens`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// True for JSON text that is an object. The structs above would also take
+/// an array of their fields in order; the crate takes only objects.
+fn is_object(text: &[u8]) -> bool {
+    text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 fn fast(bytes: &[u8]) -> Option<Tokenizer> {
-    let top: Top = serde_json::from_slice(bytes).ok()?;
-    if top.version.is_some_and(|v| v != "1.0") {
+    if !is_object(bytes) {
         return None;
     }
-    let model: BpeFields = serde_json::from_str(top.model?.get()).ok()?;
+    let top: Top = serde_json::from_slice(bytes).ok()?;
+    // The crate requires the string "1.0" (not null); anything else is its to judge.
+    if top.version.is_some_and(|v| v.get() != r#""1.0""#) {
+        return None;
+    }
+    let model_text = top.model?.get();
+    if !is_object(model_text.as_bytes()) {
+        return None;
+    }
+    let model: BpeFields = serde_json::from_str(model_text).ok()?;
     if model.kind != "BPE" {
         return None;
     }
     let mut b = BPE::builder().vocab_and_merges(model.vocab, model.merges.0);
     if let Some(x) = model.dropout {
-        b = b.dropout(x);
+        b = b.dropout(x as f32);
     }
     if let Some(x) = model.unk_token {
         b = b.unk_token(x);
@@ -197,9 +228,20 @@ fn fast(bytes: &[u8]) -> Option<Tokenizer> {
         b = b.ignore_merges(x);
     }
     let bpe = b.build().ok()?;
+    // A list of objects (the crate refuses null and arrays in its place).
     let added: Vec<AddedEntry> = match top.added_tokens {
         None => Vec::new(),
-        Some(r) => serde_json::from_str(r.get()).ok()?,
+        Some(r) => {
+            let items: Vec<&RawValue> = serde_json::from_str(r.get()).ok()?;
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                if !is_object(item.get().as_bytes()) {
+                    return None;
+                }
+                out.push(serde_json::from_str(item.get()).ok()?);
+            }
+            out
+        }
     };
     let built = TokenizerBuilder::<ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>::new()
         .with_model(ModelWrapper::BPE(bpe))
@@ -282,8 +324,10 @@ mod tests {
         same(&doc(&bpe(r#"[["a", "b"], ["ab", "c"], ["\u0120", "a"], ["\u0120a", "b"]]"#, ""), ""), true);
         same(&doc(&bpe(r##"["#version: 0.2", "a b", "ab c"]"##, ""), ""), true);
         same(&doc(&bpe("[]", ""), ""), true);
-        // Options, an unknown model key, a missing `added_tokens`.
-        same(&doc(&bpe(r#"["a b"]"#, r#""ignore_merges": true, "future": [1, {"x": 2}], "#), ""), true);
+        // Options, a missing `added_tokens`; a dropout whose f32 differs when
+        // rounded once from the decimal and when rounded through f64.
+        same(&doc(&bpe(r#"["a b"]"#, r#""ignore_merges": true, "#), ""), true);
+        same(&doc(&bpe(r#"["a b"]"#, "").replace(r#""dropout": null"#, r#""dropout": 0.5000000298023223877"#), ""), true);
         let options = bpe(r#"["a b"]"#, "")
             .replace(r#""unk_token": null"#, r#""unk_token": "d""#)
             .replace(r#""fuse_unk": false"#, r#""fuse_unk": true"#)
@@ -306,6 +350,27 @@ mod tests {
         // An unknown top-level key (the crate's reader fails on it); a duplicate key,
         // another version, a model without `type`, another model.
         same(&doc(&bpe(r#"["a b"]"#, ""), r#""extra": {"y": 1}, "#), false);
+        // Unknown model or added-token fields (the crate checks their values: a lone
+        // surrogate, a number out of range), with valid values too.
+        same(&doc(&bpe(r#"["a b"]"#, r#""future": [1, {"x": 2}], "#), ""), false);
+        same(&doc(&bpe(r#"["a b"]"#, r#""future": "\ud800", "#), ""), false);
+        same(&doc(&bpe(r#"["a b"]"#, r#""future": 1e999, "#), ""), false);
+        let d = doc(&bpe(r#"["a b"]"#, ""), "");
+        same(&d.replace(r#""special": true}"#, r#""special": true, "x": 1}"#), false);
+        // null where the crate wants a string or a list; arrays where it wants objects.
+        same(&d.replace(r#""version": "1.0""#, r#""version": null"#), false);
+        let start = d.find(r#""added_tokens""#).unwrap();
+        let end = d.find(r#""normalizer""#).unwrap();
+        same(&format!("{}\"added_tokens\": null, {}", &d[..start], &d[end..]), false);
+        same(
+            &d.replace(
+                r#"{"id": 9, "content": "<|end|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}"#,
+                r#"[9, "<|end|>", false, false, false, false, true]"#,
+            ),
+            false,
+        );
+        same(&doc(r#"["BPE", null, null, null, null, false, false, false, {"a": 0}, []]"#, ""), false);
+        same(r#"["1.0", null, null, [], null, null, null, null, null]"#, false);
         same(&doc(&bpe(r#"["a b"]"#, r#""dropout": null, "#), ""), false);
         same(&doc(&bpe(r#"["a b"]"#, ""), "").replace(r#""version": "1.0""#, r#""version": "2.0""#), false);
         same(&doc(&bpe(r#"["a b"]"#, "").replace(r#""type": "BPE", "#, ""), ""), false);
