@@ -429,18 +429,12 @@ impl<W: HfTensors> HfToGguf<W> {
             }
             Origin::Stacked { names, rows_each } => {
                 let w = &self.model.weights;
-                let n_rows = (out.len() / row) as u64;
-                let mut done = 0u64;
-                while done < n_rows {
-                    let r = first_row + done;
-                    let (x, local) = ((r / rows_each) as usize, r % rows_each);
-                    let take = (rows_each - local).min(n_rows - done);
+                for (x, local, take, at) in stacked_runs(*rows_each, first_row, (out.len() / row) as u64) {
                     let name =
                         names.get(x).ok_or_else(|| Error::Other(format!("tensor '{}': rows out of range", t.name)))?;
                     let index = w.index_of(name).ok_or_else(|| Error::Other(format!("tensor '{name}' vanished")))?;
-                    let dst = &mut out[(done as usize) * row..((done + take) as usize) * row];
+                    let dst = &mut out[(at as usize) * row..((at + take) as usize) * row];
                     w.read_rows_f32(index, local, dst)?;
-                    done += take;
                 }
                 Ok(())
             }
@@ -551,21 +545,34 @@ impl<W: HfTensors> TensorSource for HfToGguf<W> {
                     w.release_rows(i, row0, n);
                 }
             }
-            Origin::Stacked { names, rows_each } if *rows_each > 0 => {
-                let end = row0.saturating_add(n);
-                let mut r = row0;
-                while r < end {
-                    let (x, local) = ((r / rows_each) as usize, r % rows_each);
-                    let take = (rows_each - local).min(end - r);
+            Origin::Stacked { names, rows_each } => {
+                for (x, local, take, _) in stacked_runs(*rows_each, row0, n) {
                     if let Some(i) = names.get(x).and_then(|name| w.index_of(name)) {
                         w.release_rows(i, local, take);
                     }
-                    r += take;
                 }
             }
             _ => {}
         }
     }
+}
+
+/// Rows `[first, first + n)` of a tensor stacked from pieces of `rows_each`
+/// rows, as runs within one piece: (piece, its first row, rows, position of
+/// the run in the range).
+fn stacked_runs(rows_each: u64, first: u64, n: u64) -> impl Iterator<Item = (usize, u64, u64, u64)> {
+    let mut done = 0u64;
+    std::iter::from_fn(move || {
+        if done >= n || rows_each == 0 {
+            return None;
+        }
+        let r = first + done;
+        let (piece, local) = ((r / rows_each) as usize, r % rows_each);
+        let take = (rows_each - local).min(n - done);
+        let at = done;
+        done += take;
+        Some((piece, local, take, at))
+    })
 }
 
 /// Drops `value` on a thread of its own: a vocabulary or tokenizer is a few

@@ -29,6 +29,10 @@ use tokenizers::{
     PreTokenizerWrapper, Tokenizer, TokenizerBuilder, TruncationParams,
 };
 
+/// The builder of the crate's [`Tokenizer`] (its wrappers of every part).
+type Builder =
+    TokenizerBuilder<ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>;
+
 /// The tokenizer `Tokenizer::from_bytes(bytes)` gives, built faster when the
 /// model is a BPE.
 pub fn load(bytes: &[u8]) -> tokenizers::Result<Tokenizer> {
@@ -243,7 +247,7 @@ fn fast(bytes: &[u8]) -> Option<Tokenizer> {
             out
         }
     };
-    let built = TokenizerBuilder::<ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>::new()
+    let built = Builder::new()
         .with_model(ModelWrapper::BPE(bpe))
         .with_truncation(part::<TruncationParams>(top.truncation)?)
         .with_padding(part::<PaddingParams>(top.padding)?)
@@ -290,10 +294,13 @@ mod tests {
         )
     }
 
-    const VOCAB: &str = r#"{"a": 0, "b": 1, "c": 2, "\u0120": 3, "ab": 4, "abc": 5, "\u0120a": 6, "d": 7, "\u0120ab": 8}"#;
+    const VOCAB: &str =
+        r#"{"a": 0, "b": 1, "c": 2, "\u0120": 3, "ab": 4, "abc": 5, "\u0120a": 6, "d": 7, "\u0120ab": 8}"#;
 
     fn bpe(merges: &str, more: &str) -> String {
-        format!(r#"{{"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, {more}"vocab": {VOCAB}, "merges": {merges}}}"#)
+        format!(
+            r#"{{"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, {more}"vocab": {VOCAB}, "merges": {merges}}}"#
+        )
     }
 
     /// `load` gives what `Tokenizer::from_bytes` gives: the same serialized
@@ -327,7 +334,10 @@ mod tests {
         // Options, a missing `added_tokens`; a dropout whose f32 differs when
         // rounded once from the decimal and when rounded through f64.
         same(&doc(&bpe(r#"["a b"]"#, r#""ignore_merges": true, "#), ""), true);
-        same(&doc(&bpe(r#"["a b"]"#, "").replace(r#""dropout": null"#, r#""dropout": 0.5000000298023223877"#), ""), true);
+        same(
+            &doc(&bpe(r#"["a b"]"#, "").replace(r#""dropout": null"#, r#""dropout": 0.5000000298023223877"#), ""),
+            true,
+        );
         let options = bpe(r#"["a b"]"#, "")
             .replace(r#""unk_token": null"#, r#""unk_token": "d""#)
             .replace(r#""fuse_unk": false"#, r#""fuse_unk": true"#)
@@ -374,10 +384,7 @@ mod tests {
         same(&doc(&bpe(r#"["a b"]"#, r#""dropout": null, "#), ""), false);
         same(&doc(&bpe(r#"["a b"]"#, ""), "").replace(r#""version": "1.0""#, r#""version": "2.0""#), false);
         same(&doc(&bpe(r#"["a b"]"#, "").replace(r#""type": "BPE", "#, ""), ""), false);
-        same(
-            &doc(r#"{"type": "WordLevel", "vocab": {"a": 0, "b": 1, "[UNK]": 2}, "unk_token": "[UNK]"}"#, ""),
-            false,
-        );
+        same(&doc(r#"{"type": "WordLevel", "vocab": {"a": 0, "b": 1, "[UNK]": 2}, "unk_token": "[UNK]"}"#, ""), false);
         same("{}", false);
         same("not json", false);
     }

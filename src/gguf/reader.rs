@@ -3,7 +3,7 @@
 //! offset and shape against them before anything is allocated or used.
 
 use super::types::GgmlType;
-use super::value::{Array, Value, ValueType};
+use super::value::{Value, ValueType};
 use super::{Gguf, Metadata, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, MAX_NAME_LEN};
 use crate::error::ParseError;
 
@@ -122,7 +122,7 @@ fn read_value(c: &mut Cursor, ty: ValueType, depth: usize, field: &dyn Fn() -> S
                 let f = || format!("{}[{i}]", field());
                 values.push(read_value(c, elem_type, depth + 1, &f)?);
             }
-            Value::Array(Array { elem_type, values: std::sync::Arc::new(values) })
+            Value::array(elem_type, values)
         }
     })
 }

@@ -162,7 +162,7 @@ impl Value {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Value::Array(Array { elem_type: ValueType::String, values: std::sync::Arc::new(items.into_iter().map(Value::string).collect()) })
+        Value::array(ValueType::String, items.into_iter().map(Value::string).collect())
     }
 
     /// An array of values of one type.

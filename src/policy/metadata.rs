@@ -7,7 +7,7 @@
 //! key that is set moves to the end.
 
 use crate::error::{Error, Result};
-use crate::gguf::{Array, Metadata, Value, KEY_ALIGNMENT};
+use crate::gguf::{Metadata, Value, KEY_ALIGNMENT};
 
 /// `GGML_QNT_VERSION`, written as `general.quantization_version`.
 pub const QUANTIZATION_VERSION: u32 = 2;
@@ -187,7 +187,7 @@ fn c_string(v: &Value) -> Value {
             if a.elem_type == crate::gguf::ValueType::String
                 && a.values.iter().any(|x| matches!(x, Value::String(s) if s.contains(&0))) =>
         {
-            Value::Array(Array { elem_type: a.elem_type, values: std::sync::Arc::new(a.values.iter().map(c_string).collect()) })
+            Value::array(a.elem_type, a.values.iter().map(c_string).collect())
         }
         other => other.clone(),
     }
