@@ -177,7 +177,10 @@ pub fn run_observed(
                     && uses.iter().all(|x| x.copy || (x.p.imatrix.is_none() && quant::simd::fuses(t.ty, x.p.ty)));
                 let row_len = t.row_len() as usize;
                 let rows = t.n_rows() as usize;
-                let rows_per_chunk = (opts.chunk_bytes / (row_len * 4).max(1)).clamp(1, rows.max(1));
+                let out_row: usize = uses.iter().map(|x| x.out_row).sum();
+                let rows_per_chunk = (opts.chunk_bytes / (row_len * 4).max(1))
+                    .min(opts.chunk_out_bytes / out_row.max(1))
+                    .clamp(1, rows.max(1));
                 let rows_per_task = task_rows(rows_per_chunk, row_len, pool.current_num_threads());
                 let mut r0 = 0;
                 while r0 < rows {

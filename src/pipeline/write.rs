@@ -21,6 +21,10 @@ pub struct WriteOptions {
     pub threads: usize,
     /// Target size of one chunk of f32 input rows.
     pub chunk_bytes: usize,
+    /// At most this many encoded bytes (all outputs together) per chunk, so
+    /// that a chunk's buffers are still in cache when the writer copies them
+    /// into the output files (a chunk is at least one row).
+    pub chunk_out_bytes: usize,
     pub container: WriterOptions,
     /// Decode what was encoded and compare it with the source's f32 rows
     /// ([`WriteSummary::errors`]); costs a decode of every output.
@@ -37,6 +41,7 @@ impl Default for WriteOptions {
         WriteOptions {
             threads: 0,
             chunk_bytes: 32 << 20,
+            chunk_out_bytes: 2 << 20,
             container: WriterOptions::default(),
             measure_error: false,
             verbatim: false,
