@@ -17,7 +17,19 @@
 //! left: each part is parsed again from its own text, so serde_json's
 //! nesting limit (128) counts from the part, one level more than the crate
 //! allows a part nested exactly 127 deep.
+//!
+//! A conversion encodes only a few texts (llama.cpp's pre-tokenizer check
+//! text and the added tokens): [`load_for`] builds a tokenizer that encodes
+//! those exactly as the full one does, with only the merges they can use.
+//! BPE merges two adjacent symbols of one pre-tokenized word, so a merge
+//! whose result is not a substring of any word those texts pre-tokenize to is
+//! never looked up; the kept merges keep their order, so their ranks compare
+//! as before. Every merge is still checked against the vocabulary as the
+//! crate's builder checks it, so a file the crate refuses is refused (by the
+//! crate's own path, with its own message). For the 151k-merge Qwen2
+//! tokenizer this leaves a few hundred merges to build.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -33,13 +45,93 @@ use tokenizers::{
 type Builder =
     TokenizerBuilder<ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>;
 
-/// The tokenizer `Tokenizer::from_bytes(bytes)` gives, built faster when the
-/// model is a BPE.
-pub fn load(bytes: &[u8]) -> tokenizers::Result<Tokenizer> {
-    match fast(bytes) {
+/// A tokenizer that encodes each of `texts`, and each added token's content,
+/// as [`load`]'s does, and has the same vocabulary, added tokens, parts and
+/// decoding; its model keeps only the merges those encodings can use (all of
+/// them when the model is not a plain BPE, see the module notes).
+pub fn load_for(bytes: &[u8], texts: &[&str]) -> tokenizers::Result<Tokenizer> {
+    match fast(bytes, Some(texts)) {
         Some(t) => Ok(t),
         None => Tokenizer::from_bytes(bytes),
     }
+}
+
+/// At most this many distinct substrings are collected from the words of the
+/// texts to encode; beyond it every merge is kept.
+const MAX_SUBSTRINGS: usize = 1 << 20;
+
+/// The merges that can apply to the words `texts` pre-tokenize to (see the
+/// module notes), in their order; `None` when every merge should be kept.
+/// Also `None` when a merge is not in `vocab`, so the crate's builder reports it.
+fn merges_used(
+    vocab: &Vocab,
+    merges: MergeList,
+    texts: &[&str],
+    added: &[AddedToken],
+    normalizer: Option<&NormalizerWrapper>,
+    pre_tokenizer: Option<&PreTokenizerWrapper>,
+) -> Option<Merges> {
+    use tokenizers::{OffsetReferential, OffsetType, PreTokenizer};
+
+    // Added tokens are split off first, as the tokenizer does (their ids do
+    // not matter here, so an empty model stands in for the real one).
+    let mut av = tokenizers::AddedVocabulary::new();
+    av.add_tokens(added, &BPE::default(), normalizer);
+    let mut words: Vec<String> = Vec::new();
+    for text in texts.iter().copied().chain(added.iter().map(|t| t.content.as_str())) {
+        let mut pts = av.extract_and_normalize(normalizer, text);
+        if let Some(p) = pre_tokenizer {
+            p.pre_tokenize(&mut pts).ok()?;
+        }
+        for (word, _, tokens) in pts.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            if tokens.is_none() {
+                words.push(word.to_string());
+            }
+        }
+    }
+    let mut pieces: ahash::AHashSet<&str> = ahash::AHashSet::new();
+    for w in &words {
+        let bounds: Vec<usize> = w.char_indices().map(|(i, _)| i).chain([w.len()]).collect();
+        for (k, &a) in bounds.iter().enumerate() {
+            for &b in &bounds[k + 1..] {
+                pieces.insert(&w[a..b]);
+            }
+        }
+        if pieces.len() > MAX_SUBSTRINGS {
+            return None;
+        }
+    }
+    // The crate's builder checks every merge against the vocabulary; two
+    // threads share the 150k lookups (the tensors have not started yet).
+    let in_vocab = |ms: &[(Cow<str>, Cow<str>)]| {
+        let mut joined = String::new();
+        ms.iter().all(|(a, b)| {
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            vocab.contains_key(a.as_ref()) && vocab.contains_key(b.as_ref()) && vocab.contains_key(joined.as_str())
+        })
+    };
+    let (lo, hi) = merges.0.split_at(merges.0.len() / 2);
+    let valid = std::thread::scope(|s| {
+        let other = std::thread::Builder::new().spawn_scoped(s, || in_vocab(hi));
+        let mine = in_vocab(lo);
+        mine && other.map_or_else(|_| in_vocab(hi), |h| h.join().unwrap_or(false))
+    });
+    if !valid {
+        return None;
+    }
+    let mut joined = String::new();
+    let mut kept = Vec::new();
+    for (a, b) in merges.0 {
+        joined.clear();
+        joined.push_str(&a);
+        joined.push_str(&b);
+        if pieces.contains(joined.as_str()) {
+            kept.push((a.into_owned(), b.into_owned()));
+        }
+    }
+    Some(kept)
 }
 
 /// The top level, each part kept as its JSON text. The crate refuses a key
@@ -84,7 +176,8 @@ struct BpeFields<'a> {
     byte_fallback: Option<bool>,
     ignore_merges: Option<bool>,
     vocab: Vocab,
-    merges: MergeList,
+    #[serde(borrow)]
+    merges: MergeList<'a>,
 }
 
 /// An added token as tokenizer.json lists it (the crate requires every field;
@@ -104,9 +197,17 @@ struct AddedEntry {
 
 /// Merges in either format, read in one pass: `"a b"` strings (split at the
 /// one space, `#version` lines skipped) or `["a", "b"]` pairs, never mixed.
-struct MergeList(Merges);
+/// Unescaped strings are borrowed from the file's text: most merges of a
+/// subset build are never kept, and are then never allocated.
+struct MergeList<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl<'de> Deserialize<'de> for MergeList {
+impl MergeList<'_> {
+    fn owned(self) -> Merges {
+        self.0.into_iter().map(|(a, b)| (a.into_owned(), b.into_owned())).collect()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MergeList<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_seq(MergeVisitor)
     }
@@ -115,11 +216,11 @@ impl<'de> Deserialize<'de> for MergeList {
 struct MergeVisitor;
 
 impl<'de> Visitor<'de> for MergeVisitor {
-    type Value = MergeList;
+    type Value = MergeList<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list of merges")
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MergeList, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MergeList<'de>, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         let mut lines = None;
         while let Some(item) = seq.next_element::<Merge>()? {
@@ -135,41 +236,74 @@ impl<'de> Visitor<'de> for MergeVisitor {
     }
 }
 
-/// One merge, owned (escaped JSON strings cannot be borrowed).
-enum Merge {
-    Line(String, String),
-    Pair(String, String),
+/// One merge.
+enum Merge<'a> {
+    Line(Cow<'a, str>, Cow<'a, str>),
+    Pair(Cow<'a, str>, Cow<'a, str>),
     Version,
 }
 
-impl<'de> Deserialize<'de> for Merge {
+/// The two tokens of a `"a b"` line, borrowed when the line is.
+fn split_line<'a, E: de::Error>(s: Cow<'a, str>) -> Result<Merge<'a>, E> {
+    if s.starts_with("#version") {
+        return Ok(Merge::Version);
+    }
+    let mut parts = s.split(' ');
+    let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(E::custom("a merge is not two tokens"));
+    };
+    Ok(match s {
+        Cow::Borrowed(s) => Merge::Line(Cow::Borrowed(&s[..a.len()]), Cow::Borrowed(&s[a.len() + 1..])),
+        Cow::Owned(_) => Merge::Line(Cow::Owned(a.to_string()), Cow::Owned(b.to_string())),
+    })
+}
+
+impl<'de> Deserialize<'de> for Merge<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Merge;
+            type Value = Merge<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a merge")
             }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Merge, E> {
-                if s.starts_with("#version") {
-                    return Ok(Merge::Version);
-                }
-                let mut parts = s.split(' ');
-                match (parts.next(), parts.next(), parts.next()) {
-                    (Some(a), Some(b), None) => Ok(Merge::Line(a.to_string(), b.to_string())),
-                    _ => Err(E::custom("a merge is not two tokens")),
-                }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Merge<'de>, E> {
+                split_line(Cow::Borrowed(s))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Merge, A::Error> {
-                let a: String = seq.next_element()?.ok_or_else(|| de::Error::custom("short merge"))?;
-                let b: String = seq.next_element()?.ok_or_else(|| de::Error::custom("short merge"))?;
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Merge<'de>, E> {
+                split_line(Cow::Owned(s.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Merge<'de>, A::Error> {
+                let a: Token = seq.next_element()?.ok_or_else(|| de::Error::custom("short merge"))?;
+                let b: Token = seq.next_element()?.ok_or_else(|| de::Error::custom("short merge"))?;
                 if seq.next_element::<de::IgnoredAny>()?.is_some() {
                     return Err(de::Error::custom("long merge"));
                 }
-                Ok(Merge::Pair(a, b))
+                Ok(Merge::Pair(a.0, b.0))
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A string, borrowed from the file's text when it has no escapes.
+struct Token<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Token<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Token<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Token<'de>, E> {
+                Ok(Token(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Token<'de>, E> {
+                Ok(Token(Cow::Owned(s.to_string())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -192,7 +326,9 @@ fn is_object(text: &[u8]) -> bool {
     text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-fn fast(bytes: &[u8]) -> Option<Tokenizer> {
+/// The crate's tokenizer built from the parsed parts, or `None` for the
+/// crate's own path; with `texts`, only the merges they use (see [`load_for`]).
+fn fast(bytes: &[u8], texts: Option<&[&str]>) -> Option<Tokenizer> {
     if !is_object(bytes) {
         return None;
     }
@@ -209,7 +345,43 @@ fn fast(bytes: &[u8]) -> Option<Tokenizer> {
     if model.kind != "BPE" {
         return None;
     }
-    let mut b = BPE::builder().vocab_and_merges(model.vocab, model.merges.0);
+    // A list of objects (the crate refuses null and arrays in its place).
+    let added: Vec<AddedEntry> = match top.added_tokens {
+        None => Vec::new(),
+        Some(r) => {
+            let items: Vec<&RawValue> = serde_json::from_str(r.get()).ok()?;
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                if !is_object(item.get().as_bytes()) {
+                    return None;
+                }
+                out.push(serde_json::from_str(item.get()).ok()?);
+            }
+            out
+        }
+    };
+    let added: Vec<AddedToken> = added
+        .into_iter()
+        .map(|e| AddedToken {
+            content: e.content,
+            single_word: e.single_word,
+            lstrip: e.lstrip,
+            rstrip: e.rstrip,
+            normalized: e.normalized,
+            special: e.special,
+        })
+        .collect();
+    let normalizer: Option<NormalizerWrapper> = part(top.normalizer)?;
+    let pre_tokenizer: Option<PreTokenizerWrapper> = part(top.pre_tokenizer)?;
+    let plain =
+        model.dropout.is_none() && model.continuing_subword_prefix.is_none() && model.end_of_word_suffix.is_none();
+    let merges = match texts.filter(|_| plain) {
+        Some(texts) => {
+            merges_used(&model.vocab, model.merges, texts, &added, normalizer.as_ref(), pre_tokenizer.as_ref())?
+        }
+        None => model.merges.owned(),
+    };
+    let mut b = BPE::builder().vocab_and_merges(model.vocab, merges);
     if let Some(x) = model.dropout {
         b = b.dropout(x as f32);
     }
@@ -232,43 +404,17 @@ fn fast(bytes: &[u8]) -> Option<Tokenizer> {
         b = b.ignore_merges(x);
     }
     let bpe = b.build().ok()?;
-    // A list of objects (the crate refuses null and arrays in its place).
-    let added: Vec<AddedEntry> = match top.added_tokens {
-        None => Vec::new(),
-        Some(r) => {
-            let items: Vec<&RawValue> = serde_json::from_str(r.get()).ok()?;
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                if !is_object(item.get().as_bytes()) {
-                    return None;
-                }
-                out.push(serde_json::from_str(item.get()).ok()?);
-            }
-            out
-        }
-    };
     let built = Builder::new()
         .with_model(ModelWrapper::BPE(bpe))
         .with_truncation(part::<TruncationParams>(top.truncation)?)
         .with_padding(part::<PaddingParams>(top.padding)?)
-        .with_normalizer(part(top.normalizer)?)
-        .with_pre_tokenizer(part(top.pre_tokenizer)?)
+        .with_normalizer(normalizer)
+        .with_pre_tokenizer(pre_tokenizer)
         .with_post_processor(part(top.post_processor)?)
         .with_decoder(part(top.decoder)?)
         .build()
         .ok()?;
     let mut tok = Tokenizer::from(built);
-    let added: Vec<AddedToken> = added
-        .into_iter()
-        .map(|e| AddedToken {
-            content: e.content,
-            single_word: e.single_word,
-            lstrip: e.lstrip,
-            rstrip: e.rstrip,
-            normalized: e.normalized,
-            special: e.special,
-        })
-        .collect();
     tok.add_tokens(&added);
     Some(tok)
 }
@@ -276,6 +422,14 @@ fn fast(bytes: &[u8]) -> Option<Tokenizer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The full tokenizer (every merge), as `Tokenizer::from_bytes` gives it.
+    fn load(bytes: &[u8]) -> tokenizers::Result<Tokenizer> {
+        match fast(bytes, None) {
+            Some(t) => Ok(t),
+            None => Tokenizer::from_bytes(bytes),
+        }
+    }
 
     /// A small byte-level BPE tokenizer.json with `model` and the top-level
     /// `extra` keys spliced in.
@@ -308,7 +462,7 @@ mod tests {
     /// their ids) and the same ids for a text.
     fn same(text: &str, fast_path: bool) {
         let want = Tokenizer::from_bytes(text.as_bytes());
-        assert_eq!(fast(text.as_bytes()).is_some(), fast_path, "{text}");
+        assert_eq!(fast(text.as_bytes(), None).is_some(), fast_path, "{text}");
         let got = load(text.as_bytes());
         match (want, got) {
             (Ok(w), Ok(g)) => {
@@ -387,5 +541,56 @@ mod tests {
         same(&doc(r#"{"type": "WordLevel", "vocab": {"a": 0, "b": 1, "[UNK]": 2}, "unk_token": "[UNK]"}"#, ""), false);
         same("{}", false);
         same("not json", false);
+    }
+
+    /// `load_for(text, texts)` encodes each of `texts` and each added token's
+    /// content as the crate's tokenizer does (with and without special
+    /// tokens), decodes alike, has the same vocabulary and added tokens, and
+    /// its model has `kept` merges.
+    fn same_for(text: &str, texts: &[&str], kept: usize) {
+        let want = Tokenizer::from_bytes(text.as_bytes()).unwrap();
+        let got = load_for(text.as_bytes(), texts).unwrap();
+        let added: Vec<String> = want.get_added_tokens_decoder().values().map(|t| t.content.clone()).collect();
+        for s in texts.iter().copied().chain(added.iter().map(String::as_str)) {
+            for special in [false, true] {
+                let (a, b) = (want.encode(s, special).unwrap(), got.encode(s, special).unwrap());
+                assert_eq!(a.get_ids(), b.get_ids(), "{s:?} in {text}");
+                assert_eq!(want.decode(a.get_ids(), false).unwrap(), got.decode(b.get_ids(), false).unwrap());
+            }
+        }
+        assert_eq!(want.get_vocab(true), got.get_vocab(true));
+        assert_eq!(want.get_added_tokens_decoder(), got.get_added_tokens_decoder());
+        let model: serde_json::Value = serde_json::from_str(&got.to_string(false).unwrap()).unwrap();
+        assert_eq!(model["model"]["merges"].as_array().map(Vec::len), Some(kept), "{text}");
+    }
+
+    #[test]
+    fn a_subset_build_keeps_the_merges_its_texts_use() {
+        let merges = r#"["a b", "ab c", "\u0120 a", "\u0120a b", "c d"]"#;
+        let vocab = VOCAB.replace(r#""\u0120ab": 8}"#, r#""\u0120ab": 8, "cd": 11}"#);
+        let d = doc(&bpe(merges, "").replace(VOCAB, &vocab), "");
+        // The added token "ab" is split off before the model sees the text.
+        same_for(&d, &["abc"], 0);
+        let d = d.replace(r#""content": "ab""#, r#""content": "zz""#);
+        // "abc": a b, ab c.
+        same_for(&d, &["abc"], 2);
+        // " ab" pre-tokenizes to "\u0120ab": a b, \u0120 a, \u0120a b.
+        same_for(&d, &[" ab"], 3);
+        // Added tokens split the text: "d", "abcd" (c d too).
+        same_for(&d, &["abc", " ab", "d<|end|>abcd"], 5);
+        same_for(&d, &[], 0);
+        // A normalizer that changes the text, a pre-tokenizer that adds a
+        // prefix: "ABC" is the word "\u0120abc".
+        let d2 = d.replace(r#"{"type": "NFC"}"#, r#"{"type": "Lowercase"}"#).replace(
+            r#""add_prefix_space": false, "trim_offsets": true"#,
+            r#""add_prefix_space": true, "trim_offsets": true"#,
+        );
+        same_for(&d2, &["ABC"], 4);
+        // Options the subset build does not take: every merge is kept.
+        same_for(&d.replace(r#""end_of_word_suffix": null"#, r#""end_of_word_suffix": "d""#), &["abc"], 5);
+        // A merge out of the vocabulary is the crate's error, whatever the texts use.
+        let bad = doc(&bpe(r#"["a b", "x y"]"#, ""), "");
+        let (w, g) = (Tokenizer::from_bytes(bad.as_bytes()), load_for(bad.as_bytes(), &["ab"]));
+        assert_eq!(w.unwrap_err().to_string(), g.unwrap_err().to_string());
     }
 }

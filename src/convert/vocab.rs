@@ -759,9 +759,13 @@ pub fn pre_name_for_hash(hash: &str) -> Result<Option<String>> {
     Ok(table.iter().rev().find(|(h, _)| h == hash).map(|(_, n)| n.clone()))
 }
 
+/// tokenizer.json as the `tokenizers` crate loads it, built to encode the
+/// pre-tokenizer check text and the added tokens (all that a conversion
+/// encodes; see `tokenizer_json::load_for`).
 fn load_hf_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
     let text = crate::hf::read_text(path)?;
-    super::tokenizer_json::load(text.as_bytes())
+    let (chk, _) = pretokenizer_table()?;
+    super::tokenizer_json::load_for(text.as_bytes(), &[chk.as_str()])
         .map_err(|e| Error::input(path, format!("cannot load the tokenizer: {e}")))
 }
 
@@ -803,6 +807,47 @@ pub fn bpe_vocab(
     })
 }
 
+/// The token of every id as convert_hf_to_gguf.py reads them (the reverse
+/// of `get_vocab(true)`: the model's vocabulary and the added tokens), the
+/// number of distinct tokens, and the largest id. Taken id by id when the
+/// model's ids are exactly `0..len`, as in every tokenizer.json seen: then
+/// each id has one token (an added token that is in the model's vocabulary
+/// has the model's id and text) and no vocabulary-sized map is copied and
+/// freed (tens of milliseconds for 150k tokens).
+fn tokens_by_id(tok: &tokenizers::Tokenizer) -> (Vec<Option<String>>, usize, Option<u32>) {
+    let m_len = tok.get_vocab_size(false);
+    let decoder = tok.get_added_tokens_decoder();
+    let extra = decoder.keys().filter(|&&id| id as usize >= m_len).count();
+    let mut by_id: Vec<Option<String>> = Vec::with_capacity(m_len + extra);
+    let contiguous = (0..m_len).all(|i| {
+        let t = u32::try_from(i).ok().and_then(|i| tok.id_to_token(i));
+        let found = t.is_some();
+        by_id.push(t);
+        found
+    });
+    if contiguous {
+        for (&id, t) in decoder.iter().filter(|&(&id, _)| id as usize >= m_len) {
+            if by_id.len() <= id as usize {
+                by_id.resize(id as usize + 1, None);
+            }
+            by_id[id as usize] = Some(t.content.clone());
+        }
+        let max_id = decoder.keys().copied().chain(m_len.checked_sub(1).map(|m| m as u32)).max();
+        return (by_id, m_len + extra, max_id);
+    }
+    let vocab: HashMap<String, u32> = tok.get_vocab(true);
+    let max_id = vocab.values().copied().max();
+    let len = vocab.len();
+    if max_id.is_some_and(|m| m >= 1 << 26) {
+        return (Vec::new(), len, max_id); // refused by the caller's bounds
+    }
+    let mut by_id: Vec<Option<String>> = vec![None; max_id.map_or(0, |m| m as usize + 1)];
+    for (t, id) in vocab {
+        by_id[id as usize] = Some(t);
+    }
+    (by_id, len, max_id)
+}
+
 /// [`bpe_vocab`] without its special vocabulary.
 fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, progress: &dyn Progress) -> Result<Vocab> {
     let path = dir.join("tokenizer.json");
@@ -810,13 +855,12 @@ fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, prog
         return Err(Error::input(&path, "missing tokenizer.json (and no tokenizer.model)"));
     }
     let tok = load_hf_tokenizer(&path)?;
-    let vocab: HashMap<String, u32> = tok.get_vocab(true);
-    let max_id = vocab.values().copied().max().unwrap_or(0);
+    let (mut by_id, len, max_id) = tokens_by_id(&tok);
     let n = match vocab_size {
         Some(n) => n,
-        None => vocab.len() as u64,
+        None => len as u64,
     };
-    if !vocab.is_empty() && max_id as u64 >= n {
+    if let Some(max_id) = max_id.filter(|&m| m as u64 >= n) {
         return Err(Error::input(
             &path,
             format!("token id {max_id} is not below the model's vocab_size {n} (config.json vocab_size too small?)"),
@@ -825,6 +869,7 @@ fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, prog
     let n = usize::try_from(n).ok().filter(|&n| n <= 1 << 26).ok_or_else(|| {
         Error::input(dir.join("config.json"), format!("vocab_size {n} is larger than the supported {}", 1 << 26))
     })?;
+    by_id.resize(n, None);
 
     let hash = hash_of(&tok, &path)?;
     let pre = match vocab_pre {
@@ -843,23 +888,16 @@ fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, prog
         },
     };
 
-    let mut reverse: Vec<Option<&str>> = vec![None; n];
-    for (t, &id) in &vocab {
-        if let Some(slot) = reverse.get_mut(id as usize) {
-            *slot = Some(t.as_str());
-        }
-    }
     let decoder = tok.get_added_tokens_decoder();
     let added: HashMap<&str, u32> = decoder.iter().map(|(id, t)| (t.content.as_str(), *id)).collect();
     let mut tokens = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
-    for (i, slot) in reverse.iter().enumerate() {
-        let Some(token) = slot else {
+    for (i, slot) in by_id.into_iter().enumerate() {
+        let Some(mut token) = slot else {
             tokens.push(format!("[PAD{i}]"));
             types.push(TOKEN_UNUSED);
             continue;
         };
-        let mut token = token.to_string();
         if added.contains_key(token.as_str()) {
             let info = decoder.get(&(i as u32));
             let (normalized, special) = info.map_or((true, false), |t| (t.normalized, t.special));
@@ -887,7 +925,6 @@ fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, prog
         tokens.push(token);
     }
     // Freeing a 150k-token tokenizer takes tens of milliseconds nobody waits for.
-    drop(reverse);
     super::drop_later(tok);
     Ok(Vocab {
         add_space_prefix: None,
@@ -1030,6 +1067,38 @@ pub fn spm_vocab_as(dir: &Path, vocab_size: Option<u64>, added: AddedTokens, pro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `tokens_by_id` gives the reverse of `get_vocab(true)` (as
+    /// convert_hf_to_gguf.py builds it), its size and largest id: for ids
+    /// 0..len (read id by id) and for ids with a hole (through the map).
+    #[test]
+    fn tokens_by_id_is_the_reverse_vocabulary() {
+        let doc = |vocab: &str| {
+            format!(
+                r#"{{"version": "1.0", "truncation": null, "padding": null,
+  "added_tokens": [
+    {{"id": 0, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}},
+    {{"id": 7, "content": "<|end|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}},
+    {{"id": 8, "content": "<|x|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": true, "special": false}}
+  ],
+  "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+  "model": {{"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+    "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "vocab": {vocab}, "merges": ["a b"]}}}}"#
+            )
+        };
+        for vocab in [r#"{"<s>": 0, "a": 1, "b": 2, "ab": 3}"#, r#"{"<s>": 0, "a": 1, "b": 2, "ab": 9}"#] {
+            let tok = tokenizers::Tokenizer::from_bytes(doc(vocab).as_bytes()).unwrap();
+            let map = tok.get_vocab(true);
+            let max = map.values().copied().max().unwrap();
+            let mut want = vec![None; max as usize + 1];
+            for (t, &id) in &map {
+                want[id as usize] = Some(t.clone());
+            }
+            let (mut got, len, max_id) = tokens_by_id(&tok);
+            got.resize(want.len(), None);
+            assert_eq!((got, len, max_id), (want, map.len(), Some(max)), "{vocab}");
+        }
+    }
 
     #[test]
     fn repr_and_special_look() {
