@@ -21,13 +21,18 @@
 //! A conversion encodes only a few texts (llama.cpp's pre-tokenizer check
 //! text and the added tokens): [`load_for`] builds a tokenizer that encodes
 //! those exactly as the full one does, with only the merges they can use.
-//! BPE merges two adjacent symbols of one pre-tokenized word, so a merge
-//! whose result is not a substring of any word those texts pre-tokenize to is
-//! never looked up; the kept merges keep their order, so their ranks compare
-//! as before. Every merge is still checked against the vocabulary as the
-//! crate's builder checks it, so a file the crate refuses is refused (by the
-//! crate's own path, with its own message). For the 151k-merge Qwen2
-//! tokenizer this leaves a few hundred merges to build.
+//! BPE merges two adjacent symbols of one pre-tokenized word by their ids.
+//! When every character of every word is in the vocabulary and the ids are
+//! a permutation of 0..len, each symbol is a substring of its word and each
+//! id one string, so a merge whose result is not a substring of any word
+//! those texts pre-tokenize to is never looked up; the kept merges keep
+//! their order, so their ranks compare as before. Otherwise (an unknown
+//! character dropped, replaced by the unknown token or split into bytes; ids
+//! shared or with holes) every merge is kept. Every merge is still checked
+//! against the vocabulary as the crate's builder checks it, so a file the
+//! crate refuses is refused (by the crate's own path, with its own message).
+//! For the 151k-merge Qwen2 tokenizer this leaves a few hundred merges to
+//! build.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -46,9 +51,10 @@ type Builder =
     TokenizerBuilder<ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>;
 
 /// A tokenizer that encodes each of `texts`, and each added token's content,
-/// as [`load`]'s does, and has the same vocabulary, added tokens, parts and
-/// decoding; its model keeps only the merges those encodings can use (all of
-/// them when the model is not a plain BPE, see the module notes).
+/// as the one `Tokenizer::from_bytes(bytes)` gives does, and has the same
+/// vocabulary, added tokens, parts and decoding; its model keeps only the
+/// merges those encodings can use (all of them when the model is not a plain
+/// BPE, see the module notes).
 pub fn load_for(bytes: &[u8], texts: &[&str]) -> tokenizers::Result<Tokenizer> {
     match fast(bytes, Some(texts)) {
         Some(t) => Ok(t),
@@ -56,13 +62,15 @@ pub fn load_for(bytes: &[u8], texts: &[&str]) -> tokenizers::Result<Tokenizer> {
     }
 }
 
-/// At most this many distinct substrings are collected from the words of the
-/// texts to encode; beyond it every merge is kept.
-const MAX_SUBSTRINGS: usize = 1 << 20;
+/// At most this many bytes of substrings are collected from the words of
+/// the texts to encode; beyond it every merge is kept.
+const MAX_PIECE_BYTES: usize = 1 << 25;
 
 /// The merges that can apply to the words `texts` pre-tokenize to (see the
-/// module notes), in their order; `None` when every merge should be kept.
-/// Also `None` when a merge is not in `vocab`, so the crate's builder reports it.
+/// module notes), in their order; all of them when the conditions of that
+/// argument do not hold. `None` sends the file to the crate's path: a merge
+/// not in `vocab` (the crate's builder reports it), or a text the
+/// pre-tokenizer fails on.
 fn merges_used(
     vocab: &Vocab,
     merges: MergeList,
@@ -73,11 +81,41 @@ fn merges_used(
 ) -> Option<Merges> {
     use tokenizers::{OffsetReferential, OffsetType, PreTokenizer};
 
-    // Added tokens are split off first, as the tokenizer does (their ids do
-    // not matter here, so an empty model stands in for the real one).
+    // The crate's builder checks every merge against the vocabulary; two
+    // threads share the 150k lookups. Also the longest merge result: no
+    // longer substring of a word can be a symbol.
+    let check = |ms: &[(Cow<str>, Cow<str>)]| -> Option<usize> {
+        let mut joined = String::new();
+        let mut longest = 0;
+        for (a, b) in ms {
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            if !(vocab.contains_key(a.as_ref())
+                && vocab.contains_key(b.as_ref())
+                && vocab.contains_key(joined.as_str()))
+            {
+                return None;
+            }
+            longest = longest.max(joined.len());
+        }
+        Some(longest)
+    };
+    let (lo, hi) = merges.0.split_at(merges.0.len() / 2);
+    let longest = std::thread::scope(|s| {
+        let other = std::thread::Builder::new().spawn_scoped(s, || check(hi));
+        let mine = check(lo);
+        let theirs = other.map_or_else(|_| check(hi), |h| h.join().unwrap_or(None));
+        Some(mine?.max(theirs?))
+    })?;
+
+    // Added tokens are split off first, as the tokenizer does. The stand-in
+    // model gives them other ids than the real one, which matters only when
+    // two of them share an id; with the model's ids a permutation of
+    // 0..len (checked below) none do.
     let mut av = tokenizers::AddedVocabulary::new();
     av.add_tokens(added, &BPE::default(), normalizer);
-    let mut words: Vec<String> = Vec::new();
+    let mut words: ahash::AHashSet<String> = ahash::AHashSet::new();
     for text in texts.iter().copied().chain(added.iter().map(|t| t.content.as_str())) {
         let mut pts = av.extract_and_normalize(normalizer, text);
         if let Some(p) = pre_tokenizer {
@@ -85,41 +123,32 @@ fn merges_used(
         }
         for (word, _, tokens) in pts.get_splits(OffsetReferential::Original, OffsetType::Byte) {
             if tokens.is_none() {
-                words.push(word.to_string());
+                words.insert(word.to_string());
             }
         }
     }
+    let all = |merges: MergeList| Some(merges.owned());
+    // The argument needs every symbol to be a substring of its word: each
+    // character has its own id (no unknown character dropped, replaced by
+    // the unknown token or split into byte tokens) and each id one token.
+    if !ids_are_a_permutation(vocab)
+        || !words.iter().all(|w| w.chars().all(|c| vocab.contains_key(c.encode_utf8(&mut [0; 4]) as &str)))
+    {
+        return all(merges);
+    }
     let mut pieces: ahash::AHashSet<&str> = ahash::AHashSet::new();
+    let mut budget = MAX_PIECE_BYTES;
     for w in &words {
         let bounds: Vec<usize> = w.char_indices().map(|(i, _)| i).chain([w.len()]).collect();
         for (k, &a) in bounds.iter().enumerate() {
-            for &b in &bounds[k + 1..] {
+            for &b in bounds[k + 1..].iter().take_while(|&&b| b - a <= longest) {
+                budget = match budget.checked_sub(b - a) {
+                    Some(left) => left,
+                    None => return all(merges),
+                };
                 pieces.insert(&w[a..b]);
             }
         }
-        if pieces.len() > MAX_SUBSTRINGS {
-            return None;
-        }
-    }
-    // The crate's builder checks every merge against the vocabulary; two
-    // threads share the 150k lookups (the tensors have not started yet).
-    let in_vocab = |ms: &[(Cow<str>, Cow<str>)]| {
-        let mut joined = String::new();
-        ms.iter().all(|(a, b)| {
-            joined.clear();
-            joined.push_str(a);
-            joined.push_str(b);
-            vocab.contains_key(a.as_ref()) && vocab.contains_key(b.as_ref()) && vocab.contains_key(joined.as_str())
-        })
-    };
-    let (lo, hi) = merges.0.split_at(merges.0.len() / 2);
-    let valid = std::thread::scope(|s| {
-        let other = std::thread::Builder::new().spawn_scoped(s, || in_vocab(hi));
-        let mine = in_vocab(lo);
-        mine && other.map_or_else(|_| in_vocab(hi), |h| h.join().unwrap_or(false))
-    });
-    if !valid {
-        return None;
     }
     let mut joined = String::new();
     let mut kept = Vec::new();
@@ -132,6 +161,12 @@ fn merges_used(
         }
     }
     Some(kept)
+}
+
+/// True when the vocabulary's ids are exactly 0..len, each once.
+fn ids_are_a_permutation(vocab: &Vocab) -> bool {
+    let mut seen = vec![false; vocab.len()];
+    vocab.values().all(|&id| seen.get_mut(id as usize).is_some_and(|s| !std::mem::replace(s, true)))
 }
 
 /// The top level, each part kept as its JSON text. The crate refuses a key
@@ -567,7 +602,7 @@ mod tests {
     #[test]
     fn a_subset_build_keeps_the_merges_its_texts_use() {
         let merges = r#"["a b", "ab c", "\u0120 a", "\u0120a b", "c d"]"#;
-        let vocab = VOCAB.replace(r#""\u0120ab": 8}"#, r#""\u0120ab": 8, "cd": 11}"#);
+        let vocab = VOCAB.replace(r#""\u0120ab": 8}"#, r#""\u0120ab": 8, "cd": 9}"#);
         let d = doc(&bpe(merges, "").replace(VOCAB, &vocab), "");
         // The added token "ab" is split off before the model sees the text.
         same_for(&d, &["abc"], 0);
@@ -588,6 +623,28 @@ mod tests {
         same_for(&d2, &["ABC"], 4);
         // Options the subset build does not take: every merge is kept.
         same_for(&d.replace(r#""end_of_word_suffix": null"#, r#""end_of_word_suffix": "d""#), &["abc"], 5);
+        // A character out of the vocabulary (dropped, so "a" and "b" meet; or
+        // the unknown token; or bytes): every merge is kept.
+        same_for(&d, &["azb"], 5);
+        same_for(&d.replace(r#""unk_token": null"#, r#""unk_token": "d""#), &["azb"], 5);
+        let bytes = d
+            .replace(r#""byte_fallback": false"#, r#""byte_fallback": true"#)
+            .replace(r#""cd": 9}"#, r#""cd": 9, "<0x7A>": 10}"#);
+        same_for(&bytes, &["azb"], 5);
+        // Ids shared by two tokens, or with a hole: every merge is kept.
+        same_for(&d.replace(r#""cd": 9}"#, r#""cd": 9, "q": 5}"#), &["abc"], 5);
+        same_for(&d.replace(r#""cd": 9}"#, r#""cd": 20}"#), &["abc"], 5);
+        // Metaspace puts its replacement in front: "ab" is the word "\u2581ab".
+        let meta = d
+            .replace(
+                r#"{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}"#,
+                r#"{"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": true}"#,
+            )
+            .replace(r#""cd": 9}"#, r#""cd": 9, "\u2581": 10, "\u2581a": 11}"#)
+            .replace(r#""c d"]"#, r#""c d", "\u2581 a"]"#);
+        same_for(&meta, &["ab"], 2);
+        // A long word costs its length times the longest merge, not its square.
+        same_for(&d, &[&"a".repeat(50_000)], 0);
         // A merge out of the vocabulary is the crate's error, whatever the texts use.
         let bad = doc(&bpe(r#"["a b", "x y"]"#, ""), "");
         let (w, g) = (Tokenizer::from_bytes(bad.as_bytes()), load_for(bad.as_bytes(), &["ab"]));

@@ -762,7 +762,7 @@ pub fn pre_name_for_hash(hash: &str) -> Result<Option<String>> {
 /// tokenizer.json as the `tokenizers` crate loads it, built to encode the
 /// pre-tokenizer check text and the added tokens (all that a conversion
 /// encodes; see `tokenizer_json::load_for`).
-fn load_hf_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
+fn conversion_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
     let text = crate::hf::read_text(path)?;
     let (chk, _) = pretokenizer_table()?;
     super::tokenizer_json::load_for(text.as_bytes(), &[chk.as_str()])
@@ -771,7 +771,7 @@ fn load_hf_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
 
 /// The check-text hash of a tokenizer.json (sha256 of the Python repr of the ids).
 pub fn pretokenizer_hash(path: &Path) -> Result<String> {
-    let tok = load_hf_tokenizer(path)?;
+    let tok = conversion_tokenizer(path)?;
     hash_of(&tok, path)
 }
 
@@ -810,21 +810,27 @@ pub fn bpe_vocab(
 /// The token of every id as convert_hf_to_gguf.py reads them (the reverse
 /// of `get_vocab(true)`: the model's vocabulary and the added tokens), the
 /// number of distinct tokens, and the largest id. Taken id by id when the
-/// model's ids are exactly `0..len`, as in every tokenizer.json seen: then
-/// each id has one token (an added token that is in the model's vocabulary
-/// has the model's id and text) and no vocabulary-sized map is copied and
-/// freed (tens of milliseconds for 150k tokens).
+/// model's vocabulary is a map (not Unigram's list, which may repeat a
+/// piece) whose ids are exactly `0..len`, as in every tokenizer.json seen:
+/// then each id has one token (an added token that is in the model's
+/// vocabulary has the model's id and text) and no vocabulary-sized map is
+/// copied and freed (tens of milliseconds for 150k tokens).
 fn tokens_by_id(tok: &tokenizers::Tokenizer) -> (Vec<Option<String>>, usize, Option<u32>) {
-    let m_len = tok.get_vocab_size(false);
+    let m_len = if matches!(tok.get_model(), tokenizers::ModelWrapper::Unigram(_)) {
+        0 // the map below
+    } else {
+        tok.get_vocab_size(false)
+    };
     let decoder = tok.get_added_tokens_decoder();
     let extra = decoder.keys().filter(|&&id| id as usize >= m_len).count();
     let mut by_id: Vec<Option<String>> = Vec::with_capacity(m_len + extra);
-    let contiguous = (0..m_len).all(|i| {
-        let t = u32::try_from(i).ok().and_then(|i| tok.id_to_token(i));
-        let found = t.is_some();
-        by_id.push(t);
-        found
-    });
+    let contiguous = m_len > 0
+        && (0..m_len).all(|i| {
+            let t = u32::try_from(i).ok().and_then(|i| tok.id_to_token(i));
+            let found = t.is_some();
+            by_id.push(t);
+            found
+        });
     if contiguous {
         for (&id, t) in decoder.iter().filter(|&(&id, _)| id as usize >= m_len) {
             if by_id.len() <= id as usize {
@@ -854,7 +860,7 @@ fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, prog
     if !path.is_file() {
         return Err(Error::input(&path, "missing tokenizer.json (and no tokenizer.model)"));
     }
-    let tok = load_hf_tokenizer(&path)?;
+    let tok = conversion_tokenizer(&path)?;
     let (mut by_id, len, max_id) = tokens_by_id(&tok);
     let n = match vocab_size {
         Some(n) => n,
@@ -1098,6 +1104,16 @@ mod tests {
             got.resize(want.len(), None);
             assert_eq!((got, len, max_id), (want, map.len(), Some(max)), "{vocab}");
         }
+        // A Unigram list may repeat a piece: the map keeps the last id.
+        let unigram = doc("{}").replace(
+            r#"{"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+    "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "vocab": {}, "merges": ["a b"]}"#,
+            r#"{"type": "Unigram", "unk_id": null, "vocab": [["<s>", 0.0], ["a", -1.0], ["b", -2.0], ["a", -3.0]]}"#,
+        );
+        let tok = tokenizers::Tokenizer::from_bytes(unigram.as_bytes()).unwrap();
+        let (by_id, len, max_id) = tokens_by_id(&tok);
+        assert_eq!(by_id[..4], [Some("<s>".to_string()), None, Some("b".to_string()), Some("a".to_string())]);
+        assert_eq!((len, max_id), (tok.get_vocab(true).len(), tok.get_vocab(true).values().copied().max()));
     }
 
     #[test]
