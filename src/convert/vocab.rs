@@ -43,7 +43,7 @@ pub struct Vocab {
     /// `gpt2` or `llama`.
     pub model: String,
     pub pre: String,
-    pub tokens: Vec<String>,
+    pub tokens: Texts,
     pub scores: Option<Vec<f32>>,
     pub types: Vec<i32>,
     /// How the pre-tokenizer name was found: the check-text hash (BPE only).
@@ -60,7 +60,7 @@ impl Vocab {
         md.set("tokenizer.ggml.model", GValue::string(self.model.clone()));
         md.set("tokenizer.ggml.pre", GValue::string(self.pre.clone()));
         if !self.tokens.is_empty() {
-            md.set("tokenizer.ggml.tokens", GValue::string_array(self.tokens.iter().cloned()));
+            md.set("tokenizer.ggml.tokens", self.tokens.value());
         }
         if let Some(scores) = self.scores.as_ref().filter(|s| !s.is_empty()) {
             md.set(
@@ -81,11 +81,43 @@ impl Vocab {
     }
 }
 
+/// Strings written as one GGUF string array (tokens, merges), built once and
+/// shared by every clone and every metadata that writes them: a vocabulary
+/// is 150k allocations to copy, and `pack` writes it once per output type.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Texts(std::sync::Arc<Vec<GValue>>);
+
+impl Texts {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `i`th string (`None` past the end).
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.0.get(i).and_then(GValue::as_str)
+    }
+
+    /// The GGUF string array, sharing the strings.
+    pub fn value(&self) -> GValue {
+        GValue::Array(crate::gguf::Array { elem_type: ValueType::String, values: self.0.clone() })
+    }
+}
+
+impl From<Vec<String>> for Texts {
+    fn from(v: Vec<String>) -> Texts {
+        Texts(std::sync::Arc::new(v.into_iter().map(GValue::string).collect()))
+    }
+}
+
 /// gguf-py's `SpecialVocab`: merges, special token ids, add-token flags, chat
 /// template and normalizer flags, in the order they are written.
 #[derive(Debug, Clone, Default)]
 pub struct SpecialVocab {
-    pub merges: Vec<String>,
+    pub merges: Texts,
     /// (type, id) in insertion order: `bos`, `eos`, `unk`, `sep`, `pad`, `cls`, `mask`, `eot`, `eom`.
     pub ids: Vec<(String, u32)>,
     /// (type, flag) in insertion order.
@@ -173,7 +205,7 @@ impl SpecialVocab {
     /// Appends the keys (merges, ids, add flags, chat template, normalizer flags).
     pub fn write_metadata(&self, md: &mut Metadata) {
         if !self.merges.is_empty() {
-            md.set("tokenizer.ggml.merges", GValue::string_array(self.merges.iter().cloned()));
+            md.set("tokenizer.ggml.merges", self.merges.value());
         }
         for (typ, id) in &self.ids {
             if let Some(k) = id_key(typ) {
@@ -267,12 +299,12 @@ impl SpecialVocab {
         types: &mut Vec<&'static str>,
     ) -> Result<()> {
         let tok_path = dir.join("tokenizer.json");
-        let tokenizer = read_tokenizer_parts(&tok_path)?;
+        let mut tokenizer = read_tokenizer_parts(&tok_path)?;
         let mut added_tokens: Vec<Value> = Vec::new();
-        if let Some(tok) = &tokenizer {
+        if let Some(tok) = tokenizer.as_mut() {
             if load_merges {
-                if let Some(merges) = &tok.merges {
-                    self.merges = merges.clone().map_err(|m| Error::input(&tok_path, m))?;
+                if let Some(merges) = tok.merges.take() {
+                    self.merges = merges.map_err(|m| Error::input(&tok_path, m))?.into();
                 }
             }
             if let Some(n) = tok.parts.get("normalizer").filter(|n| truthy(n)) {
@@ -546,7 +578,7 @@ impl SpecialVocab {
                 merges.push(format!("{} {}", parts[0], parts[1]));
             }
         }
-        self.merges = merges;
+        self.merges = merges.into();
         Ok(())
     }
 }
@@ -937,7 +969,7 @@ fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, prog
         add_space_prefix_last: None,
         model: "gpt2".into(),
         pre,
-        tokens,
+        tokens: tokens.into(),
         scores: None,
         types,
         pre_hash: Some(hash),
@@ -1062,7 +1094,7 @@ pub fn spm_vocab_as(dir: &Path, vocab_size: Option<u64>, added: AddedTokens, pro
         add_space_prefix_last: None,
         model: "llama".into(),
         pre: "default".into(),
-        tokens,
+        tokens: tokens.into(),
         scores: Some(scores),
         types,
         pre_hash: None,
@@ -1214,7 +1246,7 @@ mod tests {
         std::fs::write(d.join("config.json"), r#"{"bos_token_id": 1, "pad_token_id": 6, "eos_token_id": [6, 7]}"#)
             .unwrap();
         let sv = SpecialVocab::load(d, true, None).unwrap();
-        assert_eq!(sv.merges, ["a b"]);
+        assert_eq!(sv.merges, Texts::from(vec!["a b".to_string()]));
         assert_eq!(sv.ids, [("bos".to_string(), 5), ("eos".to_string(), 6), ("pad".to_string(), 6)]);
         assert_eq!(sv.add, [("bos".to_string(), true), ("sep".to_string(), false), ("eos".to_string(), true)]);
         assert_eq!(sv.chat_template, Some(ChatTemplate::Single("x".into())));
