@@ -631,8 +631,10 @@ mod tests {
             .replace(r#""byte_fallback": false"#, r#""byte_fallback": true"#)
             .replace(r#""cd": 9}"#, r#""cd": 9, "<0x7A>": 10}"#);
         same_for(&bytes, &["azb"], 5);
-        // Ids shared by two tokens, or with a hole: every merge is kept.
-        same_for(&d.replace(r#""cd": 9}"#, r#""cd": 9, "q": 5}"#), &["abc"], 5);
+        // Ids shared by two tokens, or with a hole: every merge is kept. (The
+        // text of a shared id depends on the crate's map order, so the text
+        // encodes to ids that are not shared.)
+        same_for(&d.replace(r#""cd": 9}"#, r#""cd": 9, "q": 5}"#), &["ab"], 5);
         same_for(&d.replace(r#""cd": 9}"#, r#""cd": 20}"#), &["abc"], 5);
         // Metaspace puts its replacement in front: "ab" is the word "\u2581ab".
         let meta = d
