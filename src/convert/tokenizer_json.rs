@@ -85,16 +85,11 @@ fn merges_used(
     // threads share the 150k lookups. Also the longest merge result: no
     // longer substring of a word can be a symbol.
     let check = |ms: &[(Cow<str>, Cow<str>)]| -> Option<usize> {
-        let mut joined = String::new();
+        let mut buf = String::new();
         let mut longest = 0;
         for (a, b) in ms {
-            joined.clear();
-            joined.push_str(a);
-            joined.push_str(b);
-            if !(vocab.contains_key(a.as_ref())
-                && vocab.contains_key(b.as_ref())
-                && vocab.contains_key(joined.as_str()))
-            {
+            let joined = concat(&mut buf, a, b);
+            if !(vocab.contains_key(a.as_ref()) && vocab.contains_key(b.as_ref()) && vocab.contains_key(joined)) {
                 return None;
             }
             longest = longest.max(joined.len());
@@ -150,17 +145,23 @@ fn merges_used(
             }
         }
     }
-    let mut joined = String::new();
+    let mut buf = String::new();
     let mut kept = Vec::new();
     for (a, b) in merges.0 {
-        joined.clear();
-        joined.push_str(&a);
-        joined.push_str(&b);
-        if pieces.contains(joined.as_str()) {
+        if pieces.contains(concat(&mut buf, &a, &b)) {
             kept.push((a.into_owned(), b.into_owned()));
         }
     }
     Some(kept)
+}
+
+/// `a` followed by `b`, in `buf` (a merge's result, as the crate's builder
+/// forms it with no subword prefix).
+fn concat<'b>(buf: &'b mut String, a: &str, b: &str) -> &'b str {
+    buf.clear();
+    buf.push_str(a);
+    buf.push_str(b);
+    buf
 }
 
 /// True when the vocabulary's ids are exactly 0..len, each once.

@@ -96,11 +96,6 @@ impl Texts {
         self.0.is_empty()
     }
 
-    /// The `i`th string (`None` past the end).
-    pub fn get(&self, i: usize) -> Option<&str> {
-        self.0.get(i).and_then(GValue::as_str)
-    }
-
     /// The GGUF string array, sharing the strings.
     pub fn value(&self) -> GValue {
         GValue::Array(crate::gguf::Array { elem_type: ValueType::String, values: self.0.clone() })
@@ -847,13 +842,15 @@ pub fn bpe_vocab(
 /// then each id has one token (an added token that is in the model's
 /// vocabulary has the model's id and text) and no vocabulary-sized map is
 /// copied and freed (tens of milliseconds for 150k tokens).
-fn tokens_by_id(tok: &tokenizers::Tokenizer) -> (Vec<Option<String>>, usize, Option<u32>) {
+fn tokens_by_id(
+    tok: &tokenizers::Tokenizer,
+    decoder: &AddedTokensDecoder,
+) -> (Vec<Option<String>>, usize, Option<u32>) {
     let m_len = if matches!(tok.get_model(), tokenizers::ModelWrapper::Unigram(_)) {
         0 // the map below
     } else {
         tok.get_vocab_size(false)
     };
-    let decoder = tok.get_added_tokens_decoder();
     let extra = decoder.keys().filter(|&&id| id as usize >= m_len).count();
     let mut by_id: Vec<Option<String>> = Vec::with_capacity(m_len + extra);
     let contiguous = m_len > 0
@@ -886,6 +883,9 @@ fn tokens_by_id(tok: &tokenizers::Tokenizer) -> (Vec<Option<String>>, usize, Opt
     (by_id, len, max_id)
 }
 
+/// The added tokens by id, as the `tokenizers` crate gives them.
+type AddedTokensDecoder = ahash::AHashMap<u32, tokenizers::AddedToken>;
+
 /// [`bpe_vocab`] without its special vocabulary.
 fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, progress: &dyn Progress) -> Result<Vocab> {
     let path = dir.join("tokenizer.json");
@@ -893,7 +893,8 @@ fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, prog
         return Err(Error::input(&path, "missing tokenizer.json (and no tokenizer.model)"));
     }
     let tok = conversion_tokenizer(&path)?;
-    let (mut by_id, len, max_id) = tokens_by_id(&tok);
+    let decoder = tok.get_added_tokens_decoder();
+    let (mut by_id, len, max_id) = tokens_by_id(&tok, &decoder);
     let n = match vocab_size {
         Some(n) => n,
         None => len as u64,
@@ -926,7 +927,6 @@ fn bpe_tokens(dir: &Path, vocab_size: Option<u64>, vocab_pre: Option<&str>, prog
         },
     };
 
-    let decoder = tok.get_added_tokens_decoder();
     let added: HashMap<&str, u32> = decoder.iter().map(|(id, t)| (t.content.as_str(), *id)).collect();
     let mut tokens = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
@@ -1132,7 +1132,7 @@ mod tests {
             for (t, &id) in &map {
                 want[id as usize] = Some(t.clone());
             }
-            let (mut got, len, max_id) = tokens_by_id(&tok);
+            let (mut got, len, max_id) = tokens_by_id(&tok, &tok.get_added_tokens_decoder());
             got.resize(want.len(), None);
             assert_eq!((got, len, max_id), (want, map.len(), Some(max)), "{vocab}");
         }
@@ -1143,7 +1143,7 @@ mod tests {
             r#"{"type": "Unigram", "unk_id": null, "vocab": [["<s>", 0.0], ["a", -1.0], ["b", -2.0], ["a", -3.0]]}"#,
         );
         let tok = tokenizers::Tokenizer::from_bytes(unigram.as_bytes()).unwrap();
-        let (by_id, len, max_id) = tokens_by_id(&tok);
+        let (by_id, len, max_id) = tokens_by_id(&tok, &tok.get_added_tokens_decoder());
         assert_eq!(by_id[..4], [Some("<s>".to_string()), None, Some("b".to_string()), Some("a".to_string())]);
         assert_eq!((len, max_id), (tok.get_vocab(true).len(), tok.get_vocab(true).values().copied().max()));
     }
