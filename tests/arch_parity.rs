@@ -28,22 +28,16 @@ fn fixtures() -> &'static std::path::Path {
     common::arch_fixtures(&[])
 }
 
-fn out_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("arch-out");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn ours(fixture: &str, outtype: &str) -> PathBuf {
-    let out = out_dir().join(format!("{fixture}-{outtype}.gguf"));
+fn ours(dir: &Path, fixture: &str, outtype: &str) -> PathBuf {
+    let out = dir.join(format!("{fixture}-{outtype}.gguf"));
     let opts = ConvertOptions { outtype: outtype.parse().unwrap(), ..Default::default() };
     convert_dir(fixtures().join(fixture), &out, &opts, &CollectWarnings::default())
         .unwrap_or_else(|e| panic!("convert {fixture} --outtype {outtype}: {e}"));
     out
 }
 
-fn reference(fixture: &str, outtype: &str) -> PathBuf {
-    let out = out_dir().join(format!("{fixture}-{outtype}.ref.gguf"));
+fn reference(dir: &Path, fixture: &str, outtype: &str) -> PathBuf {
+    let out = dir.join(format!("{fixture}-{outtype}.ref.gguf"));
     let res = Command::new(common::ref_python())
         .arg(common::ref_src().join("convert_hf_to_gguf.py"))
         .arg(fixtures().join(fixture))
@@ -83,28 +77,43 @@ fn identical_to_convert_hf_to_gguf() {
     if !common::parity_enabled("arch_parity::identical_to_convert_hf_to_gguf") {
         return;
     }
+    let scratch = common::Scratch::new("arch-identical");
     let mut failures = Vec::new();
     let mut n = 0;
     for (fixture, types) in RUNS {
         for t in *types {
-            let (a, b) = (reference(fixture, t), ours(fixture, t));
+            let (a, b) = (reference(scratch.path(), fixture, t), ours(scratch.path(), fixture, t));
             let same = std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap();
             eprintln!("{fixture} --outtype {t}: {}", if same { "identical" } else { "DIFFERENT" });
             if !same {
                 failures.push(format!("{fixture} {t}: {} vs {}", a.display(), b.display()));
+                continue;
             }
             n += 1;
+            // The fixtures are what they claim to be.
+            let g = || ggufkit::gguf::GgufFile::open(&b).unwrap();
+            match (*fixture, *t) {
+                ("qwen3moe-30b-a3b-bf16", "auto") => {
+                    let g = g();
+                    assert_eq!(g.header.metadata.get_u64("qwen3moe.expert_count"), Some(8));
+                    assert_eq!(g.header.tensor("blk.1.ffn_down_exps.weight").unwrap().dims, vec![32, 64, 8]);
+                }
+                ("phi3.5-mini-bf16", "auto") => assert!(g().header.tensor("rope_factors_long.weight").is_some()),
+                ("gemma3-4b-mm-bf16", "auto") => {
+                    assert_eq!(g().header.metadata.get_str("gemma3.rope.scaling.type"), Some("linear"))
+                }
+                _ => {}
+            }
+            let _ = (std::fs::remove_file(&a), std::fs::remove_file(&b));
         }
     }
-    assert!(failures.is_empty(), "{} of {n} outputs differ:\n{}", failures.len(), failures.join("\n"));
-    // The fixtures are what they claim to be.
-    let g = ggufkit::gguf::GgufFile::open(out_dir().join("qwen3moe-30b-a3b-bf16-auto.gguf")).unwrap();
-    assert_eq!(g.header.metadata.get_u64("qwen3moe.expert_count"), Some(8));
-    assert_eq!(g.header.tensor("blk.1.ffn_down_exps.weight").unwrap().dims, vec![32, 64, 8]);
-    let g = ggufkit::gguf::GgufFile::open(out_dir().join("phi3.5-mini-bf16-auto.gguf")).unwrap();
-    assert!(g.header.tensor("rope_factors_long.weight").is_some());
-    let g = ggufkit::gguf::GgufFile::open(out_dir().join("gemma3-4b-mm-bf16-auto.gguf")).unwrap();
-    assert_eq!(g.header.metadata.get_str("gemma3.rope.scaling.type"), Some("linear"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} outputs differ:\n{}",
+        failures.len(),
+        n + failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// `quantize` Q4_K_M / Q6_K / Q8_0 byte-identical to llama-quantize on each
@@ -115,28 +124,34 @@ fn quantize_identical_to_llama_quantize() {
     if !common::parity_enabled("arch_parity::quantize_identical_to_llama_quantize") {
         return;
     }
+    let scratch = common::Scratch::new("arch-quantize");
     let tool = common::ref_tools().join("llama-quantize");
     let mut failures = Vec::new();
     for fixture in ["qwen3moe-k256-bf16", "gemma3-k256-bf16", "gemma2-k256-bf16", "phi3.5-k256-bf16"] {
-        let f32 = ours(fixture, "f32");
+        let f32 = ours(scratch.path(), fixture, "f32");
         for q in ["Q4_K_M", "Q6_K", "Q8_0"] {
-            let reference = out_dir().join(format!("{fixture}-{q}.ref.gguf"));
+            let reference = scratch.join(format!("{fixture}-{q}.ref.gguf"));
             let res = Command::new(&tool).arg(&f32).arg(&reference).arg(q).output().unwrap();
             assert!(res.status.success(), "llama-quantize {fixture} {q}:\n{}", String::from_utf8_lossy(&res.stderr));
-            let mine = out_dir().join(format!("{fixture}-{q}.gguf"));
+            let mine = scratch.join(format!("{fixture}-{q}.gguf"));
             common::ggufkit_ok(&["quantize".as_ref(), f32.as_os_str(), mine.as_os_str(), q.as_ref()]);
             let same = std::fs::read(&reference).unwrap() == std::fs::read(&mine).unwrap();
             eprintln!("{fixture} {q}: {}", if same { "identical" } else { "DIFFERENT" });
             if !same {
                 failures.push(format!("{fixture} {q}"));
+                continue;
             }
+            if (fixture, q) == ("qwen3moe-k256-bf16", "Q4_K_M") {
+                // The MoE rules were exercised: an 8-expert model's attn_k is Q8_0 in Q4_K_M.
+                let g = ggufkit::gguf::GgufFile::open(&mine).unwrap();
+                assert_eq!(g.header.tensor("blk.0.attn_k.weight").unwrap().ty, ggufkit::gguf::GgmlType::Q8_0);
+                assert_ne!(g.header.tensor("blk.0.ffn_gate_exps.weight").unwrap().ty, ggufkit::gguf::GgmlType::F32);
+            }
+            let _ = (std::fs::remove_file(&reference), std::fs::remove_file(&mine));
         }
+        let _ = std::fs::remove_file(&f32);
     }
     assert!(failures.is_empty(), "differ from llama-quantize: {failures:?}");
-    // The MoE rules were exercised: an 8-expert model's attn_k is Q8_0 in Q4_K_M.
-    let g = ggufkit::gguf::GgufFile::open(out_dir().join("qwen3moe-k256-bf16-Q4_K_M.gguf")).unwrap();
-    assert_eq!(g.header.tensor("blk.0.attn_k.weight").unwrap().ty, ggufkit::gguf::GgmlType::Q8_0);
-    assert_ne!(g.header.tensor("blk.0.ffn_gate_exps.weight").unwrap().ty, ggufkit::gguf::GgmlType::F32);
 }
 
 /// llama.cpp (llama-cpp-python) runs the converted models: its logits match an
@@ -154,6 +169,7 @@ fn logits_match_float64_reference() {
     if !common::parity_enabled("arch_parity::logits_match_float64_reference") {
         return;
     }
+    let scratch = common::Scratch::new("arch-logits");
     let script = common::repo_root().join("tests/parity/convert_check.py");
     let mut report = Vec::new();
     for fixture in [
@@ -168,7 +184,7 @@ fn logits_match_float64_reference() {
         "phi4-bf16-sharded",
     ] {
         for outtype in ["f32", "auto"] {
-            let gguf = ours(fixture, outtype);
+            let gguf = ours(scratch.path(), fixture, outtype);
             let fx = fixtures().join(fixture);
             let out = common::run_ref_python(&script, &["logits".as_ref(), fx.as_os_str(), gguf.as_os_str()]);
             let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
@@ -194,6 +210,7 @@ fn logits_match_float64_reference() {
                     assert_eq!(p["argmax_agree"].as_f64(), Some(1.0), "{fixture}: argmax differs");
                 }
             }
+            let _ = std::fs::remove_file(&gguf);
         }
     }
     eprintln!("{}", report.join("\n"));
@@ -215,11 +232,12 @@ fn merge_lora_on_experts() {
     if !common::parity_enabled("arch_parity::merge_lora_on_experts") {
         return;
     }
+    let scratch = common::Scratch::new("arch-merge-experts");
     let script = common::repo_root().join("tests/parity/arch_merge_check.py");
     let base = fixtures().join("qwen3moe-f32");
-    let adapter = out_dir().join("qwen3moe-experts-lora");
+    let adapter = scratch.join("qwen3moe-experts-lora");
     common::run_ref_python(&script, &["make".as_ref(), base.as_os_str(), adapter.as_os_str()]);
-    let merged = out_dir().join("qwen3moe-experts-merged.gguf");
+    let merged = scratch.join("qwen3moe-experts-merged.gguf");
     common::ggufkit_ok(&[
         "merge".as_ref(),
         base.as_os_str(),
@@ -253,6 +271,7 @@ fn merge_lora_on_gemma_and_phi3() {
     if !common::parity_enabled("arch_parity::merge_lora_on_gemma_and_phi3") {
         return;
     }
+    let scratch = common::Scratch::new("arch-merge-gemma-phi3");
     let script = common::repo_root().join("tests/parity/arch_merge_check.py");
     let os = |s: &str| std::ffi::OsString::from(s);
     // (case, base fixture, untied by the merge, GGUF has output.weight)
@@ -267,13 +286,13 @@ fn merge_lora_on_gemma_and_phi3() {
     let mut report = Vec::new();
     for (case, fixture, untied, has_output) in cases {
         let base = fixtures().join(fixture);
-        let adapter = out_dir().join(format!("{case}-lora"));
+        let adapter = scratch.join(format!("{case}-lora"));
         let _ = std::fs::remove_dir_all(&adapter);
         common::run_ref_python(
             &script,
             &[os("make-case").as_os_str(), os(case).as_os_str(), base.as_os_str(), adapter.as_os_str()],
         );
-        let dir = out_dir().join("merged-dir").join(format!("{case}-merged"));
+        let dir = scratch.join("merged-dir").join(format!("{case}-merged"));
         common::ggufkit_ok(&merge_args(&base, &adapter, &dir, &["--dtype", "f32", "--force", "-q"]));
         let out = common::run_ref_python(
             &script,
@@ -294,11 +313,11 @@ fn merge_lora_on_gemma_and_phi3() {
         let changed = r["changed"].as_array().unwrap();
         assert!(changed.len() >= 4, "{case}: too few tensors changed: {r}");
         // The merged GGUF in one pass == convert of the merged directory.
-        let gguf_dir = out_dir().join("merged-gguf");
+        let gguf_dir = scratch.join("merged-gguf");
         std::fs::create_dir_all(&gguf_dir).unwrap();
         let gguf = gguf_dir.join(format!("{case}-merged.gguf"));
         common::ggufkit_ok(&merge_args(&base, &adapter, &gguf, &["--outtype", "f32", "-q"]));
-        let conv = out_dir().join(format!("{case}-merged-converted.gguf"));
+        let conv = scratch.join(format!("{case}-merged-converted.gguf"));
         let opts = ConvertOptions { outtype: "f32".parse().unwrap(), ..Default::default() };
         convert_dir(&dir, &conv, &opts, &CollectWarnings::default()).unwrap_or_else(|e| panic!("convert {case}: {e}"));
         assert!(
@@ -312,23 +331,25 @@ fn merge_lora_on_gemma_and_phi3() {
             changed.len(),
             r["max_abs_diff"].as_f64().unwrap()
         ));
+        let _ = (std::fs::remove_dir_all(&adapter), std::fs::remove_dir_all(&dir));
+        let _ = (std::fs::remove_file(&gguf), std::fs::remove_file(&conv));
     }
     // Gemma 2 with a replaced (modules_to_save) embedding: the directory unties lm_head; a
     // GGUF cannot hold it (llama.cpp's gemma2 has no output layer of its own), so merge refuses.
     let base = fixtures().join("gemma2-2b-f32");
-    let adapter = out_dir().join("gemma2-mts-lora");
+    let adapter = scratch.join("gemma2-mts-lora");
     let _ = std::fs::remove_dir_all(&adapter);
     common::run_ref_python(
         &script,
         &[os("make-case").as_os_str(), os("gemma2-mts").as_os_str(), base.as_os_str(), adapter.as_os_str()],
     );
-    let gguf = out_dir().join("gemma2-mts-merged.gguf");
+    let gguf = scratch.join("gemma2-mts-merged.gguf");
     let _ = std::fs::remove_file(&gguf);
     let run = common::ggufkit(&merge_args(&base, &adapter, &gguf, &["--outtype", "f32"]));
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("gemma2") && run.stderr.contains("output layer"), "{}", run.stderr);
     assert!(!gguf.exists());
-    let dir = out_dir().join("merged-dir").join("gemma2-mts-merged");
+    let dir = scratch.join("merged-dir").join("gemma2-mts-merged");
     common::ggufkit_ok(&merge_args(&base, &adapter, &dir, &["--dtype", "f32", "--force", "-q"]));
     let out = common::run_ref_python(
         &script,

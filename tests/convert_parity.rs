@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use ggufkit::convert::{convert_dir, ConvertOptions, OutType};
 use ggufkit::progress::CollectWarnings;
@@ -28,7 +28,6 @@ struct Env {
     py: PathBuf,
     src: PathBuf,
     fixtures: PathBuf,
-    out: PathBuf,
 }
 
 fn repo() -> PathBuf {
@@ -37,28 +36,16 @@ fn repo() -> PathBuf {
 
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("convert-out");
-        std::fs::create_dir_all(&out).unwrap();
-        Env {
-            py: common::ref_python().to_path_buf(),
-            src: common::ref_src().to_path_buf(),
-            fixtures: common::fixtures_dir().to_path_buf(),
-            out,
-        }
+    ENV.get_or_init(|| Env {
+        py: common::ref_python().to_path_buf(),
+        src: common::ref_src().to_path_buf(),
+        fixtures: common::fixtures_dir().to_path_buf(),
     })
 }
 
-fn ours(fixture: &str, outtype: &str) -> PathBuf {
-    // Each output is converted once per test run (tests share them).
-    static DONE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+fn ours(dir: &Path, fixture: &str, outtype: &str) -> PathBuf {
     let e = env();
-    let out = e.out.join(format!("{fixture}-{outtype}.gguf"));
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if done.contains(&out) {
-        return out;
-    }
-    done.push(out.clone());
+    let out = dir.join(format!("{fixture}-{outtype}.gguf"));
     let opts = ConvertOptions { outtype: outtype.parse().unwrap(), ..Default::default() };
     let w = CollectWarnings::default();
     convert_dir(e.fixtures.join(fixture), &out, &opts, &w).unwrap_or_else(|err| panic!("convert {fixture}: {err}"));
@@ -91,10 +78,11 @@ fn logits_match_float64_reference() {
     if !common::parity_enabled("convert_parity::logits_match_float64_reference") {
         return;
     }
+    let scratch = common::Scratch::new("convert-logits");
     let mut report = Vec::new();
     for f in ALL {
         for outtype in ["f32", "auto"] {
-            let gguf = ours(f, outtype);
+            let gguf = ours(scratch.path(), f, outtype);
             let fx = env().fixtures.join(f);
             let r = check(&["logits", fx.to_str().unwrap(), gguf.to_str().unwrap()]);
             for p in r["prompts"].as_array().unwrap() {
@@ -110,6 +98,7 @@ fn logits_match_float64_reference() {
                     assert_eq!(p["argmax_agree"].as_f64(), Some(1.0), "{f}: argmax differs");
                 }
             }
+            let _ = std::fs::remove_file(&gguf);
         }
     }
     eprintln!("{}", report.join("\n"));
@@ -123,6 +112,7 @@ fn tokenization_matches_reference_tokenizers() {
     if !common::parity_enabled("convert_parity::tokenization_matches_reference_tokenizers") {
         return;
     }
+    let scratch = common::Scratch::new("convert-tokenization");
     let cases = [
         ("qwen2-bf16-tied", "qwen2"),
         ("llama3-bf16-sharded", "llama-bpe"),
@@ -130,7 +120,7 @@ fn tokenization_matches_reference_tokenizers() {
         ("mistral-spm-f16", "llama-spm"),
     ];
     for (f, vocab) in cases {
-        let gguf = ours(f, "auto");
+        let gguf = ours(scratch.path(), f, "auto");
         let fx = env().fixtures.join(f);
         let r = check(&["tokenize", fx.to_str().unwrap(), gguf.to_str().unwrap(), env().src.to_str().unwrap(), vocab]);
         let n = r["cases"].as_u64().unwrap();
@@ -141,9 +131,9 @@ fn tokenization_matches_reference_tokenizers() {
     }
 }
 
-fn reference(fixture: &str, outtype: &str) -> PathBuf {
+fn reference(dir: &Path, fixture: &str, outtype: &str) -> PathBuf {
     let e = env();
-    let out = e.out.join(format!("{fixture}-{outtype}.ref.gguf"));
+    let out = dir.join(format!("{fixture}-{outtype}.ref.gguf"));
     let res = Command::new(&e.py)
         .arg(e.src.join("convert_hf_to_gguf.py"))
         .arg(e.fixtures.join(fixture))
@@ -197,22 +187,25 @@ fn identical_to_convert_hf_to_gguf() {
         ("llama3-bf16-sharded", "f32"),
         ("qwen3-f16-tied", "f16"),
     ]);
+    let scratch = common::Scratch::new("convert-identical");
     let mut failures = Vec::new();
     for (f, t) in runs {
-        let a = reference(f, t);
-        let b = ours(f, t);
+        let a = reference(scratch.path(), f, t);
+        let b = ours(scratch.path(), f, t);
         let same = std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap();
         eprintln!("{f} --outtype {t}: {}", if same { "identical" } else { "DIFFERENT" });
-        if !same {
+        if same {
+            let _ = (std::fs::remove_file(&a), std::fs::remove_file(&b));
+        } else {
             failures.push(format!("{f} {t}:\n{}", describe_difference(&a, &b)));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // The fixtures exercise the side files: chat_template.jinja (mistral),
     // model cards (qwen2.5-coder, llama3).
-    let g = ggufkit::gguf::GgufFile::open(ours("mistral-spm-f16", "auto")).unwrap();
+    let g = ggufkit::gguf::GgufFile::open(ours(scratch.path(), "mistral-spm-f16", "auto")).unwrap();
     assert!(g.header.metadata.get_str("tokenizer.chat_template").is_some_and(|t| t.contains("[INST]")));
-    let g = ggufkit::gguf::GgufFile::open(ours("qwen2.5-coder-bf16-sharded", "auto")).unwrap();
+    let g = ggufkit::gguf::GgufFile::open(ours(scratch.path(), "qwen2.5-coder-bf16-sharded", "auto")).unwrap();
     assert_eq!(g.header.metadata.get_str("general.license"), Some("apache-2.0"));
     assert_eq!(g.header.metadata.get_str("general.base_model.0.organization"), Some("Qwen"));
 }

@@ -12,7 +12,7 @@
 //! the text is llama.cpp's README.md. Needs the reference environment.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -21,10 +21,6 @@ use common::logits::{compare, llama_logits, our_logits, text, token_ids};
 
 const CTX: usize = 128;
 const CHUNKS: usize = 4;
-
-fn out_dir() -> PathBuf {
-    common::cache_dir("eval-parity")
-}
 
 fn os(s: &str) -> &std::ffi::OsStr {
     s.as_ref()
@@ -40,7 +36,7 @@ pub fn eval_fixture() -> &'static Path {
             h.update(std::fs::read(common::repo_root().join(f)).unwrap());
         }
         let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("eval-fixture-{key}"));
+        let dir = common::keyed_cache_dir("eval-fixture", &key);
         let out = common::run_ref_python(
             &common::repo_root().join("scripts/gen_eval_fixture.py"),
             &[os("--llama-src"), common::ref_src().as_os_str(), os("--out"), dir.as_os_str()],
@@ -51,9 +47,9 @@ pub fn eval_fixture() -> &'static Path {
 
 /// The qwen2-f32 fixture with Qwen2.5's YaRN rope scaling in its config
 /// (factor 4 over 32768 positions, as Qwen2.5's model cards tell users to add).
-fn yarn_fixture() -> PathBuf {
+fn yarn_fixture(scratch: &Path) -> PathBuf {
     let src = common::fixtures_dir().join("qwen2-f32");
-    let dir = out_dir().join("qwen2-f32-yarn");
+    let dir = scratch.join("qwen2-f32-yarn");
     std::fs::create_dir_all(&dir).unwrap();
     for e in std::fs::read_dir(&src).unwrap().filter_map(|e| e.ok()) {
         std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
@@ -66,26 +62,18 @@ fn yarn_fixture() -> PathBuf {
     dir
 }
 
-/// `ggufkit convert DIR --outtype T` (once per test binary).
-fn converted(dir: &Path, outtype: &str) -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+/// `ggufkit convert DIR --outtype T` into `scratch`.
+fn converted(scratch: &Path, dir: &Path, outtype: &str) -> PathBuf {
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let out = out_dir().join(format!("{name}-{outtype}.gguf"));
-    if !out.exists() {
-        common::ggufkit_ok(&[os("convert"), dir.as_os_str(), out.as_os_str(), os("--outtype"), os(outtype)]);
-    }
+    let out = scratch.join(format!("{name}-{outtype}.gguf"));
+    common::ggufkit_ok(&[os("convert"), dir.as_os_str(), out.as_os_str(), os("--outtype"), os(outtype)]);
     out
 }
 
-/// `ggufkit quantize F32.gguf OUT TYPE` (byte-identical to llama-quantize).
+/// `ggufkit quantize F32.gguf OUT TYPE` (byte-identical to llama-quantize), beside the input.
 fn quantized(f32_gguf: &Path, ty: &str) -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = out_dir().join(format!("{}-{ty}.gguf", f32_gguf.file_stem().unwrap().to_string_lossy()));
-    if !out.exists() {
-        common::ggufkit_ok(&[os("quantize"), f32_gguf.as_os_str(), out.as_os_str(), os(ty), os("--quiet")]);
-    }
+    let out = f32_gguf.with_file_name(format!("{}-{ty}.gguf", f32_gguf.file_stem().unwrap().to_string_lossy()));
+    common::ggufkit_ok(&[os("quantize"), f32_gguf.as_os_str(), out.as_os_str(), os(ty), os("--quiet")]);
     out
 }
 
@@ -94,6 +82,7 @@ fn logits_match_llama_cpp_for_every_architecture() {
     if !common::parity_enabled("eval_parity") {
         return;
     }
+    let scratch = common::Scratch::new("eval-logits");
     let fx = common::fixtures_dir();
     let mut dirs: Vec<PathBuf> =
         ["qwen2-f32", "qwen2-bf16-tied", "qwen3-f16-tied", "llama3-bf16-sharded", "mistral-spm-f16", "llama2-spm-f32"]
@@ -101,7 +90,7 @@ fn logits_match_llama_cpp_for_every_architecture() {
             .map(|n| fx.join(n))
             .collect();
     dirs.push(eval_fixture().to_path_buf());
-    dirs.push(yarn_fixture());
+    dirs.push(yarn_fixture(scratch.path()));
     // GGUFKIT_EVAL_ONLY=name[,name] / GGUFKIT_EVAL_TYPES=f16 narrow the run (for investigating).
     if let Ok(only) = std::env::var("GGUFKIT_EVAL_ONLY") {
         dirs.retain(|d| only.split(',').any(|n| d.ends_with(n)));
@@ -110,11 +99,12 @@ fn logits_match_llama_cpp_for_every_architecture() {
     let mut failures = vec![];
     for dir in &dirs {
         for outtype in types.split(',') {
-            let gguf = converted(dir, outtype);
-            let ids = token_ids(&gguf, &out_dir());
+            let gguf = converted(scratch.path(), dir, outtype);
+            let ids = token_ids(&gguf, scratch.path());
             let ids = &ids[..ids.len().min(96)];
-            let (reference, nv) = llama_logits(&gguf, ids, &out_dir());
+            let (reference, nv) = llama_logits(&gguf, ids, scratch.path());
             let ours = our_logits(&gguf, ids);
+            let _ = std::fs::remove_file(&gguf);
             let d = compare(&reference, &ours, nv, 1e-3);
             let (mism, kld, maxd) = (d.mismatches, d.kld, d.max_diff);
             eprintln!(
@@ -152,9 +142,9 @@ fn ppl_and_kld_of_quantized_models_match_llama_perplexity() {
     if !common::parity_enabled("eval_parity") {
         return;
     }
-    let f32_gguf = converted(eval_fixture(), "f32");
-    let base = out_dir().join("base.kld");
-    let _ = std::fs::remove_file(&base);
+    let scratch = common::Scratch::new("eval-ppl-kld");
+    let f32_gguf = converted(scratch.path(), eval_fixture(), "f32");
+    let base = scratch.join("base.kld");
     llama_perplexity(
         &[os("-m"), f32_gguf.as_os_str(), os("-f"), text().as_os_str(), os("--kl-divergence-base"), base.as_os_str()],
         "Final estimate: PPL =",
@@ -245,10 +235,11 @@ fn gguf_against_its_own_hf_directory() {
     if !common::parity_enabled("eval_parity") {
         return;
     }
+    let scratch = common::Scratch::new("eval-own-hf-dir");
     let dir = eval_fixture();
     let (c, n) = (CTX.to_string(), CHUNKS.to_string());
     for (outtype, limit) in [("f32", 1e-6), ("f16", 2e-5)] {
-        let gguf = converted(dir, outtype);
+        let gguf = converted(scratch.path(), dir, outtype);
         let r = ggufkit_eval_json(&[
             gguf.as_os_str(),
             os("--text"),

@@ -25,7 +25,7 @@ fn fixture_gguf() -> PathBuf {
         h.update(std::fs::read(common::repo_root().join(f)).unwrap());
     }
     let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("eval-fixture-{key}"));
+    let dir = common::keyed_cache_dir("eval-fixture", &key);
     let out = common::run_ref_python(
         &common::repo_root().join("scripts/gen_eval_fixture.py"),
         &[os("--llama-src"), common::ref_src().as_os_str(), os("--out"), dir.as_os_str()],

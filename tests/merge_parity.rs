@@ -21,18 +21,6 @@ use std::path::{Path, PathBuf};
 use common::{adapters_dir, fixtures_dir, ggufkit_ok, ref_src, run_ref_python};
 use serde_json::Value;
 
-fn out_dir(name: &str) -> PathBuf {
-    let d = common::cache_dir("merge-out").join(name);
-    if d.exists() {
-        if d.is_dir() {
-            std::fs::remove_dir_all(&d).unwrap();
-        } else {
-            std::fs::remove_file(&d).unwrap();
-        }
-    }
-    d
-}
-
 fn base(name: &str) -> PathBuf {
     fixtures_dir().join(name)
 }
@@ -85,10 +73,11 @@ fn merged_tensors_match_peft_formulas() {
     if !common::parity_enabled("merge_parity::merged_tensors_match_peft_formulas") {
         return;
     }
+    let scratch = common::Scratch::new("merge-merged_tensors_match_peft_formulas");
     let mut report = Vec::new();
     let mut totals = (0u64, 0u64, 0u64, 0u64);
     for (i, (b, adapters, dtype)) in CASES.iter().enumerate() {
-        let out = out_dir(&format!("case{i}"));
+        let out = scratch.join(format!("case{i}"));
         let mut args: Vec<String> = vec!["merge".into(), base(b).display().to_string(), "--json".into()];
         for a in *adapters {
             args.push("--lora".into());
@@ -146,6 +135,7 @@ fn merged_tensors_match_peft_formulas() {
             let w = summary["warnings"].as_array().unwrap();
             assert!(w.iter().any(|w| w.as_str().unwrap().contains("fan_in_fan_out")), "{label}: {w:?}");
         }
+        let _ = std::fs::remove_dir_all(&out);
     }
     eprintln!("{}", report.join("\n"));
     eprintln!(
@@ -160,7 +150,8 @@ fn shards_like_transformers() {
     if !common::parity_enabled("merge_parity::shards_like_transformers") {
         return;
     }
-    let out = out_dir("sharded");
+    let scratch = common::Scratch::new("merge-shards_like_transformers");
+    let out = scratch.join("sharded");
     ggufkit_ok(&[
         os("merge"),
         base(Q).as_os_str(),
@@ -232,9 +223,10 @@ fn gguf_adapter_identical_to_convert_lora_to_gguf() {
     if !common::parity_enabled("merge_parity::gguf_adapter_identical_to_convert_lora_to_gguf") {
         return;
     }
+    let scratch = common::Scratch::new("merge-gguf_adapter_identical_to_convert_lora_to_gguf");
     for (a, b) in [("q-plain", Q), ("l-plain", "llama3-bf16-sharded"), ("q-embed", Q)] {
-        let ours = out_dir(&format!("{a}.ours.gguf"));
-        let theirs = out_dir(&format!("{a}.script.gguf"));
+        let ours = scratch.join(format!("{a}.ours.gguf"));
+        let theirs = scratch.join(format!("{a}.script.gguf"));
         our_adapter(a, b, &ours);
         script_adapter(a, b, &theirs);
         let (x, y) = (std::fs::read(&ours).unwrap(), std::fs::read(&theirs).unwrap());
@@ -250,15 +242,16 @@ fn gguf_adapter_in_llama_cpp_matches_merged() {
     if !common::parity_enabled("merge_parity::gguf_adapter_in_llama_cpp_matches_merged") {
         return;
     }
+    let scratch = common::Scratch::new("merge-gguf_adapter_in_llama_cpp_matches_merged");
     let mut report = Vec::new();
     let cases =
         [("q-plain", Q), ("q-rslora", Q), ("q-patterns", Q), ("q-embed", Q), ("l-plain", "llama3-bf16-sharded")];
     for (a, b) in cases {
-        let base_gguf = out_dir(&format!("{b}.base-f32.gguf"));
+        let base_gguf = scratch.join(format!("{b}.base-f32.gguf"));
         ggufkit_ok(&[os("convert"), base(b).as_os_str(), base_gguf.as_os_str(), os("--outtype"), os("f32"), os("-q")]);
-        let ad = out_dir(&format!("{a}.adapter.gguf"));
+        let ad = scratch.join(format!("{a}.adapter.gguf"));
         our_adapter(a, b, &ad);
-        let merged = out_dir(&format!("{a}.merged-f32.gguf"));
+        let merged = scratch.join(format!("{a}.merged-f32.gguf"));
         ggufkit_ok(&[
             os("merge"),
             base(b).as_os_str(),
@@ -285,7 +278,7 @@ fn gguf_adapter_in_llama_cpp_matches_merged() {
         }
         if a == "q-rslora" {
             // The script ignores use_rslora: its adapter applies alpha/r instead of alpha/sqrt(r).
-            let theirs = out_dir("q-rslora.script.gguf");
+            let theirs = scratch.join("q-rslora.script.gguf");
             script_adapter(a, b, &theirs);
             let r = check(&[os("llama"), base_gguf.as_os_str(), theirs.as_os_str(), merged.as_os_str()]);
             let worst = r["prompts"]
@@ -309,11 +302,12 @@ fn one_pass_quantized_equals_three_steps() {
     if !common::parity_enabled("merge_parity::one_pass_quantized_equals_three_steps") {
         return;
     }
+    let scratch = common::Scratch::new("merge-one_pass_quantized_equals_three_steps");
     let cases: [(&str, &[&str]); 2] = [(Q, &["q-plain", "q-dora=0.5"]), ("qwen2-bf16-tied", &["t-lmhead"])];
     for (b, adapters) in cases {
         let lora: Vec<String> = adapters.iter().flat_map(|a| ["--lora".to_string(), adapter(a)]).collect();
         let base_dir = base(b);
-        let one = out_dir(&format!("onepass-{b}"));
+        let one = scratch.join(format!("onepass-{b}"));
         std::fs::create_dir_all(&one).unwrap();
         let one_file = one.join("acme-coder.gguf");
         let mut args = vec![os("merge"), base_dir.as_os_str()];
@@ -321,7 +315,7 @@ fn one_pass_quantized_equals_three_steps() {
         args.extend([os("-o"), one_file.as_os_str(), os("--outtype"), os("Q4_K_M"), os("-q")]);
         ggufkit_ok(&args);
 
-        let three = out_dir(&format!("threestep-{b}"));
+        let three = scratch.join(format!("threestep-{b}"));
         std::fs::create_dir_all(&three).unwrap();
         let dir = three.join("acme-coder");
         let mut args = vec![os("merge"), base_dir.as_os_str()];
@@ -340,6 +334,7 @@ fn one_pass_quantized_equals_three_steps() {
             if x == y { "identical" } else { "DIFFERENT" }
         );
         assert!(x == y, "{b}: one-pass Q4_K_M differs from merge + convert + quantize");
+        let _ = (std::fs::remove_dir_all(&one), std::fs::remove_dir_all(&three));
     }
 }
 
@@ -351,8 +346,9 @@ fn tied_base_output() {
     if !common::parity_enabled("merge_parity::tied_base_output") {
         return;
     }
+    let scratch = common::Scratch::new("merge-tied_base_output");
     for (a, own_output) in [("t-embed", false), ("t-mts", true)] {
-        let out = out_dir(&format!("tied-{a}-f16.gguf"));
+        let out = scratch.join(format!("tied-{a}-f16.gguf"));
         ggufkit_ok(&[
             os("merge"),
             base("qwen2-bf16-tied").as_os_str(),

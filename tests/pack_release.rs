@@ -595,7 +595,8 @@ fn fixture(name: &str) -> PathBuf {
     let script = common::repo_root().join("scripts/gen_fixtures.py");
     let key: String =
         Sha256::digest(std::fs::read(&script).unwrap()).iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let dir = common::cache_dir(&format!("pack-fixtures-{key}"));
+    let dir = common::keyed_cache_dir("pack-fixtures", &key);
+    std::fs::create_dir_all(&dir).unwrap();
     common::run_ref_python(
         &script,
         &["--llama-src".as_ref(), common::ref_src().as_os_str(), "--out".as_ref(), dir.as_os_str(), name.as_ref()],

@@ -455,8 +455,8 @@ fn quantize_matrix_matches_llama_cpp() {
         return;
     }
     let e = env();
-    let out_dir = e.dir.join("matrix");
-    std::fs::create_dir_all(&out_dir).unwrap();
+    let scratch = common::Scratch::new("policy-parity-matrix");
+    let out_dir = scratch.path();
     let cases = matrix_cases();
     let mut jobs = Vec::new();
     for c in &cases {
@@ -495,6 +495,7 @@ fn quantize_matrix_matches_llama_cpp() {
             }
             (0, Ok(p)) => {
                 let out = header(&out_path);
+                let _ = std::fs::remove_file(&out_path);
                 let diffs = compare(&p, &out);
                 n_tensors += out.tensors.len();
                 n_keys += out.metadata.len();
@@ -621,8 +622,8 @@ fn type_sweep_matches_llama_cpp() {
     }
     use GgmlType as G;
     let e = env();
-    let dir = e.dir.join("sweep");
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::Scratch::new("policy-parity-sweep");
+    let dir = scratch.path();
     let option_sets: Vec<CaseOpts> = vec![
         CaseOpts::named("default"),
         CaseOpts::named("default"),
@@ -799,10 +800,9 @@ fn llama_quantize_cli_matches() {
     if !common::parity_enabled("policy_parity::llama_quantize_cli_matches") {
         return;
     }
-    let e = env();
     let exe = tool();
-    let out_dir = e.dir.join("cli");
-    std::fs::create_dir_all(&out_dir).unwrap();
+    let scratch = common::Scratch::new("policy-parity-cli");
+    let out_dir = scratch.path();
     let s = |x: &str| x.to_string();
     let im_gguf = imatrix_file("llama8.imatrix.gguf", "llama8", &[]);
     let im_dat = imatrix_file("llama8.imatrix.dat", "llama8", &["--format", "dat", "--chunks", "9"]);
@@ -984,6 +984,7 @@ fn llama_quantize_cli_matches() {
             (true, Ok(_)) if dry => table.add(&row, c.target, !out.exists(), || format!("{id}: dry run wrote a file")),
             (true, Ok(p)) => {
                 let h = header(&out);
+                let _ = std::fs::remove_file(&out);
                 let diffs = compare(&p, &h);
                 n_tensors += h.tensors.len();
                 n_keys += h.metadata.len();
@@ -1015,10 +1016,9 @@ fn imatrix_vectors_match_load_imatrix() {
     if !common::parity_enabled("policy_parity::imatrix_vectors_match_load_imatrix") {
         return;
     }
-    let e = env();
     let exe = tool();
-    let dir = e.dir.join("imatrix-dump");
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::Scratch::new("policy-parity-imatrix-dump");
+    let dir = scratch.path();
     let files = [
         (imatrix_file("llama8.imatrix.gguf", "llama8", &[]), vec![]),
         (imatrix_file("llama8.imatrix.dat", "llama8", &["--format", "dat", "--chunks", "9"]), vec![]),

@@ -42,6 +42,7 @@ pub fn llama_logits(gguf: &Path, ids: &[u32], out_dir: &Path) -> (Vec<f32>, usiz
     .parse()
     .unwrap();
     let bytes = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
     (bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(), nv)
 }
 

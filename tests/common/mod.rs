@@ -142,6 +142,61 @@ pub fn cache_dir(name: &str) -> PathBuf {
     d
 }
 
+/// A test's own output directory under cargo's per-target temporary dir:
+/// emptied when made, removed when the test passes and kept when it fails
+/// (to look at). The suite writes gigabytes of models it only compares; kept,
+/// they would fill a CI machine's disk.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// `name` must be unique among the tests that run at the same time.
+    pub fn new(name: &str) -> Scratch {
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scratch").join(name);
+        if d.exists() {
+            std::fs::remove_dir_all(&d).unwrap_or_else(|e| panic!("cannot empty {}: {e}", d.display()));
+        }
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
+        Scratch(d)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// `CARGO_TARGET_TMPDIR/<prefix>-<key>`, for artifacts cached by the hash
+/// `key` of what makes them; the directories of other keys (older versions
+/// of the generators) are removed.
+pub fn keyed_cache_dir(prefix: &str, key: &str) -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let name = format!("{prefix}-{key}");
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            let other = e.file_name().to_string_lossy().into_owned();
+            if other != name && other.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')).is_some_and(is_key) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    tmp.join(name)
+}
+
+fn is_key(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The real `llama-quantize` command, compiled from the pinned llama.cpp source
 /// against the reference venv's libllama (`tests/parity/synth.py build-tool`, cached).
 pub fn llama_quantize_tool() -> &'static Path {
@@ -166,7 +221,7 @@ pub fn fixtures_dir() -> &'static Path {
         h.update(std::fs::read(repo_root().join("scripts/gen_fixtures.py")).expect("read gen_fixtures.py"));
         h.update(std::fs::read(repo_root().join("formats/pretokenizers.json")).expect("read pretokenizers.json"));
         let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("convert-fixtures-{key}"));
+        let dir = keyed_cache_dir("convert-fixtures", &key);
         let status = Command::new(ref_python())
             .arg(repo_root().join("scripts/gen_fixtures.py"))
             .arg("--llama-src")
@@ -192,7 +247,7 @@ pub fn adapters_dir() -> &'static Path {
         h.update(std::fs::read(repo_root().join("scripts/gen_adapters.py")).expect("read gen_adapters.py"));
         h.update(fixtures.to_string_lossy().as_bytes());
         let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lora-adapters-{key}"));
+        let dir = keyed_cache_dir("lora-adapters", &key);
         let status = Command::new(ref_python())
             .arg(repo_root().join("scripts/gen_adapters.py"))
             .arg("--fixtures")
@@ -246,7 +301,7 @@ pub fn arch_fixtures(names: &[&str]) -> &'static Path {
             h.update(std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}")));
         }
         let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("arch-fixtures-{key}"));
+        let dir = keyed_cache_dir("arch-fixtures", &key);
         let status = std::process::Command::new(ref_python())
             .arg(root.join("scripts/gen_arch_fixtures.py"))
             .arg("--llama-src")
