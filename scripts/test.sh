@@ -11,6 +11,7 @@ export GGUFKIT_REF_PYTHON="$PY"
 export GGUFKIT_LLAMA_SRC=$(scripts/ref-src.sh)
 export GGUFKIT_LLAMA_TOOLS=$(scripts/ref-tools.sh)
 export GGUFKIT_PARITY=1
+echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 echo "== cargo test"
 cargo test --locked
 echo "== release build"
@@ -19,3 +20,5 @@ export GGUFKIT_BIN="$PWD/target/release/ggufkit"
 echo "== parity tests against llama.cpp"
 cd tests/parity
 "$PY" -m pytest -q -p no:cacheprovider "$@"
+cd ../..
+echo "== disk: target $(du -sh target | cut -f1), $(df -h --output=avail . | tail -1 | tr -d ' ') free"
