@@ -38,7 +38,7 @@ fn os(s: &str) -> &std::ffi::OsStr {
 }
 
 fn out_dir() -> PathBuf {
-    common::cache_dir("arch-forward")
+    common::run_dir("arch-forward")
 }
 
 /// The fixtures of scripts/gen_arch_fixtures.py, in the directory

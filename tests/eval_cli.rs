@@ -13,7 +13,7 @@ fn os(s: &str) -> &std::ffi::OsStr {
 }
 
 fn dir() -> PathBuf {
-    common::cache_dir("eval-cli")
+    common::run_dir("eval-cli")
 }
 
 /// examples/tiny-mistral as an F32 GGUF (real SentencePiece vocabulary).

@@ -12,7 +12,6 @@
 //! the text is llama.cpp's README.md. Needs the reference environment.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -24,25 +23,6 @@ const CHUNKS: usize = 4;
 
 fn os(s: &str) -> &std::ffi::OsStr {
     s.as_ref()
-}
-
-/// The 256-wide llama fixture (cached by the generators' hash).
-pub fn eval_fixture() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for f in ["scripts/gen_eval_fixture.py", "scripts/gen_fixtures.py"] {
-            h.update(std::fs::read(common::repo_root().join(f)).unwrap());
-        }
-        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = common::keyed_cache_dir("eval-fixture", &key);
-        let out = common::run_ref_python(
-            &common::repo_root().join("scripts/gen_eval_fixture.py"),
-            &[os("--llama-src"), common::ref_src().as_os_str(), os("--out"), dir.as_os_str()],
-        );
-        PathBuf::from(out.lines().last().unwrap().trim())
-    })
 }
 
 /// The qwen2-f32 fixture with Qwen2.5's YaRN rope scaling in its config
@@ -89,7 +69,7 @@ fn logits_match_llama_cpp_for_every_architecture() {
             .iter()
             .map(|n| fx.join(n))
             .collect();
-    dirs.push(eval_fixture().to_path_buf());
+    dirs.push(common::eval_fixture().to_path_buf());
     dirs.push(yarn_fixture(scratch.path()));
     // GGUFKIT_EVAL_ONLY=name[,name] / GGUFKIT_EVAL_TYPES=f16 narrow the run (for investigating).
     if let Ok(only) = std::env::var("GGUFKIT_EVAL_ONLY") {
@@ -143,7 +123,7 @@ fn ppl_and_kld_of_quantized_models_match_llama_perplexity() {
         return;
     }
     let scratch = common::Scratch::new("eval-ppl-kld");
-    let f32_gguf = converted(scratch.path(), eval_fixture(), "f32");
+    let f32_gguf = converted(scratch.path(), common::eval_fixture(), "f32");
     let base = scratch.join("base.kld");
     llama_perplexity(
         &[os("-m"), f32_gguf.as_os_str(), os("-f"), text().as_os_str(), os("--kl-divergence-base"), base.as_os_str()],
@@ -236,7 +216,7 @@ fn gguf_against_its_own_hf_directory() {
         return;
     }
     let scratch = common::Scratch::new("eval-own-hf-dir");
-    let dir = eval_fixture();
+    let dir = common::eval_fixture();
     let (c, n) = (CTX.to_string(), CHUNKS.to_string());
     for (outtype, limit) in [("f32", 1e-6), ("f16", 2e-5)] {
         let gguf = converted(scratch.path(), dir, outtype);

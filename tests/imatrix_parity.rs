@@ -14,30 +14,6 @@ fn os(s: &str) -> &std::ffi::OsStr {
     s.as_ref()
 }
 
-fn out_dir() -> PathBuf {
-    common::cache_dir("imatrix-parity")
-}
-
-fn fixture_gguf() -> PathBuf {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for f in ["scripts/gen_eval_fixture.py", "scripts/gen_fixtures.py"] {
-        h.update(std::fs::read(common::repo_root().join(f)).unwrap());
-    }
-    let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let dir = common::keyed_cache_dir("eval-fixture", &key);
-    let out = common::run_ref_python(
-        &common::repo_root().join("scripts/gen_eval_fixture.py"),
-        &[os("--llama-src"), common::ref_src().as_os_str(), os("--out"), dir.as_os_str()],
-    );
-    let model = PathBuf::from(out.lines().last().unwrap().trim());
-    let gguf = out_dir().join("llama-eval-256-f32.gguf");
-    if !gguf.exists() {
-        common::ggufkit_ok(&[os("convert"), model.as_os_str(), gguf.as_os_str(), os("--outtype"), os("f32")]);
-    }
-    gguf
-}
-
 fn text() -> PathBuf {
     common::ref_src().join("README.md")
 }
@@ -47,13 +23,16 @@ fn imatrix_matches_llama_imatrix_and_both_quantizers_read_it() {
     if !common::parity_enabled("imatrix_parity") {
         return;
     }
-    let gguf = fixture_gguf();
+    let scratch = common::Scratch::new("imatrix-parity");
+    let gguf = scratch.join("llama-eval-256-f32.gguf");
+    let model = common::eval_fixture();
+    common::ggufkit_ok(&[os("convert"), model.as_os_str(), gguf.as_os_str(), os("--outtype"), os("f32")]);
     let (theirs, ours) =
-        common::imatrix::both(&gguf, &text(), CTX.parse().unwrap(), CHUNKS.parse().unwrap(), &out_dir(), "fixture");
+        common::imatrix::both(&gguf, &text(), CTX.parse().unwrap(), CHUNKS.parse().unwrap(), scratch.path(), "fixture");
     let (a, worst) = common::imatrix::compare(&theirs, &ours);
     eprintln!("{} entries; max relative in_sum2 difference {:.3e} ({})", a.entries.len(), worst.0, worst.1);
     assert!(worst.0 < 1e-3, "in_sum2 differs by {:.3e} in {}", worst.0, worst.1);
 
     // Both quantizers take it, and agree byte for byte.
-    common::imatrix::iq4xs_with_both_quantizers(&ours, &gguf, &out_dir());
+    common::imatrix::iq4xs_with_both_quantizers(&ours, &gguf, scratch.path());
 }

@@ -34,7 +34,7 @@ fn os(s: &str) -> &std::ffi::OsStr {
 }
 
 fn out_dir() -> PathBuf {
-    common::cache_dir("moe-forward")
+    common::run_dir("moe-forward")
 }
 
 /// The two qwen3moe fixtures (cached by the generators' hash; the same

@@ -593,9 +593,7 @@ fn fixture(name: &str) -> PathBuf {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let script = common::repo_root().join("scripts/gen_fixtures.py");
-    let key: String =
-        Sha256::digest(std::fs::read(&script).unwrap()).iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let dir = common::keyed_cache_dir("pack-fixtures", &key);
+    let dir = common::keyed_cache_dir("pack-fixtures", common::FIXTURE_INPUTS);
     std::fs::create_dir_all(&dir).unwrap();
     common::run_ref_python(
         &script,

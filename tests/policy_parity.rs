@@ -24,7 +24,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::{json, Value as J};
-use sha2::{Digest, Sha256};
 
 use ggufkit::gguf::{GgmlType, Gguf, GgufFile, Metadata, TensorInfo, Value};
 use ggufkit::imatrix::Imatrix;
@@ -66,18 +65,8 @@ fn env() -> &'static Env {
     ENV.get_or_init(|| {
         let python = common::ref_python().to_path_buf();
         let src = common::ref_src().to_path_buf();
-        // the models depend only on synth.py: key the directory by its hash
-        let script = std::fs::read(repo().join("tests/parity/synth.py")).unwrap();
-        let key = hex(&Sha256::digest(&script)[..8]);
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let dir = tmp.join(format!("policy-parity-{key}"));
-        // drop the models of earlier versions of synth.py
-        for old in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
-            let name = old.file_name().to_string_lossy().into_owned();
-            if name.starts_with("policy-parity-") && old.path() != dir {
-                let _ = std::fs::remove_dir_all(old.path());
-            }
-        }
+        // the models depend only on synth.py
+        let dir = common::keyed_cache_dir("policy-parity", &["tests/parity/synth.py"]);
         std::fs::create_dir_all(&dir).unwrap();
         let mut env = Env { python, src, dir: dir.clone(), models: BTreeMap::new() };
         synth(&env, &["models", dir.join("models").to_str().unwrap()]);
@@ -91,10 +80,6 @@ fn env() -> &'static Env {
 fn tool() -> &'static PathBuf {
     static TOOL: OnceLock<PathBuf> = OnceLock::new();
     TOOL.get_or_init(|| PathBuf::from(synth(env(), &["build-tool", env().src.to_str().unwrap()])))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Vec<u8> {

@@ -30,7 +30,9 @@ struct Models {
 fn models() -> &'static Models {
     static M: OnceLock<Models> = OnceLock::new();
     M.get_or_init(|| {
-        let dir = common::cache_dir("quantize-parity-models");
+        // made by llama.cpp through synth.py (not by ggufkit): cached per version of the script
+        let dir = common::keyed_cache_dir("quantize-parity-models", &["tests/parity/synth.py"]);
+        std::fs::create_dir_all(&dir).unwrap();
         let synth = common::repo_root().join("tests/parity/synth.py");
         common::run_ref_python(&synth, &["data-models".as_ref(), dir.as_os_str()]);
         let manifest: serde_json::Value =

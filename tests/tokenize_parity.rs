@@ -224,8 +224,8 @@ fn converted_fixtures_match_llama_tokenize() {
     let src = common::ref_src();
     let text = corpus(src);
     let fixtures = common::fixtures_dir();
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tokenize-fixtures");
-    std::fs::create_dir_all(&out).unwrap();
+    let scratch = common::Scratch::new("tokenize-converted");
+    let out = scratch.path();
     let mut ggufs = Vec::new();
     for name in ["llama2-spm-f32", "llama3-bf16-sharded", "qwen2-f32"] {
         let gguf = out.join(format!("{name}.gguf"));

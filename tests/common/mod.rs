@@ -176,10 +176,35 @@ impl Drop for Scratch {
     }
 }
 
-/// `CARGO_TARGET_TMPDIR/<prefix>-<key>`, for artifacts cached by the hash
-/// `key` of what makes them; the directories of other keys (older versions
-/// of the generators) are removed.
-pub fn keyed_cache_dir(prefix: &str, key: &str) -> PathBuf {
+/// A directory for outputs the tests of one test binary share (a model
+/// converted once, then run by several tests): emptied the first time this
+/// process asks for it, so it never serves an output of an earlier run's
+/// `ggufkit`.
+pub fn run_dir(name: &str) -> PathBuf {
+    static MADE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    if !made.iter().any(|n| n == name) {
+        if d.exists() {
+            std::fs::remove_dir_all(&d).unwrap_or_else(|e| panic!("cannot empty {}: {e}", d.display()));
+        }
+        made.push(name.to_string());
+    }
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
+    d
+}
+
+/// `CARGO_TARGET_TMPDIR/<prefix>-<key>` for artifacts made by the repository
+/// files `inputs` (generator scripts, the tables they read): `key` is their
+/// SHA-256, so a changed generator makes a new directory, and the
+/// directories of other keys (older versions) are removed.
+pub fn keyed_cache_dir(prefix: &str, inputs: &[&str]) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in inputs {
+        h.update(std::fs::read(repo_root().join(f)).unwrap_or_else(|e| panic!("read {f}: {e}")));
+    }
+    let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let name = format!("{prefix}-{key}");
     if let Ok(entries) = std::fs::read_dir(&tmp) {
@@ -210,18 +235,16 @@ pub fn llama_quantize_tool() -> &'static Path {
     })
 }
 
+/// What scripts/gen_fixtures.py's models depend on.
+pub const FIXTURE_INPUTS: &[&str] = &["scripts/gen_fixtures.py", "formats/pretokenizers.json"];
+
 /// The fixture model directories of scripts/gen_fixtures.py, built once
 /// (cached by the generator's hash under the target's temporary dir; the
 /// same directory tests/convert_parity.rs uses).
 pub fn fixtures_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        h.update(std::fs::read(repo_root().join("scripts/gen_fixtures.py")).expect("read gen_fixtures.py"));
-        h.update(std::fs::read(repo_root().join("formats/pretokenizers.json")).expect("read pretokenizers.json"));
-        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = keyed_cache_dir("convert-fixtures", &key);
+        let dir = keyed_cache_dir("convert-fixtures", FIXTURE_INPUTS);
         let status = Command::new(ref_python())
             .arg(repo_root().join("scripts/gen_fixtures.py"))
             .arg("--llama-src")
@@ -241,13 +264,8 @@ pub fn fixtures_dir() -> &'static Path {
 pub fn adapters_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        use sha2::{Digest, Sha256};
         let fixtures = fixtures_dir();
-        let mut h = Sha256::new();
-        h.update(std::fs::read(repo_root().join("scripts/gen_adapters.py")).expect("read gen_adapters.py"));
-        h.update(fixtures.to_string_lossy().as_bytes());
-        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = keyed_cache_dir("lora-adapters", &key);
+        let dir = keyed_cache_dir("lora-adapters", &[FIXTURE_INPUTS, &["scripts/gen_adapters.py"]].concat());
         let status = Command::new(ref_python())
             .arg(repo_root().join("scripts/gen_adapters.py"))
             .arg("--fixtures")
@@ -259,6 +277,20 @@ pub fn adapters_dir() -> &'static Path {
             .expect("run gen_adapters.py");
         assert!(status.success(), "gen_adapters.py failed");
         dir
+    })
+}
+
+/// The 256-wide llama of scripts/gen_eval_fixture.py (so that Q4_K_M uses
+/// K-quants), built once (cached by the generators' hash).
+pub fn eval_fixture() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = keyed_cache_dir("eval-fixture", &[FIXTURE_INPUTS, &["scripts/gen_eval_fixture.py"]].concat());
+        let out = run_ref_python(
+            &repo_root().join("scripts/gen_eval_fixture.py"),
+            &["--llama-src".as_ref(), ref_src().as_os_str(), "--out".as_ref(), dir.as_os_str()],
+        );
+        PathBuf::from(out.lines().last().unwrap_or_default().trim())
     })
 }
 
@@ -294,14 +326,8 @@ pub fn ggufkit_ok(args: &[&std::ffi::OsStr]) -> CliRun {
 pub fn arch_fixtures(names: &[&str]) -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        use sha2::{Digest, Sha256};
         let root = repo_root();
-        let mut h = Sha256::new();
-        for f in ["scripts/gen_arch_fixtures.py", "scripts/gen_fixtures.py", "formats/pretokenizers.json"] {
-            h.update(std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("read {f}: {e}")));
-        }
-        let key: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = keyed_cache_dir("arch-fixtures", &key);
+        let dir = keyed_cache_dir("arch-fixtures", &[FIXTURE_INPUTS, &["scripts/gen_arch_fixtures.py"]].concat());
         let status = std::process::Command::new(ref_python())
             .arg(root.join("scripts/gen_arch_fixtures.py"))
             .arg("--llama-src")
